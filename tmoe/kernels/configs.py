@@ -1,0 +1,42 @@
+"""Tile configurations of the grouped GEMMs and the built-in heuristic that picks one.
+
+Only M/N tiling, warps and stages are tunable; BLOCK_K (the reduction step) is fixed in
+`grouped_gemm.BLOCK_K`, so no configuration can change a result (DESIGN.md §1.1).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+__all__ = ["GemmConfig", "heuristic_config"]
+
+
+@dataclass(frozen=True)
+class GemmConfig:
+    block_m: int          # slots (tokens) per tile
+    block_n: int          # output channels per tile (multiple of 32: MXFP8 groups in GEMM1)
+    swap_ab: bool         # weights on the MMA M side, tokens on N (few tokens per expert)
+    num_warps: int = 4
+    num_stages: int = 3
+
+    def __post_init__(self):
+        if self.block_n % 32:
+            raise ValueError(f"block_n must be a multiple of 32, got {self.block_n}")
+        if self.block_m < 1 or self.block_m & (self.block_m - 1):
+            raise ValueError(f"block_m must be a power of two, got {self.block_m}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def heuristic_config(kernel: str, num_slots: int, num_local_experts: int, soft: bool) -> GemmConfig:
+    """A reasonable config from the expected slots per local expert (no tuning data needed)."""
+    if soft:   # the interpreter: smallest legal tiles are fastest
+        return GemmConfig(block_m=16, block_n=32, swap_ab=False, num_warps=1, num_stages=1)
+    per_expert = num_slots / max(num_local_experts, 1)
+    if per_expert <= 16:
+        return GemmConfig(block_m=16, block_n=128, swap_ab=True, num_warps=4, num_stages=3)
+    if per_expert <= 32:
+        return GemmConfig(block_m=32, block_n=128, swap_ab=True, num_warps=4, num_stages=3)
+    if per_expert <= 64:
+        return GemmConfig(block_m=64, block_n=128, swap_ab=True, num_warps=4, num_stages=3)
+    return GemmConfig(block_m=128, block_n=128, swap_ab=False, num_warps=8, num_stages=3)

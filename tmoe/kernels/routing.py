@@ -1,0 +1,133 @@
+"""Routing metadata on the device, no host sync: slots sorted by local expert.
+
+A *slot* is one (token, k) pair, index `t * K + k`. From `topk_idx` [T, K] (global expert ids,
+-1 = masked) and the rank's expert range [expert_start, expert_start + E_local) this builds
+
+* `expert_offsets` int32 [E_local + 1]: exclusive prefix sum of the per-expert slot counts;
+* `sorted_slots` int32 [capacity]: positions `expert_offsets[e] .. expert_offsets[e+1]-1` hold the
+  slots routed to local expert e in ascending slot order (stable, so deterministic);
+* optionally adds the counts to `cumulative_local_expert_recv_stats` int32 [E_local].
+
+Three launches, each sized from T (never from counts), so the whole thing is graph-capturable:
+  1. per chunk of CHUNK slots, a histogram over experts           -> chunk_counts [C, E_PAD]
+  2. one program: per-expert scan over chunks + prefix over experts -> chunk_base, expert_offsets
+  3. per chunk, each slot's rank among equal experts in the chunk   -> sorted_slots
+The GEMM kernels derive their ragged (expert, row-block) tile schedule from `expert_offsets` for
+whatever BLOCK_M they use (see `grouped_gemm.tile_of_program`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["RoutingPlan", "build_routing"]
+
+
+@dataclass(frozen=True)
+class RoutingPlan:
+    """Device-side routing metadata of one call (see the module docstring)."""
+    expert_offsets: torch.Tensor     # int32 [E_local + 1]
+    sorted_slots: torch.Tensor       # int32 [capacity]; entries past expert_offsets[-1] are unused
+    num_slots: int                   # T * K (host int: a shape, not a count)
+    num_local_experts: int
+
+
+@triton.jit
+def _local_expert(idx_ptr, slots, num_slots, expert_start, num_local_experts, E_PAD: tl.constexpr):
+    """Local expert id of each slot, or E_PAD - 1 (a sentinel bin) when masked / not local."""
+    ok = slots < num_slots
+    e = tl.load(idx_ptr + slots, mask=ok, other=-1).to(tl.int64) - expert_start
+    local = ok & (e >= 0) & (e < num_local_experts)
+    return tl.where(local, e, E_PAD - 1).to(tl.int32), local
+
+
+@triton.jit
+def _chunk_histogram_kernel(idx_ptr, chunk_counts_ptr, num_slots, expert_start, num_local_experts,
+                            CHUNK: tl.constexpr, E_PAD: tl.constexpr):
+    c = tl.program_id(0)
+    slots = c * CHUNK + tl.arange(0, CHUNK)
+    e, _ = _local_expert(idx_ptr, slots, num_slots, expert_start, num_local_experts, E_PAD)
+    tl.store(chunk_counts_ptr + c * E_PAD + tl.arange(0, E_PAD), tl.histogram(e, E_PAD))
+
+
+@triton.jit
+def _scan_kernel(chunk_counts_ptr, chunk_base_ptr, offsets_ptr, stats_ptr, num_chunks, num_local_experts,
+                 C_BLOCK: tl.constexpr, E_PAD: tl.constexpr, HAS_STATS: tl.constexpr):
+    experts = tl.arange(0, E_PAD)
+    running = tl.zeros([E_PAD], dtype=tl.int32)
+    for c0 in range(0, num_chunks, C_BLOCK):
+        chunks = c0 + tl.arange(0, C_BLOCK)
+        ptrs = chunks[:, None] * E_PAD + experts[None, :]
+        m = (chunks < num_chunks)[:, None]
+        cnt = tl.load(chunk_counts_ptr + ptrs, mask=m, other=0)
+        incl = tl.cumsum(cnt, axis=0)
+        tl.store(chunk_base_ptr + ptrs, running[None, :] + incl - cnt, mask=m)
+        running += tl.sum(cnt, axis=0)
+    real = experts < num_local_experts
+    totals = tl.where(real, running, 0)
+    tl.store(offsets_ptr + experts, tl.cumsum(totals, axis=0) - totals, mask=real)
+    tl.store(offsets_ptr + num_local_experts, tl.sum(totals, axis=0))
+    if HAS_STATS:
+        prev = tl.load(stats_ptr + experts, mask=real, other=0)
+        tl.store(stats_ptr + experts, prev + totals, mask=real)
+
+
+@triton.jit
+def _scatter_kernel(idx_ptr, chunk_base_ptr, offsets_ptr, sorted_ptr, num_slots, expert_start,
+                    num_local_experts, CHUNK: tl.constexpr, E_PAD: tl.constexpr):
+    c = tl.program_id(0)
+    lane = tl.arange(0, CHUNK)
+    slots = c * CHUNK + lane
+    e, local = _local_expert(idx_ptr, slots, num_slots, expert_start, num_local_experts, E_PAD)
+    # Rank of each slot among the earlier slots of this chunk with the same expert (stable order).
+    same_before = (e[:, None] == e[None, :]) & (lane[None, :] < lane[:, None])
+    rank = tl.sum(same_before.to(tl.int32), axis=1)
+    base = tl.load(chunk_base_ptr + c * E_PAD + e, mask=local, other=0)
+    start = tl.load(offsets_ptr + e, mask=local, other=0)
+    tl.store(sorted_ptr + start + base + rank, slots, mask=local)
+
+
+def build_routing(topk_idx: torch.Tensor, num_local_experts: int, expert_start: int = 0,
+                  capacity_slots: int | None = None, stats: torch.Tensor | None = None,
+                  workspace: dict | None = None) -> RoutingPlan:
+    """Build the RoutingPlan for `topk_idx` [T, K] (int64, contiguous) on its device.
+
+    `capacity_slots` sizes `sorted_slots` (default T*K); `workspace` (a dict) caches scratch
+    tensors between calls so a captured graph reuses the same memory.
+    """
+    t, k = topk_idx.shape
+    num_slots = t * k
+    soft = not topk_idx.is_cuda
+    chunk = 64 if soft else 128
+    e_pad = triton.next_power_of_2(num_local_experts + 1)
+    num_chunks = max(1, triton.cdiv(num_slots, chunk))
+    capacity_slots = max(capacity_slots or num_slots, 1)
+    dev = topk_idx.device
+
+    def scratch(name, shape, dtype):
+        if workspace is None:
+            return torch.empty(shape, dtype=dtype, device=dev)
+        buf = workspace.get(name)
+        need = 1
+        for s in shape:
+            need *= s
+        if buf is None or buf.numel() < need or buf.dtype != dtype:
+            buf = workspace[name] = torch.empty(need, dtype=dtype, device=dev)
+        return buf[:need].view(shape)
+
+    chunk_counts = scratch("chunk_counts", (num_chunks, e_pad), torch.int32)
+    chunk_base = scratch("chunk_base", (num_chunks, e_pad), torch.int32)
+    offsets = scratch("expert_offsets", (num_local_experts + 1,), torch.int32)
+    sorted_slots = scratch("sorted_slots", (capacity_slots,), torch.int32)
+    idx = topk_idx.reshape(-1)
+    _chunk_histogram_kernel[(num_chunks,)](idx, chunk_counts, num_slots, expert_start, num_local_experts,
+                                           CHUNK=chunk, E_PAD=e_pad)
+    _scan_kernel[(1,)](chunk_counts, chunk_base, offsets, stats if stats is not None else offsets,
+                       num_chunks, num_local_experts, C_BLOCK=16 if soft else 32, E_PAD=e_pad,
+                       HAS_STATS=stats is not None)
+    _scatter_kernel[(num_chunks,)](idx, chunk_base, offsets, sorted_slots, num_slots, expert_start,
+                                   num_local_experts, CHUNK=chunk, E_PAD=e_pad)
+    return RoutingPlan(offsets, sorted_slots, num_slots, num_local_experts)

@@ -1,0 +1,260 @@
+"""The fused W4A8 MoE layer: DeepGEMM's `fp8_fp4_mega_moe` API on top of tmoe's Triton kernels.
+
+    buf = get_symm_buffer_for_mega_moe(None, E, T_max, K, H, I)
+    l1, l2 = transform_weights_for_mega_moe((w1, w1_sf), (w2, w2_sf))
+    buf.x[:T].copy_(x_fp8); buf.x_sf[:T].copy_(x_sf); buf.topk_idx[:T].copy_(idx); buf.topk_weights[:T].copy_(w)
+    fp8_fp4_mega_moe(y, l1, l2, buf)            # y: bf16 [T, H], written in place
+
+One call = routing metadata (3 small kernels) -> GEMM1 + SwiGLU + MXFP8 requant -> GEMM2 -> combine.
+Every launch is sized from the buffer capacity and T (a shape), never from routed counts, so the
+call can be captured in a CUDA graph and replayed with new buffer contents.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional, Sequence
+
+import torch
+
+from . import formats
+from .kernels import configs, grouped_gemm
+from .kernels.combine import combine
+from .kernels.numerics import soft_numerics
+from .kernels.quant import per_token_cast_to_fp8
+from .kernels.routing import build_routing
+
+__all__ = ["MegaMoEBuffer", "TransformedWeights", "get_symm_buffer_for_mega_moe",
+           "transform_weights_for_mega_moe", "fp8_fp4_mega_moe"]
+
+TRITON_LAYOUT = "tmoe-triton-v1"
+
+
+class MegaMoEBuffer:
+    """Per-rank inputs and scratch of the layer (DeepGEMM's SymmBuffer counterpart).
+
+    Callers fill `x` (float8_e4m3fn [T_max, H]), `x_sf` (int32 [T_max, ceil(H/128)]), `topk_idx`
+    (int64 [T_max, K]) and `topk_weights` (fp32 [T_max, K]) for the first T rows before each call.
+    One buffer serves every layer of the same shape. `destroy()` frees the memory.
+    """
+
+    def __init__(self, group, num_experts: int, num_max_tokens_per_rank: int, num_topk: int,
+                 hidden: int, intermediate_hidden: int, device: torch.device | str | None = None):
+        num_ranks = 1 if group is None else group.size()
+        rank = 0 if group is None else group.rank()
+        _check_int("num_experts", num_experts, 1)
+        _check_int("num_max_tokens_per_rank", num_max_tokens_per_rank, 0)
+        _check_int("num_topk", num_topk, 1)
+        if num_topk > 32:
+            raise ValueError(f"num_topk must be <= 32, got {num_topk}")
+        formats.check_hidden("hidden", hidden)
+        formats.check_hidden("intermediate_hidden", intermediate_hidden)
+        if num_experts % num_ranks:
+            raise ValueError(f"num_experts={num_experts} is not divisible by the group size {num_ranks}")
+        if num_ranks != 1:
+            raise ValueError(f"expert parallelism (group size {num_ranks}) needs the EP transports, "
+                             "which this build does not provide yet; pass group=None")
+        if device is None:
+            device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.group = group
+        self.rank, self.num_ranks = rank, num_ranks
+        self.num_experts = num_experts
+        self.num_local_experts = num_experts // num_ranks
+        self.num_max_tokens_per_rank = num_max_tokens_per_rank
+        self.num_topk = num_topk
+        self.hidden = hidden
+        self.intermediate_hidden = intermediate_hidden
+        self.transport = "local"
+        cap, k, dev = num_max_tokens_per_rank, num_topk, self.device
+        self.x = torch.empty((cap, hidden), dtype=torch.float8_e4m3fn, device=dev)
+        self.x_sf = torch.empty((cap, formats.packed_scale_words(hidden)), dtype=torch.int32, device=dev)
+        self.topk_idx = torch.empty((cap, k), dtype=torch.int64, device=dev)
+        self.topk_weights = torch.empty((cap, k), dtype=torch.float32, device=dev)
+        # Scratch: the MXFP8 intermediate (sorted slot rows) and the per-slot GEMM2 outputs.
+        slots = max(cap * k, 1)
+        self.act = torch.empty((slots, intermediate_hidden), dtype=torch.uint8, device=dev)
+        self.act_sf = torch.empty((slots, intermediate_hidden // 32), dtype=torch.uint8, device=dev)
+        self.slot_out = torch.empty((slots, hidden), dtype=torch.int16, device=dev)
+        self.workspace: dict = {}
+        self.destroyed = False
+
+    @property
+    def expert_start(self) -> int:
+        return self.rank * self.num_local_experts
+
+    def destroy(self) -> None:
+        """Release the memory; the buffer cannot be used afterwards."""
+        for name in ("x", "x_sf", "topk_idx", "topk_weights", "act", "act_sf", "slot_out"):
+            setattr(self, name, None)
+        self.workspace.clear()
+        self.destroyed = True
+
+    def __repr__(self) -> str:
+        return (f"MegaMoEBuffer(transport={self.transport}, rank={self.rank}/{self.num_ranks}, "
+                f"experts={self.num_experts}, max_tokens={self.num_max_tokens_per_rank}, topk={self.num_topk}, "
+                f"hidden={self.hidden}, intermediate={self.intermediate_hidden}, device={self.device})")
+
+
+def _check_int(name: str, value, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def get_symm_buffer_for_mega_moe(group, num_experts: int, num_max_tokens_per_rank: int, num_topk: int,
+                                 hidden: int, intermediate_hidden: int, *,
+                                 device: torch.device | str | None = None) -> MegaMoEBuffer:
+    """Allocate the layer's buffer (collective when `group` is a process group; None = one GPU)."""
+    return MegaMoEBuffer(group, num_experts, num_max_tokens_per_rank, num_topk, hidden,
+                         intermediate_hidden, device=device)
+
+
+class TransformedWeights(tuple):
+    """(codes, scales) in the Triton backend's layout; unpacks like the plain tuple."""
+    layout: str = TRITON_LAYOUT
+
+    def __new__(cls, codes: torch.Tensor, scales: torch.Tensor):
+        return super().__new__(cls, (codes, scales))
+
+
+def _check_canonical(name: str, pair, rows_per_expert_hint: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        raise ValueError(f"{name} must be a (codes, scales) pair, got {type(pair).__name__}")
+    codes, scales = pair
+    if not isinstance(codes, torch.Tensor) or codes.dtype not in (torch.int8, torch.uint8) or codes.dim() != 3:
+        raise ValueError(f"{name} codes must be int8 [E, {rows_per_expert_hint}, K/2], got "
+                         f"{getattr(codes, 'dtype', type(codes))} {tuple(getattr(codes, 'shape', ()))}")
+    if not isinstance(scales, torch.Tensor) or scales.dtype != torch.uint8 or scales.dim() != 3:
+        raise ValueError(f"{name} scales must be uint8 UE8M0 [E, {rows_per_expert_hint}, K/32], got "
+                         f"{getattr(scales, 'dtype', type(scales))} {tuple(getattr(scales, 'shape', ()))}")
+    e, n, half_k = codes.shape
+    if tuple(scales.shape) != (e, n, half_k * 2 // 32) or (half_k * 2) % 32:
+        raise ValueError(f"{name} scales shape {tuple(scales.shape)} does not match codes {tuple(codes.shape)} "
+                         f"(expected [{e}, {n}, {half_k * 2 // 32}] and K % 32 == 0)")
+    if codes.device != scales.device:
+        raise ValueError(f"{name} codes on {codes.device} but scales on {scales.device}")
+    return codes, scales
+
+
+def transform_weights_for_mega_moe(l1_weights, l2_weights):
+    """Canonical MXFP4 (DESIGN.md §2.2) -> the Triton backend layout.
+
+    l1_weights = (w1 int8 [E, 2I, H/2], w1_sf uint8 [E, 2I, H/32]) with rows [gate | up];
+    l2_weights = (w2 int8 [E, H, I/2], w2_sf uint8 [E, H, I/32]). Returns (l1, l2) as
+    `TransformedWeights`; the canonical tensors are not modified.
+    """
+    w1, w1_sf = _check_canonical("l1_weights", l1_weights, "2I")
+    w2, w2_sf = _check_canonical("l2_weights", l2_weights, "H")
+    e, two_i, half_h = w1.shape
+    if w2.shape[0] != e or w2.shape[1] != half_h * 2 or w2.shape[2] * 2 != two_i // 2 or two_i % 2:
+        raise ValueError(f"w2 shape {tuple(w2.shape)} does not match w1 shape {tuple(w1.shape)}: "
+                         f"expected [{e}, {half_h * 2}, {two_i // 4}]")
+    formats.check_hidden("hidden (w1.shape[2] * 2)", half_h * 2)
+    formats.check_hidden("intermediate (w1.shape[1] / 2)", two_i // 2)
+    l1 = TransformedWeights(w1.view(torch.uint8).contiguous(), w1_sf.contiguous())
+    l2 = TransformedWeights(w2.view(torch.uint8).contiguous(), w2_sf.contiguous())
+    return l1, l2
+
+
+def _values_checked() -> bool:
+    if os.environ.get("TMOE_SKIP_VALUE_CHECKS", "0") == "1":
+        return False
+    return not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
+
+
+def _validate_call(y, l1, l2, buf: MegaMoEBuffer, stats, recipe, activation, activation_clamp) -> int:
+    if not isinstance(buf, MegaMoEBuffer):
+        raise ValueError(f"sym_buffer must come from tmoe.get_symm_buffer_for_mega_moe, got {type(buf).__name__}")
+    if buf.destroyed:
+        raise ValueError("sym_buffer was destroyed")
+    if not isinstance(y, torch.Tensor) or y.dtype != torch.bfloat16 or y.dim() != 2:
+        raise ValueError(f"y must be a bf16 [T, hidden] tensor, got {getattr(y, 'dtype', type(y))} "
+                         f"{tuple(getattr(y, 'shape', ()))}")
+    t, h = y.shape
+    if h != buf.hidden:
+        raise ValueError(f"y.shape[1]={h} does not match the buffer's hidden={buf.hidden}")
+    if t > buf.num_max_tokens_per_rank:
+        raise ValueError(f"num_tokens={t} (y.shape[0]) exceeds the buffer capacity "
+                         f"num_max_tokens_per_rank={buf.num_max_tokens_per_rank}")
+    if not y.is_contiguous():
+        raise ValueError(f"y must be contiguous, got strides {y.stride()}")
+    if y.device != buf.device:
+        raise ValueError(f"y is on {y.device} but the buffer is on {buf.device}")
+    for name, lw in (("l1_weights", l1), ("l2_weights", l2)):
+        if not isinstance(lw, TransformedWeights):
+            raise ValueError(f"{name} was not produced by tmoe.transform_weights_for_mega_moe "
+                             f"(got {type(lw).__name__}); transform the canonical weights first")
+        if lw[0].device != buf.device:
+            raise ValueError(f"{name} is on {lw[0].device} but the buffer is on {buf.device}")
+    e_l, i_l = buf.num_local_experts, buf.intermediate_hidden
+    if tuple(l1[0].shape) != (e_l, 2 * i_l, h // 2):
+        raise ValueError(f"l1 codes shape {tuple(l1[0].shape)} != expected [{e_l}, {2 * i_l}, {h // 2}] "
+                         "(local experts, 2*intermediate, hidden/2)")
+    if tuple(l2[0].shape) != (e_l, h, i_l // 2):
+        raise ValueError(f"l2 codes shape {tuple(l2[0].shape)} != expected [{e_l}, {h}, {i_l // 2}]")
+    if tuple(recipe) != (1, 1, 32):
+        raise ValueError(f"recipe must be (1, 1, 32) (per-token MXFP8 x per-32 MXFP4), got {tuple(recipe)}")
+    if activation != "swiglu":
+        raise ValueError(f"activation must be 'swiglu', got {activation!r}")
+    if activation_clamp is not None and (not isinstance(activation_clamp, (int, float))
+                                         or not math.isfinite(activation_clamp) or activation_clamp < 0):
+        raise ValueError(f"activation_clamp must be None or a finite float >= 0, got {activation_clamp!r}")
+    if stats is not None:
+        if (not isinstance(stats, torch.Tensor) or stats.dtype != torch.int32 or tuple(stats.shape) != (e_l,)
+                or not stats.is_contiguous() or stats.device != buf.device):
+            raise ValueError(f"cumulative_local_expert_recv_stats must be a contiguous int32 [{e_l}] tensor on "
+                             f"{buf.device}, got {getattr(stats, 'dtype', type(stats))} "
+                             f"{tuple(getattr(stats, 'shape', ()))}")
+    if t and _values_checked():
+        idx = buf.topk_idx[:t]
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < -1 or hi >= buf.num_experts:
+            bad = lo if lo < -1 else hi
+            raise ValueError(f"topk_idx contains expert id {bad}; valid ids are -1 (masked) and "
+                             f"0..{buf.num_experts - 1}")
+    return t
+
+
+def fp8_fp4_mega_moe(y: torch.Tensor, l1_weights, l2_weights, sym_buffer: MegaMoEBuffer,
+                     cumulative_local_expert_recv_stats: Optional[torch.Tensor] = None,
+                     recipe: Sequence[int] = (1, 1, 32), activation: str = "swiglu",
+                     activation_clamp: Optional[float] = None, fast_math: bool = True, *,
+                     gemm1_config: configs.GemmConfig | None = None,
+                     gemm2_config: configs.GemmConfig | None = None) -> None:
+    """y[:T] = MoE(buffer.x[:T], ...) for T = y.shape[0] (DESIGN.md §1.1); writes y in place.
+
+    Raises ValueError (before any launch) on bad shapes, dtypes, devices, T > capacity, untransformed
+    weights, and — outside CUDA-graph capture, unless TMOE_SKIP_VALUE_CHECKS=1 — expert ids outside
+    [-1, E). During capture ids cannot be inspected; out-of-range ids are then treated as masked.
+    """
+    buf = sym_buffer
+    t = _validate_call(y, l1_weights, l2_weights, buf, cumulative_local_expert_recv_stats, recipe,
+                       activation, activation_clamp)
+    if t == 0:
+        return
+    k = buf.num_topk
+    soft = soft_numerics(y)
+    topk_idx = buf.topk_idx[:t]
+    plan = build_routing(topk_idx, buf.num_local_experts, buf.expert_start, capacity_slots=t * k,
+                         stats=cumulative_local_expert_recv_stats, workspace=buf.workspace)
+    cfg1 = gemm1_config or configs.heuristic_config("gemm1", t * k, buf.num_local_experts, soft)
+    cfg2 = gemm2_config or configs.heuristic_config("gemm2", t * k, buf.num_local_experts, soft)
+    grouped_gemm.gemm1_swiglu(buf.x.view(torch.uint8), buf.x_sf.view(torch.uint8), l1_weights[0], l1_weights[1],
+                              plan, buf.topk_weights, buf.act, buf.act_sf, topk=k, clamp=activation_clamp,
+                              fast_math=fast_math, cfg=cfg1, soft=soft)
+    grouped_gemm.gemm2(buf.act, buf.act_sf, l2_weights[0], l2_weights[1], plan, buf.slot_out, cfg=cfg2, soft=soft)
+    combine(buf.slot_out, topk_idx, y)
+
+
+def fill_buffer(buf: MegaMoEBuffer, x: torch.Tensor, topk_idx: torch.Tensor, topk_weights: torch.Tensor) -> int:
+    """Quantize bf16 x [T, H] straight into the buffer and copy the routing; returns T."""
+    t = x.shape[0]
+    if t > buf.num_max_tokens_per_rank:
+        raise ValueError(f"num_tokens={t} exceeds the buffer capacity {buf.num_max_tokens_per_rank}")
+    if tuple(topk_idx.shape) != (t, buf.num_topk) or tuple(topk_weights.shape) != (t, buf.num_topk):
+        raise ValueError(f"topk_idx / topk_weights must be [{t}, {buf.num_topk}], got "
+                         f"{tuple(topk_idx.shape)} / {tuple(topk_weights.shape)}")
+    per_token_cast_to_fp8(x, out=(buf.x, buf.x_sf))
+    buf.topk_idx[:t].copy_(topk_idx)
+    buf.topk_weights[:t].copy_(topk_weights)
+    return t
