@@ -158,9 +158,8 @@ def route(logits: torch.Tensor, top_k: int, scoring: str = "softmax_topk", bias:
     router_kernel[grid](
         logits, bias_arg, topk_idx, topk_weights,
         t, logits.stride(0), logits.stride(1), float(scaling),
-        E=num_experts, K=top_k, SCORING=SCORING_CODES[scoring],
-        HAS_BIAS=bias is not None, RENORM=renormalize,
-        NUM_GROUPS=ng, TOPK_GROUPS=tg, GROUP_SIZE=num_experts // ng,
+        num_experts, top_k, ng, tg, num_experts // ng,
+        SCORING=SCORING_CODES[scoring], HAS_BIAS=bias is not None, RENORM=renormalize, GROUPED=ng > 1,
         **cfg,
     )
     return topk_idx, topk_weights

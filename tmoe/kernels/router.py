@@ -47,9 +47,8 @@ def _log1p(y):
 def router_kernel(
     logits_ptr, bias_ptr, idx_ptr, w_ptr,
     T, stride_lt, stride_le, scaling,
-    E: tl.constexpr, K: tl.constexpr, SCORING: tl.constexpr,
-    HAS_BIAS: tl.constexpr, RENORM: tl.constexpr,
-    NUM_GROUPS: tl.constexpr, TOPK_GROUPS: tl.constexpr, GROUP_SIZE: tl.constexpr,
+    E, K, NUM_GROUPS, TOPK_GROUPS, GROUP_SIZE,
+    SCORING: tl.constexpr, HAS_BIAS: tl.constexpr, RENORM: tl.constexpr, GROUPED: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_G: tl.constexpr,
 ):
     NEG_INF: tl.constexpr = float("-inf")
@@ -82,7 +81,7 @@ def router_kernel(
     key = tl.where(avail, key, NEG_INF)
 
     # ---------------------------------------------------------------- group-limited selection
-    if NUM_GROUPS > 1:
+    if GROUPED:
         gcols = tl.arange(0, BLOCK_G)
         grp_of_col = cols // GROUP_SIZE
         gscore = tl.full([BLOCK_T, BLOCK_G], NEG_INF, tl.float32)
@@ -90,13 +89,12 @@ def router_kernel(
             in_g = (grp_of_col == g) & col_ok
             kg = tl.where(in_g[None, :], key, NEG_INF)
             m1 = tl.max(kg, axis=1)
-            if GROUP_SIZE > 1:
-                first = tl.min(tl.where(in_g[None, :] & (kg == m1[:, None]), cols[None, :], BLOCK_E), axis=1)
-                kg2 = tl.where(cols[None, :] == first[:, None], NEG_INF, kg)
-                m2 = tl.max(kg2, axis=1)
-                s = m1 + m2
-            else:
-                s = m1
+            first = tl.min(tl.where(in_g[None, :] & (kg == m1[:, None]), cols[None, :], BLOCK_E), axis=1)
+            kg2 = tl.where(cols[None, :] == first[:, None], NEG_INF, kg)
+            m2 = tl.max(kg2, axis=1)
+            if GROUP_SIZE == 1:     # a one-expert group is scored by that expert alone
+                m2 = tl.zeros_like(m1)
+            s = m1 + m2
             gscore = tl.where(gcols[None, :] == g, s[:, None], gscore)
         # keep the TOPK_GROUPS best groups (ties: lower group id)
         gtaken = tl.zeros([BLOCK_T, BLOCK_G], tl.int32)

@@ -1,0 +1,155 @@
+"""Benchmark the whole layer (quantize + route + GEMM1/SwiGLU/requant + GEMM2 + combine), EP = 1.
+
+    python benchmarks/bench_layer.py [--workloads dsv3,gptoss] [--tokens 1,128,8192] [--routing uniform,zipf]
+
+Per DESIGN.md §6: CUDA-graph replays (median, L2 flushed), the card's ceilings and the two torch
+grouped-GEMM peers (bf16 `torch._grouped_mm`, fp8 rowwise `torch._scaled_grouped_mm`; GEMMs only)
+measured in the same process on the same routing. Writes benchmarks/results/<card>-<date>.json and
+prints a markdown table. Small-T rows are also checked against the float64 reference.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ceilings import measure_ceilings, time_graph  # noqa: E402
+from workloads import TOKENS, WORKLOADS, make_routing, random_mxfp4_weights  # noqa: E402
+
+import tmoe  # noqa: E402
+from tmoe.reference import MoEWeights, calc_diff, reference_moe  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _peer_times(wl, idx, x_bf16) -> tuple[float | None, float | None, str]:
+    """GEMM1 + GEMM2 of the torch grouped-GEMM peers on the same routing (no activation)."""
+    e, h, i = wl.num_experts, wl.hidden, wl.intermediate
+    valid = idx[idx >= 0]
+    counts = torch.bincount(valid, minlength=e)
+    # NOTES: torch's grouped GEMMs want 16-row-aligned groups; pad each expert's rows (a few % extra work).
+    padded = (counts + 15) // 16 * 16
+    offs = torch.cumsum(padded, 0).to(torch.int32)
+    m = int(offs[-1])
+    a1 = torch.randn(m, h, device="cuda", dtype=torch.bfloat16)
+    a2 = torch.randn(m, i, device="cuda", dtype=torch.bfloat16)
+    w1 = torch.randn(e, 2 * i, h, device="cuda", dtype=torch.bfloat16)
+    w2 = torch.randn(e, h, i, device="cuda", dtype=torch.bfloat16)
+    note = ""
+    try:
+        bf16_us = time_graph(lambda: (torch._grouped_mm(a1, w1.transpose(1, 2), offs=offs),
+                                      torch._grouped_mm(a2, w2.transpose(1, 2), offs=offs)))
+    except Exception as exc:  # noqa: BLE001 - report and carry on
+        bf16_us, note = None, f"bf16 grouped failed: {exc!s:.80}"
+    f1, f2 = w1.to(torch.float8_e4m3fn), w2.to(torch.float8_e4m3fn)
+    del w1, w2
+    q1, q2 = a1.to(torch.float8_e4m3fn), a2.to(torch.float8_e4m3fn)
+    s1, s2 = torch.ones(m, device="cuda"), torch.ones(m, device="cuda")
+    sw1, sw2 = torch.ones(e, 2 * i, device="cuda"), torch.ones(e, h, device="cuda")
+    try:
+        fp8_us = time_graph(lambda: (
+            torch._scaled_grouped_mm(q1, f1.transpose(1, 2), s1, sw1, offs=offs, out_dtype=torch.bfloat16),
+            torch._scaled_grouped_mm(q2, f2.transpose(1, 2), s2, sw2, offs=offs, out_dtype=torch.bfloat16)))
+    except Exception as exc:  # noqa: BLE001
+        fp8_us, note = None, note + f" fp8 grouped failed: {exc!s:.80}"
+    del f1, f2, a1, a2, q1, q2
+    torch.cuda.empty_cache()
+    return bf16_us, fp8_us, note.strip()
+
+
+def bench_workload(wl, tokens, routings, ceil, peers: bool, check_max_tokens: int) -> list[dict]:
+    e, k, h, i = wl.num_experts, wl.topk, wl.hidden, wl.intermediate
+    w1, w1_sf = random_mxfp4_weights(e, 2 * i, h, seed=1)
+    w2, w2_sf = random_mxfp4_weights(e, h, i, seed=2)
+    l1, l2 = tmoe.transform_weights_for_mega_moe((w1, w1_sf), (w2, w2_sf))
+    buf = tmoe.get_symm_buffer_for_mega_moe(None, e, max(tokens), k, h, i)
+    rows = []
+    for routing in routings:
+        for t in tokens:
+            idx, tw = make_routing(t, e, k, routing, seed=t)
+            x = torch.randn(t, h, device="cuda").to(torch.bfloat16)
+            buf.topk_idx[:t].copy_(idx)
+            buf.topk_weights[:t].copy_(tw)
+            y = torch.empty(t, h, dtype=torch.bfloat16, device="cuda")
+
+            def call():
+                tmoe.per_token_cast_to_fp8(x, out=(buf.x, buf.x_sf))
+                tmoe.fp8_fp4_mega_moe(y, l1, l2, buf, activation_clamp=wl.clamp)
+
+            call()
+            torch.cuda.synchronize()
+            row = {"workload": wl.name, "tokens": t, "ep": 1, "routing": routing}
+            if t <= check_max_tokens:
+                ref = reference_moe(buf.x[:t], buf.x_sf[:t], idx, tw, MoEWeights(w1, w1_sf, w2, w2_sf),
+                                    activation_clamp=wl.clamp)
+                row["calc_diff"] = calc_diff(y, ref)
+                row["nan"] = bool(torch.isnan(y).any())
+            us = time_graph(call)
+            touched = int(torch.unique(idx[idx >= 0]).numel())
+            slots = int((idx >= 0).sum())
+            wbytes = touched * 3 * h * i * (0.5 + 1 / 32)
+            flops = 2 * 3 * h * i * slots
+            floor_us = max(wbytes / ceil["read_gbps"] / 1e3, flops / ceil["fp8_tflops"] / 1e6)
+            row.update(us=us, tflops=flops / us / 1e6, weight_gbps=wbytes / us / 1e3, experts_touched=touched,
+                       floor_us=floor_us, efficiency=floor_us / us)
+            if peers:
+                row["bf16_grouped_us"], row["fp8_grouped_us"], note = _peer_times(wl, idx, x)
+                if note:
+                    row["peer_note"] = note
+            rows.append(row)
+            print(_fmt(row), flush=True)
+    buf.destroy()
+    return rows
+
+
+HEADER = (f"| {'workload':8} | {'T':>5} | routing | {'µs':>8} | {'TFLOP/s':>7} | {'wGB/s':>6} | {'eff':>5} | "
+          f"{'bf16 grp µs':>11} | {'fp8 grp µs':>10} | {'calc_diff':>9} |")
+
+
+def _fmt(r: dict) -> str:
+    def f(v, spec):
+        return format(v, spec) if isinstance(v, (int, float)) else "—"
+    return (f"| {r['workload']:8} | {r['tokens']:>5} | {r['routing']:7} | {f(r['us'], '8.1f')} | {f(r['tflops'], '7.1f')} | "
+            f"{f(r['weight_gbps'], '6.0f')} | {f(r['efficiency'], '5.2f')} | {f(r.get('bf16_grouped_us'), '11.1f')} | "
+            f"{f(r.get('fp8_grouped_us'), '10.1f')} | {f(r.get('calc_diff'), '9.1e')} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--tokens", default=",".join(map(str, TOKENS)))
+    ap.add_argument("--routing", default="uniform")
+    ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--check-max-tokens", type=int, default=128)
+    ap.add_argument("--json", default=None, help="default: benchmarks/results/<card>-<date>.json")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("bench_layer.py needs a CUDA GPU (the README's run command covers CPU)")
+    ceil = measure_ceilings()
+    dev = torch.cuda.get_device_name()
+    print(f"{dev}: read {ceil['read_gbps']:.0f} GB/s, copy {ceil['copy_gbps']:.0f} GB/s, "
+          f"fp8 {ceil['fp8_tflops']:.0f} TFLOP/s, bf16 {ceil['bf16_tflops']:.0f} TFLOP/s")
+    print(HEADER)
+    print("|" + "|".join("-" * (len(c)) for c in HEADER.split("|")[1:-1]) + "|")
+    tokens = [int(t) for t in args.tokens.split(",")]
+    rows = []
+    for name in args.workloads.split(","):
+        rows += bench_workload(WORKLOADS[name], tokens, args.routing.split(","), ceil, not args.no_peers,
+                               args.check_max_tokens)
+        torch.cuda.empty_cache()
+    out = {"device": dev, "torch": torch.__version__, "triton": __import__("triton").__version__,
+           "date": datetime.date.today().isoformat(), **ceil, "rows": rows}
+    path = args.json or os.path.join(HERE, "results", f"{dev.replace(' ', '_')}-{out['date']}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
