@@ -200,11 +200,13 @@ def fp8_fp4_mega_moe(y: torch.Tensor, l1_weights, l2_weights, sym_buffer: SymmBu
         _assert(stats.dtype == torch.int32 and tuple(stats.shape) == (e_local,) and stats.is_contiguous(),
                 f"stats must be contiguous int32 [{e_local}]")
     weights = weights_from_deepgemm_layout(l1_weights, l2_weights)
+    dev = y.device                                   # compute where y lives (the buffer may be elsewhere)
+    weights = reference.MoEWeights(*(t.to(dev) for t in (weights.w1, weights.w1_sf, weights.w2, weights.w2_sf)))
     offset = buf.rank * e_local
-    idx = buf.topk_idx[:n]
-    out = reference.reference_moe(buf.x[:n], buf.x_sf[:n], idx, buf.topk_weights[:n], weights,
-                                  activation_clamp=activation_clamp, expert_offset=offset)
-    y.copy_(out.to(y.device))
+    idx = buf.topk_idx[:n].to(dev)
+    out = reference.reference_moe(buf.x[:n].to(dev), buf.x_sf[:n].to(dev), idx, buf.topk_weights[:n].to(dev),
+                                  weights, activation_clamp=activation_clamp, expert_offset=offset)
+    y.copy_(out)
     if stats is not None:
         local = idx - offset
         local = local[(idx >= 0) & (local >= 0) & (local < e_local)]

@@ -420,16 +420,19 @@ def check_dequant_mxfp8(q, sf, dq):
 
 
 def check_roundtrip_bound(x, dq, sf):
+    """|dq - x| bounded; measured on the exact (double) dequantized value, because near the bf16
+    max the exact value can be 2^128, which fp32 `dq` holds as inf (checked in check_dequant)."""
     t, h = x.shape
     xv = x.float().tolist()
-    dv = dq.tolist()
+    qb = F.quantize_mxfp8(x)[0].view(torch.uint8).tolist()
     for r in range(t):
         sb = list(struct.pack(f"<{sf.shape[1]}i", *sf[r].tolist()))
         for i in range(h):
             s = e8m0_value(sb[i // 32])
-            err = abs(dv[r][i] - xv[r][i])
+            exact = e4m3_decode(qb[r][i]) * s
+            err = abs(exact - xv[r][i])
             # 3 mantissa bits: half an ulp is |x| * 2^-4; subnormal step of e4m3 is 2^-9 * sf
-            assert err <= max(abs(xv[r][i]) * 2.0 ** -4, s * 2.0 ** -10), (r, i, xv[r][i], dv[r][i])
+            assert err <= max(abs(xv[r][i]) * 2.0 ** -4, s * 2.0 ** -10), (r, i, xv[r][i], exact)
             assert abs(xv[r][i]) <= 448.0 * s
 
 
@@ -442,6 +445,15 @@ def test_mxfp8_roundtrip_random(h):
     check_roundtrip_bound(x, dq, sf)
     rel = (dq - x.float()).norm() / x.float().norm()
     assert rel < 0.04
+
+
+def test_dequantize_mxfp8_overflows_to_inf_near_bf16_max():
+    # 3.2965e38 / 2^120 = 248 ties up to e4m3 256, and 256 * 2^120 = 2^128 is not an fp32 value
+    x = torch.zeros(1, 32, dtype=torch.bfloat16)
+    x[0, 0] = 3.2964854295465914e+38
+    q, sf = F.quantize_mxfp8(x)
+    assert bytes_u8(q)[0] == 0x78 and list(struct.pack("<i", sf[0, 0].item()))[0] == 247
+    assert F.dequantize_mxfp8(q, sf)[0, 0].item() == math.inf
 
 
 def test_quantize_mxfp8_zero_tokens():

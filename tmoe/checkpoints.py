@@ -275,6 +275,8 @@ def load_gpt_oss_experts(path, layer: int, *, rank: int = 0, num_ranks: int = 1,
         raise ValueError(f"naming must be 'auto', 'gpt-oss' or 'gpt-oss-original', got {naming!r}")
     pre, *names = _GPT_OSS_KEYS[naming]
     k_b1, k_s1, k_bias1, k_b2, k_s2, k_bias2 = (pre.format(l=layer) + n for n in names)
+    if not ckpt.has(k_b1):
+        raise ValueError(f"checkpoint {ckpt.path} has no {naming} experts for layer {layer}: no tensor {k_b1!r}")
 
     shape_b1, dt = ckpt.meta(k_b1)
     if len(shape_b1) != 4 or shape_b1[3] != 16 or shape_b1[1] % 2:

@@ -112,12 +112,9 @@ def fp32_to_e4m3(v: torch.Tensor) -> torch.Tensor:
     For finite |v| < 464 this is exactly torch's `.to(torch.float8_e4m3fn)`; the clamp pins down
     the overflow behaviour, which torch versions have not always agreed on.
     """
-    nan = torch.isnan(v)
-    q = v.clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
-    if bool(nan.any()):
-        sign = (v.view(torch.int32) < 0).to(torch.uint8) << 7
-        q = torch.where(nan, (sign | 0x7F).view(torch.float8_e4m3fn), q)
-    return q
+    q = v.clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn).view(torch.uint8)
+    nan_byte = ((v.view(torch.int32) < 0).to(torch.uint8) << 7) | 0x7F
+    return torch.where(torch.isnan(v), nan_byte, q).view(torch.float8_e4m3fn)   # no host sync
 
 
 def quantize_mxfp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,7 +5,8 @@
     buf.x[:T].copy_(x_fp8); buf.x_sf[:T].copy_(x_sf); buf.topk_idx[:T].copy_(idx); buf.topk_weights[:T].copy_(w)
     fp8_fp4_mega_moe(y, l1, l2, buf)            # y: bf16 [T, H], written in place
 
-One call = routing metadata (3 small kernels) -> GEMM1 + SwiGLU + MXFP8 requant -> GEMM2 -> combine.
+One call = routing metadata (3 small kernels) -> exact bf16 dequant of the tokens -> GEMM1 + SwiGLU
++ MXFP8 requant -> GEMM2 -> combine.
 Every launch is sized from the buffer capacity and T (a shape), never from routed counts, so the
 call can be captured in a CUDA graph and replayed with new buffer contents.
 """
@@ -21,7 +22,7 @@ from . import formats
 from .kernels import configs, grouped_gemm
 from .kernels.combine import combine
 from .kernels.numerics import soft_numerics
-from .kernels.quant import per_token_cast_to_fp8
+from .kernels.quant import mxfp8_to_bf16, per_token_cast_to_fp8
 from .kernels.routing import build_routing
 
 __all__ = ["MegaMoEBuffer", "TransformedWeights", "get_symm_buffer_for_mega_moe",
@@ -54,9 +55,7 @@ class MegaMoEBuffer:
         if num_ranks != 1:
             raise ValueError(f"expert parallelism (group size {num_ranks}) needs the EP transports, "
                              "which this build does not provide yet; pass group=None")
-        if device is None:
-            device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = _normalize_device(device)
         self.group = group
         self.rank, self.num_ranks = rank, num_ranks
         self.num_experts = num_experts
@@ -71,10 +70,11 @@ class MegaMoEBuffer:
         self.x_sf = torch.empty((cap, formats.packed_scale_words(hidden)), dtype=torch.int32, device=dev)
         self.topk_idx = torch.empty((cap, k), dtype=torch.int64, device=dev)
         self.topk_weights = torch.empty((cap, k), dtype=torch.float32, device=dev)
-        # Scratch: the MXFP8 intermediate (sorted slot rows) and the per-slot GEMM2 outputs.
+        # Scratch (bf16 bit patterns, int16): the exactly dequantized tokens, the dequantized MXFP8
+        # intermediate (sorted slot rows) and the per-slot GEMM2 outputs.
         slots = max(cap * k, 1)
-        self.act = torch.empty((slots, intermediate_hidden), dtype=torch.uint8, device=dev)
-        self.act_sf = torch.empty((slots, intermediate_hidden // 32), dtype=torch.uint8, device=dev)
+        self.x_dq = torch.empty((max(cap, 1), hidden), dtype=torch.int16, device=dev)
+        self.act = torch.empty((slots, intermediate_hidden), dtype=torch.int16, device=dev)
         self.slot_out = torch.empty((slots, hidden), dtype=torch.int16, device=dev)
         self.workspace: dict = {}
         self.destroyed = False
@@ -85,7 +85,7 @@ class MegaMoEBuffer:
 
     def destroy(self) -> None:
         """Release the memory; the buffer cannot be used afterwards."""
-        for name in ("x", "x_sf", "topk_idx", "topk_weights", "act", "act_sf", "slot_out"):
+        for name in ("x", "x_sf", "topk_idx", "topk_weights", "x_dq", "act", "slot_out"):
             setattr(self, name, None)
         self.workspace.clear()
         self.destroyed = True
@@ -94,6 +94,16 @@ class MegaMoEBuffer:
         return (f"MegaMoEBuffer(transport={self.transport}, rank={self.rank}/{self.num_ranks}, "
                 f"experts={self.num_experts}, max_tokens={self.num_max_tokens_per_rank}, topk={self.num_topk}, "
                 f"hidden={self.hidden}, intermediate={self.intermediate_hidden}, device={self.device})")
+
+
+def _normalize_device(device) -> torch.device:
+    """None -> the current CUDA device (or cpu without one); 'cuda' -> 'cuda:<current>'."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def _check_int(name: str, value, minimum: int) -> None:
@@ -239,10 +249,10 @@ def fp8_fp4_mega_moe(y: torch.Tensor, l1_weights, l2_weights, sym_buffer: MegaMo
                          stats=cumulative_local_expert_recv_stats, workspace=buf.workspace)
     cfg1 = gemm1_config or configs.heuristic_config("gemm1", t * k, buf.num_local_experts, soft)
     cfg2 = gemm2_config or configs.heuristic_config("gemm2", t * k, buf.num_local_experts, soft)
-    grouped_gemm.gemm1_swiglu(buf.x.view(torch.uint8), buf.x_sf.view(torch.uint8), l1_weights[0], l1_weights[1],
-                              plan, buf.topk_weights, buf.act, buf.act_sf, topk=k, clamp=activation_clamp,
-                              fast_math=fast_math, cfg=cfg1, soft=soft)
-    grouped_gemm.gemm2(buf.act, buf.act_sf, l2_weights[0], l2_weights[1], plan, buf.slot_out, cfg=cfg2, soft=soft)
+    mxfp8_to_bf16(buf.x[:t], buf.x_sf[:t], buf.x_dq)
+    grouped_gemm.gemm1_swiglu(buf.x_dq, l1_weights[0], l1_weights[1], plan, buf.topk_weights, buf.act, topk=k,
+                              clamp=activation_clamp, fast_math=fast_math, cfg=cfg1, soft=soft)
+    grouped_gemm.gemm2(buf.act, l2_weights[0], l2_weights[1], plan, buf.slot_out, cfg=cfg2, soft=soft)
     combine(buf.slot_out, topk_idx, y)
 
 

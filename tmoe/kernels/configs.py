@@ -17,6 +17,7 @@ class GemmConfig:
     swap_ab: bool         # weights on the MMA M side, tokens on N (few tokens per expert)
     num_warps: int = 4
     num_stages: int = 3
+    asm_decode: bool = True   # GPU only: PTX byte-permute FP4 decode (else plain Triton arithmetic)
 
     def __post_init__(self):
         if self.block_n % 32:

@@ -6,8 +6,11 @@ the routing weight and requantize to MXFP8 (E4M3 bytes + one UE8M0 byte per 32 c
 GEMM2 (`gemm2`): the MXFP8 intermediate times w2 -> bf16 per slot, written at row `slot`.
 
 Numerics. Hopper has no FP4 MMA. E2M1 x 2^s and E4M3 x 2^s are exactly representable in bf16, so
-both operands are dequantized *exactly* in registers and fed to bf16 tensor-core MMA with fp32
-accumulation; every product is exact and the K reduction is carried in fp32 ("fp32-faithful").
+both operands are fed *exactly dequantized* to bf16 tensor-core MMA with fp32 accumulation; every
+product is exact and the K reduction is carried in fp32 ("fp32-faithful"). Weights are decoded in
+registers (`numerics.dequant_fp4_tile_bf16`, byte-permute PTX); activations are dequantized once
+per row (tokens by `quant.mxfp8_to_bf16`, the intermediate by GEMM1's epilogue, which writes
+dq(MXFP8(s)) as bf16) so the GEMM main loops do no activation arithmetic.
 BLOCK_K is fixed (128) and there is no split-K, so a slot's result does not depend on the tile
 configuration or on the other tokens (batch invariance; tests check it).
 
@@ -21,8 +24,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .numerics import (dequant_fp4_tile, dequant_fp8_tile, f32_to_bf16_bits, mxfp8_quantize_tile,
-                       round_to_bf16)
+from .numerics import (bf16_bits_to_f32, dequant_fp4_tile, dequant_fp4_tile_bf16, dequant_fp8_tile,
+                       f32_to_bf16_bits, mxfp8_quantize_tile, round_to_bf16)
 
 BLOCK_K = 128   # NOTES: fixed per shape -> fixed reduction order (never tuned; DESIGN.md §1.1)
 
@@ -45,34 +48,38 @@ def tile_of_program(offsets_ptr, pid, num_local_experts, BLOCK_M: tl.constexpr, 
 
 
 @triton.jit
-def _load_act_tile(q_ptr, sf_ptr, rows64, row_ok, stride_q, stride_sf, k0, K_DIM,
-                   BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, SOFT: tl.constexpr):
-    """MXFP8 rows [BLOCK_M, BLOCK_K] at column k0 -> exact fp32 values."""
+def _load_bf16_tile(ptr, rows64, row_ok, stride, k0, K_DIM, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+                    SOFT: tl.constexpr):
+    """Rows of exactly dequantized activations (bf16 bits, int16) -> bf16 tile (fp32 when SOFT)."""
     kk = k0 + tl.arange(0, BLOCK_K)
-    kb = k0 // 32 + tl.arange(0, BLOCK_K // 32)
-    q = tl.load(q_ptr + rows64[:, None] * stride_q + kk[None, :],
-                mask=row_ok[:, None] & (kk < K_DIM)[None, :], other=0)
-    s = tl.load(sf_ptr + rows64[:, None] * stride_sf + kb[None, :],
-                mask=row_ok[:, None] & (kb < K_DIM // 32)[None, :], other=127)
-    return dequant_fp8_tile(q, s, BLOCK_M, BLOCK_K, SOFT)
+    bits = tl.load(ptr + rows64[:, None] * stride + kk[None, :], mask=row_ok[:, None] & (kk < K_DIM)[None, :],
+                   other=0)
+    if SOFT:
+        return bf16_bits_to_f32(bits)
+    else:
+        return bits.to(tl.bfloat16, bitcast=True)
 
 
 @triton.jit
 def _load_weight_tile(w_ptr, wsf_ptr, rows64, row_ok, stride_w, stride_wsf, k0, K_DIM,
-                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """MXFP4 rows [BLOCK_N, BLOCK_K] at column k0 (codes [.., K/2], scales [.., K/32]) -> fp32."""
+                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SOFT: tl.constexpr, ASM: tl.constexpr):
+    """MXFP4 rows [BLOCK_N, BLOCK_K] at column k0 (codes [.., K/2], scales [.., K/32]) -> exact
+    values (bf16 on GPU, fp32 when SOFT)."""
     kh = k0 // 2 + tl.arange(0, BLOCK_K // 2)
     kb = k0 // 32 + tl.arange(0, BLOCK_K // 32)
     c = tl.load(w_ptr + rows64[:, None] * stride_w + kh[None, :],
                 mask=row_ok[:, None] & (kh < K_DIM // 2)[None, :], other=0)
     s = tl.load(wsf_ptr + rows64[:, None] * stride_wsf + kb[None, :],
                 mask=row_ok[:, None] & (kb < K_DIM // 32)[None, :], other=127)
-    return dequant_fp4_tile(c, s, BLOCK_N, BLOCK_K)
+    if SOFT:
+        return dequant_fp4_tile(c, s, BLOCK_N, BLOCK_K)
+    else:
+        return dequant_fp4_tile_bf16(c, s, BLOCK_N, BLOCK_K, ASM)
 
 
 @triton.jit
 def _mma(acc, a, w, SWAP_AB: tl.constexpr, SOFT: tl.constexpr):
-    """acc += a @ w^T ([M, N]) or, with SWAP_AB, acc += w @ a^T ([N, M]); operands exact values."""
+    """acc += a @ w^T ([M, N]) or, with SWAP_AB, acc += w @ a^T ([N, M]); operands hold exact values."""
     if SOFT:
         # The interpreter's bf16 dot is wrong; fp32 "ieee" is exact for these operands.
         if SWAP_AB:
@@ -81,22 +88,22 @@ def _mma(acc, a, w, SWAP_AB: tl.constexpr, SOFT: tl.constexpr):
             acc = tl.dot(a, tl.trans(w), acc, input_precision="ieee")
     else:
         if SWAP_AB:
-            acc = tl.dot(w.to(tl.bfloat16), tl.trans(a.to(tl.bfloat16)), acc)
+            acc = tl.dot(w, tl.trans(a), acc)
         else:
-            acc = tl.dot(a.to(tl.bfloat16), tl.trans(w.to(tl.bfloat16)), acc)
+            acc = tl.dot(a, tl.trans(w), acc)
     return acc
 
 
 @triton.jit
 def _gemm1_swiglu_kernel(
-        x_ptr, x_sf_ptr, stride_x, stride_xsf,                  # MXFP8 tokens: bytes [T, H], [T, 4W]
+        x_ptr, stride_x,                                        # dequantized tokens: bf16 bits [T, H]
         w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,   # [E, 2I, H/2], [E, 2I, H/32]
         offsets_ptr, sorted_ptr, weights_ptr,                   # routing plan, topk_weights [T*K]
-        act_ptr, act_sf_ptr, stride_act, stride_act_sf,         # out: bytes [S, I], [S, I/32]
+        act_ptr, stride_act,                                    # out: dq(MXFP8(s)) as bf16 bits [S, I]
         num_local_experts, hidden, inter, clamp,
         TOPK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
         E_PAD: tl.constexpr, SWAP_AB: tl.constexpr, HAS_CLAMP: tl.constexpr, FAST_MATH: tl.constexpr,
-        SOFT: tl.constexpr):
+        SOFT: tl.constexpr, ASM: tl.constexpr):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tl.program_id(0), num_local_experts,
                                                        BLOCK_M, E_PAD)
     if real:
@@ -116,13 +123,12 @@ def _gemm1_swiglu_kernel(
             acc_g = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
         acc_u = tl.zeros_like(acc_g)
         for k0 in range(0, hidden, BLOCK_K):
-            a = _load_act_tile(x_ptr, x_sf_ptr, tok64, row_ok, stride_x, stride_xsf, k0, hidden,
-                               BLOCK_M, BLOCK_K, SOFT)
+            a = _load_bf16_tile(x_ptr, tok64, row_ok, stride_x, k0, hidden, BLOCK_M, BLOCK_K, SOFT)
             wg = _load_weight_tile(w_base, ws_base, gate_rows, n_ok, stride_wn, stride_wsn, k0, hidden,
-                                   BLOCK_N, BLOCK_K)
+                                   BLOCK_N, BLOCK_K, SOFT, ASM)
             acc_g = _mma(acc_g, a, wg, SWAP_AB, SOFT)
             wu = _load_weight_tile(w_base, ws_base, up_rows, n_ok, stride_wn, stride_wsn, k0, hidden,
-                                   BLOCK_N, BLOCK_K)
+                                   BLOCK_N, BLOCK_K, SOFT, ASM)
             acc_u = _mma(acc_u, a, wu, SWAP_AB, SOFT)
         if SWAP_AB:
             acc_g = tl.trans(acc_g)
@@ -139,24 +145,23 @@ def _gemm1_swiglu_kernel(
             s = tl.math.div_rn(g, denom)
         route_w = tl.load(weights_ptr + slot, mask=row_ok, other=0.0)
         s = s * u * route_w[:, None]
+        # MXFP8 requantization (DESIGN.md §1.1); GEMM2 consumes the exact dequantized values.
         codes, exps = mxfp8_quantize_tile(s, BLOCK_M, BLOCK_N, SOFT)
+        sq = dequant_fp8_tile(codes, exps, BLOCK_M, BLOCK_N, SOFT)
         rows64 = rows.to(tl.int64)
-        tl.store(act_ptr + rows64[:, None] * stride_act + n[None, :], codes,
+        tl.store(act_ptr + rows64[:, None] * stride_act + n[None, :], f32_to_bf16_bits(sq, SOFT),
                  mask=row_ok[:, None] & n_ok[None, :])
-        nb = tl.program_id(1) * (BLOCK_N // 32) + tl.arange(0, BLOCK_N // 32)
-        tl.store(act_sf_ptr + rows64[:, None] * stride_act_sf + nb[None, :], exps,
-                 mask=row_ok[:, None] & (nb < inter // 32)[None, :])
 
 
 @triton.jit
 def _gemm2_kernel(
-        act_ptr, act_sf_ptr, stride_act, stride_act_sf,         # MXFP8 intermediate [S, I], [S, I/32]
+        act_ptr, stride_act,                                    # dq intermediate: bf16 bits [S, I]
         w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,   # [E, H, I/2], [E, H, I/32]
         offsets_ptr, sorted_ptr,
         out_ptr, stride_out,                                    # out: bf16 bits [T*K, H] at row slot
         num_local_experts, hidden, inter,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, E_PAD: tl.constexpr,
-        SWAP_AB: tl.constexpr, SOFT: tl.constexpr):
+        SWAP_AB: tl.constexpr, SOFT: tl.constexpr, ASM: tl.constexpr):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tl.program_id(0), num_local_experts,
                                                        BLOCK_M, E_PAD)
     if real:
@@ -172,10 +177,9 @@ def _gemm2_kernel(
         else:
             acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
         for k0 in range(0, inter, BLOCK_K):
-            a = _load_act_tile(act_ptr, act_sf_ptr, rows64, row_ok, stride_act, stride_act_sf, k0, inter,
-                               BLOCK_M, BLOCK_K, SOFT)
+            a = _load_bf16_tile(act_ptr, rows64, row_ok, stride_act, k0, inter, BLOCK_M, BLOCK_K, SOFT)
             w = _load_weight_tile(w_base, ws_base, n.to(tl.int64), n_ok, stride_wn, stride_wsn, k0, inter,
-                                  BLOCK_N, BLOCK_K)
+                                  BLOCK_N, BLOCK_K, SOFT, ASM)
             acc = _mma(acc, a, w, SWAP_AB, SOFT)
         if SWAP_AB:
             acc = tl.trans(acc)
@@ -190,35 +194,35 @@ def _max_tiles(num_slots: int, num_local_experts: int, block_m: int) -> int:
     return max(1, min(triton.cdiv(num_slots, block_m) + num_local_experts, num_slots))
 
 
-def gemm1_swiglu(x_u8, x_sf_u8, w1, w1_sf, plan, topk_weights, act, act_sf, *, topk: int,
-                 clamp: float | None, fast_math: bool, cfg, soft: bool) -> None:
-    """Launch GEMM1 + SwiGLU + requant. Byte views: x_u8 [T, H], x_sf_u8 [T, 4W], w1 [E, 2I, H/2]
-    (uint8 view), w1_sf [E, 2I, H/32], act [S, I], act_sf [S, I/32]."""
+def gemm1_swiglu(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp: float | None,
+                 fast_math: bool, cfg, soft: bool) -> None:
+    """Launch GEMM1 + SwiGLU + requant: x_bits int16 [T, H] (bf16 bits of the dequantized tokens),
+    w1 uint8 [E, 2I, H/2], w1_sf uint8 [E, 2I, H/32] -> act int16 [S, I] (sorted slot rows)."""
     e_local, two_i, half_h = w1.shape
     inter, hidden = two_i // 2, half_h * 2
     e_pad = triton.next_power_of_2(e_local + 1)
     grid = (_max_tiles(plan.num_slots, e_local, cfg.block_m), triton.cdiv(inter, cfg.block_n))
     _gemm1_swiglu_kernel[grid](
-        x_u8, x_sf_u8, x_u8.stride(0), x_sf_u8.stride(0),
+        x_bits, x_bits.stride(0),
         w1, w1_sf, w1.stride(0), w1.stride(1), w1_sf.stride(0), w1_sf.stride(1),
         plan.expert_offsets, plan.sorted_slots, topk_weights,
-        act, act_sf, act.stride(0), act_sf.stride(0),
+        act, act.stride(0),
         e_local, hidden, inter, float(clamp) if clamp is not None else 0.0,
         TOPK=topk, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=BLOCK_K, E_PAD=e_pad,
-        SWAP_AB=cfg.swap_ab, HAS_CLAMP=clamp is not None, FAST_MATH=fast_math, SOFT=soft,
+        SWAP_AB=cfg.swap_ab, HAS_CLAMP=clamp is not None, FAST_MATH=fast_math, SOFT=soft, ASM=cfg.asm_decode,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
-def gemm2(act, act_sf, w2, w2_sf, plan, out_bits, *, cfg, soft: bool) -> None:
-    """Launch GEMM2: act [S, I] bytes x w2 [E, H, I/2] -> out_bits int16 [T*K, H] at row slot."""
+def gemm2(act, w2, w2_sf, plan, out_bits, *, cfg, soft: bool) -> None:
+    """Launch GEMM2: act int16 [S, I] (bf16 bits) x w2 [E, H, I/2] -> out_bits int16 [T*K, H] at row slot."""
     e_local, hidden, half_i = w2.shape
     inter = half_i * 2
     e_pad = triton.next_power_of_2(e_local + 1)
     grid = (_max_tiles(plan.num_slots, e_local, cfg.block_m), triton.cdiv(hidden, cfg.block_n))
     _gemm2_kernel[grid](
-        act, act_sf, act.stride(0), act_sf.stride(0),
+        act, act.stride(0),
         w2, w2_sf, w2.stride(0), w2.stride(1), w2_sf.stride(0), w2_sf.stride(1),
         plan.expert_offsets, plan.sorted_slots, out_bits, out_bits.stride(0),
         e_local, hidden, inter,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=BLOCK_K, E_PAD=e_pad,
-        SWAP_AB=cfg.swap_ab, SOFT=soft, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        SWAP_AB=cfg.swap_ab, SOFT=soft, ASM=cfg.asm_decode, num_warps=cfg.num_warps, num_stages=cfg.num_stages)

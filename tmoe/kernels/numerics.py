@@ -126,3 +126,60 @@ def mxfp8_quantize_tile(v, ROWS: tl.constexpr, COLS: tl.constexpr, SOFT: tl.cons
     inv = e8m0_to_f32(254 - exp)                                      # 1 / sf, exact
     codes = f32_to_e4m3_bits(vb * inv[:, :, None], SOFT)
     return tl.reshape(codes, [ROWS, COLS]), exp.to(tl.uint8)
+
+
+# NOTES: E2M1 -> bf16 with byte permutes, 3 instructions per value (Hopper has no FP4 MMA).
+# Per input word w = 4 code bytes (8 codes, low nibble first):
+#   m = w & 0x77777777 holds the magnitude nibbles in element order; `prmt` with m's nibbles as
+#   selectors looks 4 magnitudes up at once in an 8-entry byte table (one for the high bytes of
+#   the bf16 values, one for the low bytes); two more `prmt` interleave them into bf16 pairs;
+#   the sign bits (nibble bit 3) are moved to bit 15/31 with a `prmt` + `lop3`; finally one
+#   `mul.rn.bf16x2` applies the UE8M0 scale (exact: a power of two). Outputs: the values of the
+#   low nibbles and of the high nibbles, each [.., bytes], as bf16.
+_FP4_TO_BF16_ASM = """
+{
+.reg .b32 m, mh, x, x4, hb0, lb0, hb1, lb1, t0, t1, t2, t3, s0, s1, s2, s3, th0, th1, tl0, tl1;
+mov.b32 th0, 0x3F3F3F00;
+mov.b32 th1, 0x40404040;
+mov.b32 tl0, 0xC0800000;
+mov.b32 tl1, 0xC0804000;
+and.b32 m, $4, 0x77777777;
+shr.u32 mh, m, 16;
+and.b32 x, $4, 0x88888888;
+shl.b32 x4, x, 4;
+prmt.b32 hb0, th0, th1, m;
+prmt.b32 lb0, tl0, tl1, m;
+prmt.b32 hb1, th0, th1, mh;
+prmt.b32 lb1, tl0, tl1, mh;
+prmt.b32 t0, lb0, hb0, 0x6240;
+prmt.b32 t1, lb0, hb0, 0x7351;
+prmt.b32 t2, lb1, hb1, 0x6240;
+prmt.b32 t3, lb1, hb1, 0x7351;
+prmt.b32 s0, x4, x, 0x1000;
+prmt.b32 s1, x4, x, 0x5040;
+prmt.b32 s2, x4, x, 0x3020;
+prmt.b32 s3, x4, x, 0x7060;
+lop3.b32 t0, t0, s0, 0x80008000, 0xF8;
+lop3.b32 t1, t1, s1, 0x80008000, 0xF8;
+lop3.b32 t2, t2, s2, 0x80008000, 0xF8;
+lop3.b32 t3, t3, s3, 0x80008000, 0xF8;
+mul.rn.bf16x2 $0, t0, $5;
+mul.rn.bf16x2 $1, t2, $6;
+mul.rn.bf16x2 $2, t1, $5;
+mul.rn.bf16x2 $3, t3, $6;
+}
+"""
+
+
+@triton.jit
+def dequant_fp4_tile_bf16(codes, scales, ROWS: tl.constexpr, COLS: tl.constexpr, ASM: tl.constexpr):
+    """Packed FP4 bytes [ROWS, COLS/2] + UE8M0 bytes [ROWS, COLS/32] -> exact bf16 [ROWS, COLS] (GPU)."""
+    if ASM:
+        s = scales.to(tl.int16)
+        sbits = tl.where(s == 0, 0x40, s << 7)                  # bf16 bits of 2^(s-127)
+        sbits = tl.reshape(tl.broadcast_to(tl.expand_dims(sbits, 2), [ROWS, COLS // 32, 16]), [ROWS, COLS // 2])
+        lo, hi = tl.inline_asm_elementwise(_FP4_TO_BF16_ASM, "=r,=r,=r,=r,r,r,r", [codes, sbits],
+                                           dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=4)
+        return tl.reshape(tl.join(lo, hi), [ROWS, COLS])
+    else:
+        return dequant_fp4_tile(codes, scales, ROWS, COLS).to(tl.bfloat16)

@@ -14,9 +14,9 @@ import triton
 import triton.language as tl
 
 from .. import formats
-from .numerics import mxfp8_quantize_tile, soft_numerics
+from .numerics import dequant_fp8_tile, f32_to_bf16_bits, mxfp8_quantize_tile, soft_numerics
 
-__all__ = ["per_token_cast_to_fp8"]
+__all__ = ["per_token_cast_to_fp8", "mxfp8_to_bf16"]
 
 
 @triton.jit
@@ -87,3 +87,34 @@ def per_token_cast_to_fp8(x: torch.Tensor, out: tuple[torch.Tensor, torch.Tensor
                               BLOCK_T=block_t, BLOCK_H=block_h, SOFT=soft,
                               num_warps=4 if not soft else 1)
     return q, sf
+
+
+@triton.jit
+def _mxfp8_to_bf16_kernel(q_ptr, sf_ptr, out_ptr, num_tokens, hidden, stride_q, stride_sf, stride_out,
+                          BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, SOFT: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    blocks = tl.program_id(1) * (BLOCK_H // 32) + tl.arange(0, BLOCK_H // 32)
+    row_ok = rows < num_tokens
+    rows64 = rows.to(tl.int64)
+    mask = row_ok[:, None] & (cols < hidden)[None, :]
+    q = tl.load(q_ptr + rows64[:, None] * stride_q + cols[None, :], mask=mask, other=0)
+    s = tl.load(sf_ptr + rows64[:, None] * stride_sf + blocks[None, :],
+                mask=row_ok[:, None] & (blocks < hidden // 32)[None, :], other=127)
+    vals = dequant_fp8_tile(q, s, BLOCK_T, BLOCK_H, SOFT)
+    tl.store(out_ptr + rows64[:, None] * stride_out + cols[None, :], f32_to_bf16_bits(vals, SOFT), mask=mask)
+
+
+def mxfp8_to_bf16(x_fp8: torch.Tensor, x_sf: torch.Tensor, out_bits: torch.Tensor) -> torch.Tensor:
+    """Exact dequantization of MXFP8 rows into bf16 bits: x_fp8 [T, H], x_sf int32 [T, ceil(H/128)]
+    -> out_bits int16 [>= T, H] (every MXFP8 value is exactly a bf16 value for scales >= 2^-124)."""
+    t, h = x_fp8.shape
+    if t == 0:
+        return out_bits
+    soft = soft_numerics(x_fp8)
+    block_h = min(1024 if not soft else 256, triton.next_power_of_2(h))
+    block_t = max(1, 4096 // block_h) if not soft else 4
+    _mxfp8_to_bf16_kernel[(triton.cdiv(t, block_t), triton.cdiv(h, block_h))](
+        x_fp8.view(torch.uint8), x_sf.view(torch.uint8), out_bits, t, h, x_fp8.stride(0), x_sf.stride(0) * 4,
+        out_bits.stride(0), BLOCK_T=block_t, BLOCK_H=block_h, SOFT=soft, num_warps=4 if not soft else 1)
+    return out_bits

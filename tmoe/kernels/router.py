@@ -30,7 +30,7 @@ __all__ = ["SCORING_CODES", "router_kernel", "router_launch_config"]
 # scoring name -> constexpr code used by the kernel
 SCORING_CODES = {"softmax_topk": 0, "topk_softmax": 1, "sigmoid_noaux": 2, "sqrtsoftplus": 3}
 
-_FLT_MAX = 3.4028234663852886e38
+_FLT_MAX = tl.constexpr(3.4028234663852886e38)
 
 
 @triton.jit

@@ -1,0 +1,106 @@
+"""Time GEMM1 (+SwiGLU+requant) and GEMM2 alone over a grid of tile configs; check they agree bitwise.
+
+    python benchmarks/sweep_gemm.py --workload dsv3 --tokens 1,128,8192 [--json out.json]
+
+Used to pick the built-in heuristics (tmoe/kernels/configs.py) and seed the autotune cache.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ceilings import time_graph  # noqa: E402
+from workloads import WORKLOADS, make_routing, random_mxfp4_weights  # noqa: E402
+
+import tmoe  # noqa: E402
+from tmoe.kernels import grouped_gemm  # noqa: E402
+from tmoe.kernels.configs import GemmConfig  # noqa: E402
+from tmoe.kernels.quant import mxfp8_to_bf16  # noqa: E402
+from tmoe.kernels.routing import build_routing  # noqa: E402
+
+
+def candidates(per_expert: float) -> list[GemmConfig]:
+    out = []
+    if per_expert <= 64:
+        bm = 16 if per_expert <= 16 else (32 if per_expert <= 32 else 64)
+        for bn, warps, stages, asm in itertools.product((64, 128), (4,), (3, 5), (True, False)):
+            out.append(GemmConfig(bm, bn, True, warps, stages, asm))
+    else:
+        for bm, bn, warps, stages in ((128, 128, 8, 3), (128, 128, 4, 3), (128, 64, 4, 4), (64, 128, 4, 4),
+                                      (128, 256, 8, 3)):
+            out.append(GemmConfig(bm, bn, False, warps, stages, True))
+        out.append(GemmConfig(64, 128, True, 4, 4, True))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workload", default="dsv3")
+    ap.add_argument("--tokens", default="1,128,8192")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    wl = WORKLOADS[args.workload]
+    e, k, h, i = wl.num_experts, wl.topk, wl.hidden, wl.intermediate
+    w1, w1_sf = random_mxfp4_weights(e, 2 * i, h, seed=1)
+    w2, w2_sf = random_mxfp4_weights(e, h, i, seed=2)
+    l1, l2 = tmoe.transform_weights_for_mega_moe((w1, w1_sf), (w2, w2_sf))
+    results = []
+    for t in (int(v) for v in args.tokens.split(",")):
+        buf = tmoe.get_symm_buffer_for_mega_moe(None, e, t, k, h, i)
+        idx, tw = make_routing(t, e, k, "uniform", seed=t)
+        x = torch.randn(t, h, device="cuda").to(torch.bfloat16)
+        tmoe.layer.fill_buffer(buf, x, idx, tw)
+        mxfp8_to_bf16(buf.x[:t], buf.x_sf[:t], buf.x_dq)
+        plan = build_routing(buf.topk_idx[:t], e, capacity_slots=t * k)
+        touched = int(torch.unique(idx).numel())
+        per_expert = t * k / e
+        ref1 = ref2 = None
+        for kernel in ("gemm1", "gemm2"):
+            for cfg in candidates(per_expert):
+                if kernel == "gemm1":
+                    fn = lambda: grouped_gemm.gemm1_swiglu(buf.x_dq, l1[0], l1[1], plan, buf.topk_weights, buf.act,
+                                                           topk=k, clamp=wl.clamp, fast_math=True, cfg=cfg, soft=False)
+                    out = buf.act
+                    wbytes = touched * 2 * i * h * (0.5 + 1 / 32)
+                else:
+                    fn = lambda: grouped_gemm.gemm2(buf.act, l2[0], l2[1], plan, buf.slot_out, cfg=cfg, soft=False)
+                    out = buf.slot_out
+                    wbytes = touched * i * h * (0.5 + 1 / 32)
+                try:
+                    fn()
+                    torch.cuda.synchronize()
+                    snap = out[: t * k].clone()
+                    if kernel == "gemm1":
+                        ref1 = snap if ref1 is None else ref1
+                        same = bool(torch.equal(snap, ref1))
+                    else:
+                        ref2 = snap if ref2 is None else ref2
+                        same = bool(torch.equal(snap, ref2))
+                    us = time_graph(fn, reps=20)
+                except Exception as exc:  # noqa: BLE001 - a config that fails to compile is reported
+                    print(f"{kernel} T={t} {cfg}: FAILED {exc!s:.200}", flush=True)
+                    continue
+                row = {"workload": wl.name, "tokens": t, "kernel": kernel, **cfg.as_dict(), "us": us,
+                       "weight_gbps": wbytes / us / 1e3, "same_as_first": same}
+                results.append(row)
+                print(f"{kernel} T={t:5} bm={cfg.block_m:3} bn={cfg.block_n:3} swap={int(cfg.swap_ab)} "
+                      f"w={cfg.num_warps} s={cfg.num_stages} asm={int(cfg.asm_decode)}: {us:9.1f} us "
+                      f"{row['weight_gbps']:6.0f} GB/s same={same}", flush=True)
+            if kernel == "gemm1":
+                # GEMM2 must see one fixed intermediate: recompute it with the first config.
+                grouped_gemm.gemm1_swiglu(buf.x_dq, l1[0], l1[1], plan, buf.topk_weights, buf.act, topk=k,
+                                          clamp=wl.clamp, fast_math=True, cfg=candidates(per_expert)[0], soft=False)
+        buf.destroy()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": torch.cuda.get_device_name(), "rows": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
