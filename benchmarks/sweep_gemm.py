@@ -29,14 +29,21 @@ def candidates(per_expert: float) -> list[GemmConfig]:
     out = []
     if per_expert <= 64:
         bm = 16 if per_expert <= 16 else (32 if per_expert <= 32 else 64)
-        for bn, warps, stages, asm in itertools.product((64, 128), (4,), (3, 5), (True, False)):
-            out.append(GemmConfig(bm, bn, True, warps, stages, asm))
+        for bn, warps, stages in ((64, 4, 3), (64, 4, 2), (64, 8, 3), (128, 8, 3), (128, 8, 4), (64, 4, 4)):
+            out.append(GemmConfig(bm, bn, True, warps, stages, True))
     else:
-        for bm, bn, warps, stages in ((128, 128, 8, 3), (128, 128, 4, 3), (128, 64, 4, 4), (64, 128, 4, 4),
-                                      (128, 256, 8, 3)):
-            out.append(GemmConfig(bm, bn, False, warps, stages, True))
-        out.append(GemmConfig(64, 128, True, 4, 4, True))
+        for bm, bn, swap, warps, stages in ((128, 128, False, 8, 3), (128, 128, True, 8, 3), (64, 128, True, 8, 3),
+                                            (128, 64, True, 4, 3), (256, 128, True, 8, 3), (128, 256, True, 8, 3)):
+            out.append(GemmConfig(bm, bn, swap, warps, stages, True))
     return out
+
+
+def describe(kernel) -> str:
+    """Registers, spills and the MMA / shared-memory instructions of a compiled kernel."""
+    ptx = kernel.asm.get("ptx", "")
+    counts = {op: ptx.count(op) for op in ("wgmma.mma_async", "mma.sync", "prmt.b32", "ld.shared", "st.shared",
+                                             "ldmatrix", "cp.async", "ld.local", "st.local", "bar.sync")}
+    return f"regs={kernel.n_regs} spills={kernel.n_spills} " + " ".join(f"{k}={v}" for k, v in counts.items())
 
 
 def main() -> None:
@@ -73,8 +80,9 @@ def main() -> None:
                     out = buf.slot_out
                     wbytes = touched * i * h * (0.5 + 1 / 32)
                 try:
-                    fn()
+                    compiled = fn()
                     torch.cuda.synchronize()
+                    info = describe(compiled)
                     snap = out[: t * k].clone()
                     if kernel == "gemm1":
                         ref1 = snap if ref1 is None else ref1
@@ -87,11 +95,11 @@ def main() -> None:
                     print(f"{kernel} T={t} {cfg}: FAILED {exc!s:.200}", flush=True)
                     continue
                 row = {"workload": wl.name, "tokens": t, "kernel": kernel, **cfg.as_dict(), "us": us,
-                       "weight_gbps": wbytes / us / 1e3, "same_as_first": same}
+                       "weight_gbps": wbytes / us / 1e3, "same_as_first": same, "compiled": info}
                 results.append(row)
                 print(f"{kernel} T={t:5} bm={cfg.block_m:3} bn={cfg.block_n:3} swap={int(cfg.swap_ab)} "
                       f"w={cfg.num_warps} s={cfg.num_stages} asm={int(cfg.asm_decode)}: {us:9.1f} us "
-                      f"{row['weight_gbps']:6.0f} GB/s same={same}", flush=True)
+                      f"{row['weight_gbps']:6.0f} GB/s same={same} | {info}", flush=True)
             if kernel == "gemm1":
                 # GEMM2 must see one fixed intermediate: recompute it with the first config.
                 grouped_gemm.gemm1_swiglu(buf.x_dq, l1[0], l1[1], plan, buf.topk_weights, buf.act, topk=k,

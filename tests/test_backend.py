@@ -137,12 +137,12 @@ def test_sm100_family_with_deep_gemm_selects_deepgemm(sm100, monkeypatch, cap):
     assert "shapes not checked" in explain_backend()[1]
 
 
-@pytest.mark.parametrize("cap, text", [(None, "not a CUDA GPU"), ((9, 0), "sm_90"), ((8, 0), "sm_80"),
-                                       ((12, 0), "sm_120"), ((11, 0), "sm_110")])
+@pytest.mark.parametrize("cap, text", [(None, "not a CUDA GPU|CUDA is not available"), ((9, 0), "sm_90"),
+                                       ((8, 0), "sm_80"), ((12, 0), "sm_120"), ((11, 0), "sm_110")])
 def test_capability_other_than_sm100_selects_triton(sm100, monkeypatch, cap, text):
     monkeypatch.setattr(backend, "_device_capability", lambda device: cap)
     choice, reason = explain_backend(**DSV3)
-    assert choice == "triton" and text in reason
+    assert choice == "triton" and re.search(text, reason)
     assert select_backend(**DSV3) == "triton"
 
 

@@ -43,10 +43,6 @@ def bits_of_f32(v: float) -> int:
     return struct.unpack("<I", struct.pack("<f", v))[0]
 
 
-def bf16_values(t: torch.Tensor) -> list:
-    return t.float().flatten().tolist()
-
-
 def pow2_byte(v: float) -> int:
     """Biased exponent of the smallest power of two >= v (via frexp), clamped to [1, 254]."""
     if math.isnan(v) or math.isinf(v):
@@ -100,9 +96,8 @@ def e4m3_encode(v: float, negative: bool | None = None) -> int:
     return sign | c
 
 
-def py_mxfp8_row(vals: list, neg_nan: set | None = None) -> tuple[list, list]:
-    """One row (fp32-valued Python floats) -> (e4m3 bytes, scale bytes), per DESIGN §2.1."""
-    neg_nan = neg_nan or set()
+def py_mxfp8_row(vals: list) -> tuple[list, list]:
+    """One row (fp32-valued Python floats, no NaN) -> (e4m3 bytes, scale bytes), DESIGN §2.1."""
     qb, sb = [], []
     for b0 in range(0, len(vals), 32):
         blk = vals[b0:b0 + 32]
@@ -113,8 +108,8 @@ def py_mxfp8_row(vals: list, neg_nan: set | None = None) -> tuple[list, list]:
         sfb = pow2_byte(f32(amax / 448.0))
         inv = math.ldexp(1.0, 127 - sfb)
         sb.append(sfb)
-        for j, v in enumerate(blk):
-            qb.append(e4m3_encode(f32(v * inv), negative=(b0 + j) in neg_nan if math.isnan(v) else None))
+        for v in blk:
+            qb.append(e4m3_encode(f32(v * inv)))
     return qb, sb
 
 
@@ -161,7 +156,7 @@ def bytes_u8(t: torch.Tensor) -> list:
     return t.contiguous().view(torch.uint8).flatten().tolist()
 
 
-def check_mxfp8(x: torch.Tensor, neg_nan: dict | None = None) -> None:
+def check_mxfp8(x: torch.Tensor) -> None:
     """quantize_mxfp8(x) must equal the pure-Python quantizer byte for byte."""
     q, sf = F.quantize_mxfp8(x)
     t, h = x.shape
@@ -171,7 +166,7 @@ def check_mxfp8(x: torch.Tensor, neg_nan: dict | None = None) -> None:
     qb = q.view(torch.uint8).tolist()
     words = sf.tolist()
     for r in range(t):
-        eq, es = py_mxfp8_row(xv[r], (neg_nan or {}).get(r))
+        eq, es = py_mxfp8_row(xv[r])
         assert qb[r] == eq, f"row {r}: first mismatch at {next(i for i in range(h) if qb[r][i] != eq[i])}"
         assert words[r] == py_pack_words(es), f"row {r} scales"
 

@@ -16,6 +16,7 @@ import struct
 
 import pytest
 import torch
+from hypothesis import given, strategies as st
 
 from tmoe import formats as F
 from tmoe.reference import (MoEWeights, calc_diff, reference_moe, reference_moe_bf16,
@@ -338,8 +339,9 @@ def random_exact_case(seed, E=3, T=3, K=3, h=64, inter=32):
             row += [f32(bf16_rn(rnd.gauss(0, 1) * m)) for _ in range(32)]
         xs.append(row)
     idx = [[rnd.randrange(E) for _ in range(K)] for _ in range(T)]
-    idx[0][1] = -1
-    idx[1][2] = idx[1][0]                                  # duplicate expert in a row
+    if T >= 2 and K >= 3:
+        idx[0][1] = -1
+        idx[1][2] = idx[1][0]                              # duplicate expert in a row
     tw = [[f32(rnd.uniform(0.05, 1.0)) for _ in range(K)] for _ in range(T)]
     return make_weights(W1, S1, W2, S2), W1, W2, xs, idx, tw
 
@@ -361,6 +363,32 @@ def test_reference_matches_python_emulation(seed, clamp):
     # each step of §1.1 matters: leaving one out changes the result
     for variant in (dict(round_h=False), dict(round_o=False), dict(weight_first=False), dict(use_silu=False)):
         assert emulate_moe(xd, idx, tw, W1, W2, clamp, **variant) != want, variant
+
+
+@given(data=st.data(), E=st.integers(1, 4), K=st.integers(1, 4), T=st.integers(0, 4),
+       clamp=st.sampled_from([None, 0.5, 4.0]))
+def test_reference_matches_emulation_property(data, E, K, T, clamp):
+    """Routing (masks, duplicates, hot/empty experts, T = 0) and magnitudes drawn by hypothesis."""
+    seed = data.draw(st.integers(0, 2 ** 16), label="weights seed")
+    weights, W1, W2, _, _, _ = random_exact_case(seed, E=E, T=1, K=1, h=32, inter=32)
+    idx = data.draw(st.lists(st.lists(st.integers(-1, E - 1), min_size=K, max_size=K),
+                             min_size=T, max_size=T), label="topk_idx")
+    tw = data.draw(st.lists(st.lists(st.floats(0.0, 2.0, width=32), min_size=K, max_size=K),
+                            min_size=T, max_size=T), label="topk_weights")
+    scales = data.draw(st.lists(st.integers(-12, 6), min_size=T, max_size=T), label="x log2 scale")
+    rnd = random.Random(seed + 1)
+    xs = [[f32(bf16_rn(rnd.gauss(0, 1) * 2.0 ** sc)) if rnd.random() < 0.9 else 0.0 for _ in range(32)]
+          for sc in scales]
+    x_fp8, x_sf, xd = py_x_inputs(xs)
+    idx_t = torch.tensor(idx, dtype=torch.long).reshape(T, K)
+    tw_t = torch.tensor(tw, dtype=torch.float32).reshape(T, K)
+    y, o, h = reference_moe(x_fp8, x_sf, idx_t, tw_t, weights, activation_clamp=clamp, return_slots=True)
+    assert tuple(y.shape) == (T, 32) and tuple(o.shape) == (T, K, 32) and tuple(h.shape) == (T, K, 64)
+    assert rows_of(y) == emulate_moe(xd, idx, tw, W1, W2, clamp)
+    for t in range(T):                                  # each token alone gives its batch row
+        yt = reference_moe(x_fp8[t:t + 1], x_sf[t:t + 1], idx_t[t:t + 1], tw_t[t:t + 1], weights,
+                           activation_clamp=clamp)
+        assert same_bits(yt[0], y[t])
 
 
 # ============================================================================ random data fixtures
@@ -496,6 +524,22 @@ def test_slot_sum_order_is_ascending_fp32():
             if valid[t][k]:
                 acc = [f32(a + b) for a, b in zip(acc, oy[t][k])]
         assert y[t].float().tolist() == [bf16_rn(a) for a in acc], t
+
+
+def test_slot_sum_order_and_fp32_precision_hand_case():
+    """o = [small, 2^30, -2^30]: the fp32 ascending sum loses `small`; another order or a float64
+    accumulator would keep it. Power-of-two routing weights scale the hand expert's o exactly."""
+    W1, sb1, W2, sb2 = hand_expert()
+    W2neg = [[-v for v in row] for row in W2]
+    weights = make_weights([W1, W1], [sb1, sb1], [W2, W2neg], [sb2, sb2])
+    x_fp8, x_sf, _ = py_x_inputs([HAND_X, HAND_X])
+    big, small = 2.0 ** 22, 2.0 ** -8
+    idx = torch.tensor([[0, 0, 1], [0, 1, 0]])
+    tw = torch.tensor([[small, big, big], [big, big, small]])
+    y, o, _ = reference_moe(x_fp8, x_sf, idx, tw, weights, return_slots=True)
+    base = [256.0, 1.125, -0.6875, 0.0, -240.0, 16.5] + [0.0] * (H - 6)   # o for weight 1 (above)
+    assert rows_of(o[0]) == [[v * small for v in base], [v * big for v in base], [-v * big for v in base]]
+    assert rows_of(y) == [[0.0] * H, [v * small for v in base]]
 
 
 def test_token_permutation_permutes_rows():

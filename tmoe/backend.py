@@ -29,6 +29,7 @@ calc_diff > threshold (1e-3) or a non-finite value appears.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import logging
@@ -464,7 +465,14 @@ def _single_process_group():
                              "pass the expert-parallel group")
         return dist.group.WORLD
     dist.init_process_group(backend="nccl", store=dist.HashStore(), rank=0, world_size=1)
+    atexit.register(_destroy_if_initialized)
     return dist.group.WORLD
+
+
+def _destroy_if_initialized():
+    import torch.distributed as dist
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _fill_and_run(api_buffer, api_run, l1, l2, x_fp8, x_sf, topk_idx, topk_weights, *, num_experts,

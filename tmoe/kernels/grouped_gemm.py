@@ -195,14 +195,14 @@ def _max_tiles(num_slots: int, num_local_experts: int, block_m: int) -> int:
 
 
 def gemm1_swiglu(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp: float | None,
-                 fast_math: bool, cfg, soft: bool) -> None:
+                 fast_math: bool, cfg, soft: bool):
     """Launch GEMM1 + SwiGLU + requant: x_bits int16 [T, H] (bf16 bits of the dequantized tokens),
     w1 uint8 [E, 2I, H/2], w1_sf uint8 [E, 2I, H/32] -> act int16 [S, I] (sorted slot rows)."""
     e_local, two_i, half_h = w1.shape
     inter, hidden = two_i // 2, half_h * 2
     e_pad = triton.next_power_of_2(e_local + 1)
     grid = (_max_tiles(plan.num_slots, e_local, cfg.block_m), triton.cdiv(inter, cfg.block_n))
-    _gemm1_swiglu_kernel[grid](
+    return _gemm1_swiglu_kernel[grid](
         x_bits, x_bits.stride(0),
         w1, w1_sf, w1.stride(0), w1.stride(1), w1_sf.stride(0), w1_sf.stride(1),
         plan.expert_offsets, plan.sorted_slots, topk_weights,
@@ -213,13 +213,13 @@ def gemm1_swiglu(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp
         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
-def gemm2(act, w2, w2_sf, plan, out_bits, *, cfg, soft: bool) -> None:
+def gemm2(act, w2, w2_sf, plan, out_bits, *, cfg, soft: bool):
     """Launch GEMM2: act int16 [S, I] (bf16 bits) x w2 [E, H, I/2] -> out_bits int16 [T*K, H] at row slot."""
     e_local, hidden, half_i = w2.shape
     inter = half_i * 2
     e_pad = triton.next_power_of_2(e_local + 1)
     grid = (_max_tiles(plan.num_slots, e_local, cfg.block_m), triton.cdiv(hidden, cfg.block_n))
-    _gemm2_kernel[grid](
+    return _gemm2_kernel[grid](
         act, act.stride(0),
         w2, w2_sf, w2.stride(0), w2.stride(1), w2_sf.stride(0), w2_sf.stride(1),
         plan.expert_offsets, plan.sorted_slots, out_bits, out_bits.stride(0),

@@ -136,7 +136,7 @@ def mxfp8_quantize_tile(v, ROWS: tl.constexpr, COLS: tl.constexpr, SOFT: tl.cons
 #   the sign bits (nibble bit 3) are moved to bit 15/31 with a `prmt` + `lop3`; finally one
 #   `mul.rn.bf16x2` applies the UE8M0 scale (exact: a power of two). Outputs: the values of the
 #   low nibbles and of the high nibbles, each [.., bytes], as bf16.
-_FP4_TO_BF16_ASM = """
+_FP4_TO_BF16_ASM = tl.constexpr("""
 {
 .reg .b32 m, mh, x, x4, hb0, lb0, hb1, lb1, t0, t1, t2, t3, s0, s1, s2, s3, th0, th1, tl0, tl1;
 mov.b32 th0, 0x3F3F3F00;
@@ -168,7 +168,7 @@ mul.rn.bf16x2 $1, t2, $6;
 mul.rn.bf16x2 $2, t1, $5;
 mul.rn.bf16x2 $3, t3, $6;
 }
-"""
+""")
 
 
 @triton.jit
