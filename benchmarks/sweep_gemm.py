@@ -29,12 +29,14 @@ def candidates(per_expert: float) -> list[GemmConfig]:
     out = []
     if per_expert <= 64:
         bm = 16 if per_expert <= 16 else (32 if per_expert <= 32 else 64)
-        for bn, warps, stages in ((64, 4, 3), (64, 4, 2), (64, 8, 3), (128, 8, 3), (128, 8, 4), (64, 4, 4)):
-            out.append(GemmConfig(bm, bn, True, warps, stages, True))
+        for bn, warps, stages, dec in ((64, 4, 3, "asm"), (64, 4, 3, "dot_scaled"), (128, 4, 3, "dot_scaled"),
+                                       (64, 4, 4, "dot_scaled"), (128, 8, 3, "dot_scaled"), (256, 8, 3, "dot_scaled")):
+            out.append(GemmConfig(bm, bn, True, warps, stages, dec))
     else:
-        for bm, bn, swap, warps, stages in ((128, 128, False, 8, 3), (128, 128, True, 8, 3), (64, 128, True, 8, 3),
-                                            (128, 64, True, 4, 3), (256, 128, True, 8, 3), (128, 256, True, 8, 3)):
-            out.append(GemmConfig(bm, bn, swap, warps, stages, True))
+        for bm, bn, swap, warps, stages, dec in ((128, 128, False, 8, 3, "asm"), (128, 128, True, 8, 3, "dot_scaled"),
+                                                 (64, 128, True, 4, 3, "dot_scaled"), (128, 128, False, 8, 3, "dot_scaled"),
+                                                 (128, 256, True, 8, 3, "dot_scaled"), (256, 128, False, 8, 3, "dot_scaled")):
+            out.append(GemmConfig(bm, bn, swap, warps, stages, dec))
     return out
 
 
@@ -98,7 +100,7 @@ def main() -> None:
                        "weight_gbps": wbytes / us / 1e3, "same_as_first": same, "compiled": info}
                 results.append(row)
                 print(f"{kernel} T={t:5} bm={cfg.block_m:3} bn={cfg.block_n:3} swap={int(cfg.swap_ab)} "
-                      f"w={cfg.num_warps} s={cfg.num_stages} asm={int(cfg.asm_decode)}: {us:9.1f} us "
+                      f"w={cfg.num_warps} s={cfg.num_stages} dec={cfg.decode}: {us:9.1f} us "
                       f"{row['weight_gbps']:6.0f} GB/s same={same} | {info}", flush=True)
             if kernel == "gemm1":
                 # GEMM2 must see one fixed intermediate: recompute it with the first config.

@@ -85,13 +85,14 @@ def test_batch_invariance(device):
 
 
 def test_tile_config_invariance(device):
-    """Different tile configs (M/N blocks, swap-AB, warps) give bitwise identical results."""
+    """Different tile configs (M/N blocks, swap-AB, warps, FP4 decoders) give bitwise identical results."""
     weights = make_weights(4, 128, 64, seed=16, device=device)
     x = make_tokens(20, 128, seed=17, device=device)
     idx, w = make_routing(20, 4, 2, "uniform", seed=18, device=device)
     if ON_GPU:
         cfgs = [GemmConfig(16, 64, True, 4, 2), GemmConfig(64, 128, True, 4, 3), GemmConfig(64, 64, False, 4, 3),
-                GemmConfig(128, 128, False, 8, 3)]
+                GemmConfig(128, 128, False, 8, 3), GemmConfig(16, 64, True, 4, 3, "arith"),
+                GemmConfig(16, 128, True, 4, 3, "dot_scaled"), GemmConfig(128, 128, False, 8, 3, "dot_scaled")]
     else:
         cfgs = [GemmConfig(16, 32, False, 1, 1), GemmConfig(32, 64, True, 1, 1)]
     outs = [run_layer(weights, x, idx, w, gemm1_config=c, gemm2_config=c)[0] for c in cfgs]

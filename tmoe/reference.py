@@ -104,15 +104,17 @@ def _check_inputs(x_fp8, x_sf, topk_idx, topk_weights, weights: MoEWeights, num_
 def reference_moe(x_fp8: torch.Tensor, x_sf: torch.Tensor, topk_idx: torch.Tensor,
                   topk_weights: torch.Tensor, weights: MoEWeights, *,
                   activation_clamp: float | None = None, expert_offset: int = 0,
-                  return_slots: bool = False):
+                  num_experts: int | None = None, return_slots: bool = False):
     """The layer for one rank holding every expert of `weights` (global ids expert_offset + j).
 
     Slots whose expert is outside [expert_offset, expert_offset + E_w) or -1 are skipped, so with
-    the full weight set this is the whole MoE. Returns y bf16 [T, H]; with return_slots=True also
+    the full weight set this is the whole MoE. `num_experts` is the global expert count ids are
+    validated against (default expert_offset + E_w). Returns y bf16 [T, H]; with return_slots=True also
     o bf16 [T, K, H] (per-slot GEMM2 outputs, zeros for skipped slots) and h bf16 [T, K, 2I].
     """
     e_w = weights.num_experts
-    _check_inputs(x_fp8, x_sf, topk_idx, topk_weights, weights, expert_offset + e_w)
+    _check_inputs(x_fp8, x_sf, topk_idx, topk_weights, weights,
+                  num_experts if num_experts is not None else expert_offset + e_w)
     t, hid = x_fp8.shape
     k = topk_idx.shape[1]
     inter = weights.intermediate
@@ -159,7 +161,7 @@ def reference_moe_ep(xs_fp8, xs_sf, topk_idxs, topk_weights_list, weights: MoEWe
         for r in range(num_ranks):
             _, o_r, _ = reference_moe(x_fp8, x_sf, idx, w, weights.local(r, num_ranks),
                                       activation_clamp=activation_clamp, expert_offset=r * e_local,
-                                      return_slots=True)
+                                      num_experts=e, return_slots=True)
             owned = (idx >= r * e_local) & (idx < (r + 1) * e_local)
             o = torch.where(owned.unsqueeze(-1), o_r, o)    # each slot is owned by one rank
         acc = torch.zeros(t, hid, dtype=torch.float32, device=x_fp8.device)

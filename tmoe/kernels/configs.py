@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-__all__ = ["GemmConfig", "heuristic_config"]
+__all__ = ["GemmConfig", "heuristic_config", "DECODE_MODES"]
+
+DECODE_MODES = ("arith", "asm", "dot_scaled")
 
 
 @dataclass(frozen=True)
@@ -17,11 +19,17 @@ class GemmConfig:
     swap_ab: bool         # weights on the MMA M side, tokens on N (few tokens per expert)
     num_warps: int = 4
     num_stages: int = 3
-    asm_decode: bool = True   # GPU only: PTX byte-permute FP4 decode (else plain Triton arithmetic)
+    decode: str = "asm"       # GPU FP4 decode: "asm" (PTX byte permutes), "dot_scaled", "arith"
+
+    @property
+    def decode_mode(self) -> int:
+        return DECODE_MODES.index(self.decode)
 
     def __post_init__(self):
         if self.block_n % 32:
             raise ValueError(f"block_n must be a multiple of 32, got {self.block_n}")
+        if self.decode not in DECODE_MODES:
+            raise ValueError(f"decode must be one of {DECODE_MODES}, got {self.decode!r}")
         if self.block_m < 1 or self.block_m & (self.block_m - 1):
             raise ValueError(f"block_m must be a power of two, got {self.block_m}")
 

@@ -61,32 +61,41 @@ def _load_bf16_tile(ptr, rows64, row_ok, stride, k0, K_DIM, BLOCK_M: tl.constexp
 
 
 @triton.jit
-def _load_weight_tile(w_ptr, wsf_ptr, rows64, row_ok, stride_w, stride_wsf, k0, K_DIM,
-                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SOFT: tl.constexpr, ASM: tl.constexpr):
-    """MXFP4 rows [BLOCK_N, BLOCK_K] at column k0 (codes [.., K/2], scales [.., K/32]) -> exact
-    values (bf16 on GPU, fp32 when SOFT)."""
+def _load_weight_codes(w_ptr, wsf_ptr, rows64, row_ok, stride_w, stride_wsf, k0, K_DIM,
+                       BLOCK_K: tl.constexpr):
+    """Raw MXFP4 rows at column k0: codes uint8 [BLOCK_N, BLOCK_K/2], scales uint8 [BLOCK_N, BLOCK_K/32]."""
     kh = k0 // 2 + tl.arange(0, BLOCK_K // 2)
     kb = k0 // 32 + tl.arange(0, BLOCK_K // 32)
     c = tl.load(w_ptr + rows64[:, None] * stride_w + kh[None, :],
                 mask=row_ok[:, None] & (kh < K_DIM // 2)[None, :], other=0)
     s = tl.load(wsf_ptr + rows64[:, None] * stride_wsf + kb[None, :],
                 mask=row_ok[:, None] & (kb < K_DIM // 32)[None, :], other=127)
-    if SOFT:
-        return dequant_fp4_tile(c, s, BLOCK_N, BLOCK_K)
-    else:
-        return dequant_fp4_tile_bf16(c, s, BLOCK_N, BLOCK_K, ASM)
+    return c, s
 
 
 @triton.jit
-def _mma(acc, a, w, SWAP_AB: tl.constexpr, SOFT: tl.constexpr):
-    """acc += a @ w^T ([M, N]) or, with SWAP_AB, acc += w @ a^T ([N, M]); operands hold exact values."""
+def _mx_mma(acc, a, c, s, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SWAP_AB: tl.constexpr,
+            SOFT: tl.constexpr, DECODE: tl.constexpr):
+    """acc += a @ W^T ([M, N]) or, with SWAP_AB, acc += W @ a^T ([N, M]), W = MXFP4 (codes c, scales s).
+
+    a holds exact activation values (bf16; fp32 when SOFT). Every product is exact, sums in fp32.
+    DECODE (GPU): 0 = plain Triton arithmetic, 1 = PTX byte-permute decode, 2 = `tl.dot_scaled`
+    (Triton decodes E2M1 x 2^s to bf16 straight into the MMA operand layout; same exact values).
+    """
     if SOFT:
         # The interpreter's bf16 dot is wrong; fp32 "ieee" is exact for these operands.
+        w = dequant_fp4_tile(c, s, BLOCK_N, BLOCK_K)
         if SWAP_AB:
             acc = tl.dot(w, tl.trans(a), acc, input_precision="ieee")
         else:
             acc = tl.dot(a, tl.trans(w), acc, input_precision="ieee")
+    elif DECODE == 2:
+        if SWAP_AB:
+            acc = tl.dot_scaled(c, s, "e2m1", tl.trans(a), None, "bf16", acc)
+        else:
+            acc = tl.dot_scaled(a, None, "bf16", tl.trans(c), s, "e2m1", acc)
     else:
+        w = dequant_fp4_tile_bf16(c, s, BLOCK_N, BLOCK_K, DECODE == 1)
         if SWAP_AB:
             acc = tl.dot(w, tl.trans(a), acc)
         else:
@@ -103,7 +112,7 @@ def _gemm1_swiglu_kernel(
         num_local_experts, hidden, inter, clamp,
         TOPK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
         E_PAD: tl.constexpr, SWAP_AB: tl.constexpr, HAS_CLAMP: tl.constexpr, FAST_MATH: tl.constexpr,
-        SOFT: tl.constexpr, ASM: tl.constexpr):
+        SOFT: tl.constexpr, DECODE: tl.constexpr):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tl.program_id(0), num_local_experts,
                                                        BLOCK_M, E_PAD)
     if real:
@@ -124,12 +133,10 @@ def _gemm1_swiglu_kernel(
         acc_u = tl.zeros_like(acc_g)
         for k0 in range(0, hidden, BLOCK_K):
             a = _load_bf16_tile(x_ptr, tok64, row_ok, stride_x, k0, hidden, BLOCK_M, BLOCK_K, SOFT)
-            wg = _load_weight_tile(w_base, ws_base, gate_rows, n_ok, stride_wn, stride_wsn, k0, hidden,
-                                   BLOCK_N, BLOCK_K, SOFT, ASM)
-            acc_g = _mma(acc_g, a, wg, SWAP_AB, SOFT)
-            wu = _load_weight_tile(w_base, ws_base, up_rows, n_ok, stride_wn, stride_wsn, k0, hidden,
-                                   BLOCK_N, BLOCK_K, SOFT, ASM)
-            acc_u = _mma(acc_u, a, wu, SWAP_AB, SOFT)
+            cg, sg = _load_weight_codes(w_base, ws_base, gate_rows, n_ok, stride_wn, stride_wsn, k0, hidden, BLOCK_K)
+            acc_g = _mx_mma(acc_g, a, cg, sg, BLOCK_N, BLOCK_K, SWAP_AB, SOFT, DECODE)
+            cu, su = _load_weight_codes(w_base, ws_base, up_rows, n_ok, stride_wn, stride_wsn, k0, hidden, BLOCK_K)
+            acc_u = _mx_mma(acc_u, a, cu, su, BLOCK_N, BLOCK_K, SWAP_AB, SOFT, DECODE)
         if SWAP_AB:
             acc_g = tl.trans(acc_g)
             acc_u = tl.trans(acc_u)
@@ -161,7 +168,7 @@ def _gemm2_kernel(
         out_ptr, stride_out,                                    # out: bf16 bits [T*K, H] at row slot
         num_local_experts, hidden, inter,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, E_PAD: tl.constexpr,
-        SWAP_AB: tl.constexpr, SOFT: tl.constexpr, ASM: tl.constexpr):
+        SWAP_AB: tl.constexpr, SOFT: tl.constexpr, DECODE: tl.constexpr):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tl.program_id(0), num_local_experts,
                                                        BLOCK_M, E_PAD)
     if real:
@@ -178,9 +185,8 @@ def _gemm2_kernel(
             acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
         for k0 in range(0, inter, BLOCK_K):
             a = _load_bf16_tile(act_ptr, rows64, row_ok, stride_act, k0, inter, BLOCK_M, BLOCK_K, SOFT)
-            w = _load_weight_tile(w_base, ws_base, n.to(tl.int64), n_ok, stride_wn, stride_wsn, k0, inter,
-                                  BLOCK_N, BLOCK_K, SOFT, ASM)
-            acc = _mma(acc, a, w, SWAP_AB, SOFT)
+            c, s = _load_weight_codes(w_base, ws_base, n.to(tl.int64), n_ok, stride_wn, stride_wsn, k0, inter, BLOCK_K)
+            acc = _mx_mma(acc, a, c, s, BLOCK_N, BLOCK_K, SWAP_AB, SOFT, DECODE)
         if SWAP_AB:
             acc = tl.trans(acc)
         slot = tl.load(sorted_ptr + rows, mask=row_ok, other=0).to(tl.int64)
@@ -209,7 +215,7 @@ def gemm1_swiglu(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp
         act, act.stride(0),
         e_local, hidden, inter, float(clamp) if clamp is not None else 0.0,
         TOPK=topk, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=BLOCK_K, E_PAD=e_pad,
-        SWAP_AB=cfg.swap_ab, HAS_CLAMP=clamp is not None, FAST_MATH=fast_math, SOFT=soft, ASM=cfg.asm_decode,
+        SWAP_AB=cfg.swap_ab, HAS_CLAMP=clamp is not None, FAST_MATH=fast_math, SOFT=soft, DECODE=cfg.decode_mode,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
@@ -225,4 +231,4 @@ def gemm2(act, w2, w2_sf, plan, out_bits, *, cfg, soft: bool):
         plan.expert_offsets, plan.sorted_slots, out_bits, out_bits.stride(0),
         e_local, hidden, inter,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=BLOCK_K, E_PAD=e_pad,
-        SWAP_AB=cfg.swap_ab, SOFT=soft, ASM=cfg.asm_decode, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        SWAP_AB=cfg.swap_ab, SOFT=soft, DECODE=cfg.decode_mode, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
