@@ -25,18 +25,19 @@ from tmoe.kernels.quant import mxfp8_to_bf16  # noqa: E402
 from tmoe.kernels.routing import build_routing  # noqa: E402
 
 
-def candidates(per_expert: float) -> list[GemmConfig]:
+def candidates(per_expert: float) -> list[tuple[GemmConfig, int]]:
+    """(config, BLOCK_K) pairs; BLOCK_K is swept only to choose the fixed per-shape value."""
     out = []
     if per_expert <= 64:
         bm = 16 if per_expert <= 16 else (32 if per_expert <= 32 else 64)
-        for bn, warps, stages, dec in ((64, 4, 3, "asm"), (64, 4, 3, "dot_scaled"), (128, 4, 3, "dot_scaled"),
-                                       (64, 4, 4, "dot_scaled"), (128, 8, 3, "dot_scaled"), (256, 8, 3, "dot_scaled")):
-            out.append(GemmConfig(bm, bn, True, warps, stages, dec))
+        for bn, warps, stages, bk in ((64, 4, 3, 128), (64, 4, 3, 256), (64, 4, 2, 256), (128, 4, 3, 256),
+                                      (128, 8, 3, 256), (64, 2, 3, 128)):
+            out.append((GemmConfig(bm, bn, True, warps, stages, "asm"), bk))
     else:
-        for bm, bn, swap, warps, stages, dec in ((128, 128, False, 8, 3, "asm"), (128, 128, True, 8, 3, "dot_scaled"),
-                                                 (64, 128, True, 4, 3, "dot_scaled"), (128, 128, False, 8, 3, "dot_scaled"),
-                                                 (128, 256, True, 8, 3, "dot_scaled"), (256, 128, False, 8, 3, "dot_scaled")):
-            out.append(GemmConfig(bm, bn, swap, warps, stages, dec))
+        for bm, bn, swap, warps, stages, bk in ((128, 128, False, 8, 3, 128), (128, 128, False, 8, 2, 256),
+                                                (128, 64, False, 4, 3, 128), (64, 128, False, 4, 3, 128),
+                                                (128, 128, False, 4, 2, 64), (128, 128, False, 8, 4, 64)):
+            out.append((GemmConfig(bm, bn, swap, warps, stages, "asm"), bk))
     return out
 
 
@@ -71,14 +72,16 @@ def main() -> None:
         per_expert = t * k / e
         ref1 = ref2 = None
         for kernel in ("gemm1", "gemm2"):
-            for cfg in candidates(per_expert):
+            for cfg, bk in candidates(per_expert):
                 if kernel == "gemm1":
                     fn = lambda: grouped_gemm.gemm1_swiglu(buf.x_dq, l1[0], l1[1], plan, buf.topk_weights, buf.act,
-                                                           topk=k, clamp=wl.clamp, fast_math=True, cfg=cfg, soft=False)
+                                                           topk=k, clamp=wl.clamp, fast_math=True, cfg=cfg, soft=False,
+                                                           block_k=bk)
                     out = buf.act
                     wbytes = touched * 2 * i * h * (0.5 + 1 / 32)
                 else:
-                    fn = lambda: grouped_gemm.gemm2(buf.act, l2[0], l2[1], plan, buf.slot_out, cfg=cfg, soft=False)
+                    fn = lambda: grouped_gemm.gemm2(buf.act, l2[0], l2[1], plan, buf.slot_out, cfg=cfg, soft=False,
+                                                    block_k=bk)
                     out = buf.slot_out
                     wbytes = touched * i * h * (0.5 + 1 / 32)
                 try:
@@ -96,16 +99,16 @@ def main() -> None:
                 except Exception as exc:  # noqa: BLE001 - a config that fails to compile is reported
                     print(f"{kernel} T={t} {cfg}: FAILED {exc!s:.200}", flush=True)
                     continue
-                row = {"workload": wl.name, "tokens": t, "kernel": kernel, **cfg.as_dict(), "us": us,
+                row = {"workload": wl.name, "tokens": t, "kernel": kernel, **cfg.as_dict(), "block_k": bk, "us": us,
                        "weight_gbps": wbytes / us / 1e3, "same_as_first": same, "compiled": info}
                 results.append(row)
                 print(f"{kernel} T={t:5} bm={cfg.block_m:3} bn={cfg.block_n:3} swap={int(cfg.swap_ab)} "
-                      f"w={cfg.num_warps} s={cfg.num_stages} dec={cfg.decode}: {us:9.1f} us "
+                      f"w={cfg.num_warps} s={cfg.num_stages} bk={bk}: {us:9.1f} us "
                       f"{row['weight_gbps']:6.0f} GB/s same={same} | {info}", flush=True)
             if kernel == "gemm1":
                 # GEMM2 must see one fixed intermediate: recompute it with the first config.
                 grouped_gemm.gemm1_swiglu(buf.x_dq, l1[0], l1[1], plan, buf.topk_weights, buf.act, topk=k,
-                                          clamp=wl.clamp, fast_math=True, cfg=candidates(per_expert)[0], soft=False)
+                                          clamp=wl.clamp, fast_math=True, cfg=candidates(per_expert)[0][0], soft=False)
         buf.destroy()
     if args.json:
         with open(args.json, "w") as f:

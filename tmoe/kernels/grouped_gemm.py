@@ -201,7 +201,7 @@ def _max_tiles(num_slots: int, num_local_experts: int, block_m: int) -> int:
 
 
 def gemm1_swiglu(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp: float | None,
-                 fast_math: bool, cfg, soft: bool):
+                 fast_math: bool, cfg, soft: bool, block_k: int = BLOCK_K):
     """Launch GEMM1 + SwiGLU + requant: x_bits int16 [T, H] (bf16 bits of the dequantized tokens),
     w1 uint8 [E, 2I, H/2], w1_sf uint8 [E, 2I, H/32] -> act int16 [S, I] (sorted slot rows)."""
     e_local, two_i, half_h = w1.shape
@@ -214,12 +214,12 @@ def gemm1_swiglu(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp
         plan.expert_offsets, plan.sorted_slots, topk_weights,
         act, act.stride(0),
         e_local, hidden, inter, float(clamp) if clamp is not None else 0.0,
-        TOPK=topk, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=BLOCK_K, E_PAD=e_pad,
+        TOPK=topk, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=block_k, E_PAD=e_pad,
         SWAP_AB=cfg.swap_ab, HAS_CLAMP=clamp is not None, FAST_MATH=fast_math, SOFT=soft, DECODE=cfg.decode_mode,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
-def gemm2(act, w2, w2_sf, plan, out_bits, *, cfg, soft: bool):
+def gemm2(act, w2, w2_sf, plan, out_bits, *, cfg, soft: bool, block_k: int = BLOCK_K):
     """Launch GEMM2: act int16 [S, I] (bf16 bits) x w2 [E, H, I/2] -> out_bits int16 [T*K, H] at row slot."""
     e_local, hidden, half_i = w2.shape
     inter = half_i * 2
@@ -230,5 +230,5 @@ def gemm2(act, w2, w2_sf, plan, out_bits, *, cfg, soft: bool):
         w2, w2_sf, w2.stride(0), w2.stride(1), w2_sf.stride(0), w2_sf.stride(1),
         plan.expert_offsets, plan.sorted_slots, out_bits, out_bits.stride(0),
         e_local, hidden, inter,
-        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=BLOCK_K, E_PAD=e_pad,
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=block_k, E_PAD=e_pad,
         SWAP_AB=cfg.swap_ab, SOFT=soft, DECODE=cfg.decode_mode, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
