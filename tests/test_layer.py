@@ -100,6 +100,15 @@ def test_tile_config_invariance(device):
         assert torch.equal(y.view(torch.int16), outs[0].view(torch.int16)), f"config {c}"
 
 
+@pytest.mark.skipif(not ON_GPU, reason="MMA instruction selection only exists on a GPU")
+def test_non_wgmma_config_is_rejected(device):
+    weights = make_weights(4, 128, 64, seed=16, device=device)
+    x = make_tokens(4, 128, seed=17, device=device)
+    idx, w = make_routing(4, 4, 2, "uniform", seed=18, device=device)
+    with pytest.raises(ValueError, match="wgmma"):
+        run_layer(weights, x, idx, w, gemm1_config=GemmConfig(16, 64, True, 2, 3))
+
+
 def test_token_permutation(device):
     weights = make_weights(4, 64, 32, seed=19, device=device)
     x = make_tokens(9, 64, seed=20, device=device)

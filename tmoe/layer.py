@@ -249,6 +249,9 @@ def fp8_fp4_mega_moe(y: torch.Tensor, l1_weights, l2_weights, sym_buffer: MegaMo
                          stats=cumulative_local_expert_recv_stats, workspace=buf.workspace)
     cfg1 = gemm1_config or configs.heuristic_config("gemm1", t * k, buf.num_local_experts, soft)
     cfg2 = gemm2_config or configs.heuristic_config("gemm2", t * k, buf.num_local_experts, soft)
+    if not soft:
+        configs.check_gpu_config(cfg1)
+        configs.check_gpu_config(cfg2)
     mxfp8_to_bf16(buf.x[:t], buf.x_sf[:t], buf.x_dq)
     grouped_gemm.gemm1_swiglu(buf.x_dq, l1_weights[0], l1_weights[1], plan, buf.topk_weights, buf.act, topk=k,
                               clamp=activation_clamp, fast_math=fast_math, cfg=cfg1, soft=soft)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-__all__ = ["GemmConfig", "heuristic_config", "DECODE_MODES"]
+__all__ = ["GemmConfig", "heuristic_config", "check_gpu_config", "DECODE_MODES"]
 
 DECODE_MODES = ("arith", "asm", "dot_scaled")
 
@@ -38,14 +38,32 @@ class GemmConfig:
 
 
 def heuristic_config(kernel: str, num_slots: int, num_local_experts: int, soft: bool) -> GemmConfig:
-    """A reasonable config from the expected slots per local expert (no tuning data needed)."""
+    """A reasonable config from the expected slots per local expert (no tuning data needed).
+
+    Chosen from benchmarks/sweep_gemm.py on an H200 (benchmarks/NOTES.md): swap-AB with 64 weight
+    rows per tile while experts see few tokens, 128x128 tiles with 8 warps for prefill.
+    """
     if soft:   # the interpreter: smallest legal tiles are fastest
         return GemmConfig(block_m=16, block_n=32, swap_ab=False, num_warps=1, num_stages=1)
     per_expert = num_slots / max(num_local_experts, 1)
     if per_expert <= 16:
-        return GemmConfig(block_m=16, block_n=128, swap_ab=True, num_warps=4, num_stages=3)
+        return GemmConfig(block_m=16, block_n=64, swap_ab=True, num_warps=4, num_stages=3)
     if per_expert <= 32:
-        return GemmConfig(block_m=32, block_n=128, swap_ab=True, num_warps=4, num_stages=3)
+        return GemmConfig(block_m=32, block_n=64, swap_ab=True, num_warps=4, num_stages=3)
     if per_expert <= 64:
-        return GemmConfig(block_m=64, block_n=128, swap_ab=True, num_warps=4, num_stages=3)
+        return GemmConfig(block_m=64, block_n=64, swap_ab=True, num_warps=4, num_stages=3)
     return GemmConfig(block_m=128, block_n=128, swap_ab=False, num_warps=8, num_stages=3)
+
+
+def check_gpu_config(cfg: GemmConfig) -> None:
+    """Raise ValueError for a config that could change results on a GPU.
+
+    NOTES: on Hopper the results are bitwise independent of the tile config only while every
+    config uses the same MMA instruction family (wgmma). Triton falls back to `mma.sync` (which
+    rounds its internal sums differently; measured: results differ) for fewer than 4 warps or an
+    MMA M side (BLOCK_N with swap-AB, else BLOCK_M) that is not a multiple of 64.
+    """
+    mma_m = cfg.block_n if cfg.swap_ab else cfg.block_m
+    if cfg.num_warps < 4 or cfg.num_warps % 4 or mma_m % 64:
+        raise ValueError(f"{cfg} is not wgmma-eligible (needs num_warps % 4 == 0 and a multiple of 64 on the MMA "
+                         "M side); it would change results bitwise")
