@@ -1,0 +1,49 @@
+"""Render a bench_layer.py / bench_quant.py results JSON as the markdown tables of BENCHMARKS.md.
+
+    python benchmarks/report.py benchmarks/results/H100-2026-11-26.json
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+
+def layer_table(d: dict) -> str:
+    lines = [f"**{d['device']}** (torch {d['torch']}, Triton {d['triton']}, {d.get('date', '')}): read "
+             f"{d['read_gbps']:.0f} GB/s, copy {d['copy_gbps']:.0f} GB/s, dense fp8 {d['fp8_tflops']:.0f} TFLOP/s, "
+             f"dense bf16 {d['bf16_tflops']:.0f} TFLOP/s.", "",
+             "| workload | T | routing | experts | tmoe µs | TFLOP/s | weight GB/s | floor µs | efficiency | "
+             "bf16 grouped µs | fp8 grouped µs | tmoe vs fp8 grouped | calc_diff |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    def num(v, spec):
+        return format(v, spec) if isinstance(v, (int, float)) else "—"
+
+    for r in d["rows"]:
+        fp8 = r.get("fp8_grouped_us")
+        lines.append(
+            f"| {r['workload']} | {r['tokens']} | {r['routing']} | {r['experts_touched']} | {r['us']:.1f} | "
+            f"{r['tflops']:.1f} | {r['weight_gbps']:.0f} | {r['floor_us']:.1f} | {r['efficiency']:.2f} | "
+            f"{num(r.get('bf16_grouped_us'), '.1f')} | {num(fp8, '.1f')} | "
+            f"{num(fp8 / r['us'] if fp8 else None, '.2f')}x | {num(r.get('calc_diff'), '.1e')} |")
+    return "\n".join(lines)
+
+
+def quant_table(d: dict) -> str:
+    lines = [f"**{d['device']}**: 2 GiB device copy {d['copy_gbps']:.0f} GB/s (read + write), measured in the same run.", "",
+             "| T × H | µs | GB/s (read + write) | fraction of copy | torch formats.quantize_mxfp8 µs | bitwise = formats |",
+             "|---|---:|---:|---:|---:|---|"]
+    for r in d["rows"]:
+        lines.append(f"| {r['tokens']} × {r['hidden']} | {r['us']:.1f} | {r['gbps']:.0f} | {r['copy_fraction']:.2f} | "
+                     f"{r['torch_us']:.1f} | {r['bitwise_equal']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    for path in sys.argv[1:]:
+        d = json.load(open(path))
+        print(quant_table(d) if "gbps" in d["rows"][0] else layer_table(d))
+        print()
+
+
+if __name__ == "__main__":
+    main()
