@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import Optional, Sequence
 
 import torch
@@ -40,7 +41,8 @@ class MegaMoEBuffer:
     """
 
     def __init__(self, group, num_experts: int, num_max_tokens_per_rank: int, num_topk: int,
-                 hidden: int, intermediate_hidden: int, device: torch.device | str | None = None):
+                 hidden: int, intermediate_hidden: int, device: torch.device | str | None = None,
+                 backend: str = "triton"):
         num_ranks = 1 if group is None else group.size()
         rank = 0 if group is None else group.rank()
         _check_int("num_experts", num_experts, 1)
@@ -65,19 +67,38 @@ class MegaMoEBuffer:
         self.hidden = hidden
         self.intermediate_hidden = intermediate_hidden
         self.transport = "local"
+        self.backend = backend
+        self.workspace: dict = {}
+        self.destroyed = False
+        self.x_dq = self.act = self.slot_out = None
         cap, k, dev = num_max_tokens_per_rank, num_topk, self.device
+        if backend == "deepgemm":
+            # DeepGEMM owns the buffer (symmetric memory); tmoe exposes its four input views.
+            from . import backend as backends
+            dg = backends._import_deep_gemm()
+            dg_group = group if group is not None else (backends._single_process_group() if dev.type == "cuda" else None)
+            self.deepgemm_buffer = dg.get_symm_buffer_for_mega_moe(dg_group, num_experts, cap, k, hidden,
+                                                                   intermediate_hidden)
+            b = self.deepgemm_buffer
+            self.x, self.x_sf, self.topk_idx, self.topk_weights = b.x, b.x_sf, b.topk_idx, b.topk_weights
+            return
+        if backend != "triton":
+            raise ValueError(f"backend must be 'triton' or 'deepgemm', got {backend!r}")
+        self.deepgemm_buffer = None
         self.x = torch.empty((cap, hidden), dtype=torch.float8_e4m3fn, device=dev)
         self.x_sf = torch.empty((cap, formats.packed_scale_words(hidden)), dtype=torch.int32, device=dev)
         self.topk_idx = torch.empty((cap, k), dtype=torch.int64, device=dev)
         self.topk_weights = torch.empty((cap, k), dtype=torch.float32, device=dev)
-        # Scratch (bf16 bit patterns, int16): the exactly dequantized tokens, the dequantized MXFP8
-        # intermediate (sorted slot rows) and the per-slot GEMM2 outputs.
+        self._alloc_triton_scratch()
+
+    def _alloc_triton_scratch(self) -> None:
+        """Scratch (bf16 bit patterns, int16): the exactly dequantized tokens, the dequantized MXFP8
+        intermediate (sorted slot rows) and the per-slot GEMM2 outputs."""
+        cap, k, dev = self.num_max_tokens_per_rank, self.num_topk, self.device
         slots = max(cap * k, 1)
-        self.x_dq = torch.empty((max(cap, 1), hidden), dtype=torch.int16, device=dev)
-        self.act = torch.empty((slots, intermediate_hidden), dtype=torch.int16, device=dev)
-        self.slot_out = torch.empty((slots, hidden), dtype=torch.int16, device=dev)
-        self.workspace: dict = {}
-        self.destroyed = False
+        self.x_dq = torch.empty((max(cap, 1), self.hidden), dtype=torch.int16, device=dev)
+        self.act = torch.empty((slots, self.intermediate_hidden), dtype=torch.int16, device=dev)
+        self.slot_out = torch.empty((slots, self.hidden), dtype=torch.int16, device=dev)
 
     @property
     def expert_start(self) -> int:
@@ -85,13 +106,16 @@ class MegaMoEBuffer:
 
     def destroy(self) -> None:
         """Release the memory; the buffer cannot be used afterwards."""
+        if self.deepgemm_buffer is not None and hasattr(self.deepgemm_buffer, "destroy"):
+            self.deepgemm_buffer.destroy()
+        self.deepgemm_buffer = None
         for name in ("x", "x_sf", "topk_idx", "topk_weights", "x_dq", "act", "slot_out"):
             setattr(self, name, None)
         self.workspace.clear()
         self.destroyed = True
 
     def __repr__(self) -> str:
-        return (f"MegaMoEBuffer(transport={self.transport}, rank={self.rank}/{self.num_ranks}, "
+        return (f"MegaMoEBuffer(backend={self.backend}, transport={self.transport}, rank={self.rank}/{self.num_ranks}, "
                 f"experts={self.num_experts}, max_tokens={self.num_max_tokens_per_rank}, topk={self.num_topk}, "
                 f"hidden={self.hidden}, intermediate={self.intermediate_hidden}, device={self.device})")
 
@@ -113,18 +137,34 @@ def _check_int(name: str, value, minimum: int) -> None:
 
 def get_symm_buffer_for_mega_moe(group, num_experts: int, num_max_tokens_per_rank: int, num_topk: int,
                                  hidden: int, intermediate_hidden: int, *,
-                                 device: torch.device | str | None = None) -> MegaMoEBuffer:
-    """Allocate the layer's buffer (collective when `group` is a process group; None = one GPU)."""
+                                 device: torch.device | str | None = None,
+                                 backend: str | None = None) -> MegaMoEBuffer:
+    """Allocate the layer's buffer (collective when `group` is a process group; None = one GPU).
+
+    The backend is chosen here (`tmoe.backend.select_backend`: DeepGEMM on SM100 when it can serve
+    the shape, else Triton; `backend=` or TMOE_BACKEND override) and recorded in the buffer.
+    """
+    from . import backend as backends
+    dev = _normalize_device(device)
+    choice = backends.select_backend(hidden=hidden, intermediate=intermediate_hidden, num_experts=num_experts,
+                                     num_topk=num_topk, num_ranks=1 if group is None else group.size(),
+                                     device=dev, backend=backend)
     return MegaMoEBuffer(group, num_experts, num_max_tokens_per_rank, num_topk, hidden,
-                         intermediate_hidden, device=device)
+                         intermediate_hidden, device=dev, backend=choice)
 
 
 class TransformedWeights(tuple):
-    """(codes, scales) in the Triton backend's layout; unpacks like the plain tuple."""
-    layout: str = TRITON_LAYOUT
+    """(codes, scales) in one backend's layout; unpacks like the plain tuple.
 
-    def __new__(cls, codes: torch.Tensor, scales: torch.Tensor):
-        return super().__new__(cls, (codes, scales))
+    `backend` names the layout ("triton" or "deepgemm"); `canonical` keeps the canonical
+    (codes, scales) pair the layout was made from (the cross-check runs Triton from it).
+    """
+
+    def __new__(cls, codes: torch.Tensor, scales: torch.Tensor, backend: str = "triton", canonical=None):
+        obj = super().__new__(cls, (codes, scales))
+        obj.backend = backend
+        obj.canonical = canonical if canonical is not None else (codes, scales)
+        return obj
 
 
 def _check_canonical(name: str, pair, rows_per_expert_hint: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,12 +186,13 @@ def _check_canonical(name: str, pair, rows_per_expert_hint: str) -> tuple[torch.
     return codes, scales
 
 
-def transform_weights_for_mega_moe(l1_weights, l2_weights):
-    """Canonical MXFP4 (DESIGN.md §2.2) -> the Triton backend layout.
+def transform_weights_for_mega_moe(l1_weights, l2_weights, *, backend: str | None = None):
+    """Canonical MXFP4 (DESIGN.md §2.2) -> the selected backend's layout.
 
     l1_weights = (w1 int8 [E, 2I, H/2], w1_sf uint8 [E, 2I, H/32]) with rows [gate | up];
     l2_weights = (w2 int8 [E, H, I/2], w2_sf uint8 [E, H, I/32]). Returns (l1, l2) as
-    `TransformedWeights`; the canonical tensors are not modified.
+    `TransformedWeights`; the canonical tensors are not modified. The backend is chosen as in
+    `get_symm_buffer_for_mega_moe` (pass the same `backend=` to both).
     """
     w1, w1_sf = _check_canonical("l1_weights", l1_weights, "2I")
     w2, w2_sf = _check_canonical("l2_weights", l2_weights, "H")
@@ -161,6 +202,13 @@ def transform_weights_for_mega_moe(l1_weights, l2_weights):
                          f"expected [{e}, {half_h * 2}, {two_i // 4}]")
     formats.check_hidden("hidden (w1.shape[2] * 2)", half_h * 2)
     formats.check_hidden("intermediate (w1.shape[1] / 2)", two_i // 2)
+    from . import backend as backends
+    choice = backends.select_backend(hidden=half_h * 2, intermediate=two_i // 2, device=w1.device, backend=backend)
+    if choice == "deepgemm":
+        # NOTES: to_deepgemm_weights already applies DeepGEMM's own transform (interleave + UTCCP).
+        dl1, dl2 = backends.to_deepgemm_weights((w1, w1_sf), (w2, w2_sf))
+        return (TransformedWeights(*dl1, backend="deepgemm", canonical=(w1, w1_sf)),
+                TransformedWeights(*dl2, backend="deepgemm", canonical=(w2, w2_sf)))
     l1 = TransformedWeights(w1.view(torch.uint8).contiguous(), w1_sf.contiguous())
     l2 = TransformedWeights(w2.view(torch.uint8).contiguous(), w2_sf.contiguous())
     return l1, l2
@@ -196,6 +244,9 @@ def _validate_call(y, l1, l2, buf: MegaMoEBuffer, stats, recipe, activation, act
                              f"(got {type(lw).__name__}); transform the canonical weights first")
         if lw[0].device != buf.device:
             raise ValueError(f"{name} is on {lw[0].device} but the buffer is on {buf.device}")
+        if lw.backend != buf.backend:
+            raise ValueError(f"{name} were transformed for the {lw.backend} backend but the buffer uses "
+                             f"{buf.backend}; pass the same backend= to both calls")
     e_l, i_l = buf.num_local_experts, buf.intermediate_hidden
     if tuple(l1[0].shape) != (e_l, 2 * i_l, h // 2):
         raise ValueError(f"l1 codes shape {tuple(l1[0].shape)} != expected [{e_l}, {2 * i_l}, {h // 2}] "
@@ -230,7 +281,8 @@ def fp8_fp4_mega_moe(y: torch.Tensor, l1_weights, l2_weights, sym_buffer: MegaMo
                      recipe: Sequence[int] = (1, 1, 32), activation: str = "swiglu",
                      activation_clamp: Optional[float] = None, fast_math: bool = True, *,
                      gemm1_config: configs.GemmConfig | None = None,
-                     gemm2_config: configs.GemmConfig | None = None) -> None:
+                     gemm2_config: configs.GemmConfig | None = None,
+                     cross_check: bool | None = None) -> None:
     """y[:T] = MoE(buffer.x[:T], ...) for T = y.shape[0] (DESIGN.md §1.1); writes y in place.
 
     Raises ValueError (before any launch) on bad shapes, dtypes, devices, T > capacity, untransformed
@@ -240,6 +292,14 @@ def fp8_fp4_mega_moe(y: torch.Tensor, l1_weights, l2_weights, sym_buffer: MegaMo
     buf = sym_buffer
     t = _validate_call(y, l1_weights, l2_weights, buf, cumulative_local_expert_recv_stats, recipe,
                        activation, activation_clamp)
+    if buf.backend == "deepgemm":
+        _run_deepgemm(y, l1_weights, l2_weights, buf, cumulative_local_expert_recv_stats, activation_clamp,
+                      fast_math, cross_check)
+        return
+    if cross_check or (cross_check is None and os.environ.get("TMOE_CROSS_CHECK", "0") not in ("", "0")):
+        warnings.warn("tmoe cross-check requested, but this buffer runs the Triton backend (DeepGEMM cannot "
+                      "serve this call: see tmoe.backend.explain_backend); nothing to compare against",
+                      RuntimeWarning, stacklevel=2)
     if t == 0:
         return
     k = buf.num_topk
@@ -257,6 +317,23 @@ def fp8_fp4_mega_moe(y: torch.Tensor, l1_weights, l2_weights, sym_buffer: MegaMo
                               clamp=activation_clamp, fast_math=fast_math, cfg=cfg1, soft=soft)
     grouped_gemm.gemm2(buf.act, l2_weights[0], l2_weights[1], plan, buf.slot_out, cfg=cfg2, soft=soft)
     combine(buf.slot_out, topk_idx, y)
+
+
+def _run_deepgemm(y, l1, l2, buf: MegaMoEBuffer, stats, activation_clamp, fast_math, cross_check) -> None:
+    """Route the call to DeepGEMM; with cross-check on, also run Triton on the same inputs and compare."""
+    from . import backend as backends
+    t = y.shape[0]
+    check = backends.cross_check_enabled(cross_check)
+    if check:   # snapshot the inputs: DeepGEMM may recycle its buffer
+        inputs = [v[:t].clone() for v in (buf.x, buf.x_sf, buf.topk_idx, buf.topk_weights)]
+    backends._import_deep_gemm().fp8_fp4_mega_moe(
+        y, tuple(l1), tuple(l2), buf.deepgemm_buffer, cumulative_local_expert_recv_stats=stats,
+        recipe=(1, 1, 32), activation="swiglu", activation_clamp=activation_clamp, fast_math=fast_math)
+    if check:
+        y_triton = backends.run_triton(*inputs, l1.canonical, l2.canonical, num_experts=buf.num_experts,
+                                       group=None if buf.num_ranks == 1 else buf.group,
+                                       activation_clamp=activation_clamp, fast_math=fast_math)
+        backends.cross_check(lambda: y_triton, lambda: y)
 
 
 def fill_buffer(buf: MegaMoEBuffer, x: torch.Tensor, topk_idx: torch.Tensor, topk_weights: torch.Tensor) -> int:
