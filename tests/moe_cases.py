@@ -45,7 +45,7 @@ def make_tokens(num_tokens: int, hidden: int, seed: int, device, scale: float = 
 
 
 def run_layer(weights: MoEWeights, x, idx, topk_weights, *, capacity: int | None = None, clamp=None,
-              stats=None, gemm1_config=None, gemm2_config=None):
+              stats=None, gemm1_config=None, gemm2_config=None, **kwargs):
     """Quantize + fill + run the Triton layer; returns (y, buffer). y is poisoned (NaN) first."""
     t, h = x.shape
     e = weights.num_experts
@@ -55,5 +55,5 @@ def run_layer(weights: MoEWeights, x, idx, topk_weights, *, capacity: int | None
     fill_buffer(buf, x, idx, topk_weights)
     y = torch.full((t, h), float("nan"), dtype=torch.bfloat16, device=x.device)
     tmoe.fp8_fp4_mega_moe(y, l1, l2, buf, cumulative_local_expert_recv_stats=stats, activation_clamp=clamp,
-                          gemm1_config=gemm1_config, gemm2_config=gemm2_config)
+                          gemm1_config=gemm1_config, gemm2_config=gemm2_config, **kwargs)
     return y, buf

@@ -117,3 +117,11 @@ def test_cross_check_without_deepgemm_warns(device):
     weights, x, idx, w = _problem(device)
     with pytest.warns(RuntimeWarning, match="cross-check requested"):
         _run(weights, x, idx, w, device, cross_check=True)
+
+
+def test_deepgemm_refuses_gpt_oss_activation_and_biases(sm100, device):
+    weights, x, idx, w = _problem(device)
+    with pytest.raises(ValueError, match="backend='triton'"):
+        _run(weights, x, idx, w, device, activation="swiglu_oai")
+    with pytest.raises(ValueError, match="with biases"):
+        _run(weights, x, idx, w, device, l2_bias=torch.zeros(E, H, device=device))

@@ -25,6 +25,7 @@ from .kernels.combine import combine
 from .kernels.numerics import soft_numerics
 from .kernels.quant import mxfp8_to_bf16, per_token_cast_to_fp8
 from .kernels.routing import build_routing
+from .reference import ACTIVATIONS, OAI_ALPHA
 
 __all__ = ["MegaMoEBuffer", "TransformedWeights", "get_symm_buffer_for_mega_moe",
            "transform_weights_for_mega_moe", "fp8_fp4_mega_moe"]
@@ -220,7 +221,8 @@ def _values_checked() -> bool:
     return not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
 
 
-def _validate_call(y, l1, l2, buf: MegaMoEBuffer, stats, recipe, activation, activation_clamp) -> int:
+def _validate_call(y, l1, l2, buf: MegaMoEBuffer, stats, recipe, activation, activation_clamp,
+                   biases=(None, None)) -> int:
     if not isinstance(buf, MegaMoEBuffer):
         raise ValueError(f"sym_buffer must come from tmoe.get_symm_buffer_for_mega_moe, got {type(buf).__name__}")
     if buf.destroyed:
@@ -255,8 +257,18 @@ def _validate_call(y, l1, l2, buf: MegaMoEBuffer, stats, recipe, activation, act
         raise ValueError(f"l2 codes shape {tuple(l2[0].shape)} != expected [{e_l}, {h}, {i_l // 2}]")
     if tuple(recipe) != (1, 1, 32):
         raise ValueError(f"recipe must be (1, 1, 32) (per-token MXFP8 x per-32 MXFP4), got {tuple(recipe)}")
-    if activation != "swiglu":
-        raise ValueError(f"activation must be 'swiglu', got {activation!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if buf.backend == "deepgemm" and (activation != "swiglu" or biases != (None, None)):
+        raise ValueError(f"the DeepGEMM backend computes activation='swiglu' without biases (got {activation!r}"
+                         f"{', with biases' if biases != (None, None) else ''}); allocate the buffer and "
+                         "transform the weights with backend='triton'")
+    for name, bias, width in (("l1_bias", biases[0], 2 * i_l), ("l2_bias", biases[1], h)):
+        if bias is not None and (not isinstance(bias, torch.Tensor) or bias.dtype != torch.float32
+                                 or tuple(bias.shape) != (e_l, width) or not bias.is_contiguous()
+                                 or bias.device != buf.device):
+            raise ValueError(f"{name} must be a contiguous fp32 [{e_l}, {width}] tensor on {buf.device}, got "
+                             f"{getattr(bias, 'dtype', type(bias))} {tuple(getattr(bias, 'shape', ()))}")
     if activation_clamp is not None and (not isinstance(activation_clamp, (int, float))
                                          or not math.isfinite(activation_clamp) or activation_clamp < 0):
         raise ValueError(f"activation_clamp must be None or a finite float >= 0, got {activation_clamp!r}")
@@ -280,10 +292,16 @@ def fp8_fp4_mega_moe(y: torch.Tensor, l1_weights, l2_weights, sym_buffer: MegaMo
                      cumulative_local_expert_recv_stats: Optional[torch.Tensor] = None,
                      recipe: Sequence[int] = (1, 1, 32), activation: str = "swiglu",
                      activation_clamp: Optional[float] = None, fast_math: bool = True, *,
+                     activation_alpha: float = OAI_ALPHA, l1_bias: Optional[torch.Tensor] = None,
+                     l2_bias: Optional[torch.Tensor] = None,
                      gemm1_config: configs.GemmConfig | None = None,
                      gemm2_config: configs.GemmConfig | None = None,
                      cross_check: bool | None = None) -> None:
     """y[:T] = MoE(buffer.x[:T], ...) for T = y.shape[0] (DESIGN.md §1.1); writes y in place.
+
+    activation: "swiglu" (DeepGEMM's) or "swiglu_oai" (gpt-oss: g * sigmoid(alpha g) * (u + 1), with
+    `activation_alpha`, usually activation_clamp=7.0). l1_bias fp32 [E_local, 2I] / l2_bias fp32
+    [E_local, H]: per-expert biases (gpt-oss), see `tmoe.reference.reference_moe` for where they enter.
 
     Raises ValueError (before any launch) on bad shapes, dtypes, devices, T > capacity, untransformed
     weights, and — outside CUDA-graph capture, unless TMOE_SKIP_VALUE_CHECKS=1 — expert ids outside
@@ -291,7 +309,7 @@ def fp8_fp4_mega_moe(y: torch.Tensor, l1_weights, l2_weights, sym_buffer: MegaMo
     """
     buf = sym_buffer
     t = _validate_call(y, l1_weights, l2_weights, buf, cumulative_local_expert_recv_stats, recipe,
-                       activation, activation_clamp)
+                       activation, activation_clamp, (l1_bias, l2_bias))
     if buf.backend == "deepgemm":
         _run_deepgemm(y, l1_weights, l2_weights, buf, cumulative_local_expert_recv_stats, activation_clamp,
                       fast_math, cross_check)
@@ -314,8 +332,10 @@ def fp8_fp4_mega_moe(y: torch.Tensor, l1_weights, l2_weights, sym_buffer: MegaMo
         configs.check_gpu_config(cfg2)
     mxfp8_to_bf16(buf.x[:t], buf.x_sf[:t], buf.x_dq)
     grouped_gemm.gemm1_swiglu(buf.x_dq, l1_weights[0], l1_weights[1], plan, buf.topk_weights, buf.act, topk=k,
-                              clamp=activation_clamp, fast_math=fast_math, cfg=cfg1, soft=soft)
-    grouped_gemm.gemm2(buf.act, l2_weights[0], l2_weights[1], plan, buf.slot_out, cfg=cfg2, soft=soft)
+                              clamp=activation_clamp, fast_math=fast_math, cfg=cfg1, soft=soft,
+                              activation=activation, alpha=activation_alpha, bias=l1_bias)
+    grouped_gemm.gemm2(buf.act, l2_weights[0], l2_weights[1], plan, buf.slot_out, cfg=cfg2, soft=soft,
+                       topk_weights=buf.topk_weights, bias=l2_bias)
     combine(buf.slot_out, topk_idx, y)
 
 

@@ -21,7 +21,7 @@ import torch
 from . import formats
 
 __all__ = ["MoEWeights", "reference_moe", "reference_moe_ep", "reference_moe_bf16", "calc_diff",
-           "swiglu_fp32"]
+           "swiglu_fp32", "ACTIVATIONS"]
 
 
 @dataclass(frozen=True)
@@ -74,15 +74,29 @@ def calc_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(1 - 2 * (a * b).sum() / denom)
 
 
-def swiglu_fp32(h: torch.Tensor, weight: torch.Tensor, clamp: float | None) -> torch.Tensor:
-    """SwiGLU on bf16 GEMM1 rows h [n, 2I] ([gate | up]) times per-row routing weight [n]: fp32."""
+ACTIVATIONS = ("swiglu", "swiglu_oai")
+OAI_ALPHA = 1.702
+
+
+def swiglu_fp32(h: torch.Tensor, weight: torch.Tensor, clamp: float | None, activation: str = "swiglu",
+                alpha: float = OAI_ALPHA) -> torch.Tensor:
+    """Activation of bf16 GEMM1 rows h [n, 2I] ([gate | up]) times the per-row routing weight [n]: fp32.
+
+    clamp c (None = off): g = min(g, c), u = clamp(u, -c, c), on the bf16 values, in fp32.
+    swiglu:     s = g / (1 + exp(-g)) * u * w
+    swiglu_oai: s = g / (1 + exp(-alpha * g)) * (u + 1) * w        (gpt-oss; alpha = 1.702, c = 7)
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     i = h.shape[-1] // 2
     g = h[:, :i].float()
     u = h[:, i:].float()
     if clamp is not None:
         g = torch.clamp(g, max=clamp)
         u = torch.clamp(u, min=-clamp, max=clamp)
-    return g / (1 + torch.exp(-g)) * u * weight.float().unsqueeze(-1)
+    if activation == "swiglu":
+        return g / (1 + torch.exp(-g)) * u * weight.float().unsqueeze(-1)
+    return g / (1 + torch.exp(-(torch.tensor(alpha, dtype=torch.float32) * g))) * (u + 1) * weight.float().unsqueeze(-1)
 
 
 def _check_inputs(x_fp8, x_sf, topk_idx, topk_weights, weights: MoEWeights, num_experts: int):
@@ -104,12 +118,18 @@ def _check_inputs(x_fp8, x_sf, topk_idx, topk_weights, weights: MoEWeights, num_
 def reference_moe(x_fp8: torch.Tensor, x_sf: torch.Tensor, topk_idx: torch.Tensor,
                   topk_weights: torch.Tensor, weights: MoEWeights, *,
                   activation_clamp: float | None = None, expert_offset: int = 0,
-                  num_experts: int | None = None, return_slots: bool = False):
+                  num_experts: int | None = None, return_slots: bool = False,
+                  activation: str = "swiglu", activation_alpha: float = OAI_ALPHA,
+                  b1: torch.Tensor | None = None, b2: torch.Tensor | None = None):
     """The layer for one rank holding every expert of `weights` (global ids expert_offset + j).
 
     Slots whose expert is outside [expert_offset, expert_offset + E_w) or -1 are skipped, so with
     the full weight set this is the whole MoE. `num_experts` is the global expert count ids are
-    validated against (default expert_offset + E_w). Returns y bf16 [T, H]; with return_slots=True also
+    validated against (default expert_offset + E_w). Optional biases (gpt-oss) of the same experts:
+    b1 [E_w, 2I] is added to the fp32 GEMM1 sum before its bf16 rounding; b2 [E_w, H] is scaled by
+    the slot's routing weight (fp32) and added to the GEMM2 sum before its bf16 rounding, i.e.
+    o_k = bf16(W2 (s) + w_k * b2), matching gpt-oss's (W2 act + b2) * w_k with the weight folded
+    into s as in DESIGN.md §1.1. Returns y bf16 [T, H]; with return_slots=True also
     o bf16 [T, K, H] (per-slot GEMM2 outputs, zeros for skipped slots) and h bf16 [T, K, 2I].
     """
     e_w = weights.num_experts
@@ -127,13 +147,20 @@ def reference_moe(x_fp8: torch.Tensor, x_sf: torch.Tensor, topk_idx: torch.Tenso
     for e in torch.unique(local[valid]).tolist():
         tok, slot = torch.nonzero(valid & (local == e), as_tuple=True)
         w1d = formats.dequantize_mxfp4(weights.w1[e], weights.w1_sf[e]).double()
-        h = (xd[tok] @ w1d.T).to(torch.bfloat16)
+        acc1 = xd[tok] @ w1d.T
+        if b1 is not None:
+            acc1 = acc1 + b1[e].double()
+        h = acc1.to(torch.bfloat16)
         del w1d
-        s = swiglu_fp32(h, topk_weights[tok, slot], activation_clamp)
+        rw = topk_weights[tok, slot]
+        s = swiglu_fp32(h, rw, activation_clamp, activation, activation_alpha)
         sq, ss = formats.quantize_mxfp8(s)
         sd = formats.dequantize_mxfp8(sq, ss).double()
         w2d = formats.dequantize_mxfp4(weights.w2[e], weights.w2_sf[e]).double()
-        o[tok, slot] = (sd @ w2d.T).to(torch.bfloat16)
+        acc2 = sd @ w2d.T
+        if b2 is not None:
+            acc2 = acc2 + (rw.float().unsqueeze(-1) * b2[e].float()).double()
+        o[tok, slot] = acc2.to(torch.bfloat16)
         hs[tok, slot] = h
     acc = torch.zeros(t, hid, dtype=torch.float32, device=dev)
     for j in range(k):

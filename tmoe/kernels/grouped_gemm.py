@@ -24,6 +24,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from ..reference import ACTIVATIONS
 from .numerics import (bf16_bits_to_f32, dequant_fp4_tile, dequant_fp4_tile_bf16, dequant_fp8_tile,
                        f32_to_bf16_bits, mxfp8_quantize_tile, round_to_bf16)
 
@@ -109,10 +110,11 @@ def _gemm1_swiglu_kernel(
         w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,   # [E, 2I, H/2], [E, 2I, H/32]
         offsets_ptr, sorted_ptr, weights_ptr,                   # routing plan, topk_weights [T*K]
         act_ptr, stride_act,                                    # out: dq(MXFP8(s)) as bf16 bits [S, I]
-        num_local_experts, hidden, inter, clamp,
+        bias_ptr, stride_bias,                                  # optional b1 fp32 [E, 2I]
+        num_local_experts, hidden, inter, clamp, alpha,
         TOPK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
         E_PAD: tl.constexpr, SWAP_AB: tl.constexpr, HAS_CLAMP: tl.constexpr, FAST_MATH: tl.constexpr,
-        SOFT: tl.constexpr, DECODE: tl.constexpr):
+        ACTIVATION: tl.constexpr, HAS_BIAS: tl.constexpr, SOFT: tl.constexpr, DECODE: tl.constexpr):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tl.program_id(0), num_local_experts,
                                                        BLOCK_M, E_PAD)
     if real:
@@ -140,12 +142,20 @@ def _gemm1_swiglu_kernel(
         if SWAP_AB:
             acc_g = tl.trans(acc_g)
             acc_u = tl.trans(acc_u)
+        if HAS_BIAS:
+            b_base = bias_ptr + expert.to(tl.int64) * stride_bias
+            acc_g += tl.load(b_base + n, mask=n_ok, other=0.0)[None, :]
+            acc_u += tl.load(b_base + inter + n, mask=n_ok, other=0.0)[None, :]
         g = round_to_bf16(acc_g, SOFT)
         u = round_to_bf16(acc_u, SOFT)
         if HAS_CLAMP:
             g = tl.minimum(g, clamp)
             u = tl.minimum(tl.maximum(u, -clamp), clamp)
-        denom = 1.0 + tl.exp(-g)
+        if ACTIVATION == 0:     # swiglu: g / (1 + exp(-g)) * u
+            denom = 1.0 + tl.exp(-g)
+        else:                   # swiglu_oai (gpt-oss): g / (1 + exp(-alpha g)) * (u + 1)
+            denom = 1.0 + tl.exp(-(alpha * g))
+            u = u + 1.0
         if FAST_MATH:
             s = g / denom
         else:
@@ -164,11 +174,12 @@ def _gemm1_swiglu_kernel(
 def _gemm2_kernel(
         act_ptr, stride_act,                                    # dq intermediate: bf16 bits [S, I]
         w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,   # [E, H, I/2], [E, H, I/32]
-        offsets_ptr, sorted_ptr,
+        offsets_ptr, sorted_ptr, weights_ptr,
         out_ptr, stride_out,                                    # out: bf16 bits [T*K, H] at row slot
+        bias_ptr, stride_bias,                                  # optional b2 fp32 [E, H] (x routing weight)
         num_local_experts, hidden, inter,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, E_PAD: tl.constexpr,
-        SWAP_AB: tl.constexpr, SOFT: tl.constexpr, DECODE: tl.constexpr):
+        SWAP_AB: tl.constexpr, HAS_BIAS: tl.constexpr, SOFT: tl.constexpr, DECODE: tl.constexpr):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tl.program_id(0), num_local_experts,
                                                        BLOCK_M, E_PAD)
     if real:
@@ -190,6 +201,10 @@ def _gemm2_kernel(
         if SWAP_AB:
             acc = tl.trans(acc)
         slot = tl.load(sorted_ptr + rows, mask=row_ok, other=0).to(tl.int64)
+        if HAS_BIAS:
+            route_w = tl.load(weights_ptr + slot, mask=row_ok, other=0.0)
+            bias = tl.load(bias_ptr + expert.to(tl.int64) * stride_bias + n, mask=n_ok, other=0.0)
+            acc += route_w[:, None] * bias[None, :]
         tl.store(out_ptr + slot[:, None] * stride_out + n[None, :], f32_to_bf16_bits(acc, SOFT),
                  mask=row_ok[:, None] & n_ok[None, :])
 
@@ -201,7 +216,8 @@ def _max_tiles(num_slots: int, num_local_experts: int, block_m: int) -> int:
 
 
 def gemm1_swiglu(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp: float | None,
-                 fast_math: bool, cfg, soft: bool, block_k: int = BLOCK_K):
+                 fast_math: bool, cfg, soft: bool, block_k: int = BLOCK_K, activation: str = "swiglu",
+                 alpha: float = 1.702, bias=None):
     """Launch GEMM1 + SwiGLU + requant: x_bits int16 [T, H] (bf16 bits of the dequantized tokens),
     w1 uint8 [E, 2I, H/2], w1_sf uint8 [E, 2I, H/32] -> act int16 [S, I] (sorted slot rows)."""
     e_local, two_i, half_h = w1.shape
@@ -213,13 +229,16 @@ def gemm1_swiglu(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp
         w1, w1_sf, w1.stride(0), w1.stride(1), w1_sf.stride(0), w1_sf.stride(1),
         plan.expert_offsets, plan.sorted_slots, topk_weights,
         act, act.stride(0),
-        e_local, hidden, inter, float(clamp) if clamp is not None else 0.0,
+        bias if bias is not None else topk_weights, bias.stride(0) if bias is not None else 0,
+        e_local, hidden, inter, float(clamp) if clamp is not None else 0.0, float(alpha),
         TOPK=topk, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=block_k, E_PAD=e_pad,
-        SWAP_AB=cfg.swap_ab, HAS_CLAMP=clamp is not None, FAST_MATH=fast_math, SOFT=soft, DECODE=cfg.decode_mode,
+        SWAP_AB=cfg.swap_ab, HAS_CLAMP=clamp is not None, FAST_MATH=fast_math,
+        ACTIVATION=ACTIVATIONS.index(activation), HAS_BIAS=bias is not None, SOFT=soft, DECODE=cfg.decode_mode,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
-def gemm2(act, w2, w2_sf, plan, out_bits, *, cfg, soft: bool, block_k: int = BLOCK_K):
+def gemm2(act, w2, w2_sf, plan, out_bits, *, cfg, soft: bool, block_k: int = BLOCK_K, topk_weights=None,
+          bias=None):
     """Launch GEMM2: act int16 [S, I] (bf16 bits) x w2 [E, H, I/2] -> out_bits int16 [T*K, H] at row slot."""
     e_local, hidden, half_i = w2.shape
     inter = half_i * 2
@@ -228,7 +247,9 @@ def gemm2(act, w2, w2_sf, plan, out_bits, *, cfg, soft: bool, block_k: int = BLO
     return _gemm2_kernel[grid](
         act, act.stride(0),
         w2, w2_sf, w2.stride(0), w2.stride(1), w2_sf.stride(0), w2_sf.stride(1),
-        plan.expert_offsets, plan.sorted_slots, out_bits, out_bits.stride(0),
+        plan.expert_offsets, plan.sorted_slots, topk_weights if topk_weights is not None else out_bits,
+        out_bits, out_bits.stride(0),
+        bias if bias is not None else out_bits, bias.stride(0) if bias is not None else 0,
         e_local, hidden, inter,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=block_k, E_PAD=e_pad,
-        SWAP_AB=cfg.swap_ab, SOFT=soft, DECODE=cfg.decode_mode, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        SWAP_AB=cfg.swap_ab, HAS_BIAS=bias is not None, SOFT=soft, DECODE=cfg.decode_mode, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
