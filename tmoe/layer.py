@@ -20,17 +20,18 @@ from typing import Optional, Sequence
 import torch
 
 from . import formats
-from .kernels import configs, grouped_gemm
+from .compute import ExpertOptions, compute_slots
+from .dispatch.collective import CollectiveTransport
+from .kernels import configs
 from .kernels.combine import combine
 from .kernels.numerics import soft_numerics
-from .kernels.quant import mxfp8_to_bf16, per_token_cast_to_fp8
-from .kernels.routing import build_routing
+from .kernels.quant import per_token_cast_to_fp8
 from .reference import ACTIVATIONS, OAI_ALPHA
 
 __all__ = ["MegaMoEBuffer", "TransformedWeights", "get_symm_buffer_for_mega_moe",
            "transform_weights_for_mega_moe", "fp8_fp4_mega_moe"]
 
-TRITON_LAYOUT = "tmoe-triton-v1"
+TRANSPORTS = ("local", "collective", "symm_mem")
 
 
 class MegaMoEBuffer:
@@ -43,7 +44,7 @@ class MegaMoEBuffer:
 
     def __init__(self, group, num_experts: int, num_max_tokens_per_rank: int, num_topk: int,
                  hidden: int, intermediate_hidden: int, device: torch.device | str | None = None,
-                 backend: str = "triton"):
+                 backend: str = "triton", transport: str = "auto"):
         num_ranks = 1 if group is None else group.size()
         rank = 0 if group is None else group.rank()
         _check_int("num_experts", num_experts, 1)
@@ -55,9 +56,15 @@ class MegaMoEBuffer:
         formats.check_hidden("intermediate_hidden", intermediate_hidden)
         if num_experts % num_ranks:
             raise ValueError(f"num_experts={num_experts} is not divisible by the group size {num_ranks}")
-        if num_ranks != 1:
-            raise ValueError(f"expert parallelism (group size {num_ranks}) needs the EP transports, "
-                             "which this build does not provide yet; pass group=None")
+        if transport not in TRANSPORTS + ("auto",):
+            raise ValueError(f"transport must be 'auto' or one of {TRANSPORTS}, got {transport!r}")
+        if num_ranks == 1:
+            transport = "local"
+        elif transport == "auto" or transport == "collective":
+            # NOTES: the NVLink symm_mem transport is not in this build yet; collectives serve every group.
+            transport = "collective"
+        else:
+            raise ValueError(f"transport {transport!r} is not available in this build; use 'collective'")
         self.device = _normalize_device(device)
         self.group = group
         self.rank, self.num_ranks = rank, num_ranks
@@ -67,11 +74,17 @@ class MegaMoEBuffer:
         self.num_topk = num_topk
         self.hidden = hidden
         self.intermediate_hidden = intermediate_hidden
-        self.transport = "local"
+        self.transport = transport
+        self.transport_impl = None
+        if transport == "collective":
+            self.transport_impl = CollectiveTransport(group, num_experts)
+            self.transport_impl.check_same("get_symm_buffer_for_mega_moe arguments (E, T_max, K, H, I)",
+                                           [num_experts, num_max_tokens_per_rank, num_topk, hidden,
+                                            intermediate_hidden])
         self.backend = backend
         self.workspace: dict = {}
         self.destroyed = False
-        self.x_dq = self.act = self.slot_out = None
+        self.x_dq = self.act = self.slot_out = self.slot_home = None
         cap, k, dev = num_max_tokens_per_rank, num_topk, self.device
         if backend == "deepgemm":
             # DeepGEMM owns the buffer (symmetric memory); tmoe exposes its four input views.
@@ -97,9 +110,14 @@ class MegaMoEBuffer:
         intermediate (sorted slot rows) and the per-slot GEMM2 outputs."""
         cap, k, dev = self.num_max_tokens_per_rank, self.num_topk, self.device
         slots = max(cap * k, 1)
-        self.x_dq = torch.empty((max(cap, 1), self.hidden), dtype=torch.int16, device=dev)
-        self.act = torch.empty((slots, self.intermediate_hidden), dtype=torch.int16, device=dev)
-        self.slot_out = torch.empty((slots, self.hidden), dtype=torch.int16, device=dev)
+        if self.num_ranks == 1:
+            rows, computed = max(cap, 1), slots
+        else:   # worst case: every slot of every rank routed here, one received row per slot
+            rows = computed = max(cap * k * self.num_ranks, 1)
+            self.slot_home = torch.empty((slots, self.hidden), dtype=torch.int16, device=dev)
+        self.x_dq = torch.empty((rows, self.hidden), dtype=torch.int16, device=dev)
+        self.act = torch.empty((computed, self.intermediate_hidden), dtype=torch.int16, device=dev)
+        self.slot_out = torch.empty((computed, self.hidden), dtype=torch.int16, device=dev)
 
     @property
     def expert_start(self) -> int:
@@ -110,7 +128,7 @@ class MegaMoEBuffer:
         if self.deepgemm_buffer is not None and hasattr(self.deepgemm_buffer, "destroy"):
             self.deepgemm_buffer.destroy()
         self.deepgemm_buffer = None
-        for name in ("x", "x_sf", "topk_idx", "topk_weights", "x_dq", "act", "slot_out"):
+        for name in ("x", "x_sf", "topk_idx", "topk_weights", "x_dq", "act", "slot_out", "slot_home"):
             setattr(self, name, None)
         self.workspace.clear()
         self.destroyed = True
@@ -139,7 +157,7 @@ def _check_int(name: str, value, minimum: int) -> None:
 def get_symm_buffer_for_mega_moe(group, num_experts: int, num_max_tokens_per_rank: int, num_topk: int,
                                  hidden: int, intermediate_hidden: int, *,
                                  device: torch.device | str | None = None,
-                                 backend: str | None = None) -> MegaMoEBuffer:
+                                 backend: str | None = None, transport: str = "auto") -> MegaMoEBuffer:
     """Allocate the layer's buffer (collective when `group` is a process group; None = one GPU).
 
     The backend is chosen here (`tmoe.backend.select_backend`: DeepGEMM on SM100 when it can serve
@@ -151,7 +169,7 @@ def get_symm_buffer_for_mega_moe(group, num_experts: int, num_max_tokens_per_ran
                                      num_topk=num_topk, num_ranks=1 if group is None else group.size(),
                                      device=dev, backend=backend)
     return MegaMoEBuffer(group, num_experts, num_max_tokens_per_rank, num_topk, hidden,
-                         intermediate_hidden, device=dev, backend=choice)
+                         intermediate_hidden, device=dev, backend=choice, transport=transport)
 
 
 class TransformedWeights(tuple):
@@ -308,8 +326,18 @@ def fp8_fp4_mega_moe(y: torch.Tensor, l1_weights, l2_weights, sym_buffer: MegaMo
     [-1, E). During capture ids cannot be inspected; out-of-range ids are then treated as masked.
     """
     buf = sym_buffer
-    t = _validate_call(y, l1_weights, l2_weights, buf, cumulative_local_expert_recv_stats, recipe,
-                       activation, activation_clamp, (l1_bias, l2_bias))
+    if isinstance(buf, MegaMoEBuffer) and buf.transport_impl is not None:
+        # Collective: every rank learns whether any rank's inputs are bad before data moves.
+        error, t = None, 0
+        try:
+            t = _validate_call(y, l1_weights, l2_weights, buf, cumulative_local_expert_recv_stats, recipe,
+                               activation, activation_clamp, (l1_bias, l2_bias))
+        except ValueError as exc:
+            error = str(exc)
+        buf.transport_impl.agree(error)
+    else:
+        t = _validate_call(y, l1_weights, l2_weights, buf, cumulative_local_expert_recv_stats, recipe,
+                           activation, activation_clamp, (l1_bias, l2_bias))
     if buf.backend == "deepgemm":
         _run_deepgemm(y, l1_weights, l2_weights, buf, cumulative_local_expert_recv_stats, activation_clamp,
                       fast_math, cross_check)
@@ -318,25 +346,27 @@ def fp8_fp4_mega_moe(y: torch.Tensor, l1_weights, l2_weights, sym_buffer: MegaMo
         warnings.warn("tmoe cross-check requested, but this buffer runs the Triton backend (DeepGEMM cannot "
                       "serve this call: see tmoe.backend.explain_backend); nothing to compare against",
                       RuntimeWarning, stacklevel=2)
-    if t == 0:
-        return
-    k = buf.num_topk
+    opts = ExpertOptions(activation, activation_clamp, activation_alpha, fast_math, l1_bias, l2_bias,
+                         gemm1_config, gemm2_config)
     soft = soft_numerics(y)
     topk_idx = buf.topk_idx[:t]
-    plan = build_routing(topk_idx, buf.num_local_experts, buf.expert_start, capacity_slots=t * k,
-                         stats=cumulative_local_expert_recv_stats, workspace=buf.workspace)
-    cfg1 = gemm1_config or configs.heuristic_config("gemm1", t * k, buf.num_local_experts, soft)
-    cfg2 = gemm2_config or configs.heuristic_config("gemm2", t * k, buf.num_local_experts, soft)
-    if not soft:
-        configs.check_gpu_config(cfg1)
-        configs.check_gpu_config(cfg2)
-    mxfp8_to_bf16(buf.x[:t], buf.x_sf[:t], buf.x_dq)
-    grouped_gemm.gemm1_swiglu(buf.x_dq, l1_weights[0], l1_weights[1], plan, buf.topk_weights, buf.act, topk=k,
-                              clamp=activation_clamp, fast_math=fast_math, cfg=cfg1, soft=soft,
-                              activation=activation, alpha=activation_alpha, bias=l1_bias)
-    grouped_gemm.gemm2(buf.act, l2_weights[0], l2_weights[1], plan, buf.slot_out, cfg=cfg2, soft=soft,
-                       topk_weights=buf.topk_weights, bias=l2_bias)
-    combine(buf.slot_out, topk_idx, y)
+    if buf.transport_impl is None:
+        if t == 0:
+            return
+        compute_slots(buf, buf.x[:t], buf.x_sf[:t], topk_idx, buf.topk_weights[:t], l1_weights, l2_weights,
+                      num_local_experts=buf.num_local_experts, expert_start=buf.expert_start, opts=opts,
+                      stats=cumulative_local_expert_recv_stats, soft=soft,
+                      layer_shape=(buf.num_experts, buf.num_topk))
+        combine(buf.slot_out, topk_idx, y)
+        return
+    # Expert parallel (every rank gets here, also with T = 0).
+    tr = buf.transport_impl
+    got = tr.dispatch(buf.x[:t], buf.x_sf[:t], topk_idx, buf.topk_weights[:t])
+    compute_slots(buf, got.x, got.x_sf, got.expert, got.weight, l1_weights, l2_weights,
+                  num_local_experts=buf.num_local_experts, expert_start=0, opts=opts,
+                  stats=cumulative_local_expert_recv_stats, soft=soft, layer_shape=(buf.num_experts, buf.num_topk))
+    tr.return_results(got, buf.slot_out[: got.x.shape[0]], buf.slot_home)
+    combine(buf.slot_home, topk_idx, y)
 
 
 def _run_deepgemm(y, l1, l2, buf: MegaMoEBuffer, stats, activation_clamp, fast_math, cross_check) -> None:

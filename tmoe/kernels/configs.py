@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-__all__ = ["GemmConfig", "heuristic_config", "check_gpu_config", "DECODE_MODES"]
+__all__ = ["GemmConfig", "heuristic_config", "check_gpu_config", "select_config", "DECODE_MODES"]
 
 DECODE_MODES = ("arith", "asm", "dot_scaled")
 
@@ -67,3 +67,24 @@ def check_gpu_config(cfg: GemmConfig) -> None:
     if cfg.num_warps < 4 or cfg.num_warps % 4 or mma_m % 64:
         raise ValueError(f"{cfg} is not wgmma-eligible (needs num_warps % 4 == 0 and a multiple of 64 on the MMA "
                          "M side); it would change results bitwise")
+
+
+def select_config(kernel: str, num_slots: int, num_local_experts: int, soft: bool, *, num_experts: int,
+                  hidden: int, intermediate: int, topk: int, device_name: str | None) -> GemmConfig:
+    """The tuned config from the autotune cache when there is one, else `heuristic_config(...)`.
+
+    kernel: "gemm1" or "gemm2"; num_slots = T * K (the layer's routed slots on this rank, T tokens);
+    device_name: `torch.cuda.get_device_name()` of the device the kernel runs on (None: no cache).
+    The cache is never consulted when `soft` (CPU tensors under the Triton interpreter). The lookup
+    (`tmoe.autotune.cache.lookup`) picks the tuned bucket nearest to T in log2 and warns once per
+    file when a file is missing or was tuned with another Triton version. Either way the result is
+    bitwise the same: only tiling / warps / stages / FP4 decoder differ, never the reduction order
+    (cache files are validated against `check_gpu_config`).
+    """
+    if not soft and device_name is not None:
+        from ..autotune import cache   # lazy: tmoe.autotune.cache imports this module
+        num_tokens = -(-num_slots // max(topk, 1))
+        cfg = cache.lookup(kernel, device_name, num_experts, hidden, intermediate, topk, num_tokens)
+        if cfg is not None:
+            return cfg
+    return heuristic_config(kernel, num_slots, num_local_experts, soft)

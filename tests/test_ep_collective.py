@@ -1,0 +1,85 @@
+"""Expert parallelism through the `collective` transport (all_to_all_single): R ranks give the same
+bits as one rank holding every expert, for uneven / empty ranks, masked and duplicate slots, all
+traffic to one rank; bad input on one rank raises on every rank (no hang).
+
+CPU: 2 processes with gloo under the Triton interpreter. With >= 2 GPUs: NCCL, one GPU per rank.
+"""
+import os
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import tmoe
+from tmoe.layer import fill_buffer
+
+import ep_worker
+from moe_cases import make_weights
+
+WORLDS = [2] if torch.cuda.device_count() < 4 else [2, 4]
+
+
+def _launch(world: int, tmp_path, device_kind: str) -> dict:
+    init_file = tmp_path / "init"
+    old = os.environ.get("TRITON_INTERPRET")
+    if device_kind == "cpu":
+        os.environ["TRITON_INTERPRET"] = "1"      # inherited by the spawned ranks
+    try:
+        mp.spawn(ep_worker.run, args=(world, str(init_file), str(tmp_path), device_kind), nprocs=world, join=True)
+    finally:
+        if old is None:
+            os.environ.pop("TRITON_INTERPRET", None)
+        else:
+            os.environ["TRITON_INTERPRET"] = old
+    return {r: torch.load(tmp_path / f"rank{r}.pt") for r in range(world)}
+
+
+@pytest.fixture(scope="module", params=WORLDS)
+def ep_results(request, tmp_path_factory):
+    world = request.param
+    kind = "cuda" if torch.cuda.device_count() >= world else "cpu"
+    return world, _launch(world, tmp_path_factory.mktemp(f"ep{world}"), kind)
+
+
+def _single_rank(name, rank, world, device):
+    x, idx, w = ep_worker.scenario_inputs(name, rank, world)
+    weights = make_weights(ep_worker.E, ep_worker.H, ep_worker.I, seed=7, device=device)
+    buf = tmoe.get_symm_buffer_for_mega_moe(None, ep_worker.E, 8, ep_worker.K, ep_worker.H, ep_worker.I,
+                                            device=device, backend="triton")
+    l1, l2 = tmoe.transform_weights_for_mega_moe((weights.w1, weights.w1_sf), (weights.w2, weights.w2_sf),
+                                                 backend="triton")
+    fill_buffer(buf, x.to(device), idx.to(device), w.to(device))
+    y = torch.full((x.shape[0], ep_worker.H), float("nan"), dtype=torch.bfloat16, device=device)
+    tmoe.fp8_fp4_mega_moe(y, l1, l2, buf)
+    return y.cpu(), idx
+
+
+@pytest.mark.parametrize("name", ["uneven", "empty_rank", "one_rank_experts", "masked_duplicates"])
+def test_ep_equals_single_rank_bitwise(ep_results, name, device):
+    world, results = ep_results
+    total_stats = 0
+    for rank in range(world):
+        got = results[rank][name]
+        assert "crash" not in got, got.get("crash")
+        assert "error" not in got, got["error"]
+        assert got["transport"] == "collective"
+        y_one, idx = _single_rank(name, rank, world, device)
+        assert torch.equal(got["y"].view(torch.int16), y_one.view(torch.int16)), f"rank {rank}"
+        total_stats = total_stats + got["stats"].sum()
+    # every valid slot of every rank was computed exactly once somewhere
+    n_valid = sum(int((ep_worker.scenario_inputs(name, r, world)[1] >= 0).sum()) for r in range(world))
+    assert int(total_stats) == n_valid
+
+
+def test_bad_input_on_one_rank_raises_everywhere(ep_results):
+    world, results = ep_results
+    assert "expert id 11" in results[1]["bad_expert_on_rank1"]["error"]
+    for rank in range(world):
+        if rank != 1:
+            assert "rank(s) [1]" in results[rank]["bad_expert_on_rank1"]["error"]
+
+
+def test_mismatched_buffer_arguments_raise_everywhere(ep_results):
+    world, results = ep_results
+    for rank in range(world):
+        assert "differ across ranks" in results[rank]["mismatched_buffer"]["error"]

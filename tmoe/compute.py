@@ -1,0 +1,63 @@
+"""The per-rank expert computation shared by every transport: rows x [N, H] with K slots each ->
+one bf16 result row per slot (DESIGN.md §1.1 up to, not including, the combine).
+
+    routing metadata -> exact bf16 dequant of x -> GEMM1 + activation + MXFP8 requant -> GEMM2
+
+Writes `scratch.slot_out[n * K + k]` (bf16 bit patterns) for every slot whose expert is local
+(`expert_start <= idx < expert_start + num_local_experts`); other rows are left untouched.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from .autotune import cache as autotune_cache
+from .kernels import configs, grouped_gemm
+from .kernels.quant import mxfp8_to_bf16
+from .kernels.routing import build_routing
+
+__all__ = ["ExpertOptions", "compute_slots"]
+
+
+@dataclass(frozen=True)
+class ExpertOptions:
+    """What the expert MLP computes (everything but the data)."""
+    activation: str = "swiglu"
+    activation_clamp: Optional[float] = None
+    activation_alpha: float = 1.702
+    fast_math: bool = True
+    l1_bias: Optional[torch.Tensor] = None
+    l2_bias: Optional[torch.Tensor] = None
+    gemm1_config: Optional[configs.GemmConfig] = None
+    gemm2_config: Optional[configs.GemmConfig] = None
+
+
+def compute_slots(scratch, x_fp8: torch.Tensor, x_sf: torch.Tensor, topk_idx: torch.Tensor,
+                  topk_weights: torch.Tensor, l1, l2, *, num_local_experts: int, expert_start: int,
+                  opts: ExpertOptions, stats: Optional[torch.Tensor] = None, soft: bool = False,
+                  layer_shape: tuple[int, int] | None = None) -> None:
+    """Run the local experts on rows x_fp8 [N, H] / x_sf [N, W] routed by topk_idx [N, K] (int64,
+    contiguous) with topk_weights [N, K] (fp32, contiguous). `scratch` provides `x_dq` (int16
+    [>= N, H]), `act` (int16 [>= N*K, I]), `slot_out` (int16 [>= N*K, H]) and `workspace` (dict).
+    `layer_shape` = (global E, layer top-k) keys the autotune cache (default: (local E, K))."""
+    n, k = topk_idx.shape
+    if n == 0:
+        return
+    plan = build_routing(topk_idx, num_local_experts, expert_start, capacity_slots=n * k, stats=stats,
+                         workspace=scratch.workspace)
+    num_experts, topk = layer_shape or (num_local_experts, k)
+    key = dict(num_experts=num_experts, hidden=x_fp8.shape[1], intermediate=l2[0].shape[2] * 2, topk=topk,
+               device_name=None if soft else autotune_cache.device_name(x_fp8.device))
+    cfg1 = opts.gemm1_config or configs.select_config("gemm1", n * k, num_local_experts, soft, **key)
+    cfg2 = opts.gemm2_config or configs.select_config("gemm2", n * k, num_local_experts, soft, **key)
+    if not soft:
+        configs.check_gpu_config(cfg1)
+        configs.check_gpu_config(cfg2)
+    mxfp8_to_bf16(x_fp8, x_sf, scratch.x_dq)
+    grouped_gemm.gemm1_swiglu(scratch.x_dq, l1[0], l1[1], plan, topk_weights, scratch.act, topk=k,
+                              clamp=opts.activation_clamp, fast_math=opts.fast_math, cfg=cfg1, soft=soft,
+                              activation=opts.activation, alpha=opts.activation_alpha, bias=opts.l1_bias)
+    grouped_gemm.gemm2(scratch.act, l2[0], l2[1], plan, scratch.slot_out, cfg=cfg2, soft=soft,
+                       topk_weights=topk_weights, bias=opts.l2_bias)
