@@ -1,0 +1,145 @@
+"""Expert-parallel benchmark: the whole layer, dispatch and combine separately, and NCCL
+all_to_all_single moving the same bytes — all in one run on R ranks.
+
+    python benchmarks/bench_ep.py --ranks 2 [--workload dsv3] [--tokens 1,128,4096] [--transport collective]
+    python benchmarks/bench_ep.py --ranks 2 --device cpu --workload tiny --tokens 4   # smoke test (gloo)
+
+Spawns one process per rank (one GPU each, NCCL; or CPU + gloo under the Triton interpreter for a
+smoke test, whose times mean nothing). Each rank holds E/R experts and T tokens with uniform distinct
+top-k routing. Times are medians over --reps calls, ranks synchronized before each; rank 0 prints
+the table and writes the rows (`"ep": R`, `dispatch_us`, `combine_us`, `nccl_a2a_us`,
+`offrank_gbps`) to --json.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from workloads import WORKLOADS, Workload, make_routing, random_mxfp4_weights  # noqa: E402
+
+TINY = Workload("tiny", 8, 2, 64, 32)
+
+
+def _timed(fn, device, reps: int) -> float:
+    """Median µs of fn() with all ranks starting together."""
+    times = []
+    for _ in range(reps):
+        dist.barrier()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) * 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e6)
+    return statistics.median(times)
+
+
+def _rank_main(rank: int, world: int, init_file: str, args) -> None:
+    if args.device == "cpu":
+        os.environ["TRITON_INTERPRET"] = "1"
+    os.environ.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
+    os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
+    cuda = args.device == "cuda"
+    if cuda:
+        torch.cuda.set_device(rank)
+    dist.init_process_group("nccl" if cuda else "gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world, timeout=datetime.timedelta(seconds=300))
+    import tmoe
+    from tmoe.layer import fill_buffer
+    dev = torch.device("cuda", rank) if cuda else torch.device("cpu")
+    wl = TINY if args.workload == "tiny" else WORKLOADS[args.workload]
+    e, k, h, i = wl.num_experts, wl.topk, wl.hidden, wl.intermediate
+    tokens = [int(t) for t in args.tokens.split(",")]
+    w1, w1_sf = random_mxfp4_weights(e // world, 2 * i, h, device=dev, seed=1 + rank)
+    w2, w2_sf = random_mxfp4_weights(e // world, h, i, device=dev, seed=11 + rank)
+    l1, l2 = tmoe.transform_weights_for_mega_moe((w1, w1_sf), (w2, w2_sf), backend="triton")
+    buf = tmoe.get_symm_buffer_for_mega_moe(dist.group.WORLD, e, max(tokens), k, h, i, device=dev,
+                                            backend="triton", transport=args.transport)
+    tr = buf.transport_impl
+    rows = []
+    for t in tokens:
+        idx, tw = make_routing(t, e, k, "uniform", seed=1000 * rank + t, device=dev)
+        x = torch.randn(t, h, device=dev).to(torch.bfloat16)
+        fill_buffer(buf, x, idx, tw)
+        y = torch.empty(t, h, dtype=torch.bfloat16, device=dev)
+        layer = lambda: tmoe.fp8_fp4_mega_moe(y, l1, l2, buf, activation_clamp=wl.clamp)  # noqa: E731
+        layer()   # compile + warm up
+        us = _timed(layer, dev, args.reps)
+        got = tr.dispatch(buf.x[:t], buf.x_sf[:t], buf.topk_idx[:t], buf.topk_weights[:t])
+        dispatch_us = _timed(lambda: tr.dispatch(buf.x[:t], buf.x_sf[:t], buf.topk_idx[:t], buf.topk_weights[:t]),
+                             dev, args.reps)
+        n = got.x.shape[0]
+        combine_us = _timed(lambda: tr.return_results(got, buf.slot_out[:n], buf.slot_home), dev, args.reps)
+        # The same bytes through one bare all_to_all_single (FP8 row + scales per slot).
+        row_bytes = h + buf.x_sf.shape[1] * 4
+        send = torch.empty(sum(got.send_counts), row_bytes, dtype=torch.uint8, device=tr.comm_device)
+        recv = torch.empty(sum(got.recv_counts), row_bytes, dtype=torch.uint8, device=tr.comm_device)
+        a2a = lambda: dist.all_to_all_single(recv, send, output_split_sizes=got.recv_counts,  # noqa: E731
+                                             input_split_sizes=got.send_counts)
+        a2a()
+        nccl_us = _timed(a2a, dev, args.reps)
+        offrank = sum(c for r, c in enumerate(got.send_counts) if r != rank) * row_bytes
+        rows.append({"workload": wl.name, "tokens": t, "ep": world, "rank": rank, "transport": buf.transport,
+                     "us": us, "dispatch_us": dispatch_us, "combine_us": combine_us, "nccl_a2a_us": nccl_us,
+                     "offrank_bytes": offrank, "offrank_gbps": offrank / dispatch_us / 1e3 if dispatch_us else 0.0})
+    everything = [None] * world
+    dist.all_gather_object(everything, rows)
+    if rank == 0:
+        flat = [r for per_rank in everything for r in per_rank]
+        _report(flat, args, torch.cuda.get_device_name(dev) if cuda else "cpu (interpreter)", world)
+    dist.destroy_process_group()
+
+
+def _report(rows, args, device_name: str, world: int) -> None:
+    print(f"{device_name} x {world}, transport {rows[0]['transport']} (medians of {args.reps}; max over ranks)")
+    print(f"| workload | T/rank | layer µs | dispatch µs | combine µs | NCCL a2a µs (same bytes) | off-rank GB/s per rank |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    summary = []
+    for t in sorted({r["tokens"] for r in rows}):
+        rs = [r for r in rows if r["tokens"] == t]
+        agg = {key: max(r[key] for r in rs) for key in ("us", "dispatch_us", "combine_us", "nccl_a2a_us")}
+        agg["offrank_gbps"] = min(r["offrank_gbps"] for r in rs)
+        print(f"| {rs[0]['workload']} | {t} | {agg['us']:.1f} | {agg['dispatch_us']:.1f} | {agg['combine_us']:.1f} | "
+              f"{agg['nccl_a2a_us']:.1f} | {agg['offrank_gbps']:.1f} |")
+        summary.append({"workload": rs[0]["workload"], "tokens": t, "ep": world, "transport": rs[0]["transport"], **agg})
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": device_name, "torch": torch.__version__, "ranks": world, "rows": summary,
+                       "per_rank": rows}, f, indent=1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ranks", type=int, default=2)
+    ap.add_argument("--workload", default="dsv3", choices=sorted(WORKLOADS) + ["tiny"])
+    ap.add_argument("--tokens", default="1,128,4096")
+    ap.add_argument("--transport", default="auto")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cuda", "cpu"])
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    if args.device == "cuda" and torch.cuda.device_count() < args.ranks:
+        sys.exit(f"--ranks {args.ranks} needs {args.ranks} GPUs, found {torch.cuda.device_count()}")
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        mp.spawn(_rank_main, args=(args.ranks, os.path.join(d, "init"), args), nprocs=args.ranks, join=True)
+
+
+if __name__ == "__main__":
+    main()
