@@ -8,8 +8,8 @@ One call, per rank (every rank calls it, also with T = 0):
   1. `agree`: each rank's validation verdict is all-gathered, so an error on one rank raises on
      every rank (naming the failing rank) instead of leaving the others waiting in a collective.
   2. `dispatch`: every valid slot (token t, slot k, expert e) is sent to rank e // E_local as one
-     row — the token's MXFP8 values and scales, the local expert id, the routing weight — in
-     ascending slot order per destination (counts first, then the payloads).
+     packed byte row — the token's MXFP8 values and scales, the local expert id, the routing
+     weight — in ascending slot order per destination (one all_to_all for the counts, one for the rows).
   3. the receiver runs its experts on the received rows (one slot per row: `compute.compute_slots`
      with K = 1); each row's result depends only on that row (batch invariance), so it is bitwise
      what a single rank holding every expert computes.
@@ -102,13 +102,18 @@ class CollectiveTransport:
         recv_counts_t = torch.empty_like(counts_dev)
         dist.all_to_all_single(recv_counts_t, counts_dev, group=self.group)
         send_counts_l, recv_counts_l = send_counts.tolist(), recv_counts_t.tolist()
-        meta = torch.stack([flat[send_slots] - dest[send_slots] * self.num_local_experts,
-                            topk_weights.reshape(-1)[send_slots].float().view(torch.int32).to(torch.int64)], dim=1)
-        recv_x = self._exchange(x_fp8[tok], send_counts_l, recv_counts_l)
-        recv_sf = self._exchange(x_sf[tok], send_counts_l, recv_counts_l)
-        recv_meta = self._exchange(meta, send_counts_l, recv_counts_l)
-        expert = recv_meta[:, :1].contiguous()
-        weight = recv_meta[:, 1:].to(torch.int32).view(torch.float32).contiguous()
+        # One packed byte row per slot: FP8 values | scale words | local expert (int32) | weight (fp32).
+        h, w = x_fp8.shape[1], x_sf.shape[1]
+        meta = torch.stack([(flat[send_slots] - dest[send_slots] * self.num_local_experts).to(torch.int32),
+                            topk_weights.reshape(-1)[send_slots].float().view(torch.int32)], dim=1)
+        packed = torch.cat([x_fp8[tok].view(torch.uint8), x_sf[tok].view(torch.uint8).reshape(-1, 4 * w),
+                            meta.view(torch.uint8).reshape(-1, 8)], dim=1)
+        recv = self._exchange(packed, send_counts_l, recv_counts_l)
+        recv_x = recv[:, :h].contiguous().view(torch.float8_e4m3fn)
+        recv_sf = recv[:, h:h + 4 * w].contiguous().view(torch.int32)
+        recv_meta = recv[:, h + 4 * w:].contiguous().view(torch.int32)
+        expert = recv_meta[:, :1].to(torch.int64).contiguous()
+        weight = recv_meta[:, 1:].view(torch.float32).contiguous()
         return Dispatched(recv_x, recv_sf, expert, weight, send_slots, send_counts_l, recv_counts_l)
 
     def return_results(self, d: Dispatched, results: torch.Tensor, home: torch.Tensor) -> None:
