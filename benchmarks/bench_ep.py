@@ -25,28 +25,22 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from workloads import WORKLOADS, Workload, make_routing, random_mxfp4_weights  # noqa: E402
+from tmoe.autotune.timing import time_eager  # noqa: E402
+from tmoe.workloads import WORKLOADS, Workload, make_routing, random_mxfp4_weights  # noqa: E402
 
 TINY = Workload("tiny", 8, 2, 64, 32)
 
 
 def _timed(fn, device, reps: int) -> float:
     """Median µs of fn() with all ranks starting together."""
+    if device.type == "cuda":
+        return time_eager(fn, reps=reps, warmup=0, before=dist.barrier)
     times = []
     for _ in range(reps):
         dist.barrier()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) * 1e3)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e6)
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e6)
     return statistics.median(times)
 
 

@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ceilings import measure_ceilings, time_graph  # noqa: E402
-from workloads import TOKENS, WORKLOADS, make_routing, random_mxfp4_weights  # noqa: E402
+from tmoe.workloads import TOKENS, WORKLOADS, make_routing, random_mxfp4_weights  # noqa: E402
 
 import tmoe  # noqa: E402
 from tmoe.reference import MoEWeights, calc_diff, reference_moe  # noqa: E402

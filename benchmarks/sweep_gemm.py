@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ceilings import time_graph  # noqa: E402
-from workloads import WORKLOADS, make_routing, random_mxfp4_weights  # noqa: E402
+from tmoe.workloads import WORKLOADS, make_routing, random_mxfp4_weights  # noqa: E402
 
 import tmoe  # noqa: E402
 from tmoe.kernels import grouped_gemm  # noqa: E402

@@ -19,25 +19,16 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-WORKLOADS = {  # name: (experts, top-k, hidden, intermediate, clamp)
-    "dsv3": (256, 8, 7168, 2048, None),
-    "v4flash": (256, 6, 4096, 2048, 10.0),
-    "gptoss": (128, 4, 2880, 2880, None),
-    "qwen3": (128, 8, 2048, 768, None),
-    "small": (8, 2, 256, 128, None),
-}
-
-
-def _random_mxfp4(num_experts: int, rows: int, cols: int, device, gen) -> tuple[torch.Tensor, torch.Tensor]:
-    codes = torch.randint(-128, 128, (num_experts, rows, cols // 2), dtype=torch.int8, generator=gen, device=device)
-    scales = torch.randint(118, 124, (num_experts, rows, cols // 32), dtype=torch.uint8, generator=gen, device=device)
-    return codes, scales
 
 
 def main(argv=None) -> int:
+    from tmoe.workloads import WORKLOADS as BENCH, random_mxfp4_weights
+
+    workloads = {n: (w.num_experts, w.topk, w.hidden, w.intermediate, w.clamp) for n, w in BENCH.items()}
+    workloads["small"] = (8, 2, 256, 128, None)
     gpu = torch.cuda.is_available()
     ap = argparse.ArgumentParser(prog="python -m tmoe", description=__doc__.splitlines()[0])
-    ap.add_argument("--workload", choices=sorted(WORKLOADS), default="dsv3" if gpu else "small")
+    ap.add_argument("--workload", choices=sorted(workloads), default="dsv3" if gpu else "small")
     ap.add_argument("--tokens", type=int, default=128 if gpu else 16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-check", action="store_true", help="skip the float64 reference comparison")
@@ -46,15 +37,15 @@ def main(argv=None) -> int:
     import tmoe
     from tmoe.layer import fill_buffer
 
-    e, k, h, i, clamp = WORKLOADS[args.workload]
+    e, k, h, i, clamp = workloads[args.workload]
     t = args.tokens
     dev = torch.device("cuda" if gpu else "cpu")
     where = torch.cuda.get_device_name() if gpu else "CPU, Triton interpreter"
     print(f"tmoe {tmoe.__version__}: workload {args.workload} (E={e}, top-k={k}, H={h}, I={i}, clamp={clamp}), "
           f"T={t} tokens on {where}")
     gen = torch.Generator(device=dev).manual_seed(args.seed)
-    w1, w1_sf = _random_mxfp4(e, 2 * i, h, dev, gen)
-    w2, w2_sf = _random_mxfp4(e, h, i, dev, gen)
+    w1, w1_sf = random_mxfp4_weights(e, 2 * i, h, device=dev, generator=gen)
+    w2, w2_sf = random_mxfp4_weights(e, h, i, device=dev, generator=gen)
     x = torch.randn(t, h, generator=gen, device=dev).to(torch.bfloat16)
     scores = torch.rand(t, e, generator=gen, device=dev)
     topk_weights, topk_idx = scores.topk(k, dim=-1)

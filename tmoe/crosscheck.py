@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from .workloads import WORKLOADS as _WORKLOADS
+
 from . import backend as _backend
 from . import formats
 
@@ -53,12 +55,8 @@ class Workload:
         return Workload(e, min(self.num_topk, e), 256, 256, self.activation_clamp)
 
 
-WORKLOADS = {
-    "dsv3": Workload(256, 8, 7168, 2048),
-    "v4flash": Workload(256, 6, 4096, 2048, 10.0),
-    "gptoss": Workload(128, 4, 2880, 2880),
-    "qwen3": Workload(128, 8, 2048, 768),
-}
+WORKLOADS = {name: Workload(w.num_experts, w.topk, w.hidden, w.intermediate, w.clamp)   # DESIGN.md §6
+             for name, w in _WORKLOADS.items()}
 
 DEFAULT_FAKE = Path(__file__).resolve().parent.parent / "tests" / "fake_deep_gemm.py"
 

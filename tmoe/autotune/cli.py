@@ -25,7 +25,6 @@ import argparse
 import itertools
 import math
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -33,12 +32,11 @@ from pathlib import Path
 
 import torch
 
-WORKLOADS = {   # name: (experts, top-k, hidden, intermediate, activation clamp) - DESIGN.md §6
-    "dsv3": (256, 8, 7168, 2048, None),
-    "v4flash": (256, 6, 4096, 2048, 10.0),
-    "gptoss": (128, 4, 2880, 2880, None),
-    "qwen3": (128, 8, 2048, 768, None),
-}
+from ..workloads import WORKLOADS as _WORKLOADS, random_mxfp4_weights
+from .timing import time_graph
+
+WORKLOADS = {name: (w.num_experts, w.topk, w.hidden, w.intermediate, w.clamp)   # DESIGN.md §6
+             for name, w in _WORKLOADS.items()}
 DEFAULT_TOKENS = "1,8,32,128,512,2048,8192"
 TUNABLE_KERNELS = ("gemm1", "gemm2")
 UNTUNABLE_KERNELS = ("quant", "combine", "dispatch")
@@ -120,58 +118,12 @@ def short(cfg) -> str:
             f"s={cfg.num_stages} {cfg.decode}")
 
 
-# ----------------------------------------------------------------------------- timing
-_FLUSH = None
-
-
-def _flush_l2() -> None:
-    global _FLUSH
-    if _FLUSH is None:
-        _FLUSH = torch.empty(256 * 1024 * 1024, dtype=torch.uint8, device="cuda")
-    _FLUSH.zero_()
-
-
-def time_graph(fn, reps: int = 20, warmup: int = 3) -> float:
-    """Median µs of `fn()` replayed from a CUDA graph, L2 flushed before each replay
-    (the same method as benchmarks/ceilings.py)."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.stream(stream):
-        with torch.cuda.graph(graph, stream=stream):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    torch.cuda.synchronize()
-    for _ in range(warmup):
-        graph.replay()
-    times = []
-    for _ in range(reps):
-        _flush_l2()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3)
-    del graph
-    return statistics.median(times)
-
-
 # ----------------------------------------------------------------------------- the problem
 def random_weights(num_experts: int, hidden: int, intermediate: int, device, seed: int):
     """Random valid canonical MXFP4 w1 [E, 2I, H/2] + scales and w2 [E, H, I/2] + scales."""
     g = torch.Generator(device=device).manual_seed(seed)
-
-    def one(rows, cols):
-        codes = torch.randint(-128, 128, (num_experts, rows, cols // 2), dtype=torch.int8, device=device, generator=g)
-        scales = torch.randint(118, 124, (num_experts, rows, cols // 32), dtype=torch.uint8, device=device,
-                               generator=g)
-        return codes, scales
-
-    return (*one(2 * intermediate, hidden), *one(hidden, intermediate))
+    return (*random_mxfp4_weights(num_experts, 2 * intermediate, hidden, device=device, generator=g),
+            *random_mxfp4_weights(num_experts, hidden, intermediate, device=device, generator=g))
 
 
 def uniform_routing(num_tokens: int, num_experts: int, topk: int, seed: int, device):
