@@ -27,17 +27,14 @@ from tmoe.kernels.routing import build_routing  # noqa: E402
 
 def candidates(per_expert: float) -> list[tuple[GemmConfig, int]]:
     """(config, BLOCK_K) pairs; BLOCK_K is swept only to choose the fixed per-shape value."""
-    out = []
     if per_expert <= 64:
         bm = 16 if per_expert <= 16 else (32 if per_expert <= 32 else 64)
-        for bn, warps, stages, bk in ((64, 4, 3, 128), (64, 4, 3, 256), (64, 4, 2, 256), (128, 4, 3, 256),
-                                      (128, 8, 3, 256), (64, 2, 3, 128)):
-            out.append((GemmConfig(bm, bn, True, warps, stages, "asm"), bk))
+        base = [GemmConfig(bm, 64, True, 4, 3), GemmConfig(bm, 64, True, 4, 4)]
     else:
-        for bm, bn, swap, warps, stages, bk in ((128, 128, False, 8, 3, 128), (128, 128, False, 8, 2, 256),
-                                                (128, 64, False, 4, 3, 128), (64, 128, False, 4, 3, 128),
-                                                (128, 128, False, 4, 2, 64), (128, 128, False, 8, 4, 64)):
-            out.append((GemmConfig(bm, bn, swap, warps, stages, "asm"), bk))
+        base = [GemmConfig(128, 128, False, 8, 3), GemmConfig(128, 64, False, 8, 3), GemmConfig(128, 64, False, 4, 3)]
+    out = [(c, 128) for c in base]
+    out += [(GemmConfig(c.block_m, c.block_n, c.swap_ab, c.num_warps, c.num_stages, c.decode, fuse_gate_up=True), 128)
+            for c in base]
     return out
 
 
@@ -103,7 +100,7 @@ def main() -> None:
                        "weight_gbps": wbytes / us / 1e3, "same_as_first": same, "compiled": info}
                 results.append(row)
                 print(f"{kernel} T={t:5} bm={cfg.block_m:3} bn={cfg.block_n:3} swap={int(cfg.swap_ab)} "
-                      f"w={cfg.num_warps} s={cfg.num_stages} bk={bk}: {us:9.1f} us "
+                      f"w={cfg.num_warps} s={cfg.num_stages} fuse={int(cfg.fuse_gate_up)}: {us:9.1f} us "
                       f"{row['weight_gbps']:6.0f} GB/s same={same} | {info}", flush=True)
             if kernel == "gemm1":
                 # GEMM2 must see one fixed intermediate: recompute it with the first config.

@@ -92,9 +92,11 @@ def test_tile_config_invariance(device):
     if ON_GPU:
         cfgs = [GemmConfig(16, 64, True, 4, 2), GemmConfig(64, 128, True, 4, 3), GemmConfig(64, 64, False, 4, 3),
                 GemmConfig(128, 128, False, 8, 3), GemmConfig(16, 64, True, 4, 3, "arith"),
-                GemmConfig(16, 128, True, 4, 3, "dot_scaled"), GemmConfig(128, 128, False, 8, 3, "dot_scaled")]
+                GemmConfig(16, 128, True, 4, 3, "dot_scaled"), GemmConfig(128, 128, False, 8, 3, "dot_scaled"),
+                GemmConfig(16, 64, True, 4, 3, fuse_gate_up=True), GemmConfig(128, 64, False, 8, 3, fuse_gate_up=True)]
     else:
-        cfgs = [GemmConfig(16, 32, False, 1, 1), GemmConfig(32, 64, True, 1, 1)]
+        cfgs = [GemmConfig(16, 32, False, 1, 1), GemmConfig(32, 64, True, 1, 1),
+                GemmConfig(16, 32, True, 1, 1, fuse_gate_up=True)]
     outs = [run_layer(weights, x, idx, w, gemm1_config=c, gemm2_config=c)[0] for c in cfgs]
     for c, y in zip(cfgs[1:], outs[1:]):
         assert torch.equal(y.view(torch.int16), outs[0].view(torch.int16)), f"config {c}"

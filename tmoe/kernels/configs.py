@@ -20,6 +20,7 @@ class GemmConfig:
     num_warps: int = 4
     num_stages: int = 3
     decode: str = "asm"       # GPU FP4 decode: "asm" (PTX byte permutes), "dot_scaled", "arith"
+    fuse_gate_up: bool = False  # GEMM1: one weight tile of gate + up rows and one MMA twice as wide
 
     @property
     def decode_mode(self) -> int:

@@ -114,7 +114,8 @@ def _gemm1_swiglu_kernel(
         num_local_experts, hidden, inter, clamp, alpha,
         TOPK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
         E_PAD: tl.constexpr, SWAP_AB: tl.constexpr, HAS_CLAMP: tl.constexpr, FAST_MATH: tl.constexpr,
-        ACTIVATION: tl.constexpr, HAS_BIAS: tl.constexpr, SOFT: tl.constexpr, DECODE: tl.constexpr):
+        ACTIVATION: tl.constexpr, HAS_BIAS: tl.constexpr, SOFT: tl.constexpr, DECODE: tl.constexpr,
+        FUSE_GATE_UP: tl.constexpr):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tl.program_id(0), num_local_experts,
                                                        BLOCK_M, E_PAD)
     if real:
@@ -128,20 +129,41 @@ def _gemm1_swiglu_kernel(
         ws_base = w1_sf_ptr + expert.to(tl.int64) * stride_wse
         gate_rows = n.to(tl.int64)
         up_rows = gate_rows + inter
-        if SWAP_AB:
-            acc_g = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+        if FUSE_GATE_UP:
+            # NOTES: one [2*BLOCK_N]-row weight tile (gate rows, then the matching up rows) and one
+            # MMA of twice the width instead of two; split after the loop. Same products, same order.
+            r = tl.arange(0, 2 * BLOCK_N)
+            both_rows = tl.where(r < BLOCK_N, gate_rows.expand_dims(0).broadcast_to([2, BLOCK_N]).reshape([2 * BLOCK_N]),
+                                 up_rows.expand_dims(0).broadcast_to([2, BLOCK_N]).reshape([2 * BLOCK_N]))
+            both_ok = n_ok.expand_dims(0).broadcast_to([2, BLOCK_N]).reshape([2 * BLOCK_N])
+            if SWAP_AB:
+                acc = tl.zeros([2 * BLOCK_N, BLOCK_M], dtype=tl.float32)
+            else:
+                acc = tl.zeros([BLOCK_M, 2 * BLOCK_N], dtype=tl.float32)
+            for k0 in range(0, hidden, BLOCK_K):
+                a = _load_bf16_tile(x_ptr, tok64, row_ok, stride_x, k0, hidden, BLOCK_M, BLOCK_K, SOFT)
+                c, sc = _load_weight_codes(w_base, ws_base, both_rows, both_ok, stride_wn, stride_wsn, k0, hidden,
+                                           BLOCK_K)
+                acc = _mx_mma(acc, a, c, sc, 2 * BLOCK_N, BLOCK_K, SWAP_AB, SOFT, DECODE)
+            if SWAP_AB:
+                acc = tl.trans(acc)                                         # [BLOCK_M, 2 * BLOCK_N]
+            acc_g, acc_u = tl.split(tl.permute(tl.reshape(acc, [BLOCK_M, 2, BLOCK_N]), (0, 2, 1)))
         else:
-            acc_g = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        acc_u = tl.zeros_like(acc_g)
-        for k0 in range(0, hidden, BLOCK_K):
-            a = _load_bf16_tile(x_ptr, tok64, row_ok, stride_x, k0, hidden, BLOCK_M, BLOCK_K, SOFT)
-            cg, sg = _load_weight_codes(w_base, ws_base, gate_rows, n_ok, stride_wn, stride_wsn, k0, hidden, BLOCK_K)
-            acc_g = _mx_mma(acc_g, a, cg, sg, BLOCK_N, BLOCK_K, SWAP_AB, SOFT, DECODE)
-            cu, su = _load_weight_codes(w_base, ws_base, up_rows, n_ok, stride_wn, stride_wsn, k0, hidden, BLOCK_K)
-            acc_u = _mx_mma(acc_u, a, cu, su, BLOCK_N, BLOCK_K, SWAP_AB, SOFT, DECODE)
-        if SWAP_AB:
-            acc_g = tl.trans(acc_g)
-            acc_u = tl.trans(acc_u)
+            if SWAP_AB:
+                acc_g = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+            else:
+                acc_g = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+            acc_u = tl.zeros_like(acc_g)
+            for k0 in range(0, hidden, BLOCK_K):
+                a = _load_bf16_tile(x_ptr, tok64, row_ok, stride_x, k0, hidden, BLOCK_M, BLOCK_K, SOFT)
+                cg, sg = _load_weight_codes(w_base, ws_base, gate_rows, n_ok, stride_wn, stride_wsn, k0, hidden,
+                                            BLOCK_K)
+                acc_g = _mx_mma(acc_g, a, cg, sg, BLOCK_N, BLOCK_K, SWAP_AB, SOFT, DECODE)
+                cu, su = _load_weight_codes(w_base, ws_base, up_rows, n_ok, stride_wn, stride_wsn, k0, hidden, BLOCK_K)
+                acc_u = _mx_mma(acc_u, a, cu, su, BLOCK_N, BLOCK_K, SWAP_AB, SOFT, DECODE)
+            if SWAP_AB:
+                acc_g = tl.trans(acc_g)
+                acc_u = tl.trans(acc_u)
         if HAS_BIAS:
             b_base = bias_ptr + expert.to(tl.int64) * stride_bias
             acc_g += tl.load(b_base + n, mask=n_ok, other=0.0)[None, :]
@@ -234,6 +256,7 @@ def gemm1_swiglu(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp
         TOPK=topk, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=block_k, E_PAD=e_pad,
         SWAP_AB=cfg.swap_ab, HAS_CLAMP=clamp is not None, FAST_MATH=fast_math,
         ACTIVATION=ACTIVATIONS.index(activation), HAS_BIAS=bias is not None, SOFT=soft, DECODE=cfg.decode_mode,
+        FUSE_GATE_UP=cfg.fuse_gate_up,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
