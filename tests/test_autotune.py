@@ -481,3 +481,11 @@ def test_select_config_uses_cache_else_heuristic(tmp_path, monkeypatch):
     assert sel(16, dev=None) == configs.heuristic_config("gemm1", 16, 4, False)    # no device name
     for cfg in (sel(2), sel(16)):
         configs.check_gpu_config(cfg)
+
+
+def test_fuse_gate_up_is_an_optional_config_field():
+    base = {"block_m": 16, "block_n": 64, "swap_ab": True, "num_warps": 4, "num_stages": 3, "decode": "asm"}
+    assert cache.config_from_dict(base).fuse_gate_up is False
+    assert cache.config_from_dict({**base, "fuse_gate_up": True}).fuse_gate_up is True
+    with pytest.raises(ValueError, match="fuse_gate_up"):
+        cache.config_from_dict({**base, "fuse_gate_up": "yes"})

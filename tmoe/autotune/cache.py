@@ -72,6 +72,7 @@ PACKAGE_CACHE_DIR = _PKG_DIR / "autotune_cache"            # optional package-da
 
 _CONFIG_FIELDS = {"block_m": int, "block_n": int, "swap_ab": bool, "num_warps": int, "num_stages": int,
                   "decode": str}
+_OPTIONAL_CONFIG_FIELDS = {"fuse_gate_up": bool}     # absent = the GemmConfig default
 _REQUIRED = {"schema": int, "device": str, "kernel": str, "num_experts": int, "hidden": int,
              "intermediate": int, "topk": int, "dtype": str, "triton": str, "torch": str, "date": str,
              "buckets": dict}
@@ -197,7 +198,10 @@ def config_from_dict(d: Any, where: str = "config") -> GemmConfig:
             raise ValueError(f"{where}.{name} must be true or false, got {v!r}")
         if typ is str and v not in DECODE_MODES:
             raise ValueError(f"{where}.{name} must be one of {DECODE_MODES}, got {v!r}")
-    extra = sorted(set(d) - set(_CONFIG_FIELDS))
+    for name, typ in _OPTIONAL_CONFIG_FIELDS.items():
+        if name in d and not isinstance(d[name], typ):
+            raise ValueError(f"{where}.{name} must be true or false, got {d[name]!r}")
+    extra = sorted(set(d) - set(_CONFIG_FIELDS) - set(_OPTIONAL_CONFIG_FIELDS))
     if extra:
         raise ValueError(f"{where}.{extra[0]} is not a GemmConfig field (fields: {sorted(_CONFIG_FIELDS)}); "
                          "BLOCK_K and the reduction order are never tuned")

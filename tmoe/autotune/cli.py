@@ -64,14 +64,16 @@ def _distance(cfg, base) -> float:
     return (abs(_log2(cfg.block_m) - _log2(base.block_m)) + abs(_log2(cfg.block_n) - _log2(base.block_n))
             + (cfg.swap_ab != base.swap_ab) + abs(_log2(cfg.num_warps) - _log2(base.num_warps))
             + 0.5 * abs(cfg.num_stages - base.num_stages)
-            + 2.0 * (cfg.decode != base.decode) + 0.25 * DECODE_MODES.index(cfg.decode))
+            + 2.0 * (cfg.decode != base.decode) + 0.25 * DECODE_MODES.index(cfg.decode)
+            + 0.75 * (cfg.fuse_gate_up != base.fuse_gate_up))
 
 
 def candidate_space(kernel: str, num_tokens: int, *, num_experts: int, hidden: int, intermediate: int, topk: int,
                     soft: bool, num_local_experts: int | None = None) -> list:
     """Ordered candidate GemmConfigs for one (kernel, tokens bucket); the heuristic's config comes first.
 
-    GPU (soft=False): block_m x block_n x swap_ab x num_warps x num_stages x decode, keeping only
+    GPU (soft=False): block_m x block_n x swap_ab x num_warps x num_stages x decode (x fused gate+up
+    tile for gemm1), keeping only
     configs that pass `configs.check_gpu_config` (wgmma-eligible: results bitwise independent of
     the config) and whose fp32 accumulators fit in <= 128 registers per thread; block_m is capped
     by the expected rows per expert tile, block_n by the output width. Interpreter (soft=True):
@@ -94,8 +96,9 @@ def candidate_space(kernel: str, num_tokens: int, *, num_experts: int, hidden: i
     cols_cap = max(64, 1 << math.ceil(math.log2(out_width)))
     accumulators = 2 if kernel == "gemm1" else 1          # GEMM1 carries gate and up tiles
     cands = []
-    for bm, bn, swap, warps, stages, decode in grid:
-        cfg = GemmConfig(bm, bn, swap, warps, stages, decode)
+    fuse_options = (False, True) if kernel == "gemm1" and not soft else (False,)
+    for (bm, bn, swap, warps, stages, decode), fuse in itertools.product(grid, fuse_options):
+        cfg = GemmConfig(bm, bn, swap, warps, stages, decode, fuse_gate_up=fuse)
         if not soft:
             try:
                 check_gpu_config(cfg)
@@ -109,7 +112,7 @@ def candidate_space(kernel: str, num_tokens: int, *, num_experts: int, hidden: i
     if base in cands:
         cands.remove(base)
     cands.sort(key=lambda c: (_distance(c, base), c.block_m, c.block_n, c.swap_ab, c.num_warps, c.num_stages,
-                              DECODE_MODES.index(c.decode)))
+                              DECODE_MODES.index(c.decode), c.fuse_gate_up))
     return [base] + cands
 
 
