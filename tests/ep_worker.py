@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 SCENARIOS = ("uneven", "empty_rank", "one_rank_experts", "masked_duplicates", "bad_expert_on_rank1",
-             "mismatched_buffer")
+             "mismatched_buffer", "bad_buffer_on_rank1")
 E, H, I, K = 8, 64, 32, 3
 
 
@@ -25,7 +25,7 @@ def scenario_inputs(name: str, rank: int, world: int):
     from moe_cases import make_routing, make_tokens
     t = {"uneven": [5, 3, 7, 1], "empty_rank": [0, 4, 2, 0], "one_rank_experts": [4, 6, 3, 2],
          "masked_duplicates": [6, 6, 6, 6], "bad_expert_on_rank1": [3, 3, 3, 3],
-         "mismatched_buffer": [2, 2, 2, 2]}[name][rank]
+         "mismatched_buffer": [2, 2, 2, 2], "bad_buffer_on_rank1": [2, 2, 2, 2]}[name][rank]
     seed = 100 * SCENARIOS.index(name) + rank
     x = make_tokens(t, H, seed=seed, device="cpu")
     pattern = "duplicates" if name == "masked_duplicates" else "masked"
@@ -60,7 +60,9 @@ def run(rank: int, world: int, init_file: str, out_dir: str, device_kind: str) -
         try:
             x, idx, w = scenario_inputs(name, rank, world)
             cap = 8 if not (name == "mismatched_buffer" and rank == 1) else 9
-            buf = tmoe.get_symm_buffer_for_mega_moe(dist.group.WORLD, E, cap, K, H, I, device=dev, backend="triton")
+            hidden = 48 if (name == "bad_buffer_on_rank1" and rank == 1) else H    # not a multiple of 32
+            buf = tmoe.get_symm_buffer_for_mega_moe(dist.group.WORLD, E, cap, K, hidden, I, device=dev,
+                                                    backend="triton")
             fill_buffer(buf, x.to(dev), idx.to(dev), w.to(dev))
             y = torch.full((x.shape[0], H), float("nan"), dtype=torch.bfloat16, device=dev)
             stats = torch.zeros(E // world, dtype=torch.int32, device=dev)

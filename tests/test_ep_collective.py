@@ -83,3 +83,12 @@ def test_mismatched_buffer_arguments_raise_everywhere(ep_results):
     world, results = ep_results
     for rank in range(world):
         assert "differ across ranks" in results[rank]["mismatched_buffer"]["error"]
+
+
+def test_bad_buffer_arguments_on_one_rank_raise_everywhere(ep_results):
+    world, results = ep_results
+    assert "hidden must be a positive multiple of 32, got 48" in results[1]["bad_buffer_on_rank1"]["error"]
+    for rank in range(world):
+        if rank != 1:
+            assert "rank(s) [1] rejected their inputs to this collective get_symm_buffer_for_mega_moe call" in \
+                results[rank]["bad_buffer_on_rank1"]["error"]

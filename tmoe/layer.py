@@ -47,24 +47,21 @@ class MegaMoEBuffer:
                  backend: str = "triton", transport: str = "auto"):
         num_ranks = 1 if group is None else group.size()
         rank = 0 if group is None else group.rank()
-        _check_int("num_experts", num_experts, 1)
-        _check_int("num_max_tokens_per_rank", num_max_tokens_per_rank, 0)
-        _check_int("num_topk", num_topk, 1)
-        if num_topk > 32:
-            raise ValueError(f"num_topk must be <= 32, got {num_topk}")
-        formats.check_hidden("hidden", hidden)
-        formats.check_hidden("intermediate_hidden", intermediate_hidden)
-        if num_experts % num_ranks:
-            raise ValueError(f"num_experts={num_experts} is not divisible by the group size {num_ranks}")
-        if transport not in TRANSPORTS + ("auto",):
-            raise ValueError(f"transport must be 'auto' or one of {TRANSPORTS}, got {transport!r}")
-        if num_ranks == 1:
-            transport = "local"
-        elif transport == "auto" or transport == "collective":
-            # NOTES: the NVLink symm_mem transport is not in this build yet; collectives serve every group.
-            transport = "collective"
-        else:
-            raise ValueError(f"transport {transport!r} is not available in this build; use 'collective'")
+        try:
+            transport = _check_buffer_args(num_experts, num_max_tokens_per_rank, num_topk, hidden,
+                                           intermediate_hidden, num_ranks, transport)
+            error = None
+        except ValueError as exc:
+            error = str(exc)
+        transport_impl = None
+        if num_ranks > 1:
+            # Collective: a rank with bad arguments must not leave the others waiting.
+            transport_impl = CollectiveTransport(group, num_experts if isinstance(num_experts, int) else 0)
+            transport_impl.agree(error, "get_symm_buffer_for_mega_moe call")
+            transport_impl.check_same("get_symm_buffer_for_mega_moe arguments (E, T_max, K, H, I)",
+                                      [num_experts, num_max_tokens_per_rank, num_topk, hidden, intermediate_hidden])
+        elif error is not None:
+            raise ValueError(error)
         self.device = _normalize_device(device)
         self.group = group
         self.rank, self.num_ranks = rank, num_ranks
@@ -75,12 +72,7 @@ class MegaMoEBuffer:
         self.hidden = hidden
         self.intermediate_hidden = intermediate_hidden
         self.transport = transport
-        self.transport_impl = None
-        if transport == "collective":
-            self.transport_impl = CollectiveTransport(group, num_experts)
-            self.transport_impl.check_same("get_symm_buffer_for_mega_moe arguments (E, T_max, K, H, I)",
-                                           [num_experts, num_max_tokens_per_rank, num_topk, hidden,
-                                            intermediate_hidden])
+        self.transport_impl = transport_impl
         self.backend = backend
         self.workspace: dict = {}
         self.destroyed = False
@@ -137,6 +129,28 @@ class MegaMoEBuffer:
         return (f"MegaMoEBuffer(backend={self.backend}, transport={self.transport}, rank={self.rank}/{self.num_ranks}, "
                 f"experts={self.num_experts}, max_tokens={self.num_max_tokens_per_rank}, topk={self.num_topk}, "
                 f"hidden={self.hidden}, intermediate={self.intermediate_hidden}, device={self.device})")
+
+
+def _check_buffer_args(num_experts, num_max_tokens_per_rank, num_topk, hidden, intermediate_hidden, num_ranks,
+                       transport) -> str:
+    """Validate the buffer's arguments; returns the transport that will serve `num_ranks`."""
+    _check_int("num_experts", num_experts, 1)
+    _check_int("num_max_tokens_per_rank", num_max_tokens_per_rank, 0)
+    _check_int("num_topk", num_topk, 1)
+    if num_topk > 32:
+        raise ValueError(f"num_topk must be <= 32, got {num_topk}")
+    formats.check_hidden("hidden", hidden)
+    formats.check_hidden("intermediate_hidden", intermediate_hidden)
+    if num_experts % num_ranks:
+        raise ValueError(f"num_experts={num_experts} is not divisible by the group size {num_ranks}")
+    if transport not in TRANSPORTS + ("auto",):
+        raise ValueError(f"transport must be 'auto' or one of {TRANSPORTS}, got {transport!r}")
+    if num_ranks == 1:
+        return "local"
+    if transport in ("auto", "collective"):
+        # NOTES: the NVLink symm_mem transport is not in this build yet; collectives serve every group.
+        return "collective"
+    raise ValueError(f"transport {transport!r} is not available in this build; use 'collective'")
 
 
 def _normalize_device(device) -> torch.device:

@@ -51,7 +51,7 @@ class CollectiveTransport:
         self.comm_device = torch.device("cpu") if backend == "gloo" else torch.device("cuda", torch.cuda.current_device())
 
     # ------------------------------------------------------------------ agreement
-    def agree(self, error: str | None) -> None:
+    def agree(self, error: str | None, what: str = "fp8_fp4_mega_moe call") -> None:
         """All-gather each rank's validation verdict; raise ValueError on every rank if any failed."""
         flags = torch.zeros(self.num_ranks, dtype=torch.int32, device=self.comm_device)
         mine = torch.tensor([0 if error is None else 1], dtype=torch.int32, device=self.comm_device)
@@ -60,7 +60,7 @@ class CollectiveTransport:
         if error is not None:
             raise ValueError(error)
         if bad:
-            raise ValueError(f"rank(s) {bad} rejected their inputs to this collective fp8_fp4_mega_moe call "
+            raise ValueError(f"rank(s) {bad} rejected their inputs to this collective {what} "
                              "(see the error raised there); every rank stops here")
 
     def check_same(self, what: str, values: list[int]) -> None:
