@@ -2,7 +2,7 @@
 bits as one rank holding every expert, for uneven / empty ranks, masked and duplicate slots, all
 traffic to one rank; bad input on one rank raises on every rank (no hang).
 
-CPU: 2 processes with gloo under the Triton interpreter. With >= 2 GPUs: NCCL, one GPU per rank.
+CPU: R processes with gloo under the Triton interpreter (R = 2 and 4). With >= R GPUs: NCCL, one GPU per rank.
 """
 import os
 
@@ -16,7 +16,7 @@ from tmoe.layer import fill_buffer
 import ep_worker
 from moe_cases import make_weights
 
-WORLDS = [2] if torch.cuda.device_count() < 4 else [2, 4]
+WORLDS = [2, 4]     # one GPU per rank when there are enough GPUs, else CPU processes with gloo
 
 
 def _launch(world: int, tmp_path, device_kind: str) -> dict:
