@@ -94,14 +94,17 @@ class CollectiveTransport:
         dest = torch.where(valid, flat // self.num_local_experts, self.num_ranks)
         # Stable sort by destination: ascending slot order within each destination.
         order = torch.sort(dest, stable=True).indices
-        send_counts = torch.bincount(dest, minlength=self.num_ranks + 1)[: self.num_ranks]
-        n_send = int(send_counts.sum())
-        send_slots = order[:n_send]
-        tok = send_slots // k
-        counts_dev = send_counts.to(self.comm_device)
+        # Counts without a host sync (bincount would sync for its max); exchanged on the device; then
+        # ONE host read of send + receive counts, which all_to_all_single needs as split sizes.
+        send_counts = torch.zeros(self.num_ranks + 1, dtype=torch.int64, device=dest.device)
+        send_counts.scatter_add_(0, dest, torch.ones_like(dest))
+        counts_dev = send_counts[: self.num_ranks].to(self.comm_device)
         recv_counts_t = torch.empty_like(counts_dev)
         dist.all_to_all_single(recv_counts_t, counts_dev, group=self.group)
-        send_counts_l, recv_counts_l = send_counts.tolist(), recv_counts_t.tolist()
+        both = torch.cat([counts_dev, recv_counts_t]).tolist()
+        send_counts_l, recv_counts_l = both[: self.num_ranks], both[self.num_ranks:]
+        send_slots = order[: sum(send_counts_l)]
+        tok = send_slots // k
         # One packed byte row per slot: FP8 values | scale words | local expert (int32) | weight (fp32).
         h, w = x_fp8.shape[1], x_sf.shape[1]
         meta = torch.stack([(flat[send_slots] - dest[send_slots] * self.num_local_experts).to(torch.int32),
