@@ -489,3 +489,14 @@ def test_fuse_gate_up_is_an_optional_config_field():
     assert cache.config_from_dict({**base, "fuse_gate_up": True}).fuse_gate_up is True
     with pytest.raises(ValueError, match="fuse_gate_up"):
         cache.config_from_dict({**base, "fuse_gate_up": "yes"})
+
+
+def test_maxnreg_is_an_optional_config_field():
+    base = {"block_m": 16, "block_n": 64, "swap_ab": True, "num_warps": 4, "num_stages": 3, "decode": "asm"}
+    assert cache.config_from_dict(base).maxnreg is None
+    assert cache.config_from_dict({**base, "maxnreg": 128}).launch_options == {"maxnreg": 128}
+    for bad in ("128", True, 3.5):
+        with pytest.raises(ValueError, match="maxnreg"):
+            cache.config_from_dict({**base, "maxnreg": bad})
+    with pytest.raises(ValueError, match="maxnreg"):
+        cache.config_from_dict({**base, "maxnreg": 8})

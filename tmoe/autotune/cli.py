@@ -46,6 +46,7 @@ NAN_BF16_BITS = 0x7FC0          # a bf16 NaN, as the int16 the scratch buffers h
 # GPU search space (filtered by check_gpu_config and the rules in `candidate_space`).
 GPU_BLOCK_M = (16, 32, 64, 128, 256)
 GPU_BLOCK_N = (64, 128, 256)
+GPU_MAXNREG = (None, 128)        # 128: 4 CTAs of 128 threads per SM (decode GEMM1 needs 165 otherwise)
 GPU_WARPS = (4, 8)
 GPU_STAGES = (2, 3, 4)
 # Interpreter (CPU) search space: the only sizes that run in reasonable time there.
@@ -65,7 +66,7 @@ def _distance(cfg, base) -> float:
             + (cfg.swap_ab != base.swap_ab) + abs(_log2(cfg.num_warps) - _log2(base.num_warps))
             + 0.5 * abs(cfg.num_stages - base.num_stages)
             + 2.0 * (cfg.decode != base.decode) + 0.25 * DECODE_MODES.index(cfg.decode)
-            + 0.75 * (cfg.fuse_gate_up != base.fuse_gate_up))
+            + 0.75 * (cfg.fuse_gate_up != base.fuse_gate_up) + 0.75 * (cfg.maxnreg != base.maxnreg))
 
 
 def candidate_space(kernel: str, num_tokens: int, *, num_experts: int, hidden: int, intermediate: int, topk: int,
@@ -97,8 +98,9 @@ def candidate_space(kernel: str, num_tokens: int, *, num_experts: int, hidden: i
     accumulators = 2 if kernel == "gemm1" else 1          # GEMM1 carries gate and up tiles
     cands = []
     fuse_options = (False, True) if kernel == "gemm1" and not soft else (False,)
-    for (bm, bn, swap, warps, stages, decode), fuse in itertools.product(grid, fuse_options):
-        cfg = GemmConfig(bm, bn, swap, warps, stages, decode, fuse_gate_up=fuse)
+    maxnreg_options = (None,) if soft else GPU_MAXNREG
+    for (bm, bn, swap, warps, stages, decode), fuse, maxnreg in itertools.product(grid, fuse_options, maxnreg_options):
+        cfg = GemmConfig(bm, bn, swap, warps, stages, decode, fuse_gate_up=fuse, maxnreg=maxnreg)
         if not soft:
             try:
                 check_gpu_config(cfg)
@@ -112,7 +114,7 @@ def candidate_space(kernel: str, num_tokens: int, *, num_experts: int, hidden: i
     if base in cands:
         cands.remove(base)
     cands.sort(key=lambda c: (_distance(c, base), c.block_m, c.block_n, c.swap_ab, c.num_warps, c.num_stages,
-                              DECODE_MODES.index(c.decode), c.fuse_gate_up))
+                              DECODE_MODES.index(c.decode), c.fuse_gate_up, c.maxnreg or 0))
     return [base] + cands
 
 

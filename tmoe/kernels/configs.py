@@ -21,6 +21,7 @@ class GemmConfig:
     num_stages: int = 3
     decode: str = "asm"       # GPU FP4 decode: "asm" (PTX byte permutes), "dot_scaled", "arith"
     fuse_gate_up: bool = False  # GEMM1: one weight tile of gate + up rows and one MMA twice as wide
+    maxnreg: int | None = None  # register cap per thread (more CTAs per SM, maybe spills); None = compiler's
 
     @property
     def decode_mode(self) -> int:
@@ -29,10 +30,17 @@ class GemmConfig:
     def __post_init__(self):
         if self.block_n % 32:
             raise ValueError(f"block_n must be a multiple of 32, got {self.block_n}")
+        if self.maxnreg is not None and (not isinstance(self.maxnreg, int) or not 24 <= self.maxnreg <= 255):
+            raise ValueError(f"maxnreg must be None or an int in [24, 255], got {self.maxnreg!r}")
         if self.decode not in DECODE_MODES:
             raise ValueError(f"decode must be one of {DECODE_MODES}, got {self.decode!r}")
         if self.block_m < 1 or self.block_m & (self.block_m - 1):
             raise ValueError(f"block_m must be a power of two, got {self.block_m}")
+
+    @property
+    def launch_options(self) -> dict:
+        """Extra Triton launch options (only the ones that are set)."""
+        return {} if self.maxnreg is None else {"maxnreg": self.maxnreg}
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -257,7 +257,7 @@ def gemm1_swiglu(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp
         SWAP_AB=cfg.swap_ab, HAS_CLAMP=clamp is not None, FAST_MATH=fast_math,
         ACTIVATION=ACTIVATIONS.index(activation), HAS_BIAS=bias is not None, SOFT=soft, DECODE=cfg.decode_mode,
         FUSE_GATE_UP=cfg.fuse_gate_up,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages, **cfg.launch_options)
 
 
 def gemm2(act, w2, w2_sf, plan, out_bits, *, cfg, soft: bool, block_k: int = BLOCK_K, topk_weights=None,
@@ -275,4 +275,4 @@ def gemm2(act, w2, w2_sf, plan, out_bits, *, cfg, soft: bool, block_k: int = BLO
         bias if bias is not None else out_bits, bias.stride(0) if bias is not None else 0,
         e_local, hidden, inter,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=block_k, E_PAD=e_pad,
-        SWAP_AB=cfg.swap_ab, HAS_BIAS=bias is not None, SOFT=soft, DECODE=cfg.decode_mode, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        SWAP_AB=cfg.swap_ab, HAS_BIAS=bias is not None, SOFT=soft, DECODE=cfg.decode_mode, num_warps=cfg.num_warps, num_stages=cfg.num_stages, **cfg.launch_options)
