@@ -251,3 +251,21 @@ def test_cuda_graph_replay_with_new_inputs(device):
         torch.cuda.synchronize()
         y_eager, _ = run_layer(weights, x, idx, w)
         assert torch.equal(y.view(torch.int16), y_eager.view(torch.int16)), f"replay {seed}"
+
+
+@pytest.mark.parametrize("scale_bytes, x_scale", [((1, 4), 2.0 ** 120), ((120, 124), 1.0), ((150, 154), 2.0 ** -27)])
+def test_extreme_weight_scales(device, scale_bytes, x_scale):
+    """Weight scale bytes near the bottom of UE8M0 (E2M1 x 2^-126: bf16 subnormals) and well above 2^0,
+    with activations scaled to keep the result finite: still within tolerance of the reference."""
+    g = torch.Generator().manual_seed(80)
+    e, h, i = 3, 64, 32
+    lo, hi = scale_bytes
+    w = tmoe.MoEWeights(torch.randint(-128, 128, (e, 2 * i, h // 2), generator=g, dtype=torch.int8),
+                        torch.randint(lo, hi, (e, 2 * i, h // 32), generator=g, dtype=torch.uint8),
+                        torch.randint(-128, 128, (e, h, i // 2), generator=g, dtype=torch.int8),
+                        torch.full((e, h, i // 32), 127, dtype=torch.uint8))
+    w = tmoe.MoEWeights(*(t.to(device) for t in (w.w1, w.w1_sf, w.w2, w.w2_sf)))
+    x = make_tokens(5, h, seed=81, device=device, scale=x_scale)
+    idx, tw = make_routing(5, e, 2, "uniform", seed=82, device=device)
+    y, ref = _check_against_reference(w, x, idx, tw)
+    assert ref.float().abs().max() > 1e-3, "the case must produce non-trivial outputs"
