@@ -22,7 +22,7 @@ def _combine_kernel(o_ptr, idx_ptr, y_ptr, hidden, stride_o, stride_y,
     ok = cols < hidden
     acc = tl.zeros([BLOCK_H], dtype=tl.float32)
     for k in tl.static_range(TOPK):
-        valid = tl.load(idx_ptr + t * TOPK + k) >= 0
+        valid = tl.broadcast_to(tl.load(idx_ptr + t * TOPK + k) >= 0, [BLOCK_H])
         v = bf16_bits_to_f32(tl.load(o_ptr + (t * TOPK + k) * stride_o + cols, mask=ok & valid, other=0))
         acc = tl.where(valid, acc + v, acc)
     tl.store(y_ptr + t * stride_y + cols, f32_to_bf16_bits(acc, SOFT), mask=ok)
