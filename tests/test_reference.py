@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import bisect
 import math
 import random
 import struct
@@ -19,95 +18,17 @@ import torch
 from hypothesis import given, strategies as st
 
 from tmoe import formats as F
+from py_numerics import E2M1, bf16_rn, bits_of_f32, e4m3_decode, f32, f32_from_bits, py_mxfp8_row, py_pack_words
 from tmoe.reference import (MoEWeights, calc_diff, reference_moe, reference_moe_bf16,
                             reference_moe_ep, swiglu_fp32)
 
 # ============================================================================ pure-Python numerics
-E2M1 = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
-F32_1EM4 = struct.unpack("<f", struct.pack("<f", 1e-4))[0]
-
-
-def f32(v: float) -> float:
-    if math.isnan(v) or math.isinf(v):
-        return v
-    try:
-        return struct.unpack("<f", struct.pack("<f", v))[0]
-    except OverflowError:
-        return math.copysign(math.inf, v)
-
-
-def bits_of_f32(v: float) -> int:
-    return struct.unpack("<I", struct.pack("<f", v))[0]
-
-
-def f32_from_bits(b: int) -> float:
-    return struct.unpack("<f", struct.pack("<I", b & 0xFFFFFFFF))[0]
-
-
-def bf16_rn(v: float) -> float:
-    """bf16_rn of the fp32 value of v (round to nearest even on the top 16 bits)."""
-    x = f32(v)
-    if math.isnan(x) or math.isinf(x):
-        return x
-    b = bits_of_f32(x)
-    b = (b + 0x7FFF + ((b >> 16) & 1)) & 0xFFFF0000
-    return f32_from_bits(b)
-
-
-def pow2_byte(v: float) -> int:
-    if math.isnan(v) or math.isinf(v):
-        return 254
-    if v <= 0:
-        return 1
-    m, e = math.frexp(v)
-    return min(max((e - 1 if m == 0.5 else e) + 127, 1), 254)
-
-
-def e4m3_decode(b: int) -> float:
-    sign = -1.0 if b & 0x80 else 1.0
-    e, m = (b >> 3) & 0xF, b & 0x7
-    if e == 15 and m == 7:
-        return math.nan
-    if e == 0:
-        return sign * math.ldexp(m / 8.0, -6)
-    return sign * math.ldexp(1.0 + m / 8.0, e - 7)
-
-
-E4M3_POS = [e4m3_decode(b) for b in range(0x7F)]
-
-
-def e4m3_encode(v: float) -> int:
-    sign = 0x80 if math.copysign(1.0, v) < 0 else 0
-    a = abs(v)
-    if a >= 448.0:
-        return sign | 0x7E
-    i = bisect.bisect_right(E4M3_POS, a) - 1
-    lo, hi = E4M3_POS[i], E4M3_POS[i + 1]
-    if a == lo:
-        return sign | i
-    dl, dh = a - lo, hi - a
-    c = i if dl < dh else i + 1 if dh < dl else (i if i % 2 == 0 else i + 1)
-    return sign | c
 
 
 def py_mxfp8(vals: list) -> tuple[list, list, list]:
     """fp32 values -> (e4m3 bytes, scale bytes, exact dequantized values), DESIGN §2.1."""
-    qb, sb, dq = [], [], []
-    for b0 in range(0, len(vals), 32):
-        blk = vals[b0:b0 + 32]
-        amax = max(max(abs(v) for v in blk), F32_1EM4)
-        sfb = pow2_byte(f32(amax / 448.0))
-        sb.append(sfb)
-        for v in blk:
-            q = e4m3_encode(f32(v * math.ldexp(1.0, 127 - sfb)))
-            qb.append(q)
-            dq.append(e4m3_decode(q) * math.ldexp(1.0, sfb - 127))
-    return qb, sb, dq
-
-
-def pack_words(scale_bytes: list) -> list:
-    padded = list(scale_bytes) + [127] * (-len(scale_bytes) % 4)
-    return [struct.unpack("<i", bytes(padded[i:i + 4]))[0] for i in range(0, len(padded), 4)]
+    qb, sb = py_mxfp8_row(vals)
+    return qb, sb, [e4m3_decode(q) * math.ldexp(1.0, sb[i // 32] - 127) for i, q in enumerate(qb)]
 
 
 def py_x_inputs(rows: list) -> tuple[torch.Tensor, torch.Tensor, list]:
@@ -116,7 +37,7 @@ def py_x_inputs(rows: list) -> tuple[torch.Tensor, torch.Tensor, list]:
     for row in rows:
         q, s, d = py_mxfp8(row)
         qs.append(q)
-        words.append(pack_words(s))
+        words.append(py_pack_words(s))
         dqs.append(d)
     h = len(rows[0]) if rows else 32
     x_fp8 = torch.tensor(qs, dtype=torch.uint8).reshape(len(rows), h).view(torch.float8_e4m3fn)
