@@ -102,7 +102,7 @@ def _rank_main(rank: int, world: int, init_file: str, args) -> None:
 
 def _report(rows, args, device_name: str, world: int) -> None:
     print(f"{device_name} x {world}, transport {rows[0]['transport']} (medians of {args.reps}; max over ranks)")
-    print(f"| workload | T/rank | layer µs | dispatch µs | combine µs | NCCL a2a µs (same bytes) | off-rank GB/s per rank |")
+    print("| workload | T/rank | layer µs | dispatch µs | combine µs | NCCL a2a µs (same bytes) | off-rank GB/s per rank |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     summary = []
     for t in sorted({r["tokens"] for r in rows}):

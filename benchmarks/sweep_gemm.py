@@ -7,7 +7,6 @@ Used to pick the built-in heuristics (tmoe/kernels/configs.py) and seed the auto
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import sys
@@ -25,17 +24,15 @@ from tmoe.kernels.quant import mxfp8_to_bf16  # noqa: E402
 from tmoe.kernels.routing import build_routing  # noqa: E402
 
 
-def candidates(per_expert: float) -> list[tuple[GemmConfig, int]]:
-    """(config, BLOCK_K) pairs; BLOCK_K is swept only to choose the fixed per-shape value."""
+def candidates(per_expert: float) -> list[GemmConfig]:
+    """Configs to compare (BLOCK_K is fixed in grouped_gemm: never a tunable)."""
     if per_expert <= 64:
         bm = 16 if per_expert <= 16 else (32 if per_expert <= 32 else 64)
         base = [GemmConfig(bm, 64, True, 4, 3), GemmConfig(bm, 64, True, 4, 4)]
     else:
         base = [GemmConfig(128, 128, False, 8, 3), GemmConfig(128, 64, False, 8, 3), GemmConfig(128, 64, False, 4, 3)]
-    out = [(c, 128) for c in base]
-    out += [(GemmConfig(c.block_m, c.block_n, c.swap_ab, c.num_warps, c.num_stages, c.decode, fuse_gate_up=True), 128)
-            for c in base]
-    return out
+    return base + [GemmConfig(c.block_m, c.block_n, c.swap_ab, c.num_warps, c.num_stages, c.decode, fuse_gate_up=True)
+                   for c in base]
 
 
 def describe(kernel) -> str:
@@ -69,16 +66,14 @@ def main() -> None:
         per_expert = t * k / e
         ref1 = ref2 = None
         for kernel in ("gemm1", "gemm2"):
-            for cfg, bk in candidates(per_expert):
+            for cfg in candidates(per_expert):
                 if kernel == "gemm1":
                     fn = lambda: grouped_gemm.gemm1_swiglu(buf.x_dq, l1[0], l1[1], plan, buf.topk_weights, buf.act,
-                                                           topk=k, clamp=wl.clamp, fast_math=True, cfg=cfg, soft=False,
-                                                           block_k=bk)
+                                                           topk=k, clamp=wl.clamp, fast_math=True, cfg=cfg, soft=False)
                     out = buf.act
                     wbytes = touched * 2 * i * h * (0.5 + 1 / 32)
                 else:
-                    fn = lambda: grouped_gemm.gemm2(buf.act, l2[0], l2[1], plan, buf.slot_out, cfg=cfg, soft=False,
-                                                    block_k=bk)
+                    fn = lambda: grouped_gemm.gemm2(buf.act, l2[0], l2[1], plan, buf.slot_out, cfg=cfg, soft=False)
                     out = buf.slot_out
                     wbytes = touched * i * h * (0.5 + 1 / 32)
                 try:
@@ -96,7 +91,7 @@ def main() -> None:
                 except Exception as exc:  # noqa: BLE001 - a config that fails to compile is reported
                     print(f"{kernel} T={t} {cfg}: FAILED {exc!s:.200}", flush=True)
                     continue
-                row = {"workload": wl.name, "tokens": t, "kernel": kernel, **cfg.as_dict(), "block_k": bk, "us": us,
+                row = {"workload": wl.name, "tokens": t, "kernel": kernel, **cfg.as_dict(), "us": us,
                        "weight_gbps": wbytes / us / 1e3, "same_as_first": same, "compiled": info}
                 results.append(row)
                 print(f"{kernel} T={t:5} bm={cfg.block_m:3} bn={cfg.block_n:3} swap={int(cfg.swap_ab)} "
@@ -105,7 +100,7 @@ def main() -> None:
             if kernel == "gemm1":
                 # GEMM2 must see one fixed intermediate: recompute it with the first config.
                 grouped_gemm.gemm1_swiglu(buf.x_dq, l1[0], l1[1], plan, buf.topk_weights, buf.act, topk=k,
-                                          clamp=wl.clamp, fast_math=True, cfg=candidates(per_expert)[0][0], soft=False)
+                                          clamp=wl.clamp, fast_math=True, cfg=candidates(per_expert)[0], soft=False)
         buf.destroy()
     if args.json:
         with open(args.json, "w") as f:

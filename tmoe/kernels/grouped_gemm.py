@@ -238,7 +238,7 @@ def _max_tiles(num_slots: int, num_local_experts: int, block_m: int) -> int:
 
 
 def gemm1_swiglu(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp: float | None,
-                 fast_math: bool, cfg, soft: bool, block_k: int = BLOCK_K, activation: str = "swiglu",
+                 fast_math: bool, cfg, soft: bool, activation: str = "swiglu",
                  alpha: float = 1.702, bias=None):
     """Launch GEMM1 + SwiGLU + requant: x_bits int16 [T, H] (bf16 bits of the dequantized tokens),
     w1 uint8 [E, 2I, H/2], w1_sf uint8 [E, 2I, H/32] -> act int16 [S, I] (sorted slot rows)."""
@@ -253,14 +253,14 @@ def gemm1_swiglu(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp
         act, act.stride(0),
         bias if bias is not None else topk_weights, bias.stride(0) if bias is not None else 0,
         e_local, hidden, inter, float(clamp) if clamp is not None else 0.0, float(alpha),
-        TOPK=topk, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=block_k, E_PAD=e_pad,
+        TOPK=topk, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=BLOCK_K, E_PAD=e_pad,
         SWAP_AB=cfg.swap_ab, HAS_CLAMP=clamp is not None, FAST_MATH=fast_math,
         ACTIVATION=ACTIVATIONS.index(activation), HAS_BIAS=bias is not None, SOFT=soft, DECODE=cfg.decode_mode,
         FUSE_GATE_UP=cfg.fuse_gate_up,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **cfg.launch_options)
 
 
-def gemm2(act, w2, w2_sf, plan, out_bits, *, cfg, soft: bool, block_k: int = BLOCK_K, topk_weights=None,
+def gemm2(act, w2, w2_sf, plan, out_bits, *, cfg, soft: bool, topk_weights=None,
           bias=None):
     """Launch GEMM2: act int16 [S, I] (bf16 bits) x w2 [E, H, I/2] -> out_bits int16 [T*K, H] at row slot."""
     e_local, hidden, half_i = w2.shape
@@ -274,5 +274,5 @@ def gemm2(act, w2, w2_sf, plan, out_bits, *, cfg, soft: bool, block_k: int = BLO
         out_bits, out_bits.stride(0),
         bias if bias is not None else out_bits, bias.stride(0) if bias is not None else 0,
         e_local, hidden, inter,
-        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=block_k, E_PAD=e_pad,
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=BLOCK_K, E_PAD=e_pad,
         SWAP_AB=cfg.swap_ab, HAS_BIAS=bias is not None, SOFT=soft, DECODE=cfg.decode_mode, num_warps=cfg.num_warps, num_stages=cfg.num_stages, **cfg.launch_options)
