@@ -1,14 +1,17 @@
 """Expert-parallel benchmark: the whole layer, dispatch and combine separately, and NCCL
 all_to_all_single moving the same bytes — all in one run on R ranks.
 
-    python benchmarks/bench_ep.py --ranks 2 [--workload dsv3] [--tokens 1,128,4096] [--transport collective]
+    python benchmarks/bench_ep.py --ranks 4 [--workload dsv3] [--tokens 1,128,4096] [--transport symm_mem|collective]
     python benchmarks/bench_ep.py --ranks 2 --device cpu --workload tiny --tokens 4   # smoke test (gloo)
 
 Spawns one process per rank (one GPU each, NCCL; or CPU + gloo under the Triton interpreter for a
 smoke test, whose times mean nothing). Each rank holds E/R experts and T tokens with uniform distinct
-top-k routing. Times are medians over --reps calls, ranks synchronized before each; rank 0 prints
-the table and writes the rows (`"ep": R`, `dispatch_us`, `combine_us`, `nccl_a2a_us`,
-`offrank_gbps`) to --json.
+top-k routing. Times are medians over --reps, ranks synchronized before each: the layer eagerly and
+(symm_mem) replayed from a CUDA graph; symm_mem dispatch and combine (results back + ordered
+combine) as 10 back-to-back calls per graph replay; the collective transport's eagerly (it syncs
+the host). NCCL `all_to_all_single` moves the same bytes (dispatch rows, then bf16 results) eagerly.
+Rank 0 prints the table and writes the rows (`"ep": R`, `dispatch_us`, `combine_us`,
+`nccl_a2a_us` = dispatch + combine bytes, `offrank_gbps`) to --json.
 """
 from __future__ import annotations
 
@@ -44,6 +47,28 @@ def _timed(fn, device, reps: int) -> float:
     return statistics.median(times)
 
 
+def _graph_us(fn, reps: int, inner: int = 10) -> float:
+    """Median µs per call of `inner` back-to-back calls captured in one CUDA graph (no Python launch
+    overhead), all ranks released together by a barrier before each replay."""
+    fn()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(inner):
+            fn()
+    times = []
+    for _ in range(reps):
+        dist.barrier()
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3 / inner)
+    return statistics.median(times)
+
+
 def _rank_main(rank: int, world: int, init_file: str, args) -> None:
     if args.device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"
@@ -55,6 +80,7 @@ def _rank_main(rank: int, world: int, init_file: str, args) -> None:
     dist.init_process_group("nccl" if cuda else "gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=world, timeout=datetime.timedelta(seconds=300))
     import tmoe
+    from tmoe.kernels.combine import combine
     from tmoe.layer import fill_buffer
     dev = torch.device("cuda", rank) if cuda else torch.device("cpu")
     wl = TINY if args.workload == "tiny" else WORKLOADS[args.workload]
@@ -65,7 +91,7 @@ def _rank_main(rank: int, world: int, init_file: str, args) -> None:
     l1, l2 = tmoe.transform_weights_for_mega_moe((w1, w1_sf), (w2, w2_sf), backend="triton")
     buf = tmoe.get_symm_buffer_for_mega_moe(dist.group.WORLD, e, max(tokens), k, h, i, device=dev,
                                             backend="triton", transport=args.transport)
-    tr = buf.transport_impl
+    tr = buf.transport_impl        # the collective transport (also the symm_mem buffers' agreement path)
     rows = []
     for t in tokens:
         idx, tw = make_routing(t, e, k, "uniform", seed=1000 * rank + t, device=dev)
@@ -75,23 +101,43 @@ def _rank_main(rank: int, world: int, init_file: str, args) -> None:
         layer = lambda: tmoe.fp8_fp4_mega_moe(y, l1, l2, buf, activation_clamp=wl.clamp)  # noqa: E731
         layer()   # compile + warm up
         us = _timed(layer, dev, args.reps)
-        got = tr.dispatch(buf.x[:t], buf.x_sf[:t], buf.topk_idx[:t], buf.topk_weights[:t])
-        dispatch_us = _timed(lambda: tr.dispatch(buf.x[:t], buf.x_sf[:t], buf.topk_idx[:t], buf.topk_weights[:t]),
-                             dev, args.reps)
-        n = got.x.shape[0]
-        combine_us = _timed(lambda: tr.return_results(got, buf.slot_out[:n], buf.slot_home), dev, args.reps)
-        # The same bytes through one bare all_to_all_single (FP8 row + scales per slot).
-        row_bytes = h + buf.x_sf.shape[1] * 4
-        send = torch.empty(sum(got.send_counts), row_bytes, dtype=torch.uint8, device=tr.comm_device)
-        recv = torch.empty(sum(got.recv_counts), row_bytes, dtype=torch.uint8, device=tr.comm_device)
-        a2a = lambda: dist.all_to_all_single(recv, send, output_split_sizes=got.recv_counts,  # noqa: E731
-                                             input_split_sizes=got.send_counts)
-        a2a()
-        nccl_us = _timed(a2a, dev, args.reps)
-        offrank = sum(c for r, c in enumerate(got.send_counts) if r != rank) * row_bytes
-        rows.append({"workload": wl.name, "tokens": t, "ep": world, "rank": rank, "transport": buf.transport,
-                     "us": us, "dispatch_us": dispatch_us, "combine_us": combine_us, "nccl_a2a_us": nccl_us,
-                     "offrank_bytes": offrank, "offrank_gbps": offrank / dispatch_us / 1e3 if dispatch_us else 0.0})
+        row = {"workload": wl.name, "tokens": t, "ep": world, "rank": rank, "transport": buf.transport, "us": us}
+        got = tr.dispatch(buf.x[:t], buf.x_sf[:t], buf.topk_idx[:t], buf.topk_weights[:t])   # counts for NCCL
+        if buf.transport == "symm_mem":
+            sm = buf.symm
+            row_bytes = sm.layout.row_words * 4
+            row["graph_us"] = _graph_us(layer, args.reps)
+            row["dispatch_us"] = _graph_us(lambda: sm.dispatch(buf.x, buf.x_sf, buf.topk_idx[:t],
+                                                               buf.topk_weights[:t]), args.reps)
+
+            def ret():
+                sm.return_results(buf.slot_out)
+                combine(sm.finish_return(), buf.topk_idx[:t], y)
+            row["combine_us"] = _graph_us(ret, args.reps)
+            sm.check_errors()
+        else:
+            row_bytes = h + buf.x_sf.shape[1] * 4
+            row["dispatch_us"] = _timed(lambda: tr.dispatch(buf.x[:t], buf.x_sf[:t], buf.topk_idx[:t],
+                                                            buf.topk_weights[:t]), dev, args.reps)
+            n = got.x.shape[0]
+            row["combine_us"] = _timed(lambda: tr.return_results(got, buf.slot_out[:n], buf.slot_home), dev,
+                                       args.reps)
+        # The same bytes through bare all_to_all_single calls: the dispatch rows, then the bf16 results back.
+        nccl = {}
+        for what, width, sc, rc in (("dispatch", row_bytes, got.send_counts, got.recv_counts),
+                                    ("combine", 2 * h, got.recv_counts, got.send_counts)):
+            send = torch.empty(sum(sc), width, dtype=torch.uint8, device=tr.comm_device)
+            recv = torch.empty(sum(rc), width, dtype=torch.uint8, device=tr.comm_device)
+            a2a = lambda: dist.all_to_all_single(recv, send, output_split_sizes=rc,  # noqa: E731
+                                                 input_split_sizes=sc)
+            a2a()
+            nccl[what] = _timed(a2a, dev, args.reps)
+        offrank = sum(c for r, c in enumerate(got.send_counts) if r != rank)
+        row.update(nccl_dispatch_us=nccl["dispatch"], nccl_combine_us=nccl["combine"],
+                   nccl_a2a_us=nccl["dispatch"] + nccl["combine"], offrank_bytes=offrank * row_bytes,
+                   offrank_gbps=offrank * row_bytes / row["dispatch_us"] / 1e3 if row["dispatch_us"] else 0.0,
+                   offrank_combine_gbps=offrank * 2 * h / row["combine_us"] / 1e3 if row["combine_us"] else 0.0)
+        rows.append(row)
     everything = [None] * world
     dist.all_gather_object(everything, rows)
     if rank == 0:
@@ -102,15 +148,22 @@ def _rank_main(rank: int, world: int, init_file: str, args) -> None:
 
 def _report(rows, args, device_name: str, world: int) -> None:
     print(f"{device_name} x {world}, transport {rows[0]['transport']} (medians of {args.reps}; max over ranks)")
-    print("| workload | T/rank | layer µs | dispatch µs | combine µs | NCCL a2a µs (same bytes) | off-rank GB/s per rank |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| workload | T/rank | layer µs (eager) | layer µs (graph) | dispatch µs | combine µs | dispatch+combine µs "
+          "| NCCL a2a µs, same bytes (dispatch + combine) | vs NCCL | off-rank GB/s per rank (dispatch / combine) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     summary = []
     for t in sorted({r["tokens"] for r in rows}):
         rs = [r for r in rows if r["tokens"] == t]
-        agg = {key: max(r[key] for r in rs) for key in ("us", "dispatch_us", "combine_us", "nccl_a2a_us")}
+        keys = ("us", "graph_us", "dispatch_us", "combine_us", "nccl_dispatch_us", "nccl_combine_us", "nccl_a2a_us")
+        agg = {key: max(r.get(key, float("nan")) for r in rs) for key in keys}
         agg["offrank_gbps"] = min(r["offrank_gbps"] for r in rs)
-        print(f"| {rs[0]['workload']} | {t} | {agg['us']:.1f} | {agg['dispatch_us']:.1f} | {agg['combine_us']:.1f} | "
-              f"{agg['nccl_a2a_us']:.1f} | {agg['offrank_gbps']:.1f} |")
+        agg["offrank_combine_gbps"] = min(r["offrank_combine_gbps"] for r in rs)
+        both = agg["dispatch_us"] + agg["combine_us"]
+        agg["speedup_vs_nccl"] = agg["nccl_a2a_us"] / both if both else 0.0
+        print(f"| {rs[0]['workload']} | {t} | {agg['us']:.1f} | {agg['graph_us']:.1f} | {agg['dispatch_us']:.1f} | "
+              f"{agg['combine_us']:.1f} | {both:.1f} | {agg['nccl_a2a_us']:.1f} ({agg['nccl_dispatch_us']:.1f} + "
+              f"{agg['nccl_combine_us']:.1f}) | {agg['speedup_vs_nccl']:.2f}x | {agg['offrank_gbps']:.1f} / "
+              f"{agg['offrank_combine_gbps']:.1f} |")
         summary.append({"workload": rs[0]["workload"], "tokens": t, "ep": world, "transport": rs[0]["transport"], **agg})
     if args.json:
         with open(args.json, "w") as f:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import os
 import sys
+import time
 import traceback
 
 import torch
@@ -56,21 +57,100 @@ def run(rank: int, world: int, init_file: str, out_dir: str, device_kind: str) -
     local = weights.local(rank, world)
     l1, l2 = tmoe.transform_weights_for_mega_moe((local.w1.to(dev), local.w1_sf.to(dev)),
                                                  (local.w2.to(dev), local.w2_sf.to(dev)), backend="triton")
-    for name in SCENARIOS:
+    transports = ("collective", "symm_mem") if device_kind == "cuda" else ("collective",)
+    for transport in transports:
+        results[transport] = out = {}
+        for name in SCENARIOS:
+            try:
+                x, idx, w = scenario_inputs(name, rank, world)
+                cap = 8 if not (name == "mismatched_buffer" and rank == 1) else 9
+                hidden = 48 if (name == "bad_buffer_on_rank1" and rank == 1) else H    # not a multiple of 32
+                buf = tmoe.get_symm_buffer_for_mega_moe(dist.group.WORLD, E, cap, K, hidden, I, device=dev,
+                                                        backend="triton", transport=transport)
+                fill_buffer(buf, x.to(dev), idx.to(dev), w.to(dev))
+                y = torch.full((x.shape[0], H), float("nan"), dtype=torch.bfloat16, device=dev)
+                stats = torch.zeros(E // world, dtype=torch.int32, device=dev)
+                tmoe.fp8_fp4_mega_moe(y, l1, l2, buf, cumulative_local_expert_recv_stats=stats)
+                out[name] = {"y": y.cpu(), "stats": stats.cpu(), "transport": buf.transport}
+                if buf.symm is not None:
+                    out[name]["clean"] = buf.symm.signals_clean() and buf.symm.error_code() == 0
+            except ValueError as exc:
+                out[name] = {"error": str(exc)}
+            except Exception:  # noqa: BLE001 - anything else is a test failure, reported by the parent
+                out[name] = {"crash": traceback.format_exc()}
+    if device_kind == "cuda":
         try:
-            x, idx, w = scenario_inputs(name, rank, world)
-            cap = 8 if not (name == "mismatched_buffer" and rank == 1) else 9
-            hidden = 48 if (name == "bad_buffer_on_rank1" and rank == 1) else H    # not a multiple of 32
-            buf = tmoe.get_symm_buffer_for_mega_moe(dist.group.WORLD, E, cap, K, hidden, I, device=dev,
-                                                    backend="triton")
-            fill_buffer(buf, x.to(dev), idx.to(dev), w.to(dev))
-            y = torch.full((x.shape[0], H), float("nan"), dtype=torch.bfloat16, device=dev)
-            stats = torch.zeros(E // world, dtype=torch.int32, device=dev)
-            tmoe.fp8_fp4_mega_moe(y, l1, l2, buf, cumulative_local_expert_recv_stats=stats)
-            results[name] = {"y": y.cpu(), "stats": stats.cpu(), "transport": buf.transport}
-        except ValueError as exc:
-            results[name] = {"error": str(exc)}
-        except Exception:  # noqa: BLE001 - anything else is a test failure, reported by the parent
-            results[name] = {"crash": traceback.format_exc()}
+            results["stress"] = stress_symm_mem(rank, world, dev, weights, l1, l2)
+        except Exception:  # noqa: BLE001
+            results["stress"] = {"crash": traceback.format_exc()}
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
+
+
+STRESS_CALLS = int(os.environ.get("TMOE_EP_STRESS_CALLS", "1000"))
+
+
+def stress_symm_mem(rank, world, dev, weights, l1, l2) -> dict:
+    """GPUs only: CUDA-graph capture + replay with new routing, then STRESS_CALLS back-to-back eager
+    calls with changing T and routing; every output checked bitwise against one rank holding every
+    expert (graph replays: all; eager: every 50th call and the last)."""
+    import tmoe
+    from tmoe.layer import fill_buffer
+    from moe_cases import make_routing, make_tokens
+    cap = 8
+    buf = tmoe.get_symm_buffer_for_mega_moe(dist.group.WORLD, E, cap, K, H, I, device=dev, backend="triton",
+                                            transport="symm_mem")
+    one = tmoe.get_symm_buffer_for_mega_moe(None, E, cap, K, H, I, device=dev, backend="triton")
+    g1, g2 = tmoe.transform_weights_for_mega_moe((weights.w1.to(dev), weights.w1_sf.to(dev)),
+                                                 (weights.w2.to(dev), weights.w2_sf.to(dev)), backend="triton")
+
+    def reference(x, idx, w):
+        fill_buffer(one, x, idx, w)
+        y = torch.empty((x.shape[0], H), dtype=torch.bfloat16, device=dev)
+        tmoe.fp8_fp4_mega_moe(y, g1, g2, one)
+        return y
+
+    def inputs(t, seed, pattern="uniform"):
+        x = make_tokens(t, H, seed=seed, device=dev)
+        idx, w = make_routing(t, E, K, pattern, seed=seed + 1, device=dev)
+        return x, idx, w
+
+    report = {"graph_mismatch": [], "eager_mismatch": [], "checked": 0}
+    # CUDA graph: warm up eagerly (allocations, autotune lookups), capture, replay with new contents.
+    t = 6
+    x_s, idx_s, w_s = inputs(t, 1000 * rank)
+    y_s = torch.empty((t, H), dtype=torch.bfloat16, device=dev)
+    fill_buffer(buf, x_s, idx_s, w_s)
+    tmoe.fp8_fp4_mega_moe(y_s, l1, l2, buf)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fill_buffer(buf, x_s, idx_s, w_s)
+        tmoe.fp8_fp4_mega_moe(y_s, l1, l2, buf)
+    for rep in range(5):
+        x, idx, w = inputs(t, 1000 * rank + 7 * rep + 3, "masked" if rep % 2 else "uniform")
+        x_s.copy_(x), idx_s.copy_(idx), w_s.copy_(w)
+        graph.replay()
+        if not torch.equal(y_s.view(torch.int16), reference(x, idx, w).view(torch.int16)):
+            report["graph_mismatch"].append(rep)
+    torch.cuda.synchronize()
+    report["graph_clean"] = buf.symm.signals_clean() and buf.symm.error_code() == 0
+    # Back-to-back eager calls, T and routing changing every call (some ranks at T = 0).
+    gen = torch.Generator().manual_seed(rank)
+    start = time.perf_counter()
+    for call in range(STRESS_CALLS):
+        t = int(torch.randint(0, cap + 1, (1,), generator=gen)) if call % 7 else 0
+        x, idx, w = inputs(t, 10_000 * rank + call, ("uniform", "masked", "hot_expert")[call % 3])
+        y = torch.empty((t, H), dtype=torch.bfloat16, device=dev)
+        fill_buffer(buf, x, idx, w)
+        tmoe.fp8_fp4_mega_moe(y, l1, l2, buf)
+        if call % 50 == 0 or call == STRESS_CALLS - 1:
+            report["checked"] += 1
+            if not torch.equal(y.view(torch.int16), reference(x, idx, w).view(torch.int16)):
+                report["eager_mismatch"].append(call)
+    torch.cuda.synchronize()
+    report["calls"] = STRESS_CALLS
+    report["seconds"] = time.perf_counter() - start
+    report["clean"] = buf.symm.signals_clean() and buf.symm.error_code() == 0
+    buf.destroy()
+    return report

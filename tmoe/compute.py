@@ -34,28 +34,33 @@ class ExpertOptions:
     gemm2_config: Optional[configs.GemmConfig] = None
 
 
-def compute_slots(scratch, x_fp8: torch.Tensor, x_sf: torch.Tensor, topk_idx: torch.Tensor,
+def compute_slots(scratch, x_fp8: Optional[torch.Tensor], x_sf: Optional[torch.Tensor], topk_idx: torch.Tensor,
                   topk_weights: torch.Tensor, l1, l2, *, num_local_experts: int, expert_start: int,
                   opts: ExpertOptions, stats: Optional[torch.Tensor] = None, soft: bool = False,
-                  layer_shape: tuple[int, int] | None = None) -> None:
+                  layer_shape: tuple[int, int] | None = None, config_slots: int | None = None) -> None:
     """Run the local experts on rows x_fp8 [N, H] / x_sf [N, W] routed by topk_idx [N, K] (int64,
     contiguous) with topk_weights [N, K] (fp32, contiguous). `scratch` provides `x_dq` (int16
     [>= N, H]), `act` (int16 [>= N*K, I]), `slot_out` (int16 [>= N*K, H]) and `workspace` (dict).
-    `layer_shape` = (global E, layer top-k) keys the autotune cache (default: (local E, K))."""
+    x_fp8 = x_sf = None: `scratch.x_dq` already holds the rows' exact bf16 values (symm_mem unpack).
+    `layer_shape` = (global E, layer top-k) keys the autotune cache (default: (local E, K));
+    `config_slots` = the slot count that picks the tile configs (default N*K; the symm_mem transport
+    computes on capacity-sized rows, most of them empty, and passes its expected count)."""
     n, k = topk_idx.shape
     if n == 0:
         return
     plan = build_routing(topk_idx, num_local_experts, expert_start, capacity_slots=n * k, stats=stats,
                          workspace=scratch.workspace)
     num_experts, topk = layer_shape or (num_local_experts, k)
-    key = dict(num_experts=num_experts, hidden=x_fp8.shape[1], intermediate=l2[0].shape[2] * 2, topk=topk,
-               device_name=None if soft else autotune_cache.device_name(x_fp8.device))
-    cfg1 = opts.gemm1_config or configs.select_config("gemm1", n * k, num_local_experts, soft, **key)
-    cfg2 = opts.gemm2_config or configs.select_config("gemm2", n * k, num_local_experts, soft, **key)
+    key = dict(num_experts=num_experts, hidden=scratch.x_dq.shape[1], intermediate=l2[0].shape[2] * 2, topk=topk,
+               device_name=None if soft else autotune_cache.device_name(topk_idx.device))
+    slots = config_slots or n * k
+    cfg1 = opts.gemm1_config or configs.select_config("gemm1", slots, num_local_experts, soft, **key)
+    cfg2 = opts.gemm2_config or configs.select_config("gemm2", slots, num_local_experts, soft, **key)
     if not soft:
         configs.check_gpu_config(cfg1)
         configs.check_gpu_config(cfg2)
-    mxfp8_to_bf16(x_fp8, x_sf, scratch.x_dq)
+    if x_fp8 is not None:
+        mxfp8_to_bf16(x_fp8, x_sf, scratch.x_dq)
     grouped_gemm.gemm1_swiglu(scratch.x_dq, l1[0], l1[1], plan, topk_weights, scratch.act, topk=k,
                               clamp=opts.activation_clamp, fast_math=opts.fast_math, cfg=cfg1, soft=soft,
                               activation=opts.activation, alpha=opts.activation_alpha, bias=opts.l1_bias)

@@ -44,25 +44,32 @@ class MegaMoEBuffer:
 
     def __init__(self, group, num_experts: int, num_max_tokens_per_rank: int, num_topk: int,
                  hidden: int, intermediate_hidden: int, device: torch.device | str | None = None,
-                 backend: str = "triton", transport: str = "auto"):
+                 backend: str = "triton", transport: str = "auto", *, _simulated=None):
+        # _simulated = (rank, SymmMemTransport): one of R simulated ranks in this process (CPU tests).
         num_ranks = 1 if group is None else group.size()
         rank = 0 if group is None else group.rank()
+        if _simulated is not None:
+            rank, num_ranks = _simulated[0], _simulated[1].num_ranks
+        dev = _normalize_device(device)
         try:
             transport = _check_buffer_args(num_experts, num_max_tokens_per_rank, num_topk, hidden,
-                                           intermediate_hidden, num_ranks, transport)
+                                           intermediate_hidden, num_ranks,
+                                           "collective" if _simulated else transport, dev, backend)
+            transport = "symm_mem" if _simulated else transport
             error = None
         except ValueError as exc:
             error = str(exc)
         transport_impl = None
-        if num_ranks > 1:
+        if group is not None and num_ranks > 1:
             # Collective: a rank with bad arguments must not leave the others waiting.
             transport_impl = CollectiveTransport(group, num_experts if isinstance(num_experts, int) else 0)
             transport_impl.agree(error, "get_symm_buffer_for_mega_moe call")
-            transport_impl.check_same("get_symm_buffer_for_mega_moe arguments (E, T_max, K, H, I)",
-                                      [num_experts, num_max_tokens_per_rank, num_topk, hidden, intermediate_hidden])
+            transport_impl.check_same("get_symm_buffer_for_mega_moe arguments (E, T_max, K, H, I, transport)",
+                                      [num_experts, num_max_tokens_per_rank, num_topk, hidden, intermediate_hidden,
+                                       TRANSPORTS.index(transport)])
         elif error is not None:
             raise ValueError(error)
-        self.device = _normalize_device(device)
+        self.device = dev
         self.group = group
         self.rank, self.num_ranks = rank, num_ranks
         self.num_experts = num_experts
@@ -77,7 +84,8 @@ class MegaMoEBuffer:
         self.workspace: dict = {}
         self.destroyed = False
         self.x_dq = self.act = self.slot_out = self.slot_home = None
-        cap, k, dev = num_max_tokens_per_rank, num_topk, self.device
+        self.symm = None            # SymmMemTransport of the symm_mem transport
+        cap, k = num_max_tokens_per_rank, num_topk
         if backend == "deepgemm":
             # DeepGEMM owns the buffer (symmetric memory); tmoe exposes its four input views.
             from . import backend as backends
@@ -91,10 +99,18 @@ class MegaMoEBuffer:
         if backend != "triton":
             raise ValueError(f"backend must be 'triton' or 'deepgemm', got {backend!r}")
         self.deepgemm_buffer = None
-        self.x = torch.empty((cap, hidden), dtype=torch.float8_e4m3fn, device=dev)
-        self.x_sf = torch.empty((cap, formats.packed_scale_words(hidden)), dtype=torch.int32, device=dev)
-        self.topk_idx = torch.empty((cap, k), dtype=torch.int64, device=dev)
-        self.topk_weights = torch.empty((cap, k), dtype=torch.float32, device=dev)
+        if transport == "symm_mem":
+            from .dispatch import symm_mem
+            self.symm = (_simulated[1] if _simulated is not None else
+                         symm_mem.create_transport(group, num_experts, cap, k, hidden, dev))
+            # The caller-filled views live in the symmetric allocation (DeepGEMM's SymmBuffer layout idea).
+            self.x, self.x_sf, self.topk_idx, self.topk_weights = (
+                self.symm.x, self.symm.x_sf, self.symm.topk_idx, self.symm.topk_weights)
+        else:
+            self.x = torch.empty((cap, hidden), dtype=torch.float8_e4m3fn, device=dev)
+            self.x_sf = torch.empty((cap, formats.packed_scale_words(hidden)), dtype=torch.int32, device=dev)
+            self.topk_idx = torch.empty((cap, k), dtype=torch.int64, device=dev)
+            self.topk_weights = torch.empty((cap, k), dtype=torch.float32, device=dev)
         self._alloc_triton_scratch()
 
     def _alloc_triton_scratch(self) -> None:
@@ -106,7 +122,8 @@ class MegaMoEBuffer:
             rows, computed = max(cap, 1), slots
         else:   # worst case: every slot of every rank routed here, one received row per slot
             rows = computed = max(cap * k * self.num_ranks, 1)
-            self.slot_home = torch.empty((slots, self.hidden), dtype=torch.int16, device=dev)
+            if self.symm is None:   # symm_mem results land in the symmetric buffer's `home`
+                self.slot_home = torch.empty((slots, self.hidden), dtype=torch.int16, device=dev)
         self.x_dq = torch.empty((rows, self.hidden), dtype=torch.int16, device=dev)
         self.act = torch.empty((computed, self.intermediate_hidden), dtype=torch.int16, device=dev)
         self.slot_out = torch.empty((computed, self.hidden), dtype=torch.int16, device=dev)
@@ -120,6 +137,7 @@ class MegaMoEBuffer:
         if self.deepgemm_buffer is not None and hasattr(self.deepgemm_buffer, "destroy"):
             self.deepgemm_buffer.destroy()
         self.deepgemm_buffer = None
+        self.symm = None
         for name in ("x", "x_sf", "topk_idx", "topk_weights", "x_dq", "act", "slot_out", "slot_home"):
             setattr(self, name, None)
         self.workspace.clear()
@@ -132,7 +150,7 @@ class MegaMoEBuffer:
 
 
 def _check_buffer_args(num_experts, num_max_tokens_per_rank, num_topk, hidden, intermediate_hidden, num_ranks,
-                       transport) -> str:
+                       transport, device: torch.device, backend: str = "triton") -> str:
     """Validate the buffer's arguments; returns the transport that will serve `num_ranks`."""
     _check_int("num_experts", num_experts, 1)
     _check_int("num_max_tokens_per_rank", num_max_tokens_per_rank, 0)
@@ -147,10 +165,15 @@ def _check_buffer_args(num_experts, num_max_tokens_per_rank, num_topk, hidden, i
         raise ValueError(f"transport must be 'auto' or one of {TRANSPORTS}, got {transport!r}")
     if num_ranks == 1:
         return "local"
-    if transport in ("auto", "collective"):
-        # NOTES: the NVLink symm_mem transport is not in this build yet; collectives serve every group.
+    if transport == "local":
+        raise ValueError(f"transport 'local' serves one rank; this group has {num_ranks}")
+    if transport == "collective" or backend != "triton":
         return "collective"
-    raise ValueError(f"transport {transport!r} is not available in this build; use 'collective'")
+    from .dispatch.symm_mem import symm_mem_available
+    ok, why = symm_mem_available(device, num_ranks)
+    if transport == "symm_mem" and not ok:
+        raise ValueError(f"transport 'symm_mem' is not available: {why}; use transport='collective'")
+    return "symm_mem" if ok else "collective"
 
 
 def _normalize_device(device) -> torch.device:
@@ -339,48 +362,79 @@ def fp8_fp4_mega_moe(y: torch.Tensor, l1_weights, l2_weights, sym_buffer: MegaMo
     weights, and — outside CUDA-graph capture, unless TMOE_SKIP_VALUE_CHECKS=1 — expert ids outside
     [-1, E). During capture ids cannot be inspected; out-of-range ids are then treated as masked.
     """
-    buf = sym_buffer
-    if isinstance(buf, MegaMoEBuffer) and buf.transport_impl is not None:
+    for _ in mega_moe_steps(y, l1_weights, l2_weights, sym_buffer, cumulative_local_expert_recv_stats, recipe,
+                            activation, activation_clamp, fast_math, activation_alpha=activation_alpha,
+                            l1_bias=l1_bias, l2_bias=l2_bias, gemm1_config=gemm1_config,
+                            gemm2_config=gemm2_config, cross_check=cross_check):
+        pass
+
+
+def mega_moe_steps(y, l1_weights, l2_weights, buf, stats=None, recipe=(1, 1, 32), activation="swiglu",
+                   activation_clamp=None, fast_math=True, *, activation_alpha=OAI_ALPHA, l1_bias=None,
+                   l2_bias=None, gemm1_config=None, gemm2_config=None, cross_check=None):
+    """`fp8_fp4_mega_moe` as a generator that yields between the halves of each cross-rank barrier of
+    the symm_mem transport. The layer runs it to the end; the CPU tests step R simulated ranks in
+    turn (`tmoe.dispatch.symm_mem.simulated_transports`)."""
+    if isinstance(buf, MegaMoEBuffer) and buf.transport_impl is not None and _agreement_needed(buf):
         # Collective: every rank learns whether any rank's inputs are bad before data moves.
         error, t = None, 0
         try:
-            t = _validate_call(y, l1_weights, l2_weights, buf, cumulative_local_expert_recv_stats, recipe,
-                               activation, activation_clamp, (l1_bias, l2_bias))
+            t = _validate_call(y, l1_weights, l2_weights, buf, stats, recipe, activation, activation_clamp,
+                               (l1_bias, l2_bias))
         except ValueError as exc:
             error = str(exc)
+        timeout = buf.symm.error_code() if buf.symm is not None else 0
+        if timeout:
+            buf.symm.error.zero_()
+            error = buf.symm.describe_error(timeout)
         buf.transport_impl.agree(error)
     else:
-        t = _validate_call(y, l1_weights, l2_weights, buf, cumulative_local_expert_recv_stats, recipe,
-                           activation, activation_clamp, (l1_bias, l2_bias))
+        t = _validate_call(y, l1_weights, l2_weights, buf, stats, recipe, activation, activation_clamp,
+                           (l1_bias, l2_bias))
     if buf.backend == "deepgemm":
-        _run_deepgemm(y, l1_weights, l2_weights, buf, cumulative_local_expert_recv_stats, activation_clamp,
-                      fast_math, cross_check)
+        _run_deepgemm(y, l1_weights, l2_weights, buf, stats, activation_clamp, fast_math, cross_check)
         return
     if cross_check or (cross_check is None and os.environ.get("TMOE_CROSS_CHECK", "0") not in ("", "0")):
         warnings.warn("tmoe cross-check requested, but this buffer runs the Triton backend (DeepGEMM cannot "
                       "serve this call: see tmoe.backend.explain_backend); nothing to compare against",
-                      RuntimeWarning, stacklevel=2)
+                      RuntimeWarning, stacklevel=3)
     opts = ExpertOptions(activation, activation_clamp, activation_alpha, fast_math, l1_bias, l2_bias,
                          gemm1_config, gemm2_config)
     soft = soft_numerics(y)
     topk_idx = buf.topk_idx[:t]
-    if buf.transport_impl is None:
+    shape = dict(opts=opts, stats=stats, soft=soft, layer_shape=(buf.num_experts, buf.num_topk))
+    if buf.transport == "local":
         if t == 0:
             return
         compute_slots(buf, buf.x[:t], buf.x_sf[:t], topk_idx, buf.topk_weights[:t], l1_weights, l2_weights,
-                      num_local_experts=buf.num_local_experts, expert_start=buf.expert_start, opts=opts,
-                      stats=cumulative_local_expert_recv_stats, soft=soft,
-                      layer_shape=(buf.num_experts, buf.num_topk))
+                      num_local_experts=buf.num_local_experts, expert_start=buf.expert_start, **shape)
         combine(buf.slot_out, topk_idx, y)
-        return
-    # Expert parallel (every rank gets here, also with T = 0).
-    tr = buf.transport_impl
-    got = tr.dispatch(buf.x[:t], buf.x_sf[:t], topk_idx, buf.topk_weights[:t])
-    compute_slots(buf, got.x, got.x_sf, got.expert, got.weight, l1_weights, l2_weights,
-                  num_local_experts=buf.num_local_experts, expert_start=0, opts=opts,
-                  stats=cumulative_local_expert_recv_stats, soft=soft, layer_shape=(buf.num_experts, buf.num_topk))
-    tr.return_results(got, buf.slot_out[: got.x.shape[0]], buf.slot_home)
-    combine(buf.slot_home, topk_idx, y)
+    elif buf.transport == "collective":   # every rank gets here, also with T = 0
+        tr = buf.transport_impl
+        got = tr.dispatch(buf.x[:t], buf.x_sf[:t], topk_idx, buf.topk_weights[:t])
+        compute_slots(buf, got.x, got.x_sf, got.expert, got.weight, l1_weights, l2_weights,
+                      num_local_experts=buf.num_local_experts, expert_start=0, **shape)
+        tr.return_results(got, buf.slot_out[: got.x.shape[0]], buf.slot_home)
+        combine(buf.slot_home, topk_idx, y)
+    else:                                 # symm_mem: no host sync from here on (graph-capturable)
+        tr = buf.symm
+        tr.dispatch(buf.x, buf.x_sf, topk_idx, buf.topk_weights[:t])
+        yield
+        recv_idx, recv_weight = tr.unpack(buf.x_dq)
+        # NOTES: rows are capacity-sized (R * T_max * K, mostly empty); tile configs follow this
+        # rank's own slot count, which uniform routing makes the expected received count.
+        compute_slots(buf, None, None, recv_idx, recv_weight, l1_weights, l2_weights,
+                      num_local_experts=buf.num_local_experts, expert_start=0,
+                      config_slots=max(t * buf.num_topk, 1), **shape)
+        tr.return_results(buf.slot_out)
+        yield
+        combine(tr.finish_return(), topk_idx, y)
+
+
+def _agreement_needed(buf: MegaMoEBuffer) -> bool:
+    """Exchange validation verdicts across ranks (a host sync)? Always for the collective transport
+    (it syncs anyway); for symm_mem outside CUDA-graph capture unless TMOE_SKIP_VALUE_CHECKS=1."""
+    return buf.transport == "collective" or _values_checked()
 
 
 def _run_deepgemm(y, l1, l2, buf: MegaMoEBuffer, stats, activation_clamp, fast_math, cross_check) -> None:

@@ -1,0 +1,138 @@
+"""The `symm_mem` transport's kernels (push, unpack, return, barriers) on R ranks simulated in one
+process: plain tensors stand in for the symmetric buffers and every rank's barriers are split into
+a signal launch and a wait launch, so the ranks can be stepped in turn (`layer.mega_moe_steps`).
+Runs under the Triton interpreter on CPU and unchanged on one GPU (the simulated ranks then share
+that GPU). Real processes over NVLink: tests/test_ep_collective.py spawns them on >= 2 GPUs.
+
+Checked: bitwise equality with one rank holding every expert, stats, signal pads back at zero and
+no timeout after every call, repeated calls with changing routing, a missing peer times out with
+an error naming it.
+"""
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tmoe
+from tmoe.dispatch.symm_mem import SymmMemTimeout, simulated_transports
+from tmoe.layer import MegaMoEBuffer, fill_buffer, mega_moe_steps
+
+import ep_worker
+from moe_cases import make_routing, make_tokens, make_weights
+
+E, H, I, K = ep_worker.E, ep_worker.H, ep_worker.I, ep_worker.K
+CAP = 8
+
+
+def _weights(device):
+    return make_weights(E, H, I, seed=7, device=device)
+
+
+def _simulated_buffers(world: int, device):
+    transports = simulated_transports(world, E, CAP, K, H, device=device)
+    return [MegaMoEBuffer(None, E, CAP, K, H, I, device=device, _simulated=(r, transports[r]))
+            for r in range(world)]
+
+
+def _run_simulated(bufs, inputs, weights, device, stats=None):
+    """One layer call on every simulated rank; returns y per rank."""
+    world = len(bufs)
+    gens, ys = [], []
+    for r in range(world):
+        x, idx, w = inputs[r]
+        fill_buffer(bufs[r], x.to(device), idx.to(device), w.to(device))
+        local = weights.local(r, world)
+        l1, l2 = tmoe.transform_weights_for_mega_moe((local.w1, local.w1_sf), (local.w2, local.w2_sf),
+                                                     backend="triton")
+        y = torch.full((x.shape[0], H), float("nan"), dtype=torch.bfloat16, device=device)
+        ys.append(y)
+        gens.append(mega_moe_steps(y, l1, l2, bufs[r], None if stats is None else stats[r]))
+    alive = list(range(world))
+    while alive:            # lockstep: every rank's signal half before any rank's wait half
+        for r in list(alive):
+            try:
+                next(gens[r])
+            except StopIteration:
+                alive.remove(r)
+    return ys
+
+
+def _single_rank(inputs, weights, device):
+    l1, l2 = tmoe.transform_weights_for_mega_moe((weights.w1, weights.w1_sf), (weights.w2, weights.w2_sf),
+                                                 backend="triton")
+    buf = tmoe.get_symm_buffer_for_mega_moe(None, E, CAP, K, H, I, device=device, backend="triton")
+    out = []
+    for x, idx, w in inputs:
+        fill_buffer(buf, x.to(device), idx.to(device), w.to(device))
+        y = torch.full((x.shape[0], H), float("nan"), dtype=torch.bfloat16, device=device)
+        tmoe.fp8_fp4_mega_moe(y, l1, l2, buf)
+        out.append(y)
+    return out
+
+
+def _assert_clean(bufs):
+    for b in bufs:
+        assert b.symm.error_code() == 0, b.symm.describe_error(b.symm.error_code())
+        assert b.symm.signals_clean(), f"rank {b.rank}: signal pads not back at zero"
+
+
+@pytest.mark.parametrize("world", [2, 4])
+@pytest.mark.parametrize("name", ["uneven", "empty_rank", "one_rank_experts", "masked_duplicates"])
+def test_symm_mem_equals_single_rank_bitwise(world, name, device):
+    weights = _weights(device)
+    inputs = [ep_worker.scenario_inputs(name, r, world) for r in range(world)]
+    bufs = _simulated_buffers(world, device)
+    stats = [torch.zeros(E // world, dtype=torch.int32, device=device) for _ in range(world)]
+    got = _run_simulated(bufs, inputs, weights, device, stats)
+    want = _single_rank(inputs, weights, device)
+    for r in range(world):
+        assert torch.equal(got[r].view(torch.int16), want[r].view(torch.int16)), f"rank {r}"
+    n_valid = sum(int((idx >= 0).sum()) for _, idx, _ in inputs)
+    assert int(sum(s.sum() for s in stats)) == n_valid
+    _assert_clean(bufs)
+
+
+@given(seed=st.integers(0, 2**31 - 1), tokens=st.lists(st.integers(0, CAP), min_size=2, max_size=2),
+       pattern=st.sampled_from(["uniform", "masked", "duplicates", "hot_expert", "all_masked"]))
+def test_symm_mem_repeated_calls_property(seed, tokens, pattern):
+    """Two back-to-back calls on the same buffers with different routing: bitwise = one rank, pads clean."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    weights = _weights(device)
+    bufs = _simulated_buffers(2, device)
+    for call in range(2):
+        inputs = []
+        for r, t in enumerate(tokens):
+            x = make_tokens(t, H, seed=seed + 10 * r + call, device="cpu")
+            idx, w = make_routing(t, E, K, pattern, seed=seed + 10 * r + call + 1, device="cpu")
+            inputs.append((x, idx, w))
+        got = _run_simulated(bufs, inputs, weights, device)
+        want = _single_rank(inputs, weights, device)
+        for r in range(2):
+            assert torch.equal(got[r].view(torch.int16), want[r].view(torch.int16)), f"call {call} rank {r}"
+        _assert_clean(bufs)
+
+
+def test_missing_peer_times_out_naming_it(device):
+    """Rank 1 never calls: rank 0's dispatch barrier gives up after its spin limit and records rank 1."""
+    weights = _weights(device)
+    bufs = _simulated_buffers(2, device)
+    bufs[0].symm.spin_limit = 3
+    x, idx, w = ep_worker.scenario_inputs("uneven", 0, 2)
+    fill_buffer(bufs[0], x.to(device), idx.to(device), w.to(device))
+    local = weights.local(0, 2)
+    l1, l2 = tmoe.transform_weights_for_mega_moe((local.w1, local.w1_sf), (local.w2, local.w2_sf), backend="triton")
+    y = torch.empty((x.shape[0], H), dtype=torch.bfloat16, device=device)
+    steps = mega_moe_steps(y, l1, l2, bufs[0])
+    next(steps)             # dispatch pushed + signalled; rank 1 never signals back
+    next(steps)             # the wait half gives up
+    with pytest.raises(SymmMemTimeout, match="dispatch barrier timed out waiting for rank 1"):
+        bufs[0].symm.check_errors()
+    assert bufs[0].symm.error_code() == 0     # cleared by check_errors
+
+
+def test_symm_mem_transport_needs_cuda():
+    with pytest.raises(ValueError, match="symm_mem' is not available: device cpu is not a CUDA device"):
+        tmoe.layer._check_buffer_args(8, 4, 2, 64, 32, 2, "symm_mem", torch.device("cpu"))
+    assert tmoe.layer._check_buffer_args(8, 4, 2, 64, 32, 2, "auto", torch.device("cpu")) == "collective"
+    with pytest.raises(ValueError, match="power of two"):
+        tmoe.layer._check_buffer_args(6, 4, 2, 64, 32, 3, "symm_mem", torch.device("cuda", 0))

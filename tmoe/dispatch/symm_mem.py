@@ -1,0 +1,419 @@
+"""The `symm_mem` transport: expert parallelism over NVLink through torch symmetric memory.
+
+No host synchronization and a fixed launch sequence, so a whole layer call can be captured in a
+CUDA graph and replayed. Every rank holds one symmetric allocation (torch
+`_symmetric_memory.empty` + `rendezvous`, CUDA backend: no NVSHMEM, no multicast) with the same
+layout, addressed from Triton through the peers' base addresses (`buffer_ptrs`):
+
+    recv_rows  [R][T_max*K][ROW_WORDS] int32   segment s is written only by source rank s
+    home       [T_max*K][H/2] int32            bf16 result of each of this rank's slots (by slot)
+    recv_count [R] int32                       rows source s wrote into segment s this call
+    signals    [2][MAX_BLOCKS][R] int32        barrier slots (channel, program, source rank)
+
+A packed row is one (token, slot) routed to the row's rank: the token's E4M3 bytes, its packed
+UE8M0 scale words, then [local expert, routing weight bits, source slot, 0].
+
+One call on rank r (`SymmMemTransport` methods, in order):
+  1. `dispatch`: destination of each slot = expert // E_local; the routing kernels sort slots by
+     destination (stable) which gives each slot its position in the destination's segment for
+     source r, so no offsets are exchanged. `_push_kernel` stores every row into
+     `recv_rows[r][pos]` on its destination through the peer pointer, writes r's count into every
+     peer's `recv_count[r]`, then barrier channel 0.
+  2. `unpack`: received rows -> exact bf16 tokens (`x_dq`), local expert id (-1 past a segment's
+     count) and weight per row; the caller runs `compute.compute_slots` on them (K = 1 per row).
+  3. `return_results`: each result row goes to `home[source slot]` on its source rank; barrier
+     channel 1. The caller combines `home` locally in ascending k.
+
+NOTES: why two barriers suffice. A row segment on rank d is overwritten by the next call's push
+only after the pusher passed this call's channel-1 barrier, which d enters after computing on the
+rows; `home` on r is written by peers after r entered the next call's channel-0 barrier, i.e.
+after r combined. Each barrier is per program: program b of every rank signals program b of every
+peer (CAS 0 -> 1, release, system scope, spinning while the previous signal is unconsumed) and
+consumes the signals addressed to it (CAS 1 -> 0, acquire) — the pads end every call at zero, which
+is what makes graph replay work. The kernel boundary after the barrier publishes every peer's
+stores to all later kernels on this rank. Spins are bounded (`spin_limit` iterations); a timeout
+records `1 + 64 * channel + peer` in the rank's error word instead of hanging (`check_errors`).
+
+Under the Triton interpreter (CPU tests) R simulated ranks live in one process
+(`simulated_transports`); their barriers are split into a signal launch and a wait launch
+(`split_barriers=True`) so the ranks can be stepped in turn.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from .. import formats
+from ..kernels.numerics import dequant_fp8_tile, f32_to_bf16_bits
+from ..kernels.routing import build_routing
+
+__all__ = ["SymmLayout", "SymmMemTransport", "SymmMemTimeout", "simulated_transports", "symm_mem_available"]
+
+META_WORDS = 4
+NUM_CHANNELS = 2
+DEFAULT_SPIN_LIMIT = 1 << 24      # ~10-30 s of remote CAS round trips before a barrier gives up
+
+
+class SymmMemTimeout(RuntimeError):
+    """A barrier of the symm_mem transport gave up waiting for a peer."""
+
+
+@dataclass(frozen=True)
+class SymmLayout:
+    """Word offsets of the regions in the symmetric buffer (same on every rank)."""
+    num_ranks: int
+    cap_slots: int          # T_max * K (>= 1)
+    hidden: int
+    max_blocks: int
+    num_max_tokens: int = 0  # T_max (the caller-filled input views live in the buffer too)
+    num_topk: int = 1
+
+    @property
+    def x_words(self) -> int:
+        return self.hidden // 4
+
+    @property
+    def sf_words(self) -> int:
+        return formats.packed_scale_words(self.hidden)
+
+    @property
+    def row_words(self) -> int:     # 16-byte aligned rows: vector stores over NVLink
+        return (self.x_words + self.sf_words + META_WORDS + 3) // 4 * 4
+
+    def _regions(self) -> dict:
+        """name -> (word offset, words); every region starts 16-byte aligned."""
+        t, k = self.num_max_tokens, self.num_topk
+        sizes = [("x", t * self.x_words), ("x_sf", t * self.sf_words), ("topk_idx", 2 * t * k),
+                 ("topk_weights", t * k), ("recv_rows", self.num_ranks * self.cap_slots * self.row_words),
+                 ("home", self.cap_slots * self.hidden // 2), ("recv_count", self.num_ranks),
+                 ("signals", NUM_CHANNELS * self.max_blocks * self.num_ranks)]
+        out, off = {}, 0
+        for name, words in sizes:
+            out[name] = (off, words)
+            off += (words + 3) // 4 * 4
+        out["total"] = (off, 0)
+        return out
+
+    def offset(self, name: str) -> int:
+        return self._regions()[name][0]
+
+    def view(self, words: torch.Tensor, name: str) -> torch.Tensor:
+        off, n = self._regions()[name]
+        return words[off: off + n]
+
+    @property
+    def total_words(self) -> int:
+        return self.offset("total")
+
+
+# ----------------------------------------------------------------------------- kernels
+@triton.jit
+def _barrier(peer_ptrs, err_ptr, rank, channel, spin_limit, signal_off,
+             R: tl.constexpr, MAX_BLOCKS: tl.constexpr, SIGNAL: tl.constexpr, WAIT: tl.constexpr):
+    """Program b of this rank <-> program b of every rank (see the module NOTES)."""
+    pid = tl.program_id(0)
+    peers = tl.arange(0, R)
+    slot0 = signal_off.to(tl.int64) + (channel * MAX_BLOCKS + pid) * R
+    dummy = err_ptr + 1                    # a local word that stays 0: the target of finished lanes
+    if SIGNAL:
+        tl.debug_barrier()                 # every thread's stores of this program happen before the release
+        remote = (tl.load(peer_ptrs + peers) + (slot0 + rank) * 4).to(tl.pointer_type(tl.int32))
+        pending = peers >= 0
+        it = 0
+        while (tl.sum(pending.to(tl.int32), axis=0) > 0) & (it < spin_limit):
+            old = tl.atomic_cas(tl.where(pending, remote, dummy), tl.where(pending, 0, -1),
+                                tl.where(pending, 1, -1), sem="release", scope="sys")
+            pending = pending & (old != 0)
+            it += 1
+        if tl.sum(pending.to(tl.int32), axis=0) > 0:
+            tl.atomic_max(err_ptr, 1 + 64 * channel + tl.min(tl.where(pending, peers, R), axis=0))
+    if WAIT:
+        mine = (tl.load(peer_ptrs + rank) + (slot0 + peers) * 4).to(tl.pointer_type(tl.int32))
+        pending = peers >= 0
+        it = 0
+        while (tl.sum(pending.to(tl.int32), axis=0) > 0) & (it < spin_limit):
+            old = tl.atomic_cas(tl.where(pending, mine, dummy), tl.where(pending, 1, -1),
+                                tl.where(pending, 0, -1), sem="acquire", scope="sys")
+            pending = pending & (old != 1)
+            it += 1
+        if tl.sum(pending.to(tl.int32), axis=0) > 0:
+            tl.atomic_max(err_ptr, 1 + 64 * channel + tl.min(tl.where(pending, peers, R), axis=0))
+        tl.debug_barrier()
+
+
+@triton.jit
+def _push_kernel(x_ptr, sf_ptr, idx_ptr, w_ptr, dest_offsets_ptr, dest_sorted_ptr, peer_ptrs, err_ptr,
+                 rank, num_local_experts, cap_slots, spin_limit, rows_off, count_off, signal_off,
+                 K: tl.constexpr, X_WORDS: tl.constexpr, SF_WORDS: tl.constexpr, ROW_WORDS: tl.constexpr,
+                 R: tl.constexpr, R1_PAD: tl.constexpr, MAX_BLOCKS: tl.constexpr, BLOCK_W: tl.constexpr,
+                 SF_PAD: tl.constexpr, SIGNAL: tl.constexpr, WAIT: tl.constexpr):
+    pid = tl.program_id(0)
+    num_programs = tl.num_programs(0)
+    lanes = tl.arange(0, R1_PAD)
+    offs = tl.load(dest_offsets_ptr + lanes, mask=lanes <= R, other=0)
+    total = tl.load(dest_offsets_ptr + R)
+    words = tl.arange(0, BLOCK_W)
+    sf_cols = tl.arange(0, SF_PAD)
+    meta_lane = tl.arange(0, 4)            # META_WORDS
+    for i in range(pid, total, num_programs):
+        started = (lanes <= R) & (offs <= i)
+        dest = tl.sum(((lanes >= 1) & started).to(tl.int32), axis=0)
+        pos = i - tl.max(tl.where(started, offs, 0), axis=0)
+        slot = tl.load(dest_sorted_ptr + i).to(tl.int64)
+        tok = slot // K
+        # NOTES: peer bases and row starts are 16-byte aligned (rows are a multiple of 4 words); the
+        # hint lets the compiler use 16-byte stores over NVLink (4-byte stores otherwise).
+        row = (tl.load(peer_ptrs + dest).to(tl.pointer_type(tl.int32)) + rows_off.to(tl.int64)
+               + (rank * cap_slots + pos).to(tl.int64) * ROW_WORDS)
+        row = tl.multiple_of(row, 16)
+        for c in tl.static_range(0, X_WORDS, BLOCK_W):
+            m = c + words < X_WORDS
+            tl.store(row + c + words, tl.load(x_ptr + tok * X_WORDS + c + words, mask=m), mask=m)
+        sf_ok = sf_cols < SF_WORDS
+        tl.store(row + X_WORDS + sf_cols, tl.load(sf_ptr + tok * SF_WORDS + sf_cols, mask=sf_ok), mask=sf_ok)
+        expert = tl.load(idx_ptr + slot).to(tl.int32) - dest * num_local_experts
+        weight = tl.load(w_ptr + slot).to(tl.int32, bitcast=True)
+        meta = tl.where(meta_lane == 0, expert, tl.where(meta_lane == 1, weight,
+                                                         tl.where(meta_lane == 2, slot.to(tl.int32), 0)))
+        tl.store(row + X_WORDS + SF_WORDS + meta_lane, meta)
+    if pid == 0:
+        # This rank's row count in every peer's recv_count[rank] (also 0: the peer must not keep stale counts).
+        peers = tl.arange(0, R)
+        cnt = tl.load(dest_offsets_ptr + peers + 1) - tl.load(dest_offsets_ptr + peers)
+        tl.store((tl.load(peer_ptrs + peers) + (count_off.to(tl.int64) + rank) * 4).to(tl.pointer_type(tl.int32)), cnt)
+    _barrier(peer_ptrs, err_ptr, rank, 0, spin_limit, signal_off, R, MAX_BLOCKS, SIGNAL, WAIT)
+
+
+@triton.jit
+def _unpack_kernel(rows_ptr, count_ptr, xdq_ptr, idx_ptr, w_ptr, cap_slots, hidden,
+                   X_WORDS: tl.constexpr, SF_WORDS: tl.constexpr, ROW_WORDS: tl.constexpr, R: tl.constexpr,
+                   BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, SOFT: tl.constexpr):
+    """Received rows -> expert id (-1 past each segment's count) and weight for every row, and the
+    exact bf16 tokens of the rows that arrived (empty rows are not read)."""
+    pid = tl.program_id(0)
+    num_programs = tl.num_programs(0)
+    num_rows = R * cap_slots
+    lane = tl.arange(0, BLOCK_N)
+    for n0 in range(pid * BLOCK_N, num_rows, num_programs * BLOCK_N):
+        n = n0 + lane
+        in_range = n < num_rows
+        seg = n // cap_slots
+        count = tl.load(count_ptr + seg, mask=in_range, other=0)
+        valid = in_range & (n - seg * cap_slots < count)
+        meta = rows_ptr + n.to(tl.int64) * ROW_WORDS + X_WORDS + SF_WORDS
+        expert = tl.load(meta, mask=valid, other=-1)
+        weight = tl.load(meta + 1, mask=valid, other=0)
+        tl.store(idx_ptr + n, expert.to(tl.int64), mask=in_range)
+        tl.store(w_ptr + n, weight.to(tl.float32, bitcast=True), mask=in_range)
+    cols = tl.arange(0, BLOCK_H)
+    blocks = tl.arange(0, BLOCK_H // 32)
+    for s in tl.static_range(R):
+        count = tl.load(count_ptr + s)
+        for p in range(pid, count, num_programs):
+            n = (s * cap_slots + p).to(tl.int64)
+            row_bytes = tl.multiple_of((rows_ptr + n * ROW_WORDS).to(tl.pointer_type(tl.uint8), bitcast=True), 16)
+            out_row = tl.multiple_of(xdq_ptr + n * hidden, 16)
+            for c in tl.static_range(0, X_WORDS * 4, BLOCK_H):
+                m = c + cols < hidden
+                q = tl.load(row_bytes + c + cols, mask=m, other=0)
+                sb = c // 32 + blocks
+                sc = tl.load(row_bytes + X_WORDS * 4 + sb, mask=sb < hidden // 32, other=127)
+                vals = dequant_fp8_tile(q[None, :], sc[None, :], 1, BLOCK_H, SOFT)
+                tl.store(out_row + c + cols[None, :], f32_to_bf16_bits(vals, SOFT), mask=m[None, :])
+
+
+@triton.jit
+def _return_kernel(rows_ptr, count_ptr, out_ptr, peer_ptrs, err_ptr, rank, cap_slots, spin_limit, home_off,
+                   signal_off, X_WORDS: tl.constexpr, SF_WORDS: tl.constexpr, ROW_WORDS: tl.constexpr,
+                   OUT_WORDS: tl.constexpr, R: tl.constexpr, MAX_BLOCKS: tl.constexpr, BLOCK_W: tl.constexpr,
+                   SIGNAL: tl.constexpr, WAIT: tl.constexpr):
+    """Each computed row (bf16 [H] = OUT_WORDS int32) -> home[source slot] on its source rank."""
+    pid = tl.program_id(0)
+    num_programs = tl.num_programs(0)
+    words = tl.arange(0, BLOCK_W)
+    for s in tl.static_range(R):
+        count = tl.load(count_ptr + s)
+        home = tl.load(peer_ptrs + s).to(tl.pointer_type(tl.int32)) + home_off.to(tl.int64)
+        for p in range(pid, count, num_programs):
+            n = (s * cap_slots + p).to(tl.int64)
+            slot = tl.load(rows_ptr + n * ROW_WORDS + X_WORDS + SF_WORDS + 2).to(tl.int64)
+            dst = tl.multiple_of(home + slot * OUT_WORDS, 16)    # 16-byte stores (see _push_kernel)
+            for c in tl.static_range(0, OUT_WORDS, BLOCK_W):
+                m = c + words < OUT_WORDS
+                tl.store(dst + c + words,
+                         tl.load(out_ptr + n * OUT_WORDS + c + words, mask=m), mask=m)
+    _barrier(peer_ptrs, err_ptr, rank, 1, spin_limit, signal_off, R, MAX_BLOCKS, SIGNAL, WAIT)
+
+
+@triton.jit
+def _wait_kernel(peer_ptrs, err_ptr, rank, channel, spin_limit, signal_off, R: tl.constexpr,
+                 MAX_BLOCKS: tl.constexpr):
+    _barrier(peer_ptrs, err_ptr, rank, channel, spin_limit, signal_off, R, MAX_BLOCKS, False, True)
+
+
+# ----------------------------------------------------------------------------- host side
+def symm_mem_available(device: torch.device, num_ranks: int) -> tuple[bool, str]:
+    """(usable, reason): a CUDA device, a power-of-two group of at most 64 ranks (one barrier lane
+    per peer), torch symmetric memory importable. Peers must share an NVLink domain (one node)."""
+    if device.type != "cuda":
+        return False, f"device {device} is not a CUDA device"
+    if num_ranks & (num_ranks - 1) or num_ranks > 64:
+        return False, f"the group has {num_ranks} ranks (the symm_mem transport needs a power of two <= 64)"
+    try:
+        import torch.distributed._symmetric_memory  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - any import failure means "not available"
+        return False, f"torch.distributed._symmetric_memory cannot be imported ({exc})"
+    return True, "ok"
+
+
+class SymmMemTransport:
+    """Per-rank state of the symm_mem transport (see the module docstring)."""
+    name = "symm_mem"
+
+    def __init__(self, layout: SymmLayout, rank: int, num_experts: int, words: torch.Tensor,
+                 peer_ptrs: torch.Tensor, handle=None, split_barriers: bool = False):
+        self.layout = layout
+        self.rank, self.num_ranks = rank, layout.num_ranks
+        self.num_experts = num_experts
+        self.num_local_experts = num_experts // layout.num_ranks
+        self.words = words                       # this rank's symmetric allocation (int32)
+        self.peer_ptrs = peer_ptrs               # int64 [R] base addresses (device)
+        self.handle = handle                     # keeps the rendezvous alive
+        self.split_barriers = split_barriers
+        dev = words.device
+        self.error = torch.zeros(2, dtype=torch.int32, device=dev)     # [error word, dummy word]
+        lay = layout
+        n = lay.num_ranks * lay.cap_slots
+        t, k = lay.num_max_tokens, lay.num_topk
+        # The caller-filled inputs (MegaMoEBuffer exposes them as x, x_sf, topk_idx, topk_weights).
+        self.x = lay.view(words, "x").view(torch.float8_e4m3fn).view(t, lay.hidden)
+        self.x_sf = lay.view(words, "x_sf").view(t, lay.sf_words)
+        self.topk_idx = lay.view(words, "topk_idx").view(torch.int64).view(t, k)
+        self.topk_weights = lay.view(words, "topk_weights").view(torch.float32).view(t, k)
+        self.recv_rows = lay.view(words, "recv_rows").view(n, lay.row_words)
+        self.home = lay.view(words, "home").view(torch.int16).view(lay.cap_slots, lay.hidden)
+        self.recv_count = lay.view(words, "recv_count")
+        self.signals = lay.view(words, "signals")
+        self.recv_idx = torch.empty((n, 1), dtype=torch.int64, device=dev)
+        self.recv_weight = torch.empty((n, 1), dtype=torch.float32, device=dev)
+        self.workspace: dict = {}
+        self.spin_limit = int(os.environ.get("TMOE_EP_SPIN_LIMIT", DEFAULT_SPIN_LIMIT))
+        self.soft = not words.is_cuda
+        if self.soft:
+            self.grid = min(lay.max_blocks, 4)
+        else:
+            sms = torch.cuda.get_device_properties(dev).multi_processor_count
+            self.grid = min(lay.max_blocks, sms)
+
+    # ------------------------------------------------------------------ phases
+    def _flags(self):
+        return dict(SIGNAL=True, WAIT=not self.split_barriers)
+
+    def wait(self, channel: int) -> None:
+        """Second half of a split barrier (simulated ranks only; fused into the kernels otherwise)."""
+        if self.split_barriers:
+            _wait_kernel[(self.grid,)](self.peer_ptrs, self.error, self.rank, channel, self.spin_limit,
+                                       self.layout.offset("signals"), R=self.num_ranks, MAX_BLOCKS=self.layout.max_blocks)
+
+    def dispatch(self, x_fp8: torch.Tensor, x_sf: torch.Tensor, topk_idx: torch.Tensor,
+                 topk_weights: torch.Tensor) -> None:
+        """Push this rank's valid slots to their experts' ranks (x_fp8/x_sf may hold more rows than T)."""
+        lay = self.layout
+        t, k = topk_idx.shape
+        dest = torch.where(topk_idx >= 0, topk_idx // self.num_local_experts, -1)
+        plan = build_routing(dest, self.num_ranks, 0, capacity_slots=max(t * k, 1), workspace=self.workspace)
+        x_words = x_fp8.view(torch.uint8).view(torch.int32)
+        block_w = min(triton.next_power_of_2(lay.x_words), 256 if self.soft else 2048)
+        _push_kernel[(self.grid,)](
+            x_words, x_sf, topk_idx, topk_weights, plan.expert_offsets, plan.sorted_slots, self.peer_ptrs,
+            self.error, self.rank, self.num_local_experts, lay.cap_slots, self.spin_limit, lay.offset("recv_rows"), lay.offset("recv_count"),
+            lay.offset("signals"), K=k, X_WORDS=lay.x_words, SF_WORDS=lay.sf_words, ROW_WORDS=lay.row_words,
+            R=self.num_ranks, R1_PAD=triton.next_power_of_2(self.num_ranks + 1), MAX_BLOCKS=lay.max_blocks,
+            BLOCK_W=block_w, SF_PAD=triton.next_power_of_2(lay.sf_words), num_warps=1 if self.soft else 8,
+            **self._flags())
+
+    def unpack(self, x_dq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Received rows -> x_dq (int16 bf16 bits [>= R*T_max*K, H]); returns (idx [N, 1], weight [N, 1])."""
+        self.wait(0)
+        lay = self.layout
+        block_h = min(triton.next_power_of_2(lay.hidden), 256 if self.soft else 1024)
+        _unpack_kernel[(self.grid,)](self.recv_rows, self.recv_count, x_dq, self.recv_idx, self.recv_weight,
+                                     lay.cap_slots, lay.hidden, X_WORDS=lay.x_words, SF_WORDS=lay.sf_words,
+                                     ROW_WORDS=lay.row_words, R=self.num_ranks, BLOCK_N=64 if self.soft else 256,
+                                     BLOCK_H=block_h, SOFT=self.soft, num_warps=1 if self.soft else 4)
+        return self.recv_idx, self.recv_weight
+
+    def return_results(self, slot_out: torch.Tensor) -> None:
+        """Send every computed row (slot_out int16 [>= R*T_max*K, H]) to its source rank's `home`."""
+        lay = self.layout
+        out_words = lay.hidden // 2
+        _return_kernel[(self.grid,)](
+            self.recv_rows, self.recv_count, slot_out.view(torch.int32), self.peer_ptrs, self.error, self.rank,
+            lay.cap_slots, self.spin_limit, lay.offset("home"), lay.offset("signals"), X_WORDS=lay.x_words,
+            SF_WORDS=lay.sf_words, ROW_WORDS=lay.row_words, OUT_WORDS=out_words, R=self.num_ranks,
+            MAX_BLOCKS=lay.max_blocks, BLOCK_W=min(triton.next_power_of_2(out_words), 256 if self.soft else 2048),
+            num_warps=1 if self.soft else 8, **self._flags())
+
+    def finish_return(self) -> torch.Tensor:
+        """Wait for the results (simulated ranks); returns `home` (int16 [T_max*K, H], by slot)."""
+        self.wait(1)
+        return self.home
+
+    # ------------------------------------------------------------------ health
+    def error_code(self) -> int:
+        """The error word (host read: syncs). 0 = every barrier completed."""
+        return int(self.error[0].item())
+
+    def describe_error(self, code: int) -> str:
+        channel, peer = (code - 1) // 64, (code - 1) % 64
+        phase = "dispatch" if channel == 0 else "combine"
+        return (f"rank {self.rank}: the symm_mem {phase} barrier timed out waiting for rank {peer} "
+                f"({self.spin_limit} spins; TMOE_EP_SPIN_LIMIT). Did every rank call fp8_fp4_mega_moe "
+                "(or replay the graph) the same number of times?")
+
+    def check_errors(self) -> None:
+        """Raise SymmMemTimeout if a barrier of an earlier call timed out (then clears the word)."""
+        code = self.error_code()
+        if code:
+            self.error.zero_()
+            raise SymmMemTimeout(self.describe_error(code))
+
+    def signals_clean(self) -> bool:
+        return bool((self.signals == 0).all())
+
+
+def make_layout(num_ranks: int, num_max_tokens_per_rank: int, num_topk: int, hidden: int,
+                max_blocks: int = 160) -> SymmLayout:
+    return SymmLayout(num_ranks, max(num_max_tokens_per_rank * num_topk, 1), hidden, max_blocks,
+                      num_max_tokens_per_rank, num_topk)
+
+
+def create_transport(group, num_experts: int, num_max_tokens_per_rank: int, num_topk: int, hidden: int,
+                     device: torch.device) -> SymmMemTransport:
+    """Collective: allocate + rendezvous this rank's symmetric buffer (CUDA backend, no multicast)."""
+    import torch.distributed as dist
+    import torch.distributed._symmetric_memory as symm_mem
+    layout = make_layout(group.size(), num_max_tokens_per_rank, num_topk, hidden)
+    words = symm_mem.empty(layout.total_words, dtype=torch.int32, device=device)
+    handle = symm_mem.rendezvous(words, group)
+    peer_ptrs = torch.tensor(handle.buffer_ptrs, dtype=torch.int64, device=device)
+    layout.view(words, "recv_count").zero_()   # counts and signal pads start at zero
+    layout.view(words, "signals").zero_()
+    torch.cuda.synchronize(device)
+    dist.barrier(group=group)                  # no peer signals before every pad is zeroed
+    return SymmMemTransport(layout, group.rank(), num_experts, words, peer_ptrs, handle)
+
+
+def simulated_transports(num_ranks: int, num_experts: int, num_max_tokens_per_rank: int, num_topk: int,
+                         hidden: int, device="cpu") -> list[SymmMemTransport]:
+    """R ranks in one process (CPU tests under the interpreter): plain tensors as the 'symmetric'
+    buffers, every rank's peer pointers are their addresses, barriers split into signal / wait."""
+    layout = make_layout(num_ranks, num_max_tokens_per_rank, num_topk, hidden, max_blocks=8)
+    buffers = [torch.zeros(layout.total_words, dtype=torch.int32, device=device) for _ in range(num_ranks)]
+    ptrs = torch.tensor([b.data_ptr() for b in buffers], dtype=torch.int64, device=device)
+    return [SymmMemTransport(layout, r, num_experts, buffers[r], ptrs.clone(), split_barriers=True)
+            for r in range(num_ranks)]
