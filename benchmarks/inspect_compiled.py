@@ -52,11 +52,12 @@ def _signature(kernel) -> tuple[dict, dict]:
     return sig, attrs
 
 
-def compile_config(kernel_name: str, cfg: GemmConfig, e_pad: int = 512, topk: int = 8):
+def compile_config(kernel_name: str, cfg: GemmConfig, e_pad: int = 512, topk: int = 8, persistent: bool = False):
     kernel = gg._gemm1_swiglu_kernel if kernel_name == "gemm1" else gg._gemm2_kernel
     sig, attrs = _signature(kernel)
     const = {"BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n, "BLOCK_K": gg.BLOCK_K, "E_PAD": e_pad,
-             "SWAP_AB": cfg.swap_ab, "SOFT": False, "DECODE": cfg.decode_mode, "HAS_BIAS": False}
+             "SWAP_AB": cfg.swap_ab, "SOFT": False, "DECODE": cfg.decode_mode, "HAS_BIAS": False,
+             "PERSISTENT": persistent}
     if kernel_name == "gemm1":
         const.update(TOPK=topk, HAS_CLAMP=False, FAST_MATH=True, ACTIVATION=0, FUSE_GATE_UP=cfg.fuse_gate_up)
     src = ASTSource(kernel, sig, const, attrs)

@@ -136,3 +136,24 @@ def test_symm_mem_transport_needs_cuda():
     assert tmoe.layer._check_buffer_args(8, 4, 2, 64, 32, 2, "auto", torch.device("cpu")) == "collective"
     with pytest.raises(ValueError, match="power of two"):
         tmoe.layer._check_buffer_args(6, 4, 2, 64, 32, 3, "symm_mem", torch.device("cuda", 0))
+
+
+def test_persistent_gemm_grid_is_bitwise_identical(device):
+    """compute_slots with a small expected count (persistent GEMM grid, programs loop over tiles)
+    gives the same bits as the worst-case grid (one tile per program)."""
+    from tmoe.compute import ExpertOptions, compute_slots
+    weights = _weights(device)
+    l1, l2 = tmoe.transform_weights_for_mega_moe((weights.w1, weights.w1_sf), (weights.w2, weights.w2_sf),
+                                                 backend="triton")
+    x, idx, w = ep_worker.scenario_inputs("masked_duplicates", 0, 1)
+    outs = []
+    for config_slots in (None, 1):
+        buf = tmoe.get_symm_buffer_for_mega_moe(None, E, CAP, K, H, I, device=device, backend="triton")
+        fill_buffer(buf, x.to(device), idx.to(device), w.to(device))
+        buf.slot_out.zero_()
+        t = x.shape[0]
+        compute_slots(buf, buf.x[:t], buf.x_sf[:t], buf.topk_idx[:t], buf.topk_weights[:t], l1, l2,
+                      num_local_experts=E, expert_start=0, opts=ExpertOptions(), soft=not x.to(device).is_cuda,
+                      config_slots=config_slots)
+        outs.append(buf.slot_out[: t * K].clone())
+    assert torch.equal(outs[0], outs[1])

@@ -54,6 +54,7 @@ def compute_slots(scratch, x_fp8: Optional[torch.Tensor], x_sf: Optional[torch.T
     key = dict(num_experts=num_experts, hidden=scratch.x_dq.shape[1], intermediate=l2[0].shape[2] * 2, topk=topk,
                device_name=None if soft else autotune_cache.device_name(topk_idx.device))
     slots = config_slots or n * k
+    expected = config_slots if config_slots is not None and config_slots < n * k else None
     cfg1 = opts.gemm1_config or configs.select_config("gemm1", slots, num_local_experts, soft, **key)
     cfg2 = opts.gemm2_config or configs.select_config("gemm2", slots, num_local_experts, soft, **key)
     if not soft:
@@ -63,6 +64,7 @@ def compute_slots(scratch, x_fp8: Optional[torch.Tensor], x_sf: Optional[torch.T
         mxfp8_to_bf16(x_fp8, x_sf, scratch.x_dq)
     grouped_gemm.gemm1_swiglu(scratch.x_dq, l1[0], l1[1], plan, topk_weights, scratch.act, topk=k,
                               clamp=opts.activation_clamp, fast_math=opts.fast_math, cfg=cfg1, soft=soft,
-                              activation=opts.activation, alpha=opts.activation_alpha, bias=opts.l1_bias)
+                              activation=opts.activation, alpha=opts.activation_alpha, bias=opts.l1_bias,
+                              expected_slots=expected)
     grouped_gemm.gemm2(scratch.act, l2[0], l2[1], plan, scratch.slot_out, cfg=cfg2, soft=soft,
-                       topk_weights=topk_weights, bias=opts.l2_bias)
+                       topk_weights=topk_weights, bias=opts.l2_bias, expected_slots=expected)

@@ -146,40 +146,54 @@ def _barrier(peer_ptrs, err_ptr, rank, channel, spin_limit, signal_off,
 
 
 @triton.jit
+def _segment_of(j, bounds, lanes, NUM_SEG: tl.constexpr):
+    """For positions j [ROWS] in a concatenation of segments with start offsets `bounds`
+    (lanes 0..NUM_SEG, bounds[0] = 0, non-decreasing): (segment, position inside it)."""
+    started = (lanes[None, :] <= NUM_SEG) & (bounds[None, :] <= j[:, None])
+    seg = tl.sum(((lanes[None, :] >= 1) & started).to(tl.int32), axis=1)
+    return seg, j - tl.max(tl.where(started, bounds[None, :], 0), axis=1)
+
+
+@triton.jit
 def _push_kernel(x_ptr, sf_ptr, idx_ptr, w_ptr, dest_offsets_ptr, dest_sorted_ptr, peer_ptrs, err_ptr,
                  rank, num_local_experts, cap_slots, spin_limit, rows_off, count_off, signal_off,
                  K: tl.constexpr, X_WORDS: tl.constexpr, SF_WORDS: tl.constexpr, ROW_WORDS: tl.constexpr,
-                 R: tl.constexpr, R1_PAD: tl.constexpr, MAX_BLOCKS: tl.constexpr, BLOCK_W: tl.constexpr,
-                 SF_PAD: tl.constexpr, SIGNAL: tl.constexpr, WAIT: tl.constexpr):
+                 R: tl.constexpr, R1_PAD: tl.constexpr, MAX_BLOCKS: tl.constexpr, ROWS: tl.constexpr,
+                 BLOCK_W: tl.constexpr, SF_PAD: tl.constexpr, SIGNAL: tl.constexpr, WAIT: tl.constexpr):
+    """ROWS slots per step (several rows in flight per program: the copy is latency bound otherwise)."""
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
     lanes = tl.arange(0, R1_PAD)
     offs = tl.load(dest_offsets_ptr + lanes, mask=lanes <= R, other=0)
     total = tl.load(dest_offsets_ptr + R)
+    r_ids = tl.arange(0, ROWS)
     words = tl.arange(0, BLOCK_W)
     sf_cols = tl.arange(0, SF_PAD)
     meta_lane = tl.arange(0, 4)            # META_WORDS
-    for i in range(pid, total, num_programs):
-        started = (lanes <= R) & (offs <= i)
-        dest = tl.sum(((lanes >= 1) & started).to(tl.int32), axis=0)
-        pos = i - tl.max(tl.where(started, offs, 0), axis=0)
-        slot = tl.load(dest_sorted_ptr + i).to(tl.int64)
+    for i0 in range(pid * ROWS, total, num_programs * ROWS):
+        i = i0 + r_ids
+        ok = i < total
+        dest, pos = _segment_of(i, offs, lanes, R)
+        slot = tl.load(dest_sorted_ptr + i, mask=ok, other=0).to(tl.int64)
         tok = slot // K
+        base = tl.load(peer_ptrs + dest, mask=ok, other=0)
         # NOTES: peer bases and row starts are 16-byte aligned (rows are a multiple of 4 words); the
         # hint lets the compiler use 16-byte stores over NVLink (4-byte stores otherwise).
-        row = (tl.load(peer_ptrs + dest).to(tl.pointer_type(tl.int32)) + rows_off.to(tl.int64)
-               + (rank * cap_slots + pos).to(tl.int64) * ROW_WORDS)
+        row = base.to(tl.pointer_type(tl.int32)) + rows_off.to(tl.int64) + (rank * cap_slots + pos).to(tl.int64) * ROW_WORDS
         row = tl.multiple_of(row, 16)
         for c in tl.static_range(0, X_WORDS, BLOCK_W):
-            m = c + words < X_WORDS
-            tl.store(row + c + words, tl.load(x_ptr + tok * X_WORDS + c + words, mask=m), mask=m)
-        sf_ok = sf_cols < SF_WORDS
-        tl.store(row + X_WORDS + sf_cols, tl.load(sf_ptr + tok * SF_WORDS + sf_cols, mask=sf_ok), mask=sf_ok)
-        expert = tl.load(idx_ptr + slot).to(tl.int32) - dest * num_local_experts
-        weight = tl.load(w_ptr + slot).to(tl.int32, bitcast=True)
-        meta = tl.where(meta_lane == 0, expert, tl.where(meta_lane == 1, weight,
-                                                         tl.where(meta_lane == 2, slot.to(tl.int32), 0)))
-        tl.store(row + X_WORDS + SF_WORDS + meta_lane, meta)
+            m = ok[:, None] & (c + words < X_WORDS)[None, :]
+            v = tl.load(x_ptr + tok[:, None] * X_WORDS + c + words[None, :], mask=m)
+            tl.store(row[:, None] + c + words[None, :], v, mask=m)
+        m = ok[:, None] & (sf_cols < SF_WORDS)[None, :]
+        v = tl.load(sf_ptr + tok[:, None] * SF_WORDS + sf_cols[None, :], mask=m)
+        tl.store(row[:, None] + X_WORDS + sf_cols[None, :], v, mask=m)
+        expert = tl.load(idx_ptr + slot, mask=ok, other=0).to(tl.int32) - dest * num_local_experts
+        weight = tl.load(w_ptr + slot, mask=ok, other=0.0).to(tl.int32, bitcast=True)
+        ml = meta_lane[None, :]
+        meta = tl.where(ml == 0, expert[:, None], tl.where(ml == 1, weight[:, None],
+                                                           tl.where(ml == 2, slot.to(tl.int32)[:, None], 0)))
+        tl.store(row[:, None] + X_WORDS + SF_WORDS + ml, meta, mask=ok[:, None])
     if pid == 0:
         # This rank's row count in every peer's recv_count[rank] (also 0: the peer must not keep stale counts).
         peers = tl.arange(0, R)
@@ -189,9 +203,19 @@ def _push_kernel(x_ptr, sf_ptr, idx_ptr, w_ptr, dest_offsets_ptr, dest_sorted_pt
 
 
 @triton.jit
+def _received(count_ptr, R: tl.constexpr, R1_PAD: tl.constexpr):
+    """Segment start offsets of the received rows when packed back to back, and their total."""
+    lanes = tl.arange(0, R1_PAD)
+    counts = tl.load(count_ptr + lanes, mask=lanes < R, other=0)
+    incl = tl.cumsum(counts, axis=0)
+    return lanes, incl - counts, tl.sum(counts, axis=0)
+
+
+@triton.jit
 def _unpack_kernel(rows_ptr, count_ptr, xdq_ptr, idx_ptr, w_ptr, cap_slots, hidden,
                    X_WORDS: tl.constexpr, SF_WORDS: tl.constexpr, ROW_WORDS: tl.constexpr, R: tl.constexpr,
-                   BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, SOFT: tl.constexpr):
+                   R1_PAD: tl.constexpr, BLOCK_N: tl.constexpr, ROWS: tl.constexpr, BLOCK_H: tl.constexpr,
+                   SOFT: tl.constexpr):
     """Received rows -> expert id (-1 past each segment's count) and weight for every row, and the
     exact bf16 tokens of the rows that arrived (empty rows are not read)."""
     pid = tl.program_id(0)
@@ -209,43 +233,51 @@ def _unpack_kernel(rows_ptr, count_ptr, xdq_ptr, idx_ptr, w_ptr, cap_slots, hidd
         weight = tl.load(meta + 1, mask=valid, other=0)
         tl.store(idx_ptr + n, expert.to(tl.int64), mask=in_range)
         tl.store(w_ptr + n, weight.to(tl.float32, bitcast=True), mask=in_range)
+    lanes, starts, total = _received(count_ptr, R, R1_PAD)
+    r_ids = tl.arange(0, ROWS)
     cols = tl.arange(0, BLOCK_H)
     blocks = tl.arange(0, BLOCK_H // 32)
-    for s in tl.static_range(R):
-        count = tl.load(count_ptr + s)
-        for p in range(pid, count, num_programs):
-            n = (s * cap_slots + p).to(tl.int64)
-            row_bytes = tl.multiple_of((rows_ptr + n * ROW_WORDS).to(tl.pointer_type(tl.uint8), bitcast=True), 16)
-            out_row = tl.multiple_of(xdq_ptr + n * hidden, 16)
-            for c in tl.static_range(0, X_WORDS * 4, BLOCK_H):
-                m = c + cols < hidden
-                q = tl.load(row_bytes + c + cols, mask=m, other=0)
-                sb = c // 32 + blocks
-                sc = tl.load(row_bytes + X_WORDS * 4 + sb, mask=sb < hidden // 32, other=127)
-                vals = dequant_fp8_tile(q[None, :], sc[None, :], 1, BLOCK_H, SOFT)
-                tl.store(out_row + c + cols[None, :], f32_to_bf16_bits(vals, SOFT), mask=m[None, :])
+    for j0 in range(pid * ROWS, total, num_programs * ROWS):
+        j = j0 + r_ids
+        ok = j < total
+        seg, pos = _segment_of(j, starts, lanes, R - 1)
+        n = (seg * cap_slots + pos).to(tl.int64)
+        row_bytes = (rows_ptr + n * ROW_WORDS).to(tl.pointer_type(tl.uint8), bitcast=True)
+        row_bytes = tl.multiple_of(row_bytes, 16)
+        out_row = tl.multiple_of(xdq_ptr + n * hidden, 16)
+        for c in tl.static_range(0, X_WORDS * 4, BLOCK_H):
+            m = ok[:, None] & (c + cols < hidden)[None, :]
+            q = tl.load(row_bytes[:, None] + c + cols[None, :], mask=m, other=0)
+            sb = c // 32 + blocks
+            sc = tl.load(row_bytes[:, None] + X_WORDS * 4 + sb[None, :],
+                         mask=ok[:, None] & (sb < hidden // 32)[None, :], other=127)
+            vals = dequant_fp8_tile(q, sc, ROWS, BLOCK_H, SOFT)
+            tl.store(out_row[:, None] + c + cols[None, :], f32_to_bf16_bits(vals, SOFT), mask=m)
 
 
 @triton.jit
 def _return_kernel(rows_ptr, count_ptr, out_ptr, peer_ptrs, err_ptr, rank, cap_slots, spin_limit, home_off,
                    signal_off, X_WORDS: tl.constexpr, SF_WORDS: tl.constexpr, ROW_WORDS: tl.constexpr,
-                   OUT_WORDS: tl.constexpr, R: tl.constexpr, MAX_BLOCKS: tl.constexpr, BLOCK_W: tl.constexpr,
-                   SIGNAL: tl.constexpr, WAIT: tl.constexpr):
+                   OUT_WORDS: tl.constexpr, R: tl.constexpr, R1_PAD: tl.constexpr, MAX_BLOCKS: tl.constexpr,
+                   ROWS: tl.constexpr, BLOCK_W: tl.constexpr, SIGNAL: tl.constexpr, WAIT: tl.constexpr):
     """Each computed row (bf16 [H] = OUT_WORDS int32) -> home[source slot] on its source rank."""
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
+    lanes, starts, total = _received(count_ptr, R, R1_PAD)
+    r_ids = tl.arange(0, ROWS)
     words = tl.arange(0, BLOCK_W)
-    for s in tl.static_range(R):
-        count = tl.load(count_ptr + s)
-        home = tl.load(peer_ptrs + s).to(tl.pointer_type(tl.int32)) + home_off.to(tl.int64)
-        for p in range(pid, count, num_programs):
-            n = (s * cap_slots + p).to(tl.int64)
-            slot = tl.load(rows_ptr + n * ROW_WORDS + X_WORDS + SF_WORDS + 2).to(tl.int64)
-            dst = tl.multiple_of(home + slot * OUT_WORDS, 16)    # 16-byte stores (see _push_kernel)
-            for c in tl.static_range(0, OUT_WORDS, BLOCK_W):
-                m = c + words < OUT_WORDS
-                tl.store(dst + c + words,
-                         tl.load(out_ptr + n * OUT_WORDS + c + words, mask=m), mask=m)
+    for j0 in range(pid * ROWS, total, num_programs * ROWS):
+        j = j0 + r_ids
+        ok = j < total
+        src, pos = _segment_of(j, starts, lanes, R - 1)
+        n = (src * cap_slots + pos).to(tl.int64)
+        slot = tl.load(rows_ptr + n * ROW_WORDS + X_WORDS + SF_WORDS + 2, mask=ok, other=0).to(tl.int64)
+        home = tl.load(peer_ptrs + src, mask=ok, other=0).to(tl.pointer_type(tl.int32)) + home_off.to(tl.int64)
+        dst = tl.multiple_of(home + slot * OUT_WORDS, 16)    # 16-byte stores (see _push_kernel)
+        for c in tl.static_range(0, OUT_WORDS, BLOCK_W):
+            m = ok[:, None] & (c + words < OUT_WORDS)[None, :]
+            v = tl.load(out_ptr + n[:, None] * OUT_WORDS + c + words[None, :], mask=m)
+            tl.store(dst[:, None] + c + words[None, :], v, mask=m)
     _barrier(peer_ptrs, err_ptr, rank, 1, spin_limit, signal_off, R, MAX_BLOCKS, SIGNAL, WAIT)
 
 
@@ -303,6 +335,9 @@ class SymmMemTransport:
         self.workspace: dict = {}
         self.spin_limit = int(os.environ.get("TMOE_EP_SPIN_LIMIT", DEFAULT_SPIN_LIMIT))
         self.soft = not words.is_cuda
+        self.r1_pad = triton.next_power_of_2(self.num_ranks + 1)
+        # Rows per program step: several rows in flight hide the dependent loads (slot -> token -> row).
+        self.rows_per_step = int(os.environ.get("TMOE_EP_ROWS", 2 if self.soft else 4))
         if self.soft:
             self.grid = min(lay.max_blocks, 4)
         else:
@@ -332,9 +367,9 @@ class SymmMemTransport:
             x_words, x_sf, topk_idx, topk_weights, plan.expert_offsets, plan.sorted_slots, self.peer_ptrs,
             self.error, self.rank, self.num_local_experts, lay.cap_slots, self.spin_limit, lay.offset("recv_rows"), lay.offset("recv_count"),
             lay.offset("signals"), K=k, X_WORDS=lay.x_words, SF_WORDS=lay.sf_words, ROW_WORDS=lay.row_words,
-            R=self.num_ranks, R1_PAD=triton.next_power_of_2(self.num_ranks + 1), MAX_BLOCKS=lay.max_blocks,
-            BLOCK_W=block_w, SF_PAD=triton.next_power_of_2(lay.sf_words), num_warps=1 if self.soft else 8,
-            **self._flags())
+            R=self.num_ranks, R1_PAD=self.r1_pad, MAX_BLOCKS=lay.max_blocks,
+            ROWS=self.rows_per_step, BLOCK_W=block_w, SF_PAD=triton.next_power_of_2(lay.sf_words),
+            num_warps=1 if self.soft else 8, **self._flags())
 
     def unpack(self, x_dq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Received rows -> x_dq (int16 bf16 bits [>= R*T_max*K, H]); returns (idx [N, 1], weight [N, 1])."""
@@ -343,8 +378,9 @@ class SymmMemTransport:
         block_h = min(triton.next_power_of_2(lay.hidden), 256 if self.soft else 1024)
         _unpack_kernel[(self.grid,)](self.recv_rows, self.recv_count, x_dq, self.recv_idx, self.recv_weight,
                                      lay.cap_slots, lay.hidden, X_WORDS=lay.x_words, SF_WORDS=lay.sf_words,
-                                     ROW_WORDS=lay.row_words, R=self.num_ranks, BLOCK_N=64 if self.soft else 256,
-                                     BLOCK_H=block_h, SOFT=self.soft, num_warps=1 if self.soft else 4)
+                                     ROW_WORDS=lay.row_words, R=self.num_ranks, R1_PAD=self.r1_pad,
+                                     BLOCK_N=64 if self.soft else 256, ROWS=self.rows_per_step, BLOCK_H=block_h,
+                                     SOFT=self.soft, num_warps=1 if self.soft else 8)
         return self.recv_idx, self.recv_weight
 
     def return_results(self, slot_out: torch.Tensor) -> None:
@@ -355,7 +391,8 @@ class SymmMemTransport:
             self.recv_rows, self.recv_count, slot_out.view(torch.int32), self.peer_ptrs, self.error, self.rank,
             lay.cap_slots, self.spin_limit, lay.offset("home"), lay.offset("signals"), X_WORDS=lay.x_words,
             SF_WORDS=lay.sf_words, ROW_WORDS=lay.row_words, OUT_WORDS=out_words, R=self.num_ranks,
-            MAX_BLOCKS=lay.max_blocks, BLOCK_W=min(triton.next_power_of_2(out_words), 256 if self.soft else 2048),
+            R1_PAD=self.r1_pad, MAX_BLOCKS=lay.max_blocks, ROWS=self.rows_per_step,
+            BLOCK_W=min(triton.next_power_of_2(out_words), 256 if self.soft else 2048),
             num_warps=1 if self.soft else 8, **self._flags())
 
     def finish_return(self) -> torch.Tensor:

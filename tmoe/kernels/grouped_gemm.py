@@ -49,6 +49,16 @@ def tile_of_program(offsets_ptr, pid, num_local_experts, BLOCK_M: tl.constexpr, 
 
 
 @triton.jit
+def num_tiles(offsets_ptr, num_local_experts, BLOCK_M: tl.constexpr, E_PAD: tl.constexpr):
+    """Number of real (expert, row block) tiles of this call."""
+    experts = tl.arange(0, E_PAD)
+    real = experts < num_local_experts
+    lo = tl.load(offsets_ptr + experts, mask=real, other=0)
+    hi = tl.load(offsets_ptr + experts + 1, mask=real, other=0)
+    return tl.sum((hi - lo + BLOCK_M - 1) // BLOCK_M, axis=0)
+
+
+@triton.jit
 def _load_bf16_tile(ptr, rows64, row_ok, stride, k0, K_DIM, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
                     SOFT: tl.constexpr):
     """Rows of exactly dequantized activations (bf16 bits, int16) -> bf16 tile (fp32 when SOFT)."""
@@ -105,7 +115,8 @@ def _mx_mma(acc, a, c, s, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SWAP_AB:
 
 
 @triton.jit
-def _gemm1_swiglu_kernel(
+def _gemm1_tile(
+        tile,                                                   # index on the ragged tile list
         x_ptr, stride_x,                                        # dequantized tokens: bf16 bits [T, H]
         w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,   # [E, 2I, H/2], [E, 2I, H/32]
         offsets_ptr, sorted_ptr, weights_ptr,                   # routing plan, topk_weights [T*K]
@@ -116,7 +127,7 @@ def _gemm1_swiglu_kernel(
         E_PAD: tl.constexpr, SWAP_AB: tl.constexpr, HAS_CLAMP: tl.constexpr, FAST_MATH: tl.constexpr,
         ACTIVATION: tl.constexpr, HAS_BIAS: tl.constexpr, SOFT: tl.constexpr, DECODE: tl.constexpr,
         FUSE_GATE_UP: tl.constexpr):
-    expert, row_start, row_end, real = tile_of_program(offsets_ptr, tl.program_id(0), num_local_experts,
+    expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts,
                                                        BLOCK_M, E_PAD)
     if real:
         rows = row_start + tl.arange(0, BLOCK_M)
@@ -193,7 +204,37 @@ def _gemm1_swiglu_kernel(
 
 
 @triton.jit
-def _gemm2_kernel(
+def _gemm1_swiglu_kernel(
+        x_ptr, stride_x,                                        # dequantized tokens: bf16 bits [T, H]
+        w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,   # [E, 2I, H/2], [E, 2I, H/32]
+        offsets_ptr, sorted_ptr, weights_ptr,                   # routing plan, topk_weights [T*K]
+        act_ptr, stride_act,                                    # out: dq(MXFP8(s)) as bf16 bits [S, I]
+        bias_ptr, stride_bias,                                  # optional b1 fp32 [E, 2I]
+        num_local_experts, hidden, inter, clamp, alpha,
+        TOPK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+        E_PAD: tl.constexpr, SWAP_AB: tl.constexpr, HAS_CLAMP: tl.constexpr, FAST_MATH: tl.constexpr,
+        ACTIVATION: tl.constexpr, HAS_BIAS: tl.constexpr, SOFT: tl.constexpr, DECODE: tl.constexpr,
+        FUSE_GATE_UP: tl.constexpr,
+        PERSISTENT: tl.constexpr):
+    # NOTES: PERSISTENT when the grid is smaller than the worst-case tile count (capacity-sized
+    # calls of the symm_mem transport, where most rows are empty): programs loop over the real tiles.
+    if PERSISTENT:
+        for tile in range(tl.program_id(0), num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD),
+                          tl.num_programs(0)):
+            _gemm1_tile(tile, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,
+                offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr, stride_bias,
+                num_local_experts, hidden, inter, clamp, alpha, TOPK, BLOCK_M, BLOCK_N, BLOCK_K, E_PAD, SWAP_AB,
+                HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, SOFT, DECODE, FUSE_GATE_UP)
+    else:
+        _gemm1_tile(tl.program_id(0), x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse,
+            stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr, stride_bias,
+            num_local_experts, hidden, inter, clamp, alpha, TOPK, BLOCK_M, BLOCK_N, BLOCK_K, E_PAD, SWAP_AB,
+            HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, SOFT, DECODE, FUSE_GATE_UP)
+
+
+@triton.jit
+def _gemm2_tile(
+        tile,                                                   # index on the ragged tile list
         act_ptr, stride_act,                                    # dq intermediate: bf16 bits [S, I]
         w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,   # [E, H, I/2], [E, H, I/32]
         offsets_ptr, sorted_ptr, weights_ptr,
@@ -202,7 +243,7 @@ def _gemm2_kernel(
         num_local_experts, hidden, inter,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, E_PAD: tl.constexpr,
         SWAP_AB: tl.constexpr, HAS_BIAS: tl.constexpr, SOFT: tl.constexpr, DECODE: tl.constexpr):
-    expert, row_start, row_end, real = tile_of_program(offsets_ptr, tl.program_id(0), num_local_experts,
+    expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts,
                                                        BLOCK_M, E_PAD)
     if real:
         rows = row_start + tl.arange(0, BLOCK_M)
@@ -231,21 +272,58 @@ def _gemm2_kernel(
                  mask=row_ok[:, None] & n_ok[None, :])
 
 
+@triton.jit
+def _gemm2_kernel(
+        act_ptr, stride_act,                                    # dq intermediate: bf16 bits [S, I]
+        w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,   # [E, H, I/2], [E, H, I/32]
+        offsets_ptr, sorted_ptr, weights_ptr,
+        out_ptr, stride_out,                                    # out: bf16 bits [T*K, H] at row slot
+        bias_ptr, stride_bias,                                  # optional b2 fp32 [E, H] (x routing weight)
+        num_local_experts, hidden, inter,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, E_PAD: tl.constexpr,
+        SWAP_AB: tl.constexpr, HAS_BIAS: tl.constexpr, SOFT: tl.constexpr, DECODE: tl.constexpr,
+        PERSISTENT: tl.constexpr):
+    # NOTES: PERSISTENT when the grid is smaller than the worst-case tile count (capacity-sized
+    # calls of the symm_mem transport, where most rows are empty): programs loop over the real tiles.
+    if PERSISTENT:
+        for tile in range(tl.program_id(0), num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD),
+                          tl.num_programs(0)):
+            _gemm2_tile(tile, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse,
+                stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, bias_ptr, stride_bias,
+                num_local_experts, hidden, inter, BLOCK_M, BLOCK_N, BLOCK_K, E_PAD, SWAP_AB, HAS_BIAS, SOFT,
+                DECODE)
+    else:
+        _gemm2_tile(tl.program_id(0), act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse,
+            stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, bias_ptr, stride_bias,
+            num_local_experts, hidden, inter, BLOCK_M, BLOCK_N, BLOCK_K, E_PAD, SWAP_AB, HAS_BIAS, SOFT, DECODE)
+
+
 # ----------------------------------------------------------------------------- launchers
 def _max_tiles(num_slots: int, num_local_experts: int, block_m: int) -> int:
     """Upper bound on sum_e ceil(count_e / BLOCK_M) over any routing of `num_slots` slots."""
     return max(1, min(triton.cdiv(num_slots, block_m) + num_local_experts, num_slots))
 
 
+def _grid_m(num_slots: int, e_local: int, block_m: int, expected_slots: int | None) -> tuple[int, bool]:
+    """(programs along the tile list, persistent?). With `expected_slots` the grid is sized for
+    about twice that many slots and programs loop over whatever tiles the routing produced."""
+    worst = _max_tiles(num_slots, e_local, block_m)
+    if expected_slots is None:
+        return worst, False
+    grid = min(worst, _max_tiles(2 * expected_slots, e_local, block_m))
+    return grid, grid < worst
+
+
 def gemm1_swiglu(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp: float | None,
                  fast_math: bool, cfg, soft: bool, activation: str = "swiglu",
-                 alpha: float = 1.702, bias=None):
+                 alpha: float = 1.702, bias=None, expected_slots: int | None = None):
     """Launch GEMM1 + SwiGLU + requant: x_bits int16 [T, H] (bf16 bits of the dequantized tokens),
     w1 uint8 [E, 2I, H/2], w1_sf uint8 [E, 2I, H/32] -> act int16 [S, I] (sorted slot rows)."""
     e_local, two_i, half_h = w1.shape
     inter, hidden = two_i // 2, half_h * 2
     e_pad = triton.next_power_of_2(e_local + 1)
-    grid = (_max_tiles(plan.num_slots, e_local, cfg.block_m), triton.cdiv(inter, cfg.block_n))
+    grid_m, persistent = _grid_m(plan.num_slots, e_local, cfg.block_m, expected_slots)
+    grid = (grid_m, triton.cdiv(inter, cfg.block_n))
     return _gemm1_swiglu_kernel[grid](
         x_bits, x_bits.stride(0),
         w1, w1_sf, w1.stride(0), w1.stride(1), w1_sf.stride(0), w1_sf.stride(1),
@@ -256,17 +334,18 @@ def gemm1_swiglu(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp
         TOPK=topk, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=BLOCK_K, E_PAD=e_pad,
         SWAP_AB=cfg.swap_ab, HAS_CLAMP=clamp is not None, FAST_MATH=fast_math,
         ACTIVATION=ACTIVATIONS.index(activation), HAS_BIAS=bias is not None, SOFT=soft, DECODE=cfg.decode_mode,
-        FUSE_GATE_UP=cfg.fuse_gate_up,
+        FUSE_GATE_UP=cfg.fuse_gate_up, PERSISTENT=persistent,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **cfg.launch_options)
 
 
 def gemm2(act, w2, w2_sf, plan, out_bits, *, cfg, soft: bool, topk_weights=None,
-          bias=None):
+          bias=None, expected_slots: int | None = None):
     """Launch GEMM2: act int16 [S, I] (bf16 bits) x w2 [E, H, I/2] -> out_bits int16 [T*K, H] at row slot."""
     e_local, hidden, half_i = w2.shape
     inter = half_i * 2
     e_pad = triton.next_power_of_2(e_local + 1)
-    grid = (_max_tiles(plan.num_slots, e_local, cfg.block_m), triton.cdiv(hidden, cfg.block_n))
+    grid_m, persistent = _grid_m(plan.num_slots, e_local, cfg.block_m, expected_slots)
+    grid = (grid_m, triton.cdiv(hidden, cfg.block_n))
     return _gemm2_kernel[grid](
         act, act.stride(0),
         w2, w2_sf, w2.stride(0), w2.stride(1), w2_sf.stride(0), w2_sf.stride(1),
@@ -275,4 +354,5 @@ def gemm2(act, w2, w2_sf, plan, out_bits, *, cfg, soft: bool, topk_weights=None,
         bias if bias is not None else out_bits, bias.stride(0) if bias is not None else 0,
         e_local, hidden, inter,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=BLOCK_K, E_PAD=e_pad,
-        SWAP_AB=cfg.swap_ab, HAS_BIAS=bias is not None, SOFT=soft, DECODE=cfg.decode_mode, num_warps=cfg.num_warps, num_stages=cfg.num_stages, **cfg.launch_options)
+        SWAP_AB=cfg.swap_ab, HAS_BIAS=bias is not None, SOFT=soft, DECODE=cfg.decode_mode, PERSISTENT=persistent,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages, **cfg.launch_options)
