@@ -338,11 +338,12 @@ class SymmMemTransport:
         self.r1_pad = triton.next_power_of_2(self.num_ranks + 1)
         # Rows per program step: several rows in flight hide the dependent loads (slot -> token -> row).
         self.rows_per_step = int(os.environ.get("TMOE_EP_ROWS", 2 if self.soft else 4))
+        self.num_warps = 1 if self.soft else int(os.environ.get("TMOE_EP_WARPS", 8))
         if self.soft:
             self.grid = min(lay.max_blocks, 4)
         else:
             sms = torch.cuda.get_device_properties(dev).multi_processor_count
-            self.grid = min(lay.max_blocks, sms)
+            self.grid = min(lay.max_blocks, int(os.environ.get("TMOE_EP_GRID", sms)))
 
     # ------------------------------------------------------------------ phases
     def _flags(self):
@@ -354,13 +355,18 @@ class SymmMemTransport:
             _wait_kernel[(self.grid,)](self.peer_ptrs, self.error, self.rank, channel, self.spin_limit,
                                        self.layout.offset("signals"), R=self.num_ranks, MAX_BLOCKS=self.layout.max_blocks)
 
+    def plan_destinations(self, topk_idx: torch.Tensor):
+        """Slots sorted by destination rank (stable): the routing kernels with ranks as 'experts'."""
+        t, k = topk_idx.shape
+        dest = torch.where(topk_idx >= 0, topk_idx // self.num_local_experts, -1)
+        return build_routing(dest, self.num_ranks, 0, capacity_slots=max(t * k, 1), workspace=self.workspace)
+
     def dispatch(self, x_fp8: torch.Tensor, x_sf: torch.Tensor, topk_idx: torch.Tensor,
-                 topk_weights: torch.Tensor) -> None:
+                 topk_weights: torch.Tensor, plan=None) -> None:
         """Push this rank's valid slots to their experts' ranks (x_fp8/x_sf may hold more rows than T)."""
         lay = self.layout
         t, k = topk_idx.shape
-        dest = torch.where(topk_idx >= 0, topk_idx // self.num_local_experts, -1)
-        plan = build_routing(dest, self.num_ranks, 0, capacity_slots=max(t * k, 1), workspace=self.workspace)
+        plan = plan or self.plan_destinations(topk_idx)
         x_words = x_fp8.view(torch.uint8).view(torch.int32)
         block_w = min(triton.next_power_of_2(lay.x_words), 256 if self.soft else 2048)
         _push_kernel[(self.grid,)](
@@ -369,7 +375,7 @@ class SymmMemTransport:
             lay.offset("signals"), K=k, X_WORDS=lay.x_words, SF_WORDS=lay.sf_words, ROW_WORDS=lay.row_words,
             R=self.num_ranks, R1_PAD=self.r1_pad, MAX_BLOCKS=lay.max_blocks,
             ROWS=self.rows_per_step, BLOCK_W=block_w, SF_PAD=triton.next_power_of_2(lay.sf_words),
-            num_warps=1 if self.soft else 8, **self._flags())
+            num_warps=self.num_warps, **self._flags())
 
     def unpack(self, x_dq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Received rows -> x_dq (int16 bf16 bits [>= R*T_max*K, H]); returns (idx [N, 1], weight [N, 1])."""
@@ -380,7 +386,7 @@ class SymmMemTransport:
                                      lay.cap_slots, lay.hidden, X_WORDS=lay.x_words, SF_WORDS=lay.sf_words,
                                      ROW_WORDS=lay.row_words, R=self.num_ranks, R1_PAD=self.r1_pad,
                                      BLOCK_N=64 if self.soft else 256, ROWS=self.rows_per_step, BLOCK_H=block_h,
-                                     SOFT=self.soft, num_warps=1 if self.soft else 8)
+                                     SOFT=self.soft, num_warps=self.num_warps)
         return self.recv_idx, self.recv_weight
 
     def return_results(self, slot_out: torch.Tensor) -> None:
@@ -393,7 +399,7 @@ class SymmMemTransport:
             SF_WORDS=lay.sf_words, ROW_WORDS=lay.row_words, OUT_WORDS=out_words, R=self.num_ranks,
             R1_PAD=self.r1_pad, MAX_BLOCKS=lay.max_blocks, ROWS=self.rows_per_step,
             BLOCK_W=min(triton.next_power_of_2(out_words), 256 if self.soft else 2048),
-            num_warps=1 if self.soft else 8, **self._flags())
+            num_warps=self.num_warps, **self._flags())
 
     def finish_return(self) -> torch.Tensor:
         """Wait for the results (simulated ranks); returns `home` (int16 [T_max*K, H], by slot)."""
