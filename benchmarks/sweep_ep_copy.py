@@ -46,6 +46,23 @@ def _block_copy_kernel(src_ptr, peer_ptrs, dst_off, words_per_peer, rank, R: tl.
         tl.store(dst + w, tl.load(src_ptr + j * words_per_peer + w, mask=m), mask=m)
 
 
+@triton.jit
+def _block_pull_kernel(dst_ptr, peer_ptrs, src_off, words_per_peer, rank, R: tl.constexpr, BLOCK: tl.constexpr):
+    """Rank r reads words_per_peer int32 from every peer p != r (at src_off + r * words_per_peer there)."""
+    pid = tl.program_id(0)
+    npg = tl.num_programs(0)
+    offs = tl.arange(0, BLOCK)
+    total = (R - 1) * words_per_peer
+    for i0 in range(pid * BLOCK, total, npg * BLOCK):
+        j = i0 // words_per_peer
+        peer = j + (j >= rank).to(tl.int32)
+        w = i0 - j * words_per_peer + offs
+        m = w < words_per_peer
+        src = tl.load(peer_ptrs + peer).to(tl.pointer_type(tl.int32)) + src_off + rank * words_per_peer
+        src = tl.multiple_of(src, 16)
+        tl.store(dst_ptr + j * words_per_peer + w, tl.load(src + w, mask=m), mask=m)
+
+
 def _graph_us(fn, reps=10, inner=10) -> float:
     fn()
     torch.cuda.synchronize()
@@ -108,10 +125,12 @@ def _rank(rank, world, init_file, args):
         for what, width in (("dispatch", row_bytes), ("combine", 2 * h)):
             words_per_peer = max(offrank_rows // (world - 1), 1) * width // 4 // 4 * 4
             src = torch.zeros((world - 1) * words_per_peer, dtype=torch.int32, device=dev)
-            for grid in (66, 132):
-                fn = lambda: _block_copy_kernel[(grid,)](src, sm.peer_ptrs, sm.layout.offset("recv_rows"),  # noqa: E731
-                                                         words_per_peer, rank, R=world, BLOCK=4096, num_warps=8)
-                res[f"copy_{what}_g{grid}_us"] = _graph_us(fn)
+            for kern, grid, block, warps in itertools.product(("push", "pull"), (132, 264, 528), (2048, 8192), (4, 8)):
+                kernel = _block_copy_kernel if kern == "push" else _block_pull_kernel
+                fn = lambda: kernel[(grid,)](src, sm.peer_ptrs, sm.layout.offset("recv_rows"),  # noqa: E731
+                                             words_per_peer, rank, R=world, BLOCK=block, num_warps=warps)
+                res[f"{kern}copy_{what}_g{grid}_b{block}_w{warps}_us"] = _graph_us(fn)
+            dist.barrier()
             send = torch.empty(sum(got.send_counts), width, dtype=torch.uint8, device=dev)
             recv = torch.empty(sum(got.recv_counts), width, dtype=torch.uint8, device=dev)
             sc, rc = (got.send_counts, got.recv_counts) if what == "dispatch" else (got.recv_counts, got.send_counts)
@@ -119,6 +138,9 @@ def _rank(rank, world, init_file, args):
                 send, recv = recv, send
             res[f"nccl_{what}_us"] = _eager_us(lambda: dist.all_to_all_single(recv, send, rc, sc))
         res["route_us"] = _graph_us(lambda: sm.plan_destinations(buf.topk_idx[:t]))
+        if args.copies_only:
+            rows.append(res)
+            continue
         plan = sm.plan_destinations(buf.topk_idx[:t])
         base = (sm.rows_per_step, sm.num_warps, sm.grid)
         for rows_per_step, warps, grid in itertools.product((1, 2, 4, 8), (4, 8), (66, 132)):
@@ -156,6 +178,7 @@ def main():
     ap.add_argument("--workload", default="dsv3")
     ap.add_argument("--tokens", default="128,4096")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--copies-only", action="store_true", help="only the copy ceilings and NCCL")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         mp.spawn(_rank, args=(args.ranks, os.path.join(d, "init"), args), nprocs=args.ranks, join=True)
