@@ -2,8 +2,7 @@
 
   * `copy`: a plain block copy of the same off-rank bytes to every peer (the NVLink ceiling for Triton stores);
   * `nccl`: all_to_all_single of the same bytes;
-  * `route`: the destination sort alone; `push` / `return`: the copy kernels alone (plan precomputed),
-    for several (rows per step, warps, programs);
+  * `push` (= dispatch) / `return`: the copy kernels for several (rows per step, warps, programs);
   * dispatch / combine as the layer runs them.
 
     python benchmarks/sweep_ep_copy.py --ranks 4 --tokens 128,4096 --json out.json
@@ -125,7 +124,9 @@ def _rank(rank, world, init_file, args):
         for what, width in (("dispatch", row_bytes), ("combine", 2 * h)):
             words_per_peer = max(offrank_rows // (world - 1), 1) * width // 4 // 4 * 4
             src = torch.zeros((world - 1) * words_per_peer, dtype=torch.int32, device=dev)
-            for kern, grid, block, warps in itertools.product(("push", "pull"), (132, 264, 528), (2048, 8192), (4, 8)):
+            variants = (itertools.product(("push", "pull"), (132, 264, 528), (2048, 8192), (4, 8)) if args.copies_only
+                        else [("push", 528, 8192, 8)])
+            for kern, grid, block, warps in variants:
                 kernel = _block_copy_kernel if kern == "push" else _block_pull_kernel
                 fn = lambda: kernel[(grid,)](src, sm.peer_ptrs, sm.layout.offset("recv_rows"),  # noqa: E731
                                              words_per_peer, rank, R=world, BLOCK=block, num_warps=warps)
@@ -137,16 +138,14 @@ def _rank(rank, world, init_file, args):
             if what == "combine":
                 send, recv = recv, send
             res[f"nccl_{what}_us"] = _eager_us(lambda: dist.all_to_all_single(recv, send, rc, sc))
-        res["route_us"] = _graph_us(lambda: sm.plan_destinations(buf.topk_idx[:t]))
         if args.copies_only:
             rows.append(res)
             continue
-        plan = sm.plan_destinations(buf.topk_idx[:t])
         base = (sm.rows_per_step, sm.num_warps, sm.grid)
-        for rows_per_step, warps, grid in itertools.product((1, 2, 4, 8), (4, 8), (66, 132)):
+        for rows_per_step, warps, grid in itertools.product((4, 8, 16), (4, 8), (132,)):
             sm.rows_per_step, sm.num_warps, sm.grid = rows_per_step, warps, grid
             res[f"push_r{rows_per_step}_w{warps}_g{grid}_us"] = _graph_us(
-                lambda: sm.dispatch(buf.x, buf.x_sf, buf.topk_idx[:t], buf.topk_weights[:t], plan=plan))
+                lambda: sm.dispatch(buf.x, buf.x_sf, buf.topk_idx[:t], buf.topk_weights[:t]))
             res[f"return_r{rows_per_step}_w{warps}_g{grid}_us"] = _graph_us(lambda: sm.return_results(buf.slot_out))
         sm.rows_per_step, sm.num_warps, sm.grid = base
         y = torch.empty(t, h, dtype=torch.bfloat16, device=dev)

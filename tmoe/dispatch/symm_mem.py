@@ -14,11 +14,11 @@ A packed row is one (token, slot) routed to the row's rank: the token's E4M3 byt
 UE8M0 scale words, then [local expert, routing weight bits, source slot, 0].
 
 One call on rank r (`SymmMemTransport` methods, in order):
-  1. `dispatch`: destination of each slot = expert // E_local; the routing kernels sort slots by
-     destination (stable) which gives each slot its position in the destination's segment for
-     source r, so no offsets are exchanged. `_push_kernel` stores every row into
-     `recv_rows[r][pos]` on its destination through the peer pointer, writes r's count into every
-     peer's `recv_count[r]`, then barrier channel 0.
+  1. `dispatch` (one launch): destination of each slot = expert // E_local; its position in the
+     destination's segment for source r = the number of earlier valid slots with the same
+     destination (computed in `_push_kernel`, no routing launches), so no offsets are exchanged.
+     Every row is stored into `recv_rows[r][pos]` on its destination through the peer pointer,
+     r's count into every peer's `recv_count[r]`, then barrier channel 0.
   2. `unpack`: received rows -> exact bf16 tokens (`x_dq`), local expert id (-1 past a segment's
      count) and weight per row; the caller runs `compute.compute_slots` on them (K = 1 per row).
   3. `return_results`: each result row goes to `home[source slot]` on its source rank; barrier
@@ -49,7 +49,6 @@ import triton.language as tl
 
 from .. import formats
 from ..kernels.numerics import dequant_fp8_tile, f32_to_bf16_bits
-from ..kernels.routing import build_routing
 
 __all__ = ["SymmLayout", "SymmMemTransport", "SymmMemTimeout", "simulated_transports", "symm_mem_available"]
 
@@ -155,31 +154,49 @@ def _segment_of(j, bounds, lanes, NUM_SEG: tl.constexpr):
 
 
 @triton.jit
-def _push_kernel(x_ptr, sf_ptr, idx_ptr, w_ptr, dest_offsets_ptr, dest_sorted_ptr, peer_ptrs, err_ptr,
-                 rank, num_local_experts, cap_slots, spin_limit, rows_off, count_off, signal_off,
+def _push_kernel(x_ptr, sf_ptr, idx_ptr, w_ptr, peer_ptrs, err_ptr, num_slots, rank, num_local_experts, cap_slots,
+                 spin_limit, rows_off, count_off, signal_off,
                  K: tl.constexpr, X_WORDS: tl.constexpr, SF_WORDS: tl.constexpr, ROW_WORDS: tl.constexpr,
-                 R: tl.constexpr, R1_PAD: tl.constexpr, MAX_BLOCKS: tl.constexpr, ROWS: tl.constexpr,
+                 R: tl.constexpr, MAX_BLOCKS: tl.constexpr, ROWS: tl.constexpr, PREFIX: tl.constexpr,
                  BLOCK_W: tl.constexpr, SF_PAD: tl.constexpr, SIGNAL: tl.constexpr, WAIT: tl.constexpr):
-    """ROWS slots per step (several rows in flight per program: the copy is latency bound otherwise)."""
+    """Program b pushes slots [b * S, (b + 1) * S) (S = ceil(T*K / programs)), ROWS at a time.
+
+    NOTES: no routing launches. A slot's position in its destination's segment is the number of
+    earlier valid slots with the same destination: each program counts those before its range
+    (PREFIX-wide vector loads of topk_idx, L2-resident), then ranks its own slots step by step —
+    ascending slot order per destination, as a stable sort would give. The last program ends with
+    the totals and writes them into every peer's recv_count[rank].
+    """
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
-    lanes = tl.arange(0, R1_PAD)
-    offs = tl.load(dest_offsets_ptr + lanes, mask=lanes <= R, other=0)
-    total = tl.load(dest_offsets_ptr + R)
+    per_program = tl.cdiv(num_slots, num_programs)
+    start = tl.minimum(pid * per_program, num_slots)
+    end = tl.minimum(start + per_program, num_slots)
+    peers = tl.arange(0, R)
+    base = tl.zeros([R], dtype=tl.int32)
+    for c0 in range(0, start, PREFIX):
+        s = c0 + tl.arange(0, PREFIX)
+        e = tl.load(idx_ptr + s, mask=s < start, other=-1)
+        d = tl.where(e >= 0, e // num_local_experts, R).to(tl.int32)
+        base += tl.sum((d[:, None] == peers[None, :]).to(tl.int32), axis=0)
     r_ids = tl.arange(0, ROWS)
     words = tl.arange(0, BLOCK_W)
     sf_cols = tl.arange(0, SF_PAD)
-    meta_lane = tl.arange(0, 4)            # META_WORDS
-    for i0 in range(pid * ROWS, total, num_programs * ROWS):
-        i = i0 + r_ids
-        ok = i < total
-        dest, pos = _segment_of(i, offs, lanes, R)
-        slot = tl.load(dest_sorted_ptr + i, mask=ok, other=0).to(tl.int64)
-        tok = slot // K
-        base = tl.load(peer_ptrs + dest, mask=ok, other=0)
+    ml = tl.arange(0, 4)[None, :]          # META_WORDS
+    for c0 in range(start, end, ROWS):
+        slot = c0 + r_ids
+        e = tl.load(idx_ptr + slot, mask=slot < end, other=-1)
+        ok = e >= 0
+        dest = tl.where(ok, e // num_local_experts, R).to(tl.int32)
+        onehot = (dest[:, None] == peers[None, :]).to(tl.int32)                  # [ROWS, R]
+        pos = tl.sum(onehot * (tl.cumsum(onehot, axis=0) - onehot + base[None, :]), axis=1)
+        base += tl.sum(onehot, axis=0)
+        dest = tl.where(ok, dest, 0)
+        tok = (slot // K).to(tl.int64)
         # NOTES: peer bases and row starts are 16-byte aligned (rows are a multiple of 4 words); the
         # hint lets the compiler use 16-byte stores over NVLink (4-byte stores otherwise).
-        row = base.to(tl.pointer_type(tl.int32)) + rows_off.to(tl.int64) + (rank * cap_slots + pos).to(tl.int64) * ROW_WORDS
+        row = (tl.load(peer_ptrs + dest).to(tl.pointer_type(tl.int32)) + rows_off.to(tl.int64)
+               + (rank * cap_slots + pos).to(tl.int64) * ROW_WORDS)
         row = tl.multiple_of(row, 16)
         for c in tl.static_range(0, X_WORDS, BLOCK_W):
             m = ok[:, None] & (c + words < X_WORDS)[None, :]
@@ -188,17 +205,15 @@ def _push_kernel(x_ptr, sf_ptr, idx_ptr, w_ptr, dest_offsets_ptr, dest_sorted_pt
         m = ok[:, None] & (sf_cols < SF_WORDS)[None, :]
         v = tl.load(sf_ptr + tok[:, None] * SF_WORDS + sf_cols[None, :], mask=m)
         tl.store(row[:, None] + X_WORDS + sf_cols[None, :], v, mask=m)
-        expert = tl.load(idx_ptr + slot, mask=ok, other=0).to(tl.int32) - dest * num_local_experts
         weight = tl.load(w_ptr + slot, mask=ok, other=0.0).to(tl.int32, bitcast=True)
-        ml = meta_lane[None, :]
-        meta = tl.where(ml == 0, expert[:, None], tl.where(ml == 1, weight[:, None],
-                                                           tl.where(ml == 2, slot.to(tl.int32)[:, None], 0)))
+        local_expert = (e - dest * num_local_experts).to(tl.int32)
+        meta = tl.where(ml == 0, local_expert[:, None], tl.where(ml == 1, weight[:, None],
+                                                                 tl.where(ml == 2, slot[:, None], 0)))
         tl.store(row[:, None] + X_WORDS + SF_WORDS + ml, meta, mask=ok[:, None])
-    if pid == 0:
-        # This rank's row count in every peer's recv_count[rank] (also 0: the peer must not keep stale counts).
-        peers = tl.arange(0, R)
-        cnt = tl.load(dest_offsets_ptr + peers + 1) - tl.load(dest_offsets_ptr + peers)
-        tl.store((tl.load(peer_ptrs + peers) + (count_off.to(tl.int64) + rank) * 4).to(tl.pointer_type(tl.int32)), cnt)
+    if pid == num_programs - 1:
+        # Totals, into every peer's recv_count[rank] (also 0: the peer must not keep stale counts).
+        tl.store((tl.load(peer_ptrs + peers) + (count_off.to(tl.int64) + rank) * 4).to(tl.pointer_type(tl.int32)),
+                 base)
     _barrier(peer_ptrs, err_ptr, rank, 0, spin_limit, signal_off, R, MAX_BLOCKS, SIGNAL, WAIT)
 
 
@@ -332,13 +347,12 @@ class SymmMemTransport:
         self.signals = lay.view(words, "signals")
         self.recv_idx = torch.empty((n, 1), dtype=torch.int64, device=dev)
         self.recv_weight = torch.empty((n, 1), dtype=torch.float32, device=dev)
-        self.workspace: dict = {}
         self.spin_limit = int(os.environ.get("TMOE_EP_SPIN_LIMIT", DEFAULT_SPIN_LIMIT))
         self.soft = not words.is_cuda
         self.r1_pad = triton.next_power_of_2(self.num_ranks + 1)
         # Rows per program step: several rows in flight hide the dependent loads (slot -> token -> row).
-        self.rows_per_step = int(os.environ.get("TMOE_EP_ROWS", 2 if self.soft else 4))
-        self.num_warps = 1 if self.soft else int(os.environ.get("TMOE_EP_WARPS", 8))
+        self.rows_per_step = int(os.environ.get("TMOE_EP_ROWS", 2 if self.soft else 8))
+        self.num_warps = 1 if self.soft else int(os.environ.get("TMOE_EP_WARPS", 4))
         if self.soft:
             self.grid = min(lay.max_blocks, 4)
         else:
@@ -355,26 +369,19 @@ class SymmMemTransport:
             _wait_kernel[(self.grid,)](self.peer_ptrs, self.error, self.rank, channel, self.spin_limit,
                                        self.layout.offset("signals"), R=self.num_ranks, MAX_BLOCKS=self.layout.max_blocks)
 
-    def plan_destinations(self, topk_idx: torch.Tensor):
-        """Slots sorted by destination rank (stable): the routing kernels with ranks as 'experts'."""
-        t, k = topk_idx.shape
-        dest = torch.where(topk_idx >= 0, topk_idx // self.num_local_experts, -1)
-        return build_routing(dest, self.num_ranks, 0, capacity_slots=max(t * k, 1), workspace=self.workspace)
-
     def dispatch(self, x_fp8: torch.Tensor, x_sf: torch.Tensor, topk_idx: torch.Tensor,
-                 topk_weights: torch.Tensor, plan=None) -> None:
+                 topk_weights: torch.Tensor) -> None:
         """Push this rank's valid slots to their experts' ranks (x_fp8/x_sf may hold more rows than T)."""
         lay = self.layout
         t, k = topk_idx.shape
-        plan = plan or self.plan_destinations(topk_idx)
         x_words = x_fp8.view(torch.uint8).view(torch.int32)
         block_w = min(triton.next_power_of_2(lay.x_words), 256 if self.soft else 2048)
         _push_kernel[(self.grid,)](
-            x_words, x_sf, topk_idx, topk_weights, plan.expert_offsets, plan.sorted_slots, self.peer_ptrs,
-            self.error, self.rank, self.num_local_experts, lay.cap_slots, self.spin_limit, lay.offset("recv_rows"), lay.offset("recv_count"),
-            lay.offset("signals"), K=k, X_WORDS=lay.x_words, SF_WORDS=lay.sf_words, ROW_WORDS=lay.row_words,
-            R=self.num_ranks, R1_PAD=self.r1_pad, MAX_BLOCKS=lay.max_blocks,
-            ROWS=self.rows_per_step, BLOCK_W=block_w, SF_PAD=triton.next_power_of_2(lay.sf_words),
+            x_words, x_sf, topk_idx, topk_weights, self.peer_ptrs, self.error, t * k, self.rank,
+            self.num_local_experts, lay.cap_slots, self.spin_limit, lay.offset("recv_rows"),
+            lay.offset("recv_count"), lay.offset("signals"), K=k, X_WORDS=lay.x_words, SF_WORDS=lay.sf_words,
+            ROW_WORDS=lay.row_words, R=self.num_ranks, MAX_BLOCKS=lay.max_blocks, ROWS=self.rows_per_step,
+            PREFIX=64 if self.soft else 1024, BLOCK_W=block_w, SF_PAD=triton.next_power_of_2(lay.sf_words),
             num_warps=self.num_warps, **self._flags())
 
     def unpack(self, x_dq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
