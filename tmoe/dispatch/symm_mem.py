@@ -160,6 +160,8 @@ def _push_kernel(x_ptr, sf_ptr, idx_ptr, w_ptr, peer_ptrs, err_ptr, num_slots, r
                  R: tl.constexpr, MAX_BLOCKS: tl.constexpr, ROWS: tl.constexpr, PREFIX: tl.constexpr,
                  BLOCK_W: tl.constexpr, SF_PAD: tl.constexpr, SIGNAL: tl.constexpr, WAIT: tl.constexpr):
     """Program b pushes slots [b * S, (b + 1) * S) (S = ceil(T*K / programs)), ROWS at a time.
+    Consecutive slots go to different ranks, so every program feeds every peer link at once (a
+    grid-stride copy of destination-sorted rows was ~1.7x slower on 4 x H200).
 
     NOTES: no routing launches. A slot's position in its destination's segment is the number of
     earlier valid slots with the same destination: each program counts those before its range
@@ -279,11 +281,17 @@ def _return_kernel(rows_ptr, count_ptr, out_ptr, peer_ptrs, err_ptr, rank, cap_s
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
     lanes, starts, total = _received(count_ptr, R, R1_PAD)
+    # NOTES: each program takes a contiguous range of the received rows, so at any moment the
+    # programs write to different source ranks (a grid-stride order sends every program to the
+    # same peer at once: measured ~1.8x slower on 4 x H200).
+    per_program = tl.cdiv(total, num_programs)
+    first = pid * per_program
+    last = tl.minimum(first + per_program, total)
     r_ids = tl.arange(0, ROWS)
     words = tl.arange(0, BLOCK_W)
-    for j0 in range(pid * ROWS, total, num_programs * ROWS):
+    for j0 in range(first, last, ROWS):
         j = j0 + r_ids
-        ok = j < total
+        ok = j < last
         src, pos = _segment_of(j, starts, lanes, R - 1)
         n = (src * cap_slots + pos).to(tl.int64)
         slot = tl.load(rows_ptr + n * ROW_WORDS + X_WORDS + SF_WORDS + 2, mask=ok, other=0).to(tl.int64)
