@@ -191,7 +191,10 @@ def _push_kernel(x_ptr, sf_ptr, idx_ptr, w_ptr, peer_ptrs, err_ptr, num_slots, r
         ok = e >= 0
         dest = tl.where(ok, e // num_local_experts, R).to(tl.int32)
         onehot = (dest[:, None] == peers[None, :]).to(tl.int32)                  # [ROWS, R]
-        pos = tl.sum(onehot * (tl.cumsum(onehot, axis=0) - onehot + base[None, :]), axis=1)
+        # NOTES: rank among this step's earlier rows by pairwise compare; tl.cumsum over a [ROWS, 2]
+        # tile trips an assertion in Triton 3.6's scan lowering (R = 2 on sm_90).
+        earlier = (dest[:, None] == dest[None, :]) & (r_ids[None, :] < r_ids[:, None])
+        pos = tl.sum(earlier.to(tl.int32), axis=1) + tl.sum(onehot * base[None, :], axis=1)
         base += tl.sum(onehot, axis=0)
         dest = tl.where(ok, dest, 0)
         tok = (slot // K).to(tl.int64)

@@ -1,0 +1,25 @@
+"""The symm_mem transport's kernels compile for Hopper (sm_90) — checked on any machine, no GPU.
+
+Triton compiles ahead of time for a GPUTarget with its bundled ptxas; the interpreter used by the
+other CPU tests never lowers to PTX, so a lowering failure (e.g. Triton 3.6's scan lowering on a
+[ROWS, 2] tile, first met on 2 x H200) would otherwise only show up on a GPU. Also checks that the
+NVLink copies use 16-byte stores and that the barriers use system-scope release / acquire atomics.
+"""
+import json
+import os
+import subprocess
+import sys
+
+
+def test_symm_mem_kernels_compile_for_sm90():
+    worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sm90_compile_worker.py")
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    run = subprocess.run([sys.executable, worker, "2", "4", "8"], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    for world, kernels in result.items():
+        for name in ("push", "return"):
+            c = kernels[name]
+            assert c["st_v4"] >= 8, f"R={world} {name}: NVLink copies should use 16-byte stores ({c})"
+            assert c["release_sys"] >= 1 and c["acquire"] >= 1, f"R={world} {name}: barrier atomics ({c})"
