@@ -57,6 +57,18 @@ def run(rank: int, world: int, init_file: str, out_dir: str, device_kind: str) -
     local = weights.local(rank, world)
     l1, l2 = tmoe.transform_weights_for_mega_moe((local.w1.to(dev), local.w1_sf.to(dev)),
                                                  (local.w2.to(dev), local.w2_sf.to(dev)), backend="triton")
+    # One rank holding every expert, same tokens, same device kind (the parent compares bitwise: a CPU
+    # interpreter run must be compared with a CPU run, GPU fast-math division differs in the last bit).
+    g1, g2 = tmoe.transform_weights_for_mega_moe((weights.w1.to(dev), weights.w1_sf.to(dev)),
+                                                 (weights.w2.to(dev), weights.w2_sf.to(dev)), backend="triton")
+    one = tmoe.get_symm_buffer_for_mega_moe(None, E, 8, K, H, I, device=dev, backend="triton")
+    results["single"] = {}
+    for name in SCENARIOS[:4]:
+        x, idx, w = scenario_inputs(name, rank, world)
+        fill_buffer(one, x.to(dev), idx.to(dev), w.to(dev))
+        y = torch.full((x.shape[0], H), float("nan"), dtype=torch.bfloat16, device=dev)
+        tmoe.fp8_fp4_mega_moe(y, g1, g2, one)
+        results["single"][name] = y.cpu()
     transports = ("collective", "symm_mem") if device_kind == "cuda" else ("collective",)
     for transport in transports:
         results[transport] = out = {}
