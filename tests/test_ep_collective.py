@@ -33,7 +33,12 @@ def _launch(world: int, tmp_path, device_kind: str) -> dict:
 @pytest.fixture(scope="module", params=WORLDS)
 def ep_results(request, tmp_path_factory):
     world = request.param
-    kind = "cuda" if torch.cuda.device_count() >= world else "cpu"
+    if torch.cuda.is_available() and torch.cuda.device_count() < world:
+        # NOTES: CPU-only machines (CI) run the ranks under the interpreter; a GPU machine with too
+        # few GPUs skips instead (its image's interpreter is not what CI pins, e.g. numpy >= 2.4).
+        pytest.skip(f"{world} ranks need {world} GPUs here (found {torch.cuda.device_count()}); "
+                    "CPU-only machines run them under the Triton interpreter")
+    kind = "cuda" if torch.cuda.is_available() else "cpu"
     return world, _launch(world, tmp_path_factory.mktemp(f"ep{world}"), kind)
 
 
@@ -55,6 +60,7 @@ def test_ep_equals_single_rank_bitwise(ep_results, name, transport):
         assert got["transport"] == transport
         assert got.get("clean", True), f"rank {rank}: signal pads not zero or a barrier timed out"
         y_one = results[rank]["single"][name]     # one rank holding every expert, same device kind
+        assert isinstance(y_one, torch.Tensor), y_one
         assert torch.equal(got["y"].view(torch.int16), y_one.view(torch.int16)), f"rank {rank}"
         total_stats = total_stats + got["stats"].sum()
     # every valid slot of every rank was computed exactly once somewhere
