@@ -123,8 +123,16 @@ def _rank_main(rank: int, world: int, init_file: str, args) -> None:
             row["combine_us"] = _timed(lambda: tr.return_results(got, buf.slot_out[:n], buf.slot_home), dev,
                                        args.reps)
         # The same bytes through bare all_to_all_single calls: the dispatch rows, then the bf16 results back.
+        disp_send, disp_recv = got.send_counts, got.recv_counts        # collective: one row per slot
+        if buf.transport == "symm_mem":                                 # one row per (token, destination rank)
+            dest = torch.where(idx >= 0, idx // (e // world), world)
+            hit = torch.zeros(t, world + 1, device=dev).scatter_(1, dest, 1.0)[:, :world]
+            mine = hit.sum(0).to(torch.int64)
+            theirs = torch.empty_like(mine)
+            dist.all_to_all_single(theirs, mine)
+            disp_send, disp_recv = mine.tolist(), theirs.tolist()
         nccl = {}
-        for what, width, sc, rc in (("dispatch", row_bytes, got.send_counts, got.recv_counts),
+        for what, width, sc, rc in (("dispatch", row_bytes, disp_send, disp_recv),
                                     ("combine", 2 * h, got.recv_counts, got.send_counts)):
             send = torch.empty(sum(sc), width, dtype=torch.uint8, device=tr.comm_device)
             recv = torch.empty(sum(rc), width, dtype=torch.uint8, device=tr.comm_device)
@@ -132,11 +140,13 @@ def _rank_main(rank: int, world: int, init_file: str, args) -> None:
                                                  input_split_sizes=sc)
             a2a()
             nccl[what] = _timed(a2a, dev, args.reps)
-        offrank = sum(c for r, c in enumerate(got.send_counts) if r != rank)
+        offrank = sum(c for r, c in enumerate(disp_send) if r != rank) * row_bytes
+        offrank_back = sum(c for r, c in enumerate(got.recv_counts) if r != rank) * 2 * h
         row.update(nccl_dispatch_us=nccl["dispatch"], nccl_combine_us=nccl["combine"],
-                   nccl_a2a_us=nccl["dispatch"] + nccl["combine"], offrank_bytes=offrank * row_bytes,
-                   offrank_gbps=offrank * row_bytes / row["dispatch_us"] / 1e3 if row["dispatch_us"] else 0.0,
-                   offrank_combine_gbps=offrank * 2 * h / row["combine_us"] / 1e3 if row["combine_us"] else 0.0)
+                   nccl_a2a_us=nccl["dispatch"] + nccl["combine"], offrank_bytes=offrank,
+                   offrank_combine_bytes=offrank_back,
+                   offrank_gbps=offrank / row["dispatch_us"] / 1e3 if row["dispatch_us"] else 0.0,
+                   offrank_combine_gbps=offrank_back / row["combine_us"] / 1e3 if row["combine_us"] else 0.0)
         rows.append(row)
     everything = [None] * world
     dist.all_gather_object(everything, rows)

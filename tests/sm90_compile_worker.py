@@ -41,15 +41,15 @@ def main(worlds) -> None:
         r1 = triton.next_power_of_2(world + 1)
         push = compile_ptx(sm._push_kernel, {"x_ptr": "*i32", "sf_ptr": "*i32", "idx_ptr": "*i64", "w_ptr": "*fp32",
                                              "peer_ptrs": "*i64", "err_ptr": "*i32"},
-                           dict(K=8, MAX_BLOCKS=160, ROWS=8, PREFIX=1024, BLOCK_W=2048, SF_PAD=64, SIGNAL=True,
+                           dict(K=8, K_PAD=8, MAX_BLOCKS=160, ROWS=8, PREFIX=128, BLOCK_W=2048, SF_PAD=64, SIGNAL=True,
                                 WAIT=True, **common), 4)
         ret = compile_ptx(sm._return_kernel, {"rows_ptr": "*i32", "count_ptr": "*i32", "out_ptr": "*i32",
                                               "peer_ptrs": "*i64", "err_ptr": "*i32"},
-                          dict(OUT_WORDS=3584, R1_PAD=r1, MAX_BLOCKS=160, ROWS=8, BLOCK_W=2048, SIGNAL=True,
+                          dict(K=8, OUT_WORDS=3584, R1_PAD=r1, MAX_BLOCKS=160, ROWS=8, BLOCK_W=2048, SIGNAL=True,
                                WAIT=True, **common), 4)
         unpack = compile_ptx(sm._unpack_kernel, {"rows_ptr": "*i32", "count_ptr": "*i32", "xdq_ptr": "*i16",
                                                  "idx_ptr": "*i64", "w_ptr": "*fp32"},
-                             dict(R1_PAD=r1, BLOCK_N=256, ROWS=8, BLOCK_H=1024, SOFT=False, **common), 4)
+                             dict(K=8, K_PAD=8, R1_PAD=r1, BLOCK_N=256, ROWS=8, BLOCK_H=1024, SOFT=False, **common), 4)
         out[world] = {"push": counts(push), "return": counts(ret), "unpack": counts(unpack)}
     print(json.dumps(out))
 

@@ -120,10 +120,11 @@ class MegaMoEBuffer:
         slots = max(cap * k, 1)
         if self.num_ranks == 1:
             rows, computed = max(cap, 1), slots
-        else:   # worst case: every slot of every rank routed here, one received row per slot
+        elif self.symm is None:   # collective, worst case: every slot of every rank here, one row per slot
             rows = computed = max(cap * k * self.num_ranks, 1)
-            if self.symm is None:   # symm_mem results land in the symmetric buffer's `home`
-                self.slot_home = torch.empty((slots, self.hidden), dtype=torch.int16, device=dev)
+            self.slot_home = torch.empty((slots, self.hidden), dtype=torch.int16, device=dev)
+        else:   # symm_mem: one row per (source token, this rank) with K slots each; results land in `home`
+            rows, computed = max(cap * self.num_ranks, 1), max(cap * k * self.num_ranks, 1)
         self.x_dq = torch.empty((rows, self.hidden), dtype=torch.int16, device=dev)
         self.act = torch.empty((computed, self.intermediate_hidden), dtype=torch.int16, device=dev)
         self.slot_out = torch.empty((computed, self.hidden), dtype=torch.int16, device=dev)
@@ -421,8 +422,9 @@ def mega_moe_steps(y, l1_weights, l2_weights, buf, stats=None, recipe=(1, 1, 32)
         tr.dispatch(buf.x, buf.x_sf, topk_idx, buf.topk_weights[:t])
         yield
         recv_idx, recv_weight = tr.unpack(buf.x_dq)
-        # NOTES: rows are capacity-sized (R * T_max * K, mostly empty); tile configs follow this
-        # rank's own slot count, which uniform routing makes the expected received count.
+        # NOTES: rows are capacity-sized (R * T_max rows of K slots, mostly empty); tile configs and
+        # the GEMM grids follow this rank's own slot count, the expected received count under
+        # uniform routing (the GEMMs loop over whatever tiles there are).
         compute_slots(buf, None, None, recv_idx, recv_weight, l1_weights, l2_weights,
                       num_local_experts=buf.num_local_experts, expert_start=0,
                       config_slots=max(t * buf.num_topk, 1), **shape)

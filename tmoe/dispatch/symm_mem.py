@@ -52,7 +52,6 @@ from ..kernels.numerics import dequant_fp8_tile, f32_to_bf16_bits
 
 __all__ = ["SymmLayout", "SymmMemTransport", "SymmMemTimeout", "simulated_transports", "symm_mem_available"]
 
-META_WORDS = 4
 NUM_CHANNELS = 2
 DEFAULT_SPIN_LIMIT = 1 << 24      # ~10-30 s of remote CAS round trips before a barrier gives up
 
@@ -65,11 +64,22 @@ class SymmMemTimeout(RuntimeError):
 class SymmLayout:
     """Word offsets of the regions in the symmetric buffer (same on every rank)."""
     num_ranks: int
-    cap_slots: int          # T_max * K (>= 1)
+    num_max_tokens: int     # T_max
+    num_topk: int           # K
     hidden: int
     max_blocks: int
-    num_max_tokens: int = 0  # T_max (the caller-filled input views live in the buffer too)
-    num_topk: int = 1
+
+    @property
+    def cap_rows(self) -> int:      # rows one source may send one destination: one per token
+        return max(self.num_max_tokens, 1)
+
+    @property
+    def cap_slots(self) -> int:     # this rank's slots (home rows)
+        return max(self.num_max_tokens * self.num_topk, 1)
+
+    @property
+    def meta_words(self) -> int:    # source token, K local expert ids (-1: not this rank), K weights
+        return 1 + 2 * self.num_topk
 
     @property
     def x_words(self) -> int:
@@ -81,13 +91,13 @@ class SymmLayout:
 
     @property
     def row_words(self) -> int:     # 16-byte aligned rows: vector stores over NVLink
-        return (self.x_words + self.sf_words + META_WORDS + 3) // 4 * 4
+        return (self.x_words + self.sf_words + self.meta_words + 3) // 4 * 4
 
     def _regions(self) -> dict:
         """name -> (word offset, words); every region starts 16-byte aligned."""
         t, k = self.num_max_tokens, self.num_topk
         sizes = [("x", t * self.x_words), ("x_sf", t * self.sf_words), ("topk_idx", 2 * t * k),
-                 ("topk_weights", t * k), ("recv_rows", self.num_ranks * self.cap_slots * self.row_words),
+                 ("topk_weights", t * k), ("recv_rows", self.num_ranks * self.cap_rows * self.row_words),
                  ("home", self.cap_slots * self.hidden // 2), ("recv_count", self.num_ranks),
                  ("signals", NUM_CHANNELS * self.max_blocks * self.num_ranks)]
         out, off = {}, 0
@@ -154,67 +164,83 @@ def _segment_of(j, bounds, lanes, NUM_SEG: tl.constexpr):
 
 
 @triton.jit
-def _push_kernel(x_ptr, sf_ptr, idx_ptr, w_ptr, peer_ptrs, err_ptr, num_slots, rank, num_local_experts, cap_slots,
-                 spin_limit, rows_off, count_off, signal_off,
-                 K: tl.constexpr, X_WORDS: tl.constexpr, SF_WORDS: tl.constexpr, ROW_WORDS: tl.constexpr,
-                 R: tl.constexpr, MAX_BLOCKS: tl.constexpr, ROWS: tl.constexpr, PREFIX: tl.constexpr,
-                 BLOCK_W: tl.constexpr, SF_PAD: tl.constexpr, SIGNAL: tl.constexpr, WAIT: tl.constexpr):
-    """Program b pushes slots [b * S, (b + 1) * S) (S = ceil(T*K / programs)), ROWS at a time.
-    Consecutive slots go to different ranks, so every program feeds every peer link at once (a
-    grid-stride copy of destination-sorted rows was ~1.7x slower on 4 x H200).
+def _destinations(idx_ptr, tok, tok_ok, num_local_experts, K: tl.constexpr, K_PAD: tl.constexpr,
+                  R: tl.constexpr):
+    """Tokens tok [N] -> (expert ids [N, K_PAD] (-1 masked), destination rank per slot [N, K_PAD]
+    (R when masked), hit [N, R]: 1 where the token has at least one slot on that rank)."""
+    kk = tl.arange(0, K_PAD)
+    e = tl.load(idx_ptr + tok[:, None].to(tl.int64) * K + kk[None, :], mask=tok_ok[:, None] & (kk < K)[None, :],
+                other=-1)
+    d = tl.where(e >= 0, e // num_local_experts, R).to(tl.int32)
+    peers = tl.arange(0, R)
+    hit = tl.max((d[:, :, None] == peers[None, None, :]).to(tl.int32), axis=1)
+    return e, d, hit
 
-    NOTES: no routing launches. A slot's position in its destination's segment is the number of
-    earlier valid slots with the same destination: each program counts those before its range
-    (PREFIX-wide vector loads of topk_idx, L2-resident), then ranks its own slots step by step —
-    ascending slot order per destination, as a stable sort would give. The last program ends with
-    the totals and writes them into every peer's recv_count[rank].
+
+@triton.jit
+def _push_kernel(x_ptr, sf_ptr, idx_ptr, w_ptr, peer_ptrs, err_ptr, num_tokens, rank, num_local_experts, cap_rows,
+                 spin_limit, rows_off, count_off, signal_off,
+                 K: tl.constexpr, K_PAD: tl.constexpr, X_WORDS: tl.constexpr, SF_WORDS: tl.constexpr,
+                 ROW_WORDS: tl.constexpr, R: tl.constexpr, MAX_BLOCKS: tl.constexpr, ROWS: tl.constexpr,
+                 PREFIX: tl.constexpr, BLOCK_W: tl.constexpr, SF_PAD: tl.constexpr, SIGNAL: tl.constexpr,
+                 WAIT: tl.constexpr):
+    """One row per (token, destination rank) with at least one of the token's slots: program b
+    takes tokens [b * S, (b + 1) * S) (S = ceil(T / programs)), ROWS tokens at a time.
+
+    NOTES: no routing launches. A row's position in its destination's segment is the number of
+    earlier tokens with a slot on that rank: each program counts those before its range
+    (PREFIX-token vector loads of topk_idx, L2-resident), then ranks its own tokens step by step.
+    Consecutive tokens go to different ranks, so every program feeds every peer link at once (a
+    grid-stride copy of destination-sorted rows was ~1.7x slower on 4 x H200). The last program
+    ends with the totals and writes them into every peer's recv_count[rank].
     """
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
-    per_program = tl.cdiv(num_slots, num_programs)
-    start = tl.minimum(pid * per_program, num_slots)
-    end = tl.minimum(start + per_program, num_slots)
+    per_program = tl.cdiv(num_tokens, num_programs)
+    start = tl.minimum(pid * per_program, num_tokens)
+    end = tl.minimum(start + per_program, num_tokens)
     peers = tl.arange(0, R)
     base = tl.zeros([R], dtype=tl.int32)
     for c0 in range(0, start, PREFIX):
-        s = c0 + tl.arange(0, PREFIX)
-        e = tl.load(idx_ptr + s, mask=s < start, other=-1)
-        d = tl.where(e >= 0, e // num_local_experts, R).to(tl.int32)
-        base += tl.sum((d[:, None] == peers[None, :]).to(tl.int32), axis=0)
+        tok = c0 + tl.arange(0, PREFIX)
+        _, _, hit = _destinations(idx_ptr, tok, tok < start, num_local_experts, K, K_PAD, R)
+        base += tl.sum(hit, axis=0)
     r_ids = tl.arange(0, ROWS)
+    kk = tl.arange(0, K_PAD)
     words = tl.arange(0, BLOCK_W)
     sf_cols = tl.arange(0, SF_PAD)
-    ml = tl.arange(0, 4)[None, :]          # META_WORDS
+    # NOTES: rank among this step's earlier tokens by a pairwise mask; tl.cumsum over a [ROWS, 2]
+    # tile trips an assertion in Triton 3.6's scan lowering (R = 2 on sm_90).
+    earlier = (r_ids[None, :] < r_ids[:, None]).to(tl.int32)                     # [ROWS, ROWS]
     for c0 in range(start, end, ROWS):
-        slot = c0 + r_ids
-        e = tl.load(idx_ptr + slot, mask=slot < end, other=-1)
-        ok = e >= 0
-        dest = tl.where(ok, e // num_local_experts, R).to(tl.int32)
-        onehot = (dest[:, None] == peers[None, :]).to(tl.int32)                  # [ROWS, R]
-        # NOTES: rank among this step's earlier rows by pairwise compare; tl.cumsum over a [ROWS, 2]
-        # tile trips an assertion in Triton 3.6's scan lowering (R = 2 on sm_90).
-        earlier = (dest[:, None] == dest[None, :]) & (r_ids[None, :] < r_ids[:, None])
-        pos = tl.sum(earlier.to(tl.int32), axis=1) + tl.sum(onehot * base[None, :], axis=1)
-        base += tl.sum(onehot, axis=0)
-        dest = tl.where(ok, dest, 0)
-        tok = (slot // K).to(tl.int64)
-        # NOTES: peer bases and row starts are 16-byte aligned (rows are a multiple of 4 words); the
-        # hint lets the compiler use 16-byte stores over NVLink (4-byte stores otherwise).
-        row = (tl.load(peer_ptrs + dest).to(tl.pointer_type(tl.int32)) + rows_off.to(tl.int64)
-               + (rank * cap_slots + pos).to(tl.int64) * ROW_WORDS)
-        row = tl.multiple_of(row, 16)
-        for c in tl.static_range(0, X_WORDS, BLOCK_W):
-            m = ok[:, None] & (c + words < X_WORDS)[None, :]
-            v = tl.load(x_ptr + tok[:, None] * X_WORDS + c + words[None, :], mask=m)
-            tl.store(row[:, None] + c + words[None, :], v, mask=m)
-        m = ok[:, None] & (sf_cols < SF_WORDS)[None, :]
-        v = tl.load(sf_ptr + tok[:, None] * SF_WORDS + sf_cols[None, :], mask=m)
-        tl.store(row[:, None] + X_WORDS + sf_cols[None, :], v, mask=m)
-        weight = tl.load(w_ptr + slot, mask=ok, other=0.0).to(tl.int32, bitcast=True)
-        local_expert = (e - dest * num_local_experts).to(tl.int32)
-        meta = tl.where(ml == 0, local_expert[:, None], tl.where(ml == 1, weight[:, None],
-                                                                 tl.where(ml == 2, slot[:, None], 0)))
-        tl.store(row[:, None] + X_WORDS + SF_WORDS + ml, meta, mask=ok[:, None])
+        tok = c0 + r_ids
+        tok_ok = tok < end
+        e, d, hit = _destinations(idx_ptr, tok, tok_ok, num_local_experts, K, K_PAD, R)
+        pos = base[None, :] + tl.sum(earlier[:, :, None] * hit[None, :, :], axis=1)   # [ROWS, R]
+        base += tl.sum(hit, axis=0)
+        tok64 = tok.to(tl.int64)
+        w = tl.load(w_ptr + tok64[:, None] * K + kk[None, :], mask=tok_ok[:, None] & (kk < K)[None, :], other=0.0)
+        for dest in tl.static_range(R):
+            ok = tl.sum(tl.where(peers[None, :] == dest, hit, 0), axis=1) > 0
+            p = tl.sum(tl.where(peers[None, :] == dest, pos, 0), axis=1)
+            # NOTES: peer bases and row starts are 16-byte aligned (rows are a multiple of 4
+            # words); the hint lets the compiler use 16-byte stores over NVLink.
+            row = (tl.load(peer_ptrs + dest).to(tl.pointer_type(tl.int32)) + rows_off.to(tl.int64)
+                   + (rank * cap_rows + p).to(tl.int64) * ROW_WORDS)
+            row = tl.multiple_of(row, 16)
+            for c in tl.static_range(0, X_WORDS, BLOCK_W):
+                m = ok[:, None] & (c + words < X_WORDS)[None, :]
+                v = tl.load(x_ptr + tok64[:, None] * X_WORDS + c + words[None, :], mask=m)
+                tl.store(row[:, None] + c + words[None, :], v, mask=m)
+            m = ok[:, None] & (sf_cols < SF_WORDS)[None, :]
+            v = tl.load(sf_ptr + tok64[:, None] * SF_WORDS + sf_cols[None, :], mask=m)
+            tl.store(row[:, None] + X_WORDS + sf_cols[None, :], v, mask=m)
+            meta = row + X_WORDS + SF_WORDS
+            tl.store(meta, tok, mask=ok)
+            local = tl.where(d == dest, e - dest * num_local_experts, -1).to(tl.int32)
+            km = ok[:, None] & (kk < K)[None, :]
+            tl.store(meta[:, None] + 1 + kk[None, :], local, mask=km)
+            tl.store(meta[:, None] + 1 + K + kk[None, :], w.to(tl.int32, bitcast=True), mask=km)
     if pid == num_programs - 1:
         # Totals, into every peer's recv_count[rank] (also 0: the peer must not keep stale counts).
         tl.store((tl.load(peer_ptrs + peers) + (count_off.to(tl.int64) + rank) * 4).to(tl.pointer_type(tl.int32)),
@@ -232,27 +258,30 @@ def _received(count_ptr, R: tl.constexpr, R1_PAD: tl.constexpr):
 
 
 @triton.jit
-def _unpack_kernel(rows_ptr, count_ptr, xdq_ptr, idx_ptr, w_ptr, cap_slots, hidden,
-                   X_WORDS: tl.constexpr, SF_WORDS: tl.constexpr, ROW_WORDS: tl.constexpr, R: tl.constexpr,
-                   R1_PAD: tl.constexpr, BLOCK_N: tl.constexpr, ROWS: tl.constexpr, BLOCK_H: tl.constexpr,
-                   SOFT: tl.constexpr):
-    """Received rows -> expert id (-1 past each segment's count) and weight for every row, and the
-    exact bf16 tokens of the rows that arrived (empty rows are not read)."""
+def _unpack_kernel(rows_ptr, count_ptr, xdq_ptr, idx_ptr, w_ptr, cap_rows, hidden,
+                   K: tl.constexpr, K_PAD: tl.constexpr, X_WORDS: tl.constexpr, SF_WORDS: tl.constexpr,
+                   ROW_WORDS: tl.constexpr, R: tl.constexpr, R1_PAD: tl.constexpr, BLOCK_N: tl.constexpr,
+                   ROWS: tl.constexpr, BLOCK_H: tl.constexpr, SOFT: tl.constexpr):
+    """Received rows -> local expert ids [N, K] (-1 for other ranks' slots and past each segment's
+    count) and weights, and the exact bf16 tokens of the rows that arrived (empty rows not read)."""
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
-    num_rows = R * cap_slots
+    num_rows = R * cap_rows
     lane = tl.arange(0, BLOCK_N)
+    kk = tl.arange(0, K_PAD)
     for n0 in range(pid * BLOCK_N, num_rows, num_programs * BLOCK_N):
         n = n0 + lane
         in_range = n < num_rows
-        seg = n // cap_slots
+        seg = n // cap_rows
         count = tl.load(count_ptr + seg, mask=in_range, other=0)
-        valid = in_range & (n - seg * cap_slots < count)
+        valid = in_range & (n - seg * cap_rows < count)
         meta = rows_ptr + n.to(tl.int64) * ROW_WORDS + X_WORDS + SF_WORDS
-        expert = tl.load(meta, mask=valid, other=-1)
-        weight = tl.load(meta + 1, mask=valid, other=0)
-        tl.store(idx_ptr + n, expert.to(tl.int64), mask=in_range)
-        tl.store(w_ptr + n, weight.to(tl.float32, bitcast=True), mask=in_range)
+        km = valid[:, None] & (kk < K)[None, :]
+        out_m = in_range[:, None] & (kk < K)[None, :]
+        expert = tl.load(meta[:, None] + 1 + kk[None, :], mask=km, other=-1)
+        weight = tl.load(meta[:, None] + 1 + K + kk[None, :], mask=km, other=0)
+        tl.store(idx_ptr + n[:, None].to(tl.int64) * K + kk[None, :], expert.to(tl.int64), mask=out_m)
+        tl.store(w_ptr + n[:, None].to(tl.int64) * K + kk[None, :], weight.to(tl.float32, bitcast=True), mask=out_m)
     lanes, starts, total = _received(count_ptr, R, R1_PAD)
     r_ids = tl.arange(0, ROWS)
     cols = tl.arange(0, BLOCK_H)
@@ -261,7 +290,7 @@ def _unpack_kernel(rows_ptr, count_ptr, xdq_ptr, idx_ptr, w_ptr, cap_slots, hidd
         j = j0 + r_ids
         ok = j < total
         seg, pos = _segment_of(j, starts, lanes, R - 1)
-        n = (seg * cap_slots + pos).to(tl.int64)
+        n = (seg * cap_rows + pos).to(tl.int64)
         row_bytes = (rows_ptr + n * ROW_WORDS).to(tl.pointer_type(tl.uint8), bitcast=True)
         row_bytes = tl.multiple_of(row_bytes, 16)
         out_row = tl.multiple_of(xdq_ptr + n * hidden, 16)
@@ -276,33 +305,39 @@ def _unpack_kernel(rows_ptr, count_ptr, xdq_ptr, idx_ptr, w_ptr, cap_slots, hidd
 
 
 @triton.jit
-def _return_kernel(rows_ptr, count_ptr, out_ptr, peer_ptrs, err_ptr, rank, cap_slots, spin_limit, home_off,
-                   signal_off, X_WORDS: tl.constexpr, SF_WORDS: tl.constexpr, ROW_WORDS: tl.constexpr,
-                   OUT_WORDS: tl.constexpr, R: tl.constexpr, R1_PAD: tl.constexpr, MAX_BLOCKS: tl.constexpr,
-                   ROWS: tl.constexpr, BLOCK_W: tl.constexpr, SIGNAL: tl.constexpr, WAIT: tl.constexpr):
-    """Each computed row (bf16 [H] = OUT_WORDS int32) -> home[source slot] on its source rank."""
+def _return_kernel(rows_ptr, count_ptr, out_ptr, peer_ptrs, err_ptr, rank, cap_rows, spin_limit, home_off,
+                   signal_off, K: tl.constexpr, X_WORDS: tl.constexpr, SF_WORDS: tl.constexpr,
+                   ROW_WORDS: tl.constexpr, OUT_WORDS: tl.constexpr, R: tl.constexpr, R1_PAD: tl.constexpr,
+                   MAX_BLOCKS: tl.constexpr, ROWS: tl.constexpr, BLOCK_W: tl.constexpr, SIGNAL: tl.constexpr,
+                   WAIT: tl.constexpr):
+    """Each computed slot of each received row (bf16 [H] = OUT_WORDS int32 at out[n * K + k]) ->
+    home[source token * K + k] on its source rank."""
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
     lanes, starts, total = _received(count_ptr, R, R1_PAD)
-    # NOTES: each program takes a contiguous range of the received rows, so at any moment the
-    # programs write to different source ranks (a grid-stride order sends every program to the
-    # same peer at once: measured ~1.8x slower on 4 x H200).
-    per_program = tl.cdiv(total, num_programs)
+    # NOTES: each program takes a contiguous range of the (received row, k) pairs, so at any
+    # moment the programs write to different source ranks (a grid-stride order sends every program
+    # to the same peer at once: measured ~1.6x slower on 4 x H200).
+    total_pairs = total * K
+    per_program = tl.cdiv(total_pairs, num_programs)
     first = pid * per_program
-    last = tl.minimum(first + per_program, total)
+    last = tl.minimum(first + per_program, total_pairs)
     r_ids = tl.arange(0, ROWS)
     words = tl.arange(0, BLOCK_W)
     for j0 in range(first, last, ROWS):
         j = j0 + r_ids
-        ok = j < last
-        src, pos = _segment_of(j, starts, lanes, R - 1)
-        n = (src * cap_slots + pos).to(tl.int64)
-        slot = tl.load(rows_ptr + n * ROW_WORDS + X_WORDS + SF_WORDS + 2, mask=ok, other=0).to(tl.int64)
+        in_range = j < last
+        src, pos = _segment_of(j // K, starts, lanes, R - 1)
+        k = j % K
+        n = (src * cap_rows + pos).to(tl.int64)
+        meta = rows_ptr + n * ROW_WORDS + X_WORDS + SF_WORDS
+        ok = in_range & (tl.load(meta + 1 + k, mask=in_range, other=-1) >= 0)
+        src_tok = tl.load(meta, mask=ok, other=0).to(tl.int64)
         home = tl.load(peer_ptrs + src, mask=ok, other=0).to(tl.pointer_type(tl.int32)) + home_off.to(tl.int64)
-        dst = tl.multiple_of(home + slot * OUT_WORDS, 16)    # 16-byte stores (see _push_kernel)
+        dst = tl.multiple_of(home + (src_tok * K + k) * OUT_WORDS, 16)    # 16-byte stores (see _push_kernel)
         for c in tl.static_range(0, OUT_WORDS, BLOCK_W):
             m = ok[:, None] & (c + words < OUT_WORDS)[None, :]
-            v = tl.load(out_ptr + n[:, None] * OUT_WORDS + c + words[None, :], mask=m)
+            v = tl.load(out_ptr + (n * K + k)[:, None] * OUT_WORDS + c + words[None, :], mask=m)
             tl.store(dst[:, None] + c + words[None, :], v, mask=m)
     _barrier(peer_ptrs, err_ptr, rank, 1, spin_limit, signal_off, R, MAX_BLOCKS, SIGNAL, WAIT)
 
@@ -345,7 +380,7 @@ class SymmMemTransport:
         dev = words.device
         self.error = torch.zeros(2, dtype=torch.int32, device=dev)     # [error word, dummy word]
         lay = layout
-        n = lay.num_ranks * lay.cap_slots
+        n = lay.num_ranks * lay.cap_rows
         t, k = lay.num_max_tokens, lay.num_topk
         # The caller-filled inputs (MegaMoEBuffer exposes them as x, x_sf, topk_idx, topk_weights).
         self.x = lay.view(words, "x").view(torch.float8_e4m3fn).view(t, lay.hidden)
@@ -356,11 +391,12 @@ class SymmMemTransport:
         self.home = lay.view(words, "home").view(torch.int16).view(lay.cap_slots, lay.hidden)
         self.recv_count = lay.view(words, "recv_count")
         self.signals = lay.view(words, "signals")
-        self.recv_idx = torch.empty((n, 1), dtype=torch.int64, device=dev)
-        self.recv_weight = torch.empty((n, 1), dtype=torch.float32, device=dev)
+        self.recv_idx = torch.empty((n, k), dtype=torch.int64, device=dev)
+        self.recv_weight = torch.empty((n, k), dtype=torch.float32, device=dev)
         self.spin_limit = int(os.environ.get("TMOE_EP_SPIN_LIMIT", DEFAULT_SPIN_LIMIT))
         self.soft = not words.is_cuda
         self.r1_pad = triton.next_power_of_2(self.num_ranks + 1)
+        self.k_pad = triton.next_power_of_2(layout.num_topk)
         # Rows per program step: several rows in flight hide the dependent loads (slot -> token -> row).
         self.rows_per_step = int(os.environ.get("TMOE_EP_ROWS", 2 if self.soft else 8))
         self.num_warps = 1 if self.soft else int(os.environ.get("TMOE_EP_WARPS", 4))
@@ -382,38 +418,42 @@ class SymmMemTransport:
 
     def dispatch(self, x_fp8: torch.Tensor, x_sf: torch.Tensor, topk_idx: torch.Tensor,
                  topk_weights: torch.Tensor) -> None:
-        """Push this rank's valid slots to their experts' ranks (x_fp8/x_sf may hold more rows than T)."""
+        """Send each token once to every rank owning one of its experts (x_fp8/x_sf may hold more rows than T)."""
         lay = self.layout
         t, k = topk_idx.shape
         x_words = x_fp8.view(torch.uint8).view(torch.int32)
         block_w = min(triton.next_power_of_2(lay.x_words), 256 if self.soft else 2048)
         _push_kernel[(self.grid,)](
-            x_words, x_sf, topk_idx, topk_weights, self.peer_ptrs, self.error, t * k, self.rank,
-            self.num_local_experts, lay.cap_slots, self.spin_limit, lay.offset("recv_rows"),
-            lay.offset("recv_count"), lay.offset("signals"), K=k, X_WORDS=lay.x_words, SF_WORDS=lay.sf_words,
+            x_words, x_sf, topk_idx, topk_weights, self.peer_ptrs, self.error, t, self.rank,
+            self.num_local_experts, lay.cap_rows, self.spin_limit, lay.offset("recv_rows"),
+            lay.offset("recv_count"), lay.offset("signals"), K=k, K_PAD=self.k_pad, X_WORDS=lay.x_words,
+            SF_WORDS=lay.sf_words,
             ROW_WORDS=lay.row_words, R=self.num_ranks, MAX_BLOCKS=lay.max_blocks, ROWS=self.rows_per_step,
-            PREFIX=64 if self.soft else 1024, BLOCK_W=block_w, SF_PAD=triton.next_power_of_2(lay.sf_words),
+            PREFIX=32 if self.soft else 128, BLOCK_W=block_w, SF_PAD=triton.next_power_of_2(lay.sf_words),
             num_warps=self.num_warps, **self._flags())
 
     def unpack(self, x_dq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Received rows -> x_dq (int16 bf16 bits [>= R*T_max*K, H]); returns (idx [N, 1], weight [N, 1])."""
+        """Received rows -> x_dq (int16 bf16 bits [>= R*T_max, H]); returns (idx [N, K], weight [N, K])
+        with N = R*T_max rows (local expert ids; -1 for slots of other ranks and for empty rows)."""
         self.wait(0)
         lay = self.layout
         block_h = min(triton.next_power_of_2(lay.hidden), 256 if self.soft else 1024)
         _unpack_kernel[(self.grid,)](self.recv_rows, self.recv_count, x_dq, self.recv_idx, self.recv_weight,
-                                     lay.cap_slots, lay.hidden, X_WORDS=lay.x_words, SF_WORDS=lay.sf_words,
+                                     lay.cap_rows, lay.hidden, K=lay.num_topk, K_PAD=self.k_pad,
+                                     X_WORDS=lay.x_words, SF_WORDS=lay.sf_words,
                                      ROW_WORDS=lay.row_words, R=self.num_ranks, R1_PAD=self.r1_pad,
                                      BLOCK_N=64 if self.soft else 256, ROWS=self.rows_per_step, BLOCK_H=block_h,
                                      SOFT=self.soft, num_warps=self.num_warps)
         return self.recv_idx, self.recv_weight
 
     def return_results(self, slot_out: torch.Tensor) -> None:
-        """Send every computed row (slot_out int16 [>= R*T_max*K, H]) to its source rank's `home`."""
+        """Send every computed slot (slot_out int16 [>= R*T_max*K, H], row n*K + k) to its source rank's `home`."""
         lay = self.layout
         out_words = lay.hidden // 2
         _return_kernel[(self.grid,)](
             self.recv_rows, self.recv_count, slot_out.view(torch.int32), self.peer_ptrs, self.error, self.rank,
-            lay.cap_slots, self.spin_limit, lay.offset("home"), lay.offset("signals"), X_WORDS=lay.x_words,
+            lay.cap_rows, self.spin_limit, lay.offset("home"), lay.offset("signals"), K=lay.num_topk,
+            X_WORDS=lay.x_words,
             SF_WORDS=lay.sf_words, ROW_WORDS=lay.row_words, OUT_WORDS=out_words, R=self.num_ranks,
             R1_PAD=self.r1_pad, MAX_BLOCKS=lay.max_blocks, ROWS=self.rows_per_step,
             BLOCK_W=min(triton.next_power_of_2(out_words), 256 if self.soft else 2048),
@@ -449,8 +489,7 @@ class SymmMemTransport:
 
 def make_layout(num_ranks: int, num_max_tokens_per_rank: int, num_topk: int, hidden: int,
                 max_blocks: int = 160) -> SymmLayout:
-    return SymmLayout(num_ranks, max(num_max_tokens_per_rank * num_topk, 1), hidden, max_blocks,
-                      num_max_tokens_per_rank, num_topk)
+    return SymmLayout(num_ranks, num_max_tokens_per_rank, num_topk, hidden, max_blocks)
 
 
 def create_transport(group, num_experts: int, num_max_tokens_per_rank: int, num_topk: int, hidden: int,
