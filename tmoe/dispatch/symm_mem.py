@@ -5,24 +5,26 @@ CUDA graph and replayed. Every rank holds one symmetric allocation (torch
 `_symmetric_memory.empty` + `rendezvous`, CUDA backend: no NVSHMEM, no multicast) with the same
 layout, addressed from Triton through the peers' base addresses (`buffer_ptrs`):
 
-    recv_rows  [R][T_max*K][ROW_WORDS] int32   segment s is written only by source rank s
+    recv_rows  [R][T_max][ROW_WORDS] int32     segment s is written only by source rank s
     home       [T_max*K][H/2] int32            bf16 result of each of this rank's slots (by slot)
     recv_count [R] int32                       rows source s wrote into segment s this call
     signals    [2][MAX_BLOCKS][R] int32        barrier slots (channel, program, source rank)
 
-A packed row is one (token, slot) routed to the row's rank: the token's E4M3 bytes, its packed
-UE8M0 scale words, then [local expert, routing weight bits, source slot, 0].
+A packed row is one token sent to one rank that owns at least one of its K experts: the token's
+E4M3 bytes, its packed UE8M0 scale words, then [source token, K local expert ids (-1 = a slot of
+another rank), K routing weights (fp32 bits)] — each token crosses each link at most once.
 
 One call on rank r (`SymmMemTransport` methods, in order):
-  1. `dispatch` (one launch): destination of each slot = expert // E_local; its position in the
-     destination's segment for source r = the number of earlier valid slots with the same
-     destination (computed in `_push_kernel`, no routing launches), so no offsets are exchanged.
-     Every row is stored into `recv_rows[r][pos]` on its destination through the peer pointer,
-     r's count into every peer's `recv_count[r]`, then barrier channel 0.
-  2. `unpack`: received rows -> exact bf16 tokens (`x_dq`), local expert id (-1 past a segment's
-     count) and weight per row; the caller runs `compute.compute_slots` on them (K = 1 per row).
-  3. `return_results`: each result row goes to `home[source slot]` on its source rank; barrier
-     channel 1. The caller combines `home` locally in ascending k.
+  1. `dispatch` (one launch): the destination ranks of a token = its experts // E_local; a row's
+     position in the destination's segment for source r = the number of earlier tokens with a
+     slot on that rank (computed in `_push_kernel`, no routing launches), so no offsets are
+     exchanged. Every row is stored into `recv_rows[r][pos]` on its destination through the peer
+     pointer, r's row counts into every peer's `recv_count[r]`, then barrier channel 0.
+  2. `unpack`: received rows -> exact bf16 tokens (`x_dq`), K local expert ids (-1 for other ranks'
+     slots and past a segment's count) and weights per row; the caller runs
+     `compute.compute_slots` on them (K slots per row).
+  3. `return_results`: each computed slot (row n, k) goes to `home[source token * K + k]` on its
+     source rank; barrier channel 1. The caller combines `home` locally in ascending k.
 
 NOTES: why two barriers suffice. A row segment on rank d is overwritten by the next call's push
 only after the pusher passed this call's channel-1 barrier, which d enters after computing on the
