@@ -24,8 +24,14 @@ from tmoe.kernels.quant import mxfp8_to_bf16  # noqa: E402
 from tmoe.kernels.routing import build_routing  # noqa: E402
 
 
-def candidates(per_expert: float) -> list[GemmConfig]:
-    """Configs to compare (BLOCK_K is fixed in grouped_gemm: never a tunable)."""
+def candidates(per_expert: float, regcap: bool = False) -> list[GemmConfig]:
+    """Configs to compare (BLOCK_K is fixed in grouped_gemm: never a tunable). `regcap`: the decode
+    configs with and without a 128-register cap (4 CTAs of 128 threads per SM instead of 3)."""
+    if regcap and per_expert <= 64:
+        bm = 16 if per_expert <= 16 else (32 if per_expert <= 32 else 64)
+        base = [GemmConfig(bm, 64, True, 4, 3), GemmConfig(bm, 64, True, 4, 4), GemmConfig(bm, 32, True, 4, 4)]
+        return base + [GemmConfig(c.block_m, c.block_n, c.swap_ab, c.num_warps, c.num_stages, c.decode,
+                                  maxnreg=128) for c in base]
     if per_expert <= 64:
         bm = 16 if per_expert <= 16 else (32 if per_expert <= 32 else 64)
         base = [GemmConfig(bm, 64, True, 4, 3), GemmConfig(bm, 64, True, 4, 4)]
@@ -48,6 +54,7 @@ def main() -> None:
     ap.add_argument("--workload", default="dsv3")
     ap.add_argument("--tokens", default="1,128,8192")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--regcap", action="store_true", help="decode configs with / without maxnreg=128")
     args = ap.parse_args()
     wl = WORKLOADS[args.workload]
     e, k, h, i = wl.num_experts, wl.topk, wl.hidden, wl.intermediate
@@ -66,7 +73,7 @@ def main() -> None:
         per_expert = t * k / e
         ref1 = ref2 = None
         for kernel in ("gemm1", "gemm2"):
-            for cfg in candidates(per_expert):
+            for cfg in candidates(per_expert, args.regcap):
                 if kernel == "gemm1":
                     fn = lambda: grouped_gemm.gemm1_swiglu(buf.x_dq, l1[0], l1[1], plan, buf.topk_weights, buf.act,
                                                            topk=k, clamp=wl.clamp, fast_math=True, cfg=cfg, soft=False)
@@ -95,12 +102,13 @@ def main() -> None:
                        "weight_gbps": wbytes / us / 1e3, "same_as_first": same, "compiled": info}
                 results.append(row)
                 print(f"{kernel} T={t:5} bm={cfg.block_m:3} bn={cfg.block_n:3} swap={int(cfg.swap_ab)} "
-                      f"w={cfg.num_warps} s={cfg.num_stages} fuse={int(cfg.fuse_gate_up)}: {us:9.1f} us "
+                      f"w={cfg.num_warps} s={cfg.num_stages} fuse={int(cfg.fuse_gate_up)} maxnreg={cfg.maxnreg}: "
+                      f"{us:9.1f} us "
                       f"{row['weight_gbps']:6.0f} GB/s same={same} | {info}", flush=True)
             if kernel == "gemm1":
                 # GEMM2 must see one fixed intermediate: recompute it with the first config.
                 grouped_gemm.gemm1_swiglu(buf.x_dq, l1[0], l1[1], plan, buf.topk_weights, buf.act, topk=k,
-                                          clamp=wl.clamp, fast_math=True, cfg=candidates(per_expert)[0], soft=False)
+                                          clamp=wl.clamp, fast_math=True, cfg=candidates(per_expert, args.regcap)[0], soft=False)
         buf.destroy()
     if args.json:
         with open(args.json, "w") as f:
