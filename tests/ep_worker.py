@@ -24,9 +24,9 @@ def scenario_inputs(name: str, rank: int, world: int):
     """(x bf16 [T, H], topk_idx [T, K], topk_weights [T, K]) of `rank` in scenario `name`."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from moe_cases import make_routing, make_tokens
-    t = {"uneven": [5, 3, 7, 1], "empty_rank": [0, 4, 2, 0], "one_rank_experts": [4, 6, 3, 2],
-         "masked_duplicates": [6, 6, 6, 6], "bad_expert_on_rank1": [3, 3, 3, 3],
-         "mismatched_buffer": [2, 2, 2, 2], "bad_buffer_on_rank1": [2, 2, 2, 2]}[name][rank]
+    t = {"uneven": [5, 3, 7, 1, 8, 0, 2, 6], "empty_rank": [0, 4, 2, 0, 0, 1, 0, 3],
+         "one_rank_experts": [4, 6, 3, 2, 5, 1, 7, 2], "masked_duplicates": [6] * 8,
+         "bad_expert_on_rank1": [3] * 8, "mismatched_buffer": [2] * 8, "bad_buffer_on_rank1": [2] * 8}[name][rank % 8]
     seed = 100 * SCENARIOS.index(name) + rank
     x = make_tokens(t, H, seed=seed, device="cpu")
     pattern = "duplicates" if name == "masked_duplicates" else "masked"

@@ -12,7 +12,8 @@ import torch.multiprocessing as mp
 
 import ep_worker
 
-WORLDS = [2, 4]     # one GPU per rank when there are enough GPUs, else CPU processes with gloo
+# One GPU per rank when there are enough GPUs, else CPU processes with gloo. TMOE_EP_WORLDS="2,4,8" adds R = 8.
+WORLDS = [int(w) for w in os.environ.get("TMOE_EP_WORLDS", "2,4").split(",")]
 
 
 def _launch(world: int, tmp_path, device_kind: str) -> dict:

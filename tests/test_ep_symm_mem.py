@@ -8,6 +8,8 @@ Checked: bitwise equality with one rank holding every expert, stats, signal pads
 no timeout after every call, repeated calls with changing routing, a missing peer times out with
 an error naming it.
 """
+import os
+
 import pytest
 import torch
 from hypothesis import given
@@ -76,7 +78,10 @@ def _assert_clean(bufs):
         assert b.symm.signals_clean(), f"rank {b.rank}: signal pads not back at zero"
 
 
-@pytest.mark.parametrize("world", [2, 4])
+WORLDS = [int(w) for w in os.environ.get("TMOE_EP_WORLDS", "2,4").split(",")]   # "2,4,8" adds R = 8
+
+
+@pytest.mark.parametrize("world", WORLDS)
 @pytest.mark.parametrize("name", ["uneven", "empty_rank", "one_rank_experts", "masked_duplicates"])
 def test_symm_mem_equals_single_rank_bitwise(world, name, device):
     weights = _weights(device)
