@@ -211,15 +211,16 @@ def _gemm1_swiglu_kernel(
         act_ptr, stride_act,                                    # out: dq(MXFP8(s)) as bf16 bits [S, I]
         bias_ptr, stride_bias,                                  # optional b1 fp32 [E, 2I]
         num_local_experts, hidden, inter, clamp, alpha,
+        tile_offset,                                            # PERSISTENT: first tile of this launch
         TOPK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
         E_PAD: tl.constexpr, SWAP_AB: tl.constexpr, HAS_CLAMP: tl.constexpr, FAST_MATH: tl.constexpr,
         ACTIVATION: tl.constexpr, HAS_BIAS: tl.constexpr, SOFT: tl.constexpr, DECODE: tl.constexpr,
         FUSE_GATE_UP: tl.constexpr,
         PERSISTENT: tl.constexpr):
-    # NOTES: PERSISTENT when the grid is smaller than the worst-case tile count (capacity-sized
-    # calls of the symm_mem transport, where most rows are empty): programs loop over the real tiles.
+    # NOTES: PERSISTENT = the overflow launch of a grid sized below the worst case (see
+    # `_launch_over_tiles`): its programs loop over the real tiles from `tile_offset` on.
     if PERSISTENT:
-        for tile in range(tl.program_id(0), num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD),
+        for tile in range(tile_offset + tl.program_id(0), num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD),
                           tl.num_programs(0)):
             _gemm1_tile(tile, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,
                 offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr, stride_bias,
@@ -280,13 +281,14 @@ def _gemm2_kernel(
         out_ptr, stride_out,                                    # out: bf16 bits [T*K, H] at row slot
         bias_ptr, stride_bias,                                  # optional b2 fp32 [E, H] (x routing weight)
         num_local_experts, hidden, inter,
+        tile_offset,                                            # PERSISTENT: first tile of this launch
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, E_PAD: tl.constexpr,
         SWAP_AB: tl.constexpr, HAS_BIAS: tl.constexpr, SOFT: tl.constexpr, DECODE: tl.constexpr,
         PERSISTENT: tl.constexpr):
-    # NOTES: PERSISTENT when the grid is smaller than the worst-case tile count (capacity-sized
-    # calls of the symm_mem transport, where most rows are empty): programs loop over the real tiles.
+    # NOTES: PERSISTENT = the overflow launch of a grid sized below the worst case (see
+    # `_launch_over_tiles`): its programs loop over the real tiles from `tile_offset` on.
     if PERSISTENT:
-        for tile in range(tl.program_id(0), num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD),
+        for tile in range(tile_offset + tl.program_id(0), num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD),
                           tl.num_programs(0)):
             _gemm2_tile(tile, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse,
                 stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, bias_ptr, stride_bias,
@@ -304,14 +306,22 @@ def _max_tiles(num_slots: int, num_local_experts: int, block_m: int) -> int:
     return max(1, min(triton.cdiv(num_slots, block_m) + num_local_experts, num_slots))
 
 
-def _grid_m(num_slots: int, e_local: int, block_m: int, expected_slots: int | None) -> tuple[int, bool]:
-    """(programs along the tile list, persistent?). With `expected_slots` the grid is sized for
-    about twice that many slots and programs loop over whatever tiles the routing produced."""
+def _launch_over_tiles(kernel, grid_n: int, num_slots: int, e_local: int, block_m: int,
+                       expected_slots: int | None, args: tuple, kwargs: dict):
+    """Launch `kernel` over the ragged tile list without knowing the routed counts (no host sync).
+
+    Without `expected_slots`: one program per possible tile (the worst case for `num_slots`).
+    With it (capacity-sized EP calls, mostly empty rows): a plain launch sized for twice the
+    expected slots, then an overflow launch whose programs loop over any tiles beyond it — for the
+    usual routing they find none and exit. NOTES: a single looping launch needs ~70 more registers
+    (decode GEMM1 165 -> 235: fewer CTAs per SM), so the common tiles run in the plain kernel.
+    """
     worst = _max_tiles(num_slots, e_local, block_m)
-    if expected_slots is None:
-        return worst, False
-    grid = min(worst, _max_tiles(2 * expected_slots, e_local, block_m))
-    return grid, grid < worst
+    first = worst if expected_slots is None else min(worst, _max_tiles(2 * expected_slots, e_local, block_m))
+    handle = kernel[(first, grid_n)](*args, 0, PERSISTENT=False, **kwargs)
+    if first < worst:
+        kernel[(min(first, worst - first), grid_n)](*args, first, PERSISTENT=True, **kwargs)
+    return handle
 
 
 def gemm1_swiglu(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp: float | None,
@@ -322,20 +332,19 @@ def gemm1_swiglu(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp
     e_local, two_i, half_h = w1.shape
     inter, hidden = two_i // 2, half_h * 2
     e_pad = triton.next_power_of_2(e_local + 1)
-    grid_m, persistent = _grid_m(plan.num_slots, e_local, cfg.block_m, expected_slots)
-    grid = (grid_m, triton.cdiv(inter, cfg.block_n))
-    return _gemm1_swiglu_kernel[grid](
-        x_bits, x_bits.stride(0),
-        w1, w1_sf, w1.stride(0), w1.stride(1), w1_sf.stride(0), w1_sf.stride(1),
-        plan.expert_offsets, plan.sorted_slots, topk_weights,
-        act, act.stride(0),
-        bias if bias is not None else topk_weights, bias.stride(0) if bias is not None else 0,
-        e_local, hidden, inter, float(clamp) if clamp is not None else 0.0, float(alpha),
-        TOPK=topk, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=BLOCK_K, E_PAD=e_pad,
-        SWAP_AB=cfg.swap_ab, HAS_CLAMP=clamp is not None, FAST_MATH=fast_math,
-        ACTIVATION=ACTIVATIONS.index(activation), HAS_BIAS=bias is not None, SOFT=soft, DECODE=cfg.decode_mode,
-        FUSE_GATE_UP=cfg.fuse_gate_up, PERSISTENT=persistent,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages, **cfg.launch_options)
+    args = (x_bits, x_bits.stride(0),
+            w1, w1_sf, w1.stride(0), w1.stride(1), w1_sf.stride(0), w1_sf.stride(1),
+            plan.expert_offsets, plan.sorted_slots, topk_weights,
+            act, act.stride(0),
+            bias if bias is not None else topk_weights, bias.stride(0) if bias is not None else 0,
+            e_local, hidden, inter, float(clamp) if clamp is not None else 0.0, float(alpha))
+    kwargs = dict(TOPK=topk, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=BLOCK_K, E_PAD=e_pad,
+                  SWAP_AB=cfg.swap_ab, HAS_CLAMP=clamp is not None, FAST_MATH=fast_math,
+                  ACTIVATION=ACTIVATIONS.index(activation), HAS_BIAS=bias is not None, SOFT=soft,
+                  DECODE=cfg.decode_mode, FUSE_GATE_UP=cfg.fuse_gate_up,
+                  num_warps=cfg.num_warps, num_stages=cfg.num_stages, **cfg.launch_options)
+    return _launch_over_tiles(_gemm1_swiglu_kernel, triton.cdiv(inter, cfg.block_n), plan.num_slots, e_local,
+                              cfg.block_m, expected_slots, args, kwargs)
 
 
 def gemm2(act, w2, w2_sf, plan, out_bits, *, cfg, soft: bool, topk_weights=None,
@@ -344,15 +353,14 @@ def gemm2(act, w2, w2_sf, plan, out_bits, *, cfg, soft: bool, topk_weights=None,
     e_local, hidden, half_i = w2.shape
     inter = half_i * 2
     e_pad = triton.next_power_of_2(e_local + 1)
-    grid_m, persistent = _grid_m(plan.num_slots, e_local, cfg.block_m, expected_slots)
-    grid = (grid_m, triton.cdiv(hidden, cfg.block_n))
-    return _gemm2_kernel[grid](
-        act, act.stride(0),
-        w2, w2_sf, w2.stride(0), w2.stride(1), w2_sf.stride(0), w2_sf.stride(1),
-        plan.expert_offsets, plan.sorted_slots, topk_weights if topk_weights is not None else out_bits,
-        out_bits, out_bits.stride(0),
-        bias if bias is not None else out_bits, bias.stride(0) if bias is not None else 0,
-        e_local, hidden, inter,
-        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=BLOCK_K, E_PAD=e_pad,
-        SWAP_AB=cfg.swap_ab, HAS_BIAS=bias is not None, SOFT=soft, DECODE=cfg.decode_mode, PERSISTENT=persistent,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages, **cfg.launch_options)
+    args = (act, act.stride(0),
+            w2, w2_sf, w2.stride(0), w2.stride(1), w2_sf.stride(0), w2_sf.stride(1),
+            plan.expert_offsets, plan.sorted_slots, topk_weights if topk_weights is not None else out_bits,
+            out_bits, out_bits.stride(0),
+            bias if bias is not None else out_bits, bias.stride(0) if bias is not None else 0,
+            e_local, hidden, inter)
+    kwargs = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=BLOCK_K, E_PAD=e_pad,
+                  SWAP_AB=cfg.swap_ab, HAS_BIAS=bias is not None, SOFT=soft, DECODE=cfg.decode_mode,
+                  num_warps=cfg.num_warps, num_stages=cfg.num_stages, **cfg.launch_options)
+    return _launch_over_tiles(_gemm2_kernel, triton.cdiv(hidden, cfg.block_n), plan.num_slots, e_local,
+                              cfg.block_m, expected_slots, args, kwargs)
