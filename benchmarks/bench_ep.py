@@ -110,8 +110,11 @@ def _rank_main(rank: int, world: int, init_file: str, args) -> None:
             row["dispatch_us"] = _graph_us(lambda: sm.dispatch(buf.x, buf.x_sf, buf.topk_idx[:t],
                                                                buf.topk_weights[:t]), args.reps)
 
-            def ret():
-                sm.return_results(buf.slot_out)
+            def ret():   # fused return: the results already went out in GEMM2; only barrier + combine remain
+                if sm.fused_return:
+                    sm.results_sent()
+                else:
+                    sm.return_results(buf.slot_out)
                 combine(sm.finish_return(), buf.topk_idx[:t], y)
             row["combine_us"] = _graph_us(ret, args.reps)
             sm.check_errors()
@@ -174,7 +177,8 @@ def _report(rows, args, device_name: str, world: int) -> None:
               f"{agg['combine_us']:.1f} | {both:.1f} | {agg['nccl_a2a_us']:.1f} ({agg['nccl_dispatch_us']:.1f} + "
               f"{agg['nccl_combine_us']:.1f}) | {agg['speedup_vs_nccl']:.2f}x | {agg['offrank_gbps']:.1f} / "
               f"{agg['offrank_combine_gbps']:.1f} |")
-        summary.append({"workload": rs[0]["workload"], "tokens": t, "ep": world, "transport": rs[0]["transport"], **agg})
+        summary.append({"workload": rs[0]["workload"], "tokens": t, "ep": world, "transport": rs[0]["transport"],
+                        "fused_return": os.environ.get("TMOE_EP_FUSED_RETURN", "0") == "1", **agg})
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": device_name, "torch": torch.__version__, "ranks": world, "rows": summary,
@@ -189,8 +193,13 @@ def main() -> None:
     ap.add_argument("--transport", default="auto")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cuda", "cpu"])
     ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--fused-return", action="store_true",
+                    help="symm_mem: GEMM2 writes results straight into the sources (combine_us is then barrier + "
+                         "ordered combine only; the transfer is inside the layer time)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    if args.fused_return:
+        os.environ["TMOE_EP_FUSED_RETURN"] = "1"     # inherited by the spawned ranks
     if args.device == "cuda" and torch.cuda.device_count() < args.ranks:
         sys.exit(f"--ranks {args.ranks} needs {args.ranks} GPUs, found {torch.cuda.device_count()}")
     import tempfile

@@ -41,7 +41,8 @@ def _signature(kernel) -> tuple[dict, dict]:
             sig[name] = "constexpr"
         elif name.endswith("_ptr"):
             sig[name] = {"x_ptr": "*i16", "act_ptr": "*i16", "out_ptr": "*i16", "offsets_ptr": "*i32",
-                         "sorted_ptr": "*i32", "weights_ptr": "*fp32", "bias_ptr": "*fp32"}.get(name, "*u8")
+                         "sorted_ptr": "*i32", "weights_ptr": "*fp32", "bias_ptr": "*fp32",
+                         "row_addr_ptr": "*i64"}.get(name, "*u8")
             attrs[(i,)] = [["tt.divisibility", 16]]
         elif name in ("clamp", "alpha"):
             sig[name] = "fp32"
@@ -60,6 +61,8 @@ def compile_config(kernel_name: str, cfg: GemmConfig, e_pad: int = 512, topk: in
              "PERSISTENT": persistent}
     if kernel_name == "gemm1":
         const.update(TOPK=topk, HAS_CLAMP=False, FAST_MATH=True, ACTIVATION=0, FUSE_GATE_UP=cfg.fuse_gate_up)
+    else:
+        const.update(ROW_ADDR=False)
     src = ASTSource(kernel, sig, const, attrs)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32),
                           options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})

@@ -72,9 +72,11 @@ def run(rank: int, world: int, init_file: str, out_dir: str, device_kind: str) -
             results["single"][name] = y.cpu()
         except Exception:  # noqa: BLE001 - reported by the parent
             results["single"][name] = traceback.format_exc()
-    transports = ("collective", "symm_mem") if device_kind == "cuda" else ("collective",)
-    for transport in transports:
-        results[transport] = out = {}
+    # symm_mem_fused: the symm_mem transport with GEMM2 writing results straight into the sources' home.
+    transports = ("collective", "symm_mem", "symm_mem_fused") if device_kind == "cuda" else ("collective",)
+    for variant in transports:
+        transport = "symm_mem" if variant.startswith("symm_mem") else variant
+        results[variant] = out = {}
         for name in SCENARIOS:
             try:
                 x, idx, w = scenario_inputs(name, rank, world)
@@ -82,6 +84,8 @@ def run(rank: int, world: int, init_file: str, out_dir: str, device_kind: str) -
                 hidden = 48 if (name == "bad_buffer_on_rank1" and rank == 1) else H    # not a multiple of 32
                 buf = tmoe.get_symm_buffer_for_mega_moe(dist.group.WORLD, E, cap, K, hidden, I, device=dev,
                                                         backend="triton", transport=transport)
+                if buf.symm is not None:
+                    buf.symm.fused_return = variant == "symm_mem_fused"
                 fill_buffer(buf, x.to(dev), idx.to(dev), w.to(dev))
                 y = torch.full((x.shape[0], H), float("nan"), dtype=torch.bfloat16, device=dev)
                 stats = torch.zeros(E // world, dtype=torch.int32, device=dev)

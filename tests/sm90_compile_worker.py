@@ -48,9 +48,19 @@ def main(worlds) -> None:
                           dict(K=8, OUT_WORDS=3584, R1_PAD=r1, MAX_BLOCKS=160, ROWS=8, BLOCK_W=2048, SIGNAL=True,
                                WAIT=True, **common), 4)
         unpack = compile_ptx(sm._unpack_kernel, {"rows_ptr": "*i32", "count_ptr": "*i32", "xdq_ptr": "*i16",
-                                                 "idx_ptr": "*i64", "w_ptr": "*fp32"},
-                             dict(K=8, K_PAD=8, R1_PAD=r1, BLOCK_N=256, ROWS=8, BLOCK_H=1024, SOFT=False, **common), 4)
+                                                 "idx_ptr": "*i64", "w_ptr": "*fp32", "addr_ptr": "*i64",
+                                                 "peer_ptrs": "*i64"},
+                             dict(K=8, K_PAD=8, OUT_WORDS=3584, R1_PAD=r1, BLOCK_N=256, ROWS=8, BLOCK_H=1024,
+                                  SOFT=False, WRITE_ADDR=True, **common), 4)
         out[world] = {"push": counts(push), "return": counts(ret), "unpack": counts(unpack)}
+    # GEMM2 writing through the fused-return address table (ROW_ADDR), decode config.
+    from tmoe.kernels import grouped_gemm as gg
+    types = {"act_ptr": "*i16", "w2_ptr": "*u8", "w2_sf_ptr": "*u8", "offsets_ptr": "*i32", "sorted_ptr": "*i32",
+             "weights_ptr": "*fp32", "out_ptr": "*i16", "row_addr_ptr": "*i64", "bias_ptr": "*fp32"}
+    gemm2 = compile_ptx(gg._gemm2_kernel, types,
+                        dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=gg.BLOCK_K, E_PAD=128, SWAP_AB=True, HAS_BIAS=False,
+                             SOFT=False, DECODE=1, ROW_ADDR=True, PERSISTENT=False), 4)
+    out["gemm2_row_addr"] = {"wgmma": len(re.findall(r"wgmma\.mma_async", gemm2))}
     print(json.dumps(out))
 
 

@@ -18,6 +18,7 @@ def test_symm_mem_kernels_compile_for_sm90():
                          timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result.pop("gemm2_row_addr")["wgmma"] > 0, "GEMM2 with the fused-return epilogue must still use wgmma"
     for world, kernels in result.items():
         for name in ("push", "return"):
             c = kernels[name]

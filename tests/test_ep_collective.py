@@ -43,12 +43,15 @@ def ep_results(request, tmp_path_factory):
     return world, _launch(world, tmp_path_factory.mktemp(f"ep{world}"), kind)
 
 
+VARIANTS = ("collective", "symm_mem", "symm_mem_fused")     # symm_mem_fused: GEMM2 writes into the sources' home
+
+
 def _transports(results) -> list[str]:
-    return [t for t in ("collective", "symm_mem") if t in results[0]]
+    return [t for t in VARIANTS if t in results[0]]
 
 
 @pytest.mark.parametrize("name", ["uneven", "empty_rank", "one_rank_experts", "masked_duplicates"])
-@pytest.mark.parametrize("transport", ["collective", "symm_mem"])
+@pytest.mark.parametrize("transport", VARIANTS)
 def test_ep_equals_single_rank_bitwise(ep_results, name, transport):
     world, results = ep_results
     if transport not in _transports(results):
@@ -58,7 +61,7 @@ def test_ep_equals_single_rank_bitwise(ep_results, name, transport):
         got = results[rank][transport][name]
         assert "crash" not in got, got.get("crash")
         assert "error" not in got, got["error"]
-        assert got["transport"] == transport
+        assert got["transport"] == transport.replace("_fused", "")
         assert got.get("clean", True), f"rank {rank}: signal pads not zero or a barrier timed out"
         y_one = results[rank]["single"][name]     # one rank holding every expert, same device kind
         assert isinstance(y_one, torch.Tensor), y_one

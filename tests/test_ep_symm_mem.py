@@ -30,8 +30,10 @@ def _weights(device):
     return make_weights(E, H, I, seed=7, device=device)
 
 
-def _simulated_buffers(world: int, device):
+def _simulated_buffers(world: int, device, fused_return: bool = False):
     transports = simulated_transports(world, E, CAP, K, H, device=device)
+    for tr in transports:
+        tr.fused_return = fused_return      # GEMM2 writes the results straight into the sources' `home`
     return [MegaMoEBuffer(None, E, CAP, K, H, I, device=device, _simulated=(r, transports[r]))
             for r in range(world)]
 
@@ -83,10 +85,11 @@ WORLDS = [int(w) for w in os.environ.get("TMOE_EP_WORLDS", "2,4").split(",")]   
 
 @pytest.mark.parametrize("world", WORLDS)
 @pytest.mark.parametrize("name", ["uneven", "empty_rank", "one_rank_experts", "masked_duplicates"])
-def test_symm_mem_equals_single_rank_bitwise(world, name, device):
+@pytest.mark.parametrize("fused_return", [False, True])
+def test_symm_mem_equals_single_rank_bitwise(world, name, fused_return, device):
     weights = _weights(device)
     inputs = [ep_worker.scenario_inputs(name, r, world) for r in range(world)]
-    bufs = _simulated_buffers(world, device)
+    bufs = _simulated_buffers(world, device, fused_return)
     stats = [torch.zeros(E // world, dtype=torch.int32, device=device) for _ in range(world)]
     got = _run_simulated(bufs, inputs, weights, device, stats)
     want = _single_rank(inputs, weights, device)

@@ -37,14 +37,16 @@ class ExpertOptions:
 def compute_slots(scratch, x_fp8: Optional[torch.Tensor], x_sf: Optional[torch.Tensor], topk_idx: torch.Tensor,
                   topk_weights: torch.Tensor, l1, l2, *, num_local_experts: int, expert_start: int,
                   opts: ExpertOptions, stats: Optional[torch.Tensor] = None, soft: bool = False,
-                  layer_shape: tuple[int, int] | None = None, config_slots: int | None = None) -> None:
+                  layer_shape: tuple[int, int] | None = None, config_slots: int | None = None,
+                  out_row_addr: Optional[torch.Tensor] = None) -> None:
     """Run the local experts on rows x_fp8 [N, H] / x_sf [N, W] routed by topk_idx [N, K] (int64,
     contiguous) with topk_weights [N, K] (fp32, contiguous). `scratch` provides `x_dq` (int16
     [>= N, H]), `act` (int16 [>= N*K, I]), `slot_out` (int16 [>= N*K, H]) and `workspace` (dict).
     x_fp8 = x_sf = None: `scratch.x_dq` already holds the rows' exact bf16 values (symm_mem unpack).
     `layer_shape` = (global E, layer top-k) keys the autotune cache (default: (local E, K));
     `config_slots` = the slot count that picks the tile configs (default N*K; the symm_mem transport
-    computes on capacity-sized rows, most of them empty, and passes its expected count)."""
+    computes on capacity-sized rows, most of them empty, and passes its expected count).
+    `out_row_addr` (int64 [N*K]): GEMM2 writes slot s's row at that address instead of slot_out."""
     n, k = topk_idx.shape
     if n == 0:
         return
@@ -67,4 +69,4 @@ def compute_slots(scratch, x_fp8: Optional[torch.Tensor], x_sf: Optional[torch.T
                               activation=opts.activation, alpha=opts.activation_alpha, bias=opts.l1_bias,
                               expected_slots=expected)
     grouped_gemm.gemm2(scratch.act, l2[0], l2[1], plan, scratch.slot_out, cfg=cfg2, soft=soft,
-                       topk_weights=topk_weights, bias=opts.l2_bias, expected_slots=expected)
+                       topk_weights=topk_weights, bias=opts.l2_bias, expected_slots=expected, out_row_addr=out_row_addr)

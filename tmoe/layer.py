@@ -427,8 +427,12 @@ def mega_moe_steps(y, l1_weights, l2_weights, buf, stats=None, recipe=(1, 1, 32)
         # uniform routing (the GEMMs loop over whatever tiles there are).
         compute_slots(buf, None, None, recv_idx, recv_weight, l1_weights, l2_weights,
                       num_local_experts=buf.num_local_experts, expert_start=0,
-                      config_slots=max(t * buf.num_topk, 1), **shape)
-        tr.return_results(buf.slot_out)
+                      config_slots=max(t * buf.num_topk, 1),
+                      out_row_addr=tr.home_addr if tr.fused_return else None, **shape)
+        if tr.fused_return:
+            tr.results_sent()
+        else:
+            tr.return_results(buf.slot_out)
         yield
         combine(tr.finish_return(), topk_idx, y)
 

@@ -260,12 +260,15 @@ def _received(count_ptr, R: tl.constexpr, R1_PAD: tl.constexpr):
 
 
 @triton.jit
-def _unpack_kernel(rows_ptr, count_ptr, xdq_ptr, idx_ptr, w_ptr, cap_rows, hidden,
+def _unpack_kernel(rows_ptr, count_ptr, xdq_ptr, idx_ptr, w_ptr, addr_ptr, peer_ptrs, cap_rows, hidden, home_off,
                    K: tl.constexpr, K_PAD: tl.constexpr, X_WORDS: tl.constexpr, SF_WORDS: tl.constexpr,
-                   ROW_WORDS: tl.constexpr, R: tl.constexpr, R1_PAD: tl.constexpr, BLOCK_N: tl.constexpr,
-                   ROWS: tl.constexpr, BLOCK_H: tl.constexpr, SOFT: tl.constexpr):
+                   ROW_WORDS: tl.constexpr, OUT_WORDS: tl.constexpr, R: tl.constexpr, R1_PAD: tl.constexpr,
+                   BLOCK_N: tl.constexpr, ROWS: tl.constexpr, BLOCK_H: tl.constexpr, SOFT: tl.constexpr,
+                   WRITE_ADDR: tl.constexpr):
     """Received rows -> local expert ids [N, K] (-1 for other ranks' slots and past each segment's
-    count) and weights, and the exact bf16 tokens of the rows that arrived (empty rows not read)."""
+    count) and weights, and the exact bf16 tokens of the rows that arrived (empty rows not read).
+    WRITE_ADDR: also the address of each slot's result row, `home[token * K + k]` on its source
+    rank (int64 [N * K]; GEMM2 stores there directly: the fused return)."""
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
     num_rows = R * cap_rows
@@ -284,6 +287,12 @@ def _unpack_kernel(rows_ptr, count_ptr, xdq_ptr, idx_ptr, w_ptr, cap_rows, hidde
         weight = tl.load(meta[:, None] + 1 + K + kk[None, :], mask=km, other=0)
         tl.store(idx_ptr + n[:, None].to(tl.int64) * K + kk[None, :], expert.to(tl.int64), mask=out_m)
         tl.store(w_ptr + n[:, None].to(tl.int64) * K + kk[None, :], weight.to(tl.float32, bitcast=True), mask=out_m)
+        if WRITE_ADDR:
+            src_tok = tl.load(meta, mask=valid, other=0).to(tl.int64)
+            base = tl.load(peer_ptrs + seg, mask=valid, other=0)
+            home_row = (home_off.to(tl.int64) + (src_tok[:, None] * K + kk[None, :]) * OUT_WORDS) * 4
+            tl.store(addr_ptr + n[:, None].to(tl.int64) * K + kk[None, :],
+                     tl.where(expert >= 0, base[:, None] + home_row, 0), mask=out_m)
     lanes, starts, total = _received(count_ptr, R, R1_PAD)
     r_ids = tl.arange(0, ROWS)
     cols = tl.arange(0, BLOCK_H)
@@ -345,9 +354,10 @@ def _return_kernel(rows_ptr, count_ptr, out_ptr, peer_ptrs, err_ptr, rank, cap_r
 
 
 @triton.jit
-def _wait_kernel(peer_ptrs, err_ptr, rank, channel, spin_limit, signal_off, R: tl.constexpr,
-                 MAX_BLOCKS: tl.constexpr):
-    _barrier(peer_ptrs, err_ptr, rank, channel, spin_limit, signal_off, R, MAX_BLOCKS, False, True)
+def _barrier_kernel(peer_ptrs, err_ptr, rank, channel, spin_limit, signal_off, R: tl.constexpr,
+                    MAX_BLOCKS: tl.constexpr, SIGNAL: tl.constexpr, WAIT: tl.constexpr):
+    """A barrier on its own (the wait half of a split barrier; the fused return's barrier)."""
+    _barrier(peer_ptrs, err_ptr, rank, channel, spin_limit, signal_off, R, MAX_BLOCKS, SIGNAL, WAIT)
 
 
 # ----------------------------------------------------------------------------- host side
@@ -395,6 +405,11 @@ class SymmMemTransport:
         self.signals = lay.view(words, "signals")
         self.recv_idx = torch.empty((n, k), dtype=torch.int64, device=dev)
         self.recv_weight = torch.empty((n, k), dtype=torch.float32, device=dev)
+        # Fused return (TMOE_EP_FUSED_RETURN=1): GEMM2 writes each result straight into its source
+        # rank's `home` through this address table, so the results cross NVLink while GEMM2 runs
+        # (no separate return pass). Off by default until timed on a GPU.
+        self.fused_return = os.environ.get("TMOE_EP_FUSED_RETURN", "0") == "1"
+        self.home_addr = torch.zeros(max(n * k, 1), dtype=torch.int64, device=dev)
         self.spin_limit = int(os.environ.get("TMOE_EP_SPIN_LIMIT", DEFAULT_SPIN_LIMIT))
         self.soft = not words.is_cuda
         self.r1_pad = triton.next_power_of_2(self.num_ranks + 1)
@@ -415,8 +430,12 @@ class SymmMemTransport:
     def wait(self, channel: int) -> None:
         """Second half of a split barrier (simulated ranks only; fused into the kernels otherwise)."""
         if self.split_barriers:
-            _wait_kernel[(self.grid,)](self.peer_ptrs, self.error, self.rank, channel, self.spin_limit,
-                                       self.layout.offset("signals"), R=self.num_ranks, MAX_BLOCKS=self.layout.max_blocks)
+            self._barrier(channel, signal=False, wait=True)
+
+    def _barrier(self, channel: int, signal: bool, wait: bool) -> None:
+        _barrier_kernel[(self.grid,)](self.peer_ptrs, self.error, self.rank, channel, self.spin_limit,
+                                      self.layout.offset("signals"), R=self.num_ranks,
+                                      MAX_BLOCKS=self.layout.max_blocks, SIGNAL=signal, WAIT=wait)
 
     def dispatch(self, x_fp8: torch.Tensor, x_sf: torch.Tensor, topk_idx: torch.Tensor,
                  topk_weights: torch.Tensor) -> None:
@@ -441,12 +460,18 @@ class SymmMemTransport:
         lay = self.layout
         block_h = min(triton.next_power_of_2(lay.hidden), 256 if self.soft else 1024)
         _unpack_kernel[(self.grid,)](self.recv_rows, self.recv_count, x_dq, self.recv_idx, self.recv_weight,
-                                     lay.cap_rows, lay.hidden, K=lay.num_topk, K_PAD=self.k_pad,
-                                     X_WORDS=lay.x_words, SF_WORDS=lay.sf_words,
-                                     ROW_WORDS=lay.row_words, R=self.num_ranks, R1_PAD=self.r1_pad,
-                                     BLOCK_N=64 if self.soft else 256, ROWS=self.rows_per_step, BLOCK_H=block_h,
-                                     SOFT=self.soft, num_warps=self.num_warps)
+                                     self.home_addr, self.peer_ptrs, lay.cap_rows, lay.hidden, lay.offset("home"),
+                                     K=lay.num_topk, K_PAD=self.k_pad, X_WORDS=lay.x_words, SF_WORDS=lay.sf_words,
+                                     ROW_WORDS=lay.row_words, OUT_WORDS=lay.hidden // 2, R=self.num_ranks,
+                                     R1_PAD=self.r1_pad, BLOCK_N=64 if self.soft else 256, ROWS=self.rows_per_step,
+                                     BLOCK_H=block_h, SOFT=self.soft, WRITE_ADDR=self.fused_return,
+                                     num_warps=self.num_warps)
         return self.recv_idx, self.recv_weight
+
+    def results_sent(self) -> None:
+        """Fused return: GEMM2 stored every result in its source's `home`; barrier channel 1 (the
+        signal half only for simulated ranks)."""
+        self._barrier(1, signal=True, wait=not self.split_barriers)
 
     def return_results(self, slot_out: torch.Tensor) -> None:
         """Send every computed slot (slot_out int16 [>= R*T_max*K, H], row n*K + k) to its source rank's `home`."""

@@ -240,10 +240,12 @@ def _gemm2_tile(
         w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,   # [E, H, I/2], [E, H, I/32]
         offsets_ptr, sorted_ptr, weights_ptr,
         out_ptr, stride_out,                                    # out: bf16 bits [T*K, H] at row slot
+        row_addr_ptr,                                           # ROW_ADDR: int64 [T*K] address of slot's row
         bias_ptr, stride_bias,                                  # optional b2 fp32 [E, H] (x routing weight)
         num_local_experts, hidden, inter,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, E_PAD: tl.constexpr,
-        SWAP_AB: tl.constexpr, HAS_BIAS: tl.constexpr, SOFT: tl.constexpr, DECODE: tl.constexpr):
+        SWAP_AB: tl.constexpr, HAS_BIAS: tl.constexpr, SOFT: tl.constexpr, DECODE: tl.constexpr,
+        ROW_ADDR: tl.constexpr):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts,
                                                        BLOCK_M, E_PAD)
     if real:
@@ -269,8 +271,14 @@ def _gemm2_tile(
             route_w = tl.load(weights_ptr + slot, mask=row_ok, other=0.0)
             bias = tl.load(bias_ptr + expert.to(tl.int64) * stride_bias + n, mask=n_ok, other=0.0)
             acc += route_w[:, None] * bias[None, :]
-        tl.store(out_ptr + slot[:, None] * stride_out + n[None, :], f32_to_bf16_bits(acc, SOFT),
-                 mask=row_ok[:, None] & n_ok[None, :])
+        if ROW_ADDR:
+            # NOTES: each slot's row lives wherever the table says — for the symm_mem transport the
+            # source rank's `home` row, so the results travel over NVLink while GEMM2 still runs.
+            dst = tl.load(row_addr_ptr + slot, mask=row_ok, other=0).to(tl.pointer_type(tl.int16))
+            tl.store(dst[:, None] + n[None, :], f32_to_bf16_bits(acc, SOFT), mask=row_ok[:, None] & n_ok[None, :])
+        else:
+            tl.store(out_ptr + slot[:, None] * stride_out + n[None, :], f32_to_bf16_bits(acc, SOFT),
+                     mask=row_ok[:, None] & n_ok[None, :])
 
 
 @triton.jit
@@ -279,25 +287,27 @@ def _gemm2_kernel(
         w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,   # [E, H, I/2], [E, H, I/32]
         offsets_ptr, sorted_ptr, weights_ptr,
         out_ptr, stride_out,                                    # out: bf16 bits [T*K, H] at row slot
+        row_addr_ptr,                                           # ROW_ADDR: int64 [T*K] address of slot's row
         bias_ptr, stride_bias,                                  # optional b2 fp32 [E, H] (x routing weight)
         num_local_experts, hidden, inter,
         tile_offset,                                            # PERSISTENT: first tile of this launch
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, E_PAD: tl.constexpr,
         SWAP_AB: tl.constexpr, HAS_BIAS: tl.constexpr, SOFT: tl.constexpr, DECODE: tl.constexpr,
-        PERSISTENT: tl.constexpr):
+        ROW_ADDR: tl.constexpr, PERSISTENT: tl.constexpr):
     # NOTES: PERSISTENT = the overflow launch of a grid sized below the worst case (see
     # `_launch_over_tiles`): its programs loop over the real tiles from `tile_offset` on.
     if PERSISTENT:
         for tile in range(tile_offset + tl.program_id(0), num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD),
                           tl.num_programs(0)):
             _gemm2_tile(tile, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse,
-                stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, bias_ptr, stride_bias,
-                num_local_experts, hidden, inter, BLOCK_M, BLOCK_N, BLOCK_K, E_PAD, SWAP_AB, HAS_BIAS, SOFT,
-                DECODE)
+                stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr, bias_ptr,
+                stride_bias, num_local_experts, hidden, inter, BLOCK_M, BLOCK_N, BLOCK_K, E_PAD, SWAP_AB, HAS_BIAS,
+                SOFT, DECODE, ROW_ADDR)
     else:
         _gemm2_tile(tl.program_id(0), act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse,
-            stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, bias_ptr, stride_bias,
-            num_local_experts, hidden, inter, BLOCK_M, BLOCK_N, BLOCK_K, E_PAD, SWAP_AB, HAS_BIAS, SOFT, DECODE)
+            stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr, bias_ptr,
+            stride_bias, num_local_experts, hidden, inter, BLOCK_M, BLOCK_N, BLOCK_K, E_PAD, SWAP_AB, HAS_BIAS,
+            SOFT, DECODE, ROW_ADDR)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -348,19 +358,22 @@ def gemm1_swiglu(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp
 
 
 def gemm2(act, w2, w2_sf, plan, out_bits, *, cfg, soft: bool, topk_weights=None,
-          bias=None, expected_slots: int | None = None):
-    """Launch GEMM2: act int16 [S, I] (bf16 bits) x w2 [E, H, I/2] -> out_bits int16 [T*K, H] at row slot."""
+          bias=None, expected_slots: int | None = None, out_row_addr=None):
+    """Launch GEMM2: act int16 [S, I] (bf16 bits) x w2 [E, H, I/2] -> out_bits int16 [T*K, H] at row slot.
+    `out_row_addr` (int64 [T*K]): write slot s's row at that absolute address instead (e.g. a peer's
+    memory); out_bits is then unused."""
     e_local, hidden, half_i = w2.shape
     inter = half_i * 2
     e_pad = triton.next_power_of_2(e_local + 1)
     args = (act, act.stride(0),
             w2, w2_sf, w2.stride(0), w2.stride(1), w2_sf.stride(0), w2_sf.stride(1),
             plan.expert_offsets, plan.sorted_slots, topk_weights if topk_weights is not None else out_bits,
-            out_bits, out_bits.stride(0),
+            out_bits, out_bits.stride(0), out_row_addr if out_row_addr is not None else out_bits,
             bias if bias is not None else out_bits, bias.stride(0) if bias is not None else 0,
             e_local, hidden, inter)
     kwargs = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=BLOCK_K, E_PAD=e_pad,
                   SWAP_AB=cfg.swap_ab, HAS_BIAS=bias is not None, SOFT=soft, DECODE=cfg.decode_mode,
+                  ROW_ADDR=out_row_addr is not None,
                   num_warps=cfg.num_warps, num_stages=cfg.num_stages, **cfg.launch_options)
     return _launch_over_tiles(_gemm2_kernel, triton.cdiv(hidden, cfg.block_n), plan.num_slots, e_local,
                               cfg.block_m, expected_slots, args, kwargs)
