@@ -65,7 +65,7 @@ def compile_config(kernel_name: str, cfg: GemmConfig, e_pad: int = 512, topk: in
         const.update(ROW_ADDR=False)
     src = ASTSource(kernel, sig, const, attrs)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                          options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
+                          options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages, **cfg.launch_options})
 
 
 def describe(compiled) -> dict:

@@ -26,12 +26,15 @@ from tmoe.kernels.routing import build_routing  # noqa: E402
 
 def candidates(per_expert: float, regcap: bool = False) -> list[GemmConfig]:
     """Configs to compare (BLOCK_K is fixed in grouped_gemm: never a tunable). `regcap`: the decode
-    configs with and without a 128-register cap (4 CTAs of 128 threads per SM instead of 3)."""
+    configs with and without a 128-register cap (4 CTAs of 128 threads per SM instead of 3), and an
+    8-warp tile (more warps per scheduler another way)."""
     if regcap and per_expert <= 64:
         bm = 16 if per_expert <= 16 else (32 if per_expert <= 32 else 64)
-        base = [GemmConfig(bm, 64, True, 4, 3), GemmConfig(bm, 64, True, 4, 4), GemmConfig(bm, 32, True, 4, 4)]
+        # NOTES: bn = 32 with swap compiles to mma.sync (different bits; rejected by check_gpu_config);
+        # bn = 128 with 8 warps = two warpgroups per CTA (181 registers for GEMM1).
+        base = [GemmConfig(bm, 64, True, 4, 3), GemmConfig(bm, 64, True, 4, 4)]
         return base + [GemmConfig(c.block_m, c.block_n, c.swap_ab, c.num_warps, c.num_stages, c.decode,
-                                  maxnreg=128) for c in base]
+                                  maxnreg=128) for c in base] + [GemmConfig(bm, 128, True, 8, 3)]
     if per_expert <= 64:
         bm = 16 if per_expert <= 16 else (32 if per_expert <= 32 else 64)
         base = [GemmConfig(bm, 64, True, 4, 3), GemmConfig(bm, 64, True, 4, 4)]
