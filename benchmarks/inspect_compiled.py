@@ -99,7 +99,7 @@ def main() -> None:
         GemmConfig(16, 64, True, 4, 3), GemmConfig(16, 64, True, 4, 4), GemmConfig(16, 64, True, 4, 3, fuse_gate_up=True),
         GemmConfig(128, 128, False, 8, 3)]
     kernels = ["gemm1", "gemm2"] if args.kernel == "both" else [args.kernel]
-    print(f"| kernel | config | regs | stack | smem B | " + " | ".join(SASS_CLASSES) + " |")
+    print("| kernel | config | regs | stack | smem B | " + " | ".join(SASS_CLASSES) + " |")
     print("|---|---|" + "---:|" * (3 + len(SASS_CLASSES)))
     for kn in kernels:
         for cfg in cfgs:

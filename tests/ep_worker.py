@@ -97,6 +97,7 @@ def run(rank: int, world: int, init_file: str, out_dir: str, device_kind: str) -
                 out[name] = {"error": str(exc)}
             except Exception:  # noqa: BLE001 - anything else is a test failure, reported by the parent
                 out[name] = {"crash": traceback.format_exc()}
+    results["multi_host"] = pretend_multi_host(rank, world, dev)
     if device_kind == "cuda":
         try:
             results["stress"] = stress_symm_mem(rank, world, dev, weights, l1, l2)
@@ -104,6 +105,29 @@ def run(rank: int, world: int, init_file: str, out_dir: str, device_kind: str) -
             results["stress"] = {"crash": traceback.format_exc()}
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
+
+
+def pretend_multi_host(rank, world, dev) -> dict:
+    """Ranks report different hosts (and symmetric memory 'available' even on CPU): `auto` must fall
+    back to the collective transport on every rank, an explicit `symm_mem` must raise on every rank."""
+    import tmoe
+    from tmoe import layer
+    from tmoe.dispatch import symm_mem
+    saved = layer._host_id, symm_mem.symm_mem_available
+    layer._host_id = lambda: 1000 + rank
+    symm_mem.symm_mem_available = lambda device, num_ranks: (True, "ok")
+    out = {}
+    try:
+        for transport in ("auto", "symm_mem"):
+            try:
+                buf = tmoe.get_symm_buffer_for_mega_moe(dist.group.WORLD, E, 4, K, H, I, device=dev, backend="triton",
+                                                        transport=transport)
+                out[transport] = buf.transport
+            except ValueError as exc:
+                out[transport] = f"error: {exc}"
+    finally:
+        layer._host_id, symm_mem.symm_mem_available = saved
+    return out
 
 
 STRESS_CALLS = int(os.environ.get("TMOE_EP_STRESS_CALLS", "1000"))

@@ -111,3 +111,13 @@ def test_symm_mem_graph_replay_and_back_to_back_calls(ep_results):
         assert rep["graph_mismatch"] == [] and rep["graph_clean"], rep
         assert rep["eager_mismatch"] == [] and rep["clean"] and rep["checked"] >= rep["calls"] // 50, rep
         print(f"rank {rank}: {rep['calls']} calls in {rep['seconds']:.1f} s, {rep['checked']} checked bitwise")
+
+
+def test_symm_mem_needs_one_host(ep_results):
+    """Ranks on different hosts: `auto` falls back to the collective transport everywhere; an explicit
+    `symm_mem` raises on every rank (no rank left in a rendezvous)."""
+    world, results = ep_results
+    for rank in range(world):
+        got = results[rank]["multi_host"]
+        assert got["auto"] == "collective", got
+        assert "needs every rank on one host" in got["symm_mem"] and f"spans {world} hosts" in got["symm_mem"], got

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import warnings
+import zlib
 from typing import Optional, Sequence
 
 import torch
@@ -51,6 +53,7 @@ class MegaMoEBuffer:
         if _simulated is not None:
             rank, num_ranks = _simulated[0], _simulated[1].num_ranks
         dev = _normalize_device(device)
+        requested_transport = transport
         try:
             transport = _check_buffer_args(num_experts, num_max_tokens_per_rank, num_topk, hidden,
                                            intermediate_hidden, num_ranks,
@@ -64,6 +67,14 @@ class MegaMoEBuffer:
             # Collective: a rank with bad arguments must not leave the others waiting.
             transport_impl = CollectiveTransport(group, num_experts if isinstance(num_experts, int) else 0)
             transport_impl.agree(error, "get_symm_buffer_for_mega_moe call")
+            if transport == "symm_mem":
+                # NVLink symmetric memory needs every rank on this host; `auto` falls back to collectives.
+                hosts = {h for (h,) in transport_impl.gather_ints([_host_id()])}
+                if len(hosts) > 1:
+                    if requested_transport == "symm_mem":
+                        raise ValueError(f"transport 'symm_mem' needs every rank on one host (one NVLink domain); "
+                                         f"this group spans {len(hosts)} hosts: use transport='collective'")
+                    transport = "collective"
             transport_impl.check_same("get_symm_buffer_for_mega_moe arguments (E, T_max, K, H, I, transport)",
                                       [num_experts, num_max_tokens_per_rank, num_topk, hidden, intermediate_hidden,
                                        TRANSPORTS.index(transport)])
@@ -175,6 +186,11 @@ def _check_buffer_args(num_experts, num_max_tokens_per_rank, num_topk, hidden, i
     if transport == "symm_mem" and not ok:
         raise ValueError(f"transport 'symm_mem' is not available: {why}; use transport='collective'")
     return "symm_mem" if ok else "collective"
+
+
+def _host_id() -> int:
+    """A stable int64 per host (CRC32 of the host name)."""
+    return zlib.crc32(socket.gethostname().encode())
 
 
 def _normalize_device(device) -> torch.device:

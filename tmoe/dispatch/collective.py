@@ -63,12 +63,16 @@ class CollectiveTransport:
             raise ValueError(f"rank(s) {bad} rejected their inputs to this collective {what} "
                              "(see the error raised there); every rank stops here")
 
-    def check_same(self, what: str, values: list[int]) -> None:
-        """Raise ValueError on every rank unless `values` is the same on all ranks."""
+    def gather_ints(self, values: list[int]) -> list[tuple[int, ...]]:
+        """Every rank's `values` (int64), in rank order, on every rank."""
         mine = torch.tensor(values, dtype=torch.int64, device=self.comm_device)
         every = torch.zeros(self.num_ranks * len(values), dtype=torch.int64, device=self.comm_device)
         dist.all_gather_into_tensor(every, mine, group=self.group)
-        rows = [tuple(r) for r in every.view(self.num_ranks, len(values)).tolist()]
+        return [tuple(r) for r in every.view(self.num_ranks, len(values)).tolist()]
+
+    def check_same(self, what: str, values: list[int]) -> None:
+        """Raise ValueError on every rank unless `values` is the same on all ranks."""
+        rows = self.gather_ints(values)
         if any(r != rows[0] for r in rows):
             raise ValueError(f"{what} differ across ranks: " + ", ".join(f"rank {i}: {r}" for i, r in enumerate(rows)))
 
