@@ -98,6 +98,10 @@ def run(rank: int, world: int, init_file: str, out_dir: str, device_kind: str) -
             except Exception:  # noqa: BLE001 - anything else is a test failure, reported by the parent
                 out[name] = {"crash": traceback.format_exc()}
     results["multi_host"] = pretend_multi_host(rank, world, dev)
+    # A device status word travels with the validation agreement: rank 1 reports 66, everyone sees it.
+    from tmoe.dispatch.collective import CollectiveTransport
+    status = torch.tensor([66 if rank == 1 else 0], dtype=torch.int32, device=dev)
+    results["agree_status"] = CollectiveTransport(dist.group.WORLD, E).agree(None, device_status=status)
     if device_kind == "cuda":
         try:
             results["stress"] = stress_symm_mem(rank, world, dev, weights, l1, l2)
@@ -193,6 +197,15 @@ def stress_symm_mem(rank, world, dev, weights, l1, l2) -> dict:
                 report["eager_mismatch"].append(call)
     torch.cuda.synchronize()
     report["calls"] = STRESS_CALLS
+    # A barrier timeout recorded on rank 1 (as a spin that gave up would) is raised on every rank at the
+    # next eager call, naming rank 1 and the peer it waited for; the word is cleared afterwards.
+    if rank == 1:
+        buf.symm.error[0] = 1 + 64 * 1 + 0
+    try:
+        tmoe.fp8_fp4_mega_moe(torch.empty((0, H), dtype=torch.bfloat16, device=dev), l1, l2, buf)
+        report["timeout_raised"] = ""
+    except RuntimeError as exc:
+        report["timeout_raised"] = str(exc)
     report["seconds"] = time.perf_counter() - start
     report["clean"] = buf.symm.signals_clean() and buf.symm.error_code() == 0
     buf.destroy()

@@ -110,6 +110,7 @@ def test_symm_mem_graph_replay_and_back_to_back_calls(ep_results):
         assert "crash" not in rep, rep.get("crash")
         assert rep["graph_mismatch"] == [] and rep["graph_clean"], rep
         assert rep["eager_mismatch"] == [] and rep["clean"] and rep["checked"] >= rep["calls"] // 50, rep
+        assert "rank 1: the symm_mem combine barrier timed out waiting for rank 0" in rep["timeout_raised"], rep
         print(f"rank {rank}: {rep['calls']} calls in {rep['seconds']:.1f} s, {rep['checked']} checked bitwise")
 
 
@@ -121,3 +122,9 @@ def test_symm_mem_needs_one_host(ep_results):
         got = results[rank]["multi_host"]
         assert got["auto"] == "collective", got
         assert "needs every rank on one host" in got["symm_mem"] and f"spans {world} hosts" in got["symm_mem"], got
+
+
+def test_device_status_travels_with_the_agreement(ep_results):
+    world, results = ep_results
+    for rank in range(world):
+        assert results[rank]["agree_status"] == [(1, 66)]

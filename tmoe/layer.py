@@ -400,11 +400,13 @@ def mega_moe_steps(y, l1_weights, l2_weights, buf, stats=None, recipe=(1, 1, 32)
                                (l1_bias, l2_bias))
         except ValueError as exc:
             error = str(exc)
-        timeout = buf.symm.error_code() if buf.symm is not None else 0
-        if timeout:
+        # The symm_mem error word (a barrier of an earlier call timed out) rides in the same gather:
+        # every rank raises, naming the rank that timed out and the peer it waited for.
+        stuck = buf.transport_impl.agree(error, device_status=buf.symm.error[:1] if buf.symm is not None else None)
+        if stuck:
+            from .dispatch.symm_mem import SymmMemTimeout
             buf.symm.error.zero_()
-            error = buf.symm.describe_error(timeout)
-        buf.transport_impl.agree(error)
+            raise SymmMemTimeout("; ".join(buf.symm.describe_error(code, rank) for rank, code in stuck))
     else:
         t = _validate_call(y, l1_weights, l2_weights, buf, stats, recipe, activation, activation_clamp,
                            (l1_bias, l2_bias))

@@ -51,17 +51,26 @@ class CollectiveTransport:
         self.comm_device = torch.device("cpu") if backend == "gloo" else torch.device("cuda", torch.cuda.current_device())
 
     # ------------------------------------------------------------------ agreement
-    def agree(self, error: str | None, what: str = "fp8_fp4_mega_moe call") -> None:
-        """All-gather each rank's validation verdict; raise ValueError on every rank if any failed."""
-        flags = torch.zeros(self.num_ranks, dtype=torch.int32, device=self.comm_device)
-        mine = torch.tensor([0 if error is None else 1], dtype=torch.int32, device=self.comm_device)
-        dist.all_gather_into_tensor(flags, mine, group=self.group)
-        bad = [r for r, f in enumerate(flags.tolist()) if f]
+    def agree(self, error: str | None, what: str = "fp8_fp4_mega_moe call",
+              device_status: torch.Tensor | None = None) -> list[tuple[int, int]]:
+        """All-gather each rank's validation verdict; raise ValueError on every rank if any failed.
+
+        `device_status` (one int32 on this rank's device, e.g. the symm_mem error word) travels in the
+        same all-gather (one host read in all); returns [(rank, status)] for the ranks whose status is
+        non-zero, so the caller can raise on every rank."""
+        mine = torch.tensor([0 if error is None else 1, 0], dtype=torch.int32, device=self.comm_device)
+        if device_status is not None:
+            mine[1:].copy_(device_status.reshape(1))
+        every = torch.zeros(2 * self.num_ranks, dtype=torch.int32, device=self.comm_device)
+        dist.all_gather_into_tensor(every, mine, group=self.group)
+        rows = every.view(self.num_ranks, 2).tolist()
+        bad = [r for r, (flag, _) in enumerate(rows) if flag]
         if error is not None:
             raise ValueError(error)
         if bad:
             raise ValueError(f"rank(s) {bad} rejected their inputs to this collective {what} "
                              "(see the error raised there); every rank stops here")
+        return [(r, status) for r, (_, status) in enumerate(rows) if status]
 
     def gather_ints(self, values: list[int]) -> list[tuple[int, ...]]:
         """Every rank's `values` (int64), in rank order, on every rank."""

@@ -496,12 +496,13 @@ class SymmMemTransport:
         """The error word (host read: syncs). 0 = every barrier completed."""
         return int(self.error[0].item())
 
-    def describe_error(self, code: int) -> str:
+    def describe_error(self, code: int, rank: int | None = None) -> str:
+        """The error word `code` of `rank` (default: this rank) in words."""
         channel, peer = (code - 1) // 64, (code - 1) % 64
         phase = "dispatch" if channel == 0 else "combine"
-        return (f"rank {self.rank}: the symm_mem {phase} barrier timed out waiting for rank {peer} "
-                f"({self.spin_limit} spins; TMOE_EP_SPIN_LIMIT). Did every rank call fp8_fp4_mega_moe "
-                "(or replay the graph) the same number of times?")
+        return (f"rank {self.rank if rank is None else rank}: the symm_mem {phase} barrier timed out waiting "
+                f"for rank {peer} ({self.spin_limit} spins; TMOE_EP_SPIN_LIMIT). Did every rank call "
+                "fp8_fp4_mega_moe (or replay the graph) the same number of times?")
 
     def check_errors(self) -> None:
         """Raise SymmMemTimeout if a barrier of an earlier call timed out (then clears the word)."""
