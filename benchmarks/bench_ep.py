@@ -47,6 +47,18 @@ def _timed(fn, device, reps: int) -> float:
     return statistics.median(times)
 
 
+def token_rows_per_rank(topk_idx: torch.Tensor, num_local_experts: int, world: int) -> tuple[list[int], list[int]]:
+    """Rows the symm_mem dispatch sends to / receives from each rank: one per (token, destination
+    rank owning at least one of its experts). Collective (all_to_all_single of the counts)."""
+    t = topk_idx.shape[0]
+    dest = torch.where(topk_idx >= 0, topk_idx // num_local_experts, world)
+    hit = torch.zeros(t, world + 1, device=topk_idx.device).scatter_(1, dest, 1.0)[:, :world]
+    mine = hit.sum(0).to(torch.int64)
+    theirs = torch.empty_like(mine)
+    dist.all_to_all_single(theirs, mine)
+    return mine.tolist(), theirs.tolist()
+
+
 def _graph_us(fn, reps: int, inner: int = 10) -> float:
     """Median µs per call of `inner` back-to-back calls captured in one CUDA graph (no Python launch
     overhead), all ranks released together by a barrier before each replay."""
@@ -128,12 +140,7 @@ def _rank_main(rank: int, world: int, init_file: str, args) -> None:
         # The same bytes through bare all_to_all_single calls: the dispatch rows, then the bf16 results back.
         disp_send, disp_recv = got.send_counts, got.recv_counts        # collective: one row per slot
         if buf.transport == "symm_mem":                                 # one row per (token, destination rank)
-            dest = torch.where(idx >= 0, idx // (e // world), world)
-            hit = torch.zeros(t, world + 1, device=dev).scatter_(1, dest, 1.0)[:, :world]
-            mine = hit.sum(0).to(torch.int64)
-            theirs = torch.empty_like(mine)
-            dist.all_to_all_single(theirs, mine)
-            disp_send, disp_recv = mine.tolist(), theirs.tolist()
+            disp_send, disp_recv = token_rows_per_rank(idx, e // world, world)
         nccl = {}
         for what, width, sc, rc in (("dispatch", row_bytes, disp_send, disp_recv),
                                     ("combine", 2 * h, got.recv_counts, got.send_counts)):

@@ -2,7 +2,8 @@
 
   * `copy`: a plain block copy of the same off-rank bytes to every peer (the NVLink ceiling for Triton stores);
   * `nccl`: all_to_all_single of the same bytes;
-  * `push` (= dispatch) / `return`: the copy kernels for several (rows per step, warps, programs);
+  * `push` (= dispatch) / `return`: the transport's kernels for several (rows per step, warps, programs);
+  * the copies use a symmetric scratch of their own, sized for the bytes moved;
   * dispatch / combine as the layer runs them.
 
     python benchmarks/sweep_ep_copy.py --ranks 4 --tokens 128,4096 --json out.json
@@ -14,7 +15,6 @@ import datetime
 import itertools
 import json
 import os
-import statistics
 import sys
 import tempfile
 
@@ -25,12 +25,16 @@ import triton
 import triton.language as tl
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_ep import _graph_us, token_rows_per_rank  # noqa: E402
+from tmoe.autotune.timing import time_eager  # noqa: E402
 from tmoe.workloads import WORKLOADS, make_routing  # noqa: E402
 
 
 @triton.jit
-def _block_copy_kernel(src_ptr, peer_ptrs, dst_off, words_per_peer, rank, R: tl.constexpr, BLOCK: tl.constexpr):
-    """Rank r copies words_per_peer int32 to every peer p != r at dst_off + r * words_per_peer."""
+def _block_copy_kernel(local_ptr, peer_ptrs, remote_off, words_per_peer, rank, R: tl.constexpr, BLOCK: tl.constexpr,
+                       PULL: tl.constexpr):
+    """Rank r moves words_per_peer int32 to (push) or from (pull) every peer p != r, at
+    remote_off + r * words_per_peer there; grid-stride, so all programs work on one peer at a time."""
     pid = tl.program_id(0)
     npg = tl.num_programs(0)
     offs = tl.arange(0, BLOCK)
@@ -40,61 +44,17 @@ def _block_copy_kernel(src_ptr, peer_ptrs, dst_off, words_per_peer, rank, R: tl.
         peer = j + (j >= rank).to(tl.int32)
         w = i0 - j * words_per_peer + offs
         m = w < words_per_peer
-        dst = tl.load(peer_ptrs + peer).to(tl.pointer_type(tl.int32)) + dst_off + rank * words_per_peer
-        dst = tl.multiple_of(dst, 16)
-        tl.store(dst + w, tl.load(src_ptr + j * words_per_peer + w, mask=m), mask=m)
-
-
-@triton.jit
-def _block_pull_kernel(dst_ptr, peer_ptrs, src_off, words_per_peer, rank, R: tl.constexpr, BLOCK: tl.constexpr):
-    """Rank r reads words_per_peer int32 from every peer p != r (at src_off + r * words_per_peer there)."""
-    pid = tl.program_id(0)
-    npg = tl.num_programs(0)
-    offs = tl.arange(0, BLOCK)
-    total = (R - 1) * words_per_peer
-    for i0 in range(pid * BLOCK, total, npg * BLOCK):
-        j = i0 // words_per_peer
-        peer = j + (j >= rank).to(tl.int32)
-        w = i0 - j * words_per_peer + offs
-        m = w < words_per_peer
-        src = tl.load(peer_ptrs + peer).to(tl.pointer_type(tl.int32)) + src_off + rank * words_per_peer
-        src = tl.multiple_of(src, 16)
-        tl.store(dst_ptr + j * words_per_peer + w, tl.load(src + w, mask=m), mask=m)
-
-
-def _graph_us(fn, reps=10, inner=10) -> float:
-    fn()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(inner):
-            fn()
-    times = []
-    for _ in range(reps):
-        dist.barrier()
-        torch.cuda.synchronize()
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) * 1e3 / inner)
-    return statistics.median(times)
+        remote = tl.load(peer_ptrs + peer).to(tl.pointer_type(tl.int32)) + remote_off + rank * words_per_peer
+        remote = tl.multiple_of(remote, 16)
+        local = local_ptr + j * words_per_peer
+        if PULL:
+            tl.store(local + w, tl.load(remote + w, mask=m), mask=m)
+        else:
+            tl.store(remote + w, tl.load(local + w, mask=m), mask=m)
 
 
 def _eager_us(fn, reps=10) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        dist.barrier()
-        torch.cuda.synchronize()
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) * 1e3)
-    return statistics.median(times)
+    return time_eager(fn, reps=reps, warmup=1, before=dist.barrier)
 
 
 def _rank(rank, world, init_file, args):
@@ -102,6 +62,8 @@ def _rank(rank, world, init_file, args):
     torch.cuda.set_device(rank)
     dist.init_process_group("nccl", init_method=f"file://{init_file}", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=300))
+    import torch.distributed._symmetric_memory as symm_mem
+
     import tmoe
     from tmoe.kernels.combine import combine
     from tmoe.layer import fill_buffer
@@ -117,26 +79,30 @@ def _rank(rank, world, init_file, args):
         idx, tw = make_routing(t, e, k, "uniform", seed=1000 * rank + t, device=dev)
         fill_buffer(buf, torch.randn(t, h, device=dev).to(torch.bfloat16), idx, tw)
         got = buf.transport_impl.dispatch(buf.x[:t], buf.x_sf[:t], buf.topk_idx[:t], buf.topk_weights[:t])
-        offrank_rows = sum(c for r, c in enumerate(got.send_counts) if r != rank)
+        disp_send, disp_recv = token_rows_per_rank(idx, e // world, world)     # dispatch: rows per (token, rank)
+        offrank = {"dispatch": sum(c for r, c in enumerate(disp_send) if r != rank),
+                   "combine": sum(c for r, c in enumerate(got.recv_counts) if r != rank)}     # one per slot
         row_bytes = sm.layout.row_words * 4
-        res = {"tokens": t, "offrank_rows": offrank_rows}
+        res = {"tokens": t, "offrank_rows": offrank["dispatch"], "offrank_slots_back": offrank["combine"]}
         # ceilings: plain block copy and NCCL of the same off-rank bytes
         for what, width in (("dispatch", row_bytes), ("combine", 2 * h)):
-            words_per_peer = max(offrank_rows // (world - 1), 1) * width // 4 // 4 * 4
+            words_per_peer = max(offrank[what] // (world - 1), 1) * width // 4 // 4 * 4
             src = torch.zeros((world - 1) * words_per_peer, dtype=torch.int32, device=dev)
+            # A symmetric scratch of its own: the copies must not run past the layer buffer's regions.
+            scratch = symm_mem.empty(world * words_per_peer, dtype=torch.int32, device=dev)
+            handle = symm_mem.rendezvous(scratch, dist.group.WORLD)
+            scratch_ptrs = torch.tensor(handle.buffer_ptrs, dtype=torch.int64, device=dev)
             variants = (itertools.product(("push", "pull"), (132, 264, 528), (2048, 8192), (4, 8)) if args.copies_only
                         else [("push", 528, 8192, 8)])
             for kern, grid, block, warps in variants:
-                kernel = _block_copy_kernel if kern == "push" else _block_pull_kernel
-                fn = lambda: kernel[(grid,)](src, sm.peer_ptrs, sm.layout.offset("recv_rows"),  # noqa: E731
-                                             words_per_peer, rank, R=world, BLOCK=block, num_warps=warps)
-                res[f"{kern}copy_{what}_g{grid}_b{block}_w{warps}_us"] = _graph_us(fn)
+                fn = lambda: _block_copy_kernel[(grid,)](  # noqa: E731
+                    src, scratch_ptrs, 0, words_per_peer, rank, R=world, BLOCK=block, PULL=kern == "pull",
+                    num_warps=warps)
+                res[f"{kern}copy_{what}_g{grid}_b{block}_w{warps}_us"] = _graph_us(fn, 10)
             dist.barrier()
-            send = torch.empty(sum(got.send_counts), width, dtype=torch.uint8, device=dev)
-            recv = torch.empty(sum(got.recv_counts), width, dtype=torch.uint8, device=dev)
-            sc, rc = (got.send_counts, got.recv_counts) if what == "dispatch" else (got.recv_counts, got.send_counts)
-            if what == "combine":
-                send, recv = recv, send
+            sc, rc = (disp_send, disp_recv) if what == "dispatch" else (got.recv_counts, got.send_counts)
+            send = torch.empty(sum(sc), width, dtype=torch.uint8, device=dev)
+            recv = torch.empty(sum(rc), width, dtype=torch.uint8, device=dev)
             res[f"nccl_{what}_us"] = _eager_us(lambda: dist.all_to_all_single(recv, send, rc, sc))
         if args.copies_only:
             rows.append(res)
@@ -145,12 +111,12 @@ def _rank(rank, world, init_file, args):
         for rows_per_step, warps, grid in itertools.product((4, 8, 16), (4, 8), (132,)):
             sm.rows_per_step, sm.num_warps, sm.grid = rows_per_step, warps, grid
             res[f"push_r{rows_per_step}_w{warps}_g{grid}_us"] = _graph_us(
-                lambda: sm.dispatch(buf.x, buf.x_sf, buf.topk_idx[:t], buf.topk_weights[:t]))
-            res[f"return_r{rows_per_step}_w{warps}_g{grid}_us"] = _graph_us(lambda: sm.return_results(buf.slot_out))
+                lambda: sm.dispatch(buf.x, buf.x_sf, buf.topk_idx[:t], buf.topk_weights[:t]), 10)
+            res[f"return_r{rows_per_step}_w{warps}_g{grid}_us"] = _graph_us(lambda: sm.return_results(buf.slot_out), 10)
         sm.rows_per_step, sm.num_warps, sm.grid = base
         y = torch.empty(t, h, dtype=torch.bfloat16, device=dev)
-        res["combine_kernel_us"] = _graph_us(lambda: combine(sm.home, buf.topk_idx[:t], y))
-        res["unpack_us"] = _graph_us(lambda: sm.unpack(buf.x_dq))
+        res["combine_kernel_us"] = _graph_us(lambda: combine(sm.home, buf.topk_idx[:t], y), 10)
+        res["unpack_us"] = _graph_us(lambda: sm.unpack(buf.x_dq), 10)
         sm.check_errors()
         rows.append(res)
     everything = [None] * world

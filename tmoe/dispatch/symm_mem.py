@@ -123,6 +123,24 @@ class SymmLayout:
 
 # ----------------------------------------------------------------------------- kernels
 @triton.jit
+def _cas_each(slots, dummy, err_ptr, spin_limit, code, expected: tl.constexpr, SEM: tl.constexpr,
+              R: tl.constexpr):
+    """CAS expected -> 1 - expected on each of R slots (one lane per peer) until all succeeded or
+    `spin_limit` rounds passed; finished lanes are pointed at `dummy` (a local 0 word that never
+    matches). On a timeout, `code + first unfinished peer` goes into the error word."""
+    peers = tl.arange(0, R)
+    pending = peers >= 0
+    it = 0
+    while (tl.sum(pending.to(tl.int32), axis=0) > 0) & (it < spin_limit):
+        old = tl.atomic_cas(tl.where(pending, slots, dummy), tl.where(pending, expected, -1),
+                            tl.where(pending, 1 - expected, -1), sem=SEM, scope="sys")
+        pending = pending & (old != expected)
+        it += 1
+    if tl.sum(pending.to(tl.int32), axis=0) > 0:
+        tl.atomic_max(err_ptr, code + tl.min(tl.where(pending, peers, R), axis=0))
+
+
+@triton.jit
 def _barrier(peer_ptrs, err_ptr, rank, channel, spin_limit, signal_off,
              R: tl.constexpr, MAX_BLOCKS: tl.constexpr, SIGNAL: tl.constexpr, WAIT: tl.constexpr):
     """Program b of this rank <-> program b of every rank (see the module NOTES)."""
@@ -130,29 +148,14 @@ def _barrier(peer_ptrs, err_ptr, rank, channel, spin_limit, signal_off,
     peers = tl.arange(0, R)
     slot0 = signal_off.to(tl.int64) + (channel * MAX_BLOCKS + pid) * R
     dummy = err_ptr + 1                    # a local word that stays 0: the target of finished lanes
+    code = 1 + 64 * channel
     if SIGNAL:
         tl.debug_barrier()                 # every thread's stores of this program happen before the release
         remote = (tl.load(peer_ptrs + peers) + (slot0 + rank) * 4).to(tl.pointer_type(tl.int32))
-        pending = peers >= 0
-        it = 0
-        while (tl.sum(pending.to(tl.int32), axis=0) > 0) & (it < spin_limit):
-            old = tl.atomic_cas(tl.where(pending, remote, dummy), tl.where(pending, 0, -1),
-                                tl.where(pending, 1, -1), sem="release", scope="sys")
-            pending = pending & (old != 0)
-            it += 1
-        if tl.sum(pending.to(tl.int32), axis=0) > 0:
-            tl.atomic_max(err_ptr, 1 + 64 * channel + tl.min(tl.where(pending, peers, R), axis=0))
+        _cas_each(remote, dummy, err_ptr, spin_limit, code, 0, "release", R)     # signal: 0 -> 1 on each peer
     if WAIT:
         mine = (tl.load(peer_ptrs + rank) + (slot0 + peers) * 4).to(tl.pointer_type(tl.int32))
-        pending = peers >= 0
-        it = 0
-        while (tl.sum(pending.to(tl.int32), axis=0) > 0) & (it < spin_limit):
-            old = tl.atomic_cas(tl.where(pending, mine, dummy), tl.where(pending, 1, -1),
-                                tl.where(pending, 0, -1), sem="acquire", scope="sys")
-            pending = pending & (old != 1)
-            it += 1
-        if tl.sum(pending.to(tl.int32), axis=0) > 0:
-            tl.atomic_max(err_ptr, 1 + 64 * channel + tl.min(tl.where(pending, peers, R), axis=0))
+        _cas_each(mine, dummy, err_ptr, spin_limit, code, 1, "acquire", R)       # consume: 1 -> 0 from each peer
         tl.debug_barrier()
 
 
