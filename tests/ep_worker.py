@@ -103,10 +103,11 @@ def run(rank: int, world: int, init_file: str, out_dir: str, device_kind: str) -
     status = torch.tensor([66 if rank == 1 else 0], dtype=torch.int32, device=dev)
     results["agree_status"] = CollectiveTransport(dist.group.WORLD, E).agree(None, device_status=status)
     if device_kind == "cuda":
-        try:
-            results["stress"] = stress_symm_mem(rank, world, dev, weights, l1, l2)
-        except Exception:  # noqa: BLE001
-            results["stress"] = {"crash": traceback.format_exc()}
+        for key, fused in (("stress", False), ("stress_fused", True)):
+            try:
+                results[key] = stress_symm_mem(rank, world, dev, weights, l1, l2, fused_return=fused)
+            except Exception:  # noqa: BLE001
+                results[key] = {"crash": traceback.format_exc()}
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
 
@@ -137,16 +138,18 @@ def pretend_multi_host(rank, world, dev) -> dict:
 STRESS_CALLS = int(os.environ.get("TMOE_EP_STRESS_CALLS", "1000"))
 
 
-def stress_symm_mem(rank, world, dev, weights, l1, l2) -> dict:
+def stress_symm_mem(rank, world, dev, weights, l1, l2, fused_return: bool = False) -> dict:
     """GPUs only: CUDA-graph capture + replay with new routing, then STRESS_CALLS back-to-back eager
     calls with changing T and routing; every output checked bitwise against one rank holding every
-    expert (graph replays: all; eager: every 50th call and the last)."""
+    expert (graph replays: all; eager: every 50th call and the last). `fused_return`: GEMM2 writes
+    the results straight into the sources' home."""
     import tmoe
     from tmoe.layer import fill_buffer
     from moe_cases import make_routing, make_tokens
     cap = 8
     buf = tmoe.get_symm_buffer_for_mega_moe(dist.group.WORLD, E, cap, K, H, I, device=dev, backend="triton",
                                             transport="symm_mem")
+    buf.symm.fused_return = fused_return
     one = tmoe.get_symm_buffer_for_mega_moe(None, E, cap, K, H, I, device=dev, backend="triton")
     g1, g2 = tmoe.transform_weights_for_mega_moe((weights.w1.to(dev), weights.w1_sf.to(dev)),
                                                  (weights.w2.to(dev), weights.w2_sf.to(dev)), backend="triton")

@@ -101,17 +101,18 @@ def test_bad_buffer_arguments_on_one_rank_raise_everywhere(ep_results):
 
 def test_symm_mem_graph_replay_and_back_to_back_calls(ep_results):
     """GPUs: CUDA-graph capture + 5 replays with new routing, then 1000 eager calls with changing T
-    and routing (no deadlock, every checked output bitwise = one rank, pads clean afterwards)."""
+    and routing (no deadlock, every checked output bitwise = one rank, pads clean afterwards), with
+    the separate return pass and with the fused return."""
     world, results = ep_results
     if "stress" not in results[0]:
         pytest.skip("needs >= 2 GPUs (NVLink symmetric memory)")
-    for rank in range(world):
-        rep = results[rank]["stress"]
+    for rank, key in ((r, k) for r in range(world) for k in ("stress", "stress_fused")):
+        rep = results[rank][key]
         assert "crash" not in rep, rep.get("crash")
         assert rep["graph_mismatch"] == [] and rep["graph_clean"], rep
         assert rep["eager_mismatch"] == [] and rep["clean"] and rep["checked"] >= rep["calls"] // 50, rep
         assert "rank 1: the symm_mem combine barrier timed out waiting for rank 0" in rep["timeout_raised"], rep
-        print(f"rank {rank}: {rep['calls']} calls in {rep['seconds']:.1f} s, {rep['checked']} checked bitwise")
+        print(f"rank {rank} ({key}): {rep['calls']} calls in {rep['seconds']:.1f} s, {rep['checked']} checked bitwise")
 
 
 def test_symm_mem_needs_one_host(ep_results):
