@@ -160,12 +160,13 @@ def test_load_float_weights_matches_quantize(device):
 
 
 # ----------------------------------------------------------------------------- errors
-def _setup(device, t=4, e=4, k=2, h=64, i=32):
-    weights = make_weights(e, h, i, seed=40, device=device)
+def _setup(device, t=4, e=4, k=2, h=64, i=32, seed=40):
+    """Weights, a filled buffer (uniform routing), transformed weights and an output tensor."""
+    weights = make_weights(e, h, i, seed=seed, device=device)
     buf = tmoe.get_symm_buffer_for_mega_moe(None, e, t, k, h, i, device=device)
     l1, l2 = tmoe.transform_weights_for_mega_moe((weights.w1, weights.w1_sf), (weights.w2, weights.w2_sf))
-    x = make_tokens(t, h, seed=41, device=device)
-    idx, w = make_routing(t, e, k, "uniform", seed=42, device=device)
+    x = make_tokens(t, h, seed=seed + 1, device=device)
+    idx, w = make_routing(t, e, k, "uniform", seed=seed + 2, device=device)
     tmoe.layer.fill_buffer(buf, x, idx, w)
     y = torch.empty(t, h, dtype=torch.bfloat16, device=device)
     return weights, buf, l1, l2, y
@@ -230,13 +231,7 @@ def test_bad_weights_raise(device):
 @pytest.mark.skipif(not ON_GPU, reason="CUDA graphs need a GPU")
 def test_cuda_graph_replay_with_new_inputs(device):
     e, h, i, k, t = 16, 256, 128, 4, 32
-    weights = make_weights(e, h, i, seed=50, device=device)
-    buf = tmoe.get_symm_buffer_for_mega_moe(None, e, t, k, h, i, device=device)
-    l1, l2 = tmoe.transform_weights_for_mega_moe((weights.w1, weights.w1_sf), (weights.w2, weights.w2_sf))
-    x = make_tokens(t, h, seed=51, device=device)
-    idx, w = make_routing(t, e, k, "uniform", seed=52, device=device)
-    tmoe.layer.fill_buffer(buf, x, idx, w)
-    y = torch.empty(t, h, dtype=torch.bfloat16, device=device)
+    weights, buf, l1, l2, y = _setup(device, t=t, e=e, k=k, h=h, i=i, seed=50)
     tmoe.fp8_fp4_mega_moe(y, l1, l2, buf)                       # warm up (compile) outside capture
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
