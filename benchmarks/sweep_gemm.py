@@ -24,10 +24,16 @@ from tmoe.kernels.quant import mxfp8_to_bf16  # noqa: E402
 from tmoe.kernels.routing import build_routing  # noqa: E402
 
 
-def candidates(per_expert: float, regcap: bool = False) -> list[GemmConfig]:
+def candidates(per_expert: float, regcap: bool = False, gluon: bool = False, kernel: str = "gemm1") -> list[GemmConfig]:
     """Configs to compare (BLOCK_K is fixed in grouped_gemm: never a tunable). `regcap`: the decode
     configs with and without a 128-register cap (4 CTAs of 128 threads per SM instead of 3), and an
-    8-warp tile (more warps per scheduler another way)."""
+    8-warp tile (more warps per scheduler another way). `gluon`: the Triton decode config, then the
+    Gluon kernel's (kernels/wgmma_gemm.py) over block_n and stages."""
+    if gluon and per_expert <= 64:
+        bm = 8 if per_expert <= 8 else (16 if per_expert <= 16 else (32 if per_expert <= 32 else 64))
+        bns = (32, 64) if kernel == "gemm1" else (64, 128)
+        return [GemmConfig(max(bm, 16), 64, True, 4, 3)] + [
+            GemmConfig(bm, bn, True, 4, s, kernel="gluon") for bn in bns for s in (2, 3, 4)]
     if regcap and per_expert <= 64:
         bm = 16 if per_expert <= 16 else (32 if per_expert <= 32 else 64)
         # NOTES: bn = 32 with swap compiles to mma.sync (different bits; rejected by check_gpu_config);
@@ -58,6 +64,7 @@ def main() -> None:
     ap.add_argument("--tokens", default="1,128,8192")
     ap.add_argument("--json", default=None)
     ap.add_argument("--regcap", action="store_true", help="decode configs with / without maxnreg=128")
+    ap.add_argument("--gluon", action="store_true", help="the Gluon decode kernels vs the Triton decode config")
     args = ap.parse_args()
     wl = WORKLOADS[args.workload]
     e, k, h, i = wl.num_experts, wl.topk, wl.hidden, wl.intermediate
@@ -76,7 +83,7 @@ def main() -> None:
         per_expert = t * k / e
         ref1 = ref2 = None
         for kernel in ("gemm1", "gemm2"):
-            for cfg in candidates(per_expert, args.regcap):
+            for cfg in candidates(per_expert, args.regcap, args.gluon, kernel):
                 if kernel == "gemm1":
                     fn = lambda: grouped_gemm.gemm1_swiglu(buf.x_dq, l1[0], l1[1], plan, buf.topk_weights, buf.act,
                                                            topk=k, clamp=wl.clamp, fast_math=True, cfg=cfg, soft=False)
@@ -105,13 +112,13 @@ def main() -> None:
                        "weight_gbps": wbytes / us / 1e3, "same_as_first": same, "compiled": info}
                 results.append(row)
                 print(f"{kernel} T={t:5} bm={cfg.block_m:3} bn={cfg.block_n:3} swap={int(cfg.swap_ab)} "
-                      f"w={cfg.num_warps} s={cfg.num_stages} fuse={int(cfg.fuse_gate_up)} maxnreg={cfg.maxnreg}: "
+                      f"w={cfg.num_warps} s={cfg.num_stages} fuse={int(cfg.fuse_gate_up)} maxnreg={cfg.maxnreg} {cfg.kernel:6}: "
                       f"{us:9.1f} us "
                       f"{row['weight_gbps']:6.0f} GB/s same={same} | {info}", flush=True)
             if kernel == "gemm1":
                 # GEMM2 must see one fixed intermediate: recompute it with the first config.
                 grouped_gemm.gemm1_swiglu(buf.x_dq, l1[0], l1[1], plan, buf.topk_weights, buf.act, topk=k,
-                                          clamp=wl.clamp, fast_math=True, cfg=candidates(per_expert, args.regcap)[0], soft=False)
+                                          clamp=wl.clamp, fast_math=True, cfg=candidates(per_expert, args.regcap, args.gluon)[0], soft=False)
         buf.destroy()
     if args.json:
         with open(args.json, "w") as f:

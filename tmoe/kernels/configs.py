@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 __all__ = ["GemmConfig", "heuristic_config", "check_gpu_config", "select_config", "DECODE_MODES"]
 
 DECODE_MODES = ("arith", "asm", "dot_scaled")
+KERNELS = ("triton", "gluon")
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,8 @@ class GemmConfig:
     decode: str = "asm"       # GPU FP4 decode: "asm" (PTX byte permutes), "dot_scaled", "arith"
     fuse_gate_up: bool = False  # GEMM1: one weight tile of gate + up rows and one MMA twice as wide
     maxnreg: int | None = None  # register cap per thread (more CTAs per SM, maybe spills); None = compiler's
+    kernel: str = "triton"      # "gluon": kernels/wgmma_gemm.py (Hopper; swap-AB, 4 warps, weights decoded into
+                                # the wgmma register operand, overlapped with the previous step's MMA)
 
     @property
     def decode_mode(self) -> int:
@@ -36,6 +39,12 @@ class GemmConfig:
             raise ValueError(f"decode must be one of {DECODE_MODES}, got {self.decode!r}")
         if self.block_m < 1 or self.block_m & (self.block_m - 1):
             raise ValueError(f"block_m must be a power of two, got {self.block_m}")
+        if self.kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
+        if self.kernel == "gluon" and (not self.swap_ab or self.num_warps != 4 or self.num_stages < 2
+                                       or not 8 <= self.block_m <= 64 or self.block_n not in (32, 64, 128)):
+            raise ValueError(f"{self}: the gluon kernel needs swap_ab=True, num_warps=4, num_stages >= 2, "
+                             "8 <= block_m <= 64 and block_n in (32, 64, 128)")
 
     @property
     def launch_options(self) -> dict:
@@ -72,6 +81,8 @@ def check_gpu_config(cfg: GemmConfig) -> None:
     rounds its internal sums differently; measured: results differ) for fewer than 4 warps or an
     MMA M side (BLOCK_N with swap-AB, else BLOCK_M) that is not a multiple of 64.
     """
+    if cfg.kernel == "gluon":   # always wgmma (validated in GemmConfig)
+        return
     mma_m = cfg.block_n if cfg.swap_ab else cfg.block_m
     if cfg.num_warps < 4 or cfg.num_warps % 4 or mma_m % 64:
         raise ValueError(f"{cfg} is not wgmma-eligible (needs num_warps % 4 == 0 and a multiple of 64 on the MMA "

@@ -175,32 +175,44 @@ def _gemm1_tile(
             if SWAP_AB:
                 acc_g = tl.trans(acc_g)
                 acc_u = tl.trans(acc_u)
-        if HAS_BIAS:
-            b_base = bias_ptr + expert.to(tl.int64) * stride_bias
-            acc_g += tl.load(b_base + n, mask=n_ok, other=0.0)[None, :]
-            acc_u += tl.load(b_base + inter + n, mask=n_ok, other=0.0)[None, :]
-        g = round_to_bf16(acc_g, SOFT)
-        u = round_to_bf16(acc_u, SOFT)
-        if HAS_CLAMP:
-            g = tl.minimum(g, clamp)
-            u = tl.minimum(tl.maximum(u, -clamp), clamp)
-        if ACTIVATION == 0:     # swiglu: g / (1 + exp(-g)) * u
-            denom = 1.0 + tl.exp(-g)
-        else:                   # swiglu_oai (gpt-oss): g / (1 + exp(-alpha g)) * (u + 1)
-            denom = 1.0 + tl.exp(-(alpha * g))
-            u = u + 1.0
-        if FAST_MATH:
-            s = g / denom
-        else:
-            s = tl.math.div_rn(g, denom)
-        route_w = tl.load(weights_ptr + slot, mask=row_ok, other=0.0)
-        s = s * u * route_w[:, None]
-        # MXFP8 requantization (DESIGN.md §1.1); GEMM2 consumes the exact dequantized values.
-        codes, exps = mxfp8_quantize_tile(s, BLOCK_M, BLOCK_N, SOFT)
-        sq = dequant_fp8_tile(codes, exps, BLOCK_M, BLOCK_N, SOFT)
-        rows64 = rows.to(tl.int64)
-        tl.store(act_ptr + rows64[:, None] * stride_act + n[None, :], f32_to_bf16_bits(sq, SOFT),
-                 mask=row_ok[:, None] & n_ok[None, :])
+        _gemm1_epilogue(acc_g, acc_u, rows, row_ok, slot, n, n_ok, expert, weights_ptr, act_ptr, stride_act,
+                        bias_ptr, stride_bias, inter, clamp, alpha, BLOCK_M, BLOCK_N, HAS_CLAMP, FAST_MATH,
+                        ACTIVATION, HAS_BIAS, SOFT)
+
+
+@triton.jit
+def _gemm1_epilogue(acc_g, acc_u, rows, row_ok, slot, n, n_ok, expert, weights_ptr, act_ptr, stride_act,
+                    bias_ptr, stride_bias, inter, clamp, alpha, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                    HAS_CLAMP: tl.constexpr, FAST_MATH: tl.constexpr, ACTIVATION: tl.constexpr,
+                    HAS_BIAS: tl.constexpr, SOFT: tl.constexpr):
+    """GEMM1 epilogue on token-major [BLOCK_M, BLOCK_N] gate/up sums (shared with the Gluon kernel):
+    bias, bf16 rounding, clamp, activation, x routing weight, MXFP8 requant -> act rows (bf16 bits)."""
+    if HAS_BIAS:
+        b_base = bias_ptr + expert.to(tl.int64) * stride_bias
+        acc_g += tl.load(b_base + n, mask=n_ok, other=0.0)[None, :]
+        acc_u += tl.load(b_base + inter + n, mask=n_ok, other=0.0)[None, :]
+    g = round_to_bf16(acc_g, SOFT)
+    u = round_to_bf16(acc_u, SOFT)
+    if HAS_CLAMP:
+        g = tl.minimum(g, clamp)
+        u = tl.minimum(tl.maximum(u, -clamp), clamp)
+    if ACTIVATION == 0:     # swiglu: g / (1 + exp(-g)) * u
+        denom = 1.0 + tl.exp(-g)
+    else:                   # swiglu_oai (gpt-oss): g / (1 + exp(-alpha g)) * (u + 1)
+        denom = 1.0 + tl.exp(-(alpha * g))
+        u = u + 1.0
+    if FAST_MATH:
+        s = g / denom
+    else:
+        s = tl.math.div_rn(g, denom)
+    route_w = tl.load(weights_ptr + slot, mask=row_ok, other=0.0)
+    s = s * u * route_w[:, None]
+    # MXFP8 requantization (DESIGN.md §1.1); GEMM2 consumes the exact dequantized values.
+    codes, exps = mxfp8_quantize_tile(s, BLOCK_M, BLOCK_N, SOFT)
+    sq = dequant_fp8_tile(codes, exps, BLOCK_M, BLOCK_N, SOFT)
+    rows64 = rows.to(tl.int64)
+    tl.store(act_ptr + rows64[:, None] * stride_act + n[None, :], f32_to_bf16_bits(sq, SOFT),
+             mask=row_ok[:, None] & n_ok[None, :])
 
 
 @triton.jit
@@ -266,19 +278,29 @@ def _gemm2_tile(
             acc = _mx_mma(acc, a, c, s, BLOCK_N, BLOCK_K, SWAP_AB, SOFT, DECODE)
         if SWAP_AB:
             acc = tl.trans(acc)
-        slot = tl.load(sorted_ptr + rows, mask=row_ok, other=0).to(tl.int64)
-        if HAS_BIAS:
-            route_w = tl.load(weights_ptr + slot, mask=row_ok, other=0.0)
-            bias = tl.load(bias_ptr + expert.to(tl.int64) * stride_bias + n, mask=n_ok, other=0.0)
-            acc += route_w[:, None] * bias[None, :]
-        if ROW_ADDR:
-            # NOTES: each slot's row lives wherever the table says — for the symm_mem transport the
-            # source rank's `home` row, so the results travel over NVLink while GEMM2 still runs.
-            dst = tl.load(row_addr_ptr + slot, mask=row_ok, other=0).to(tl.pointer_type(tl.int16))
-            tl.store(dst[:, None] + n[None, :], f32_to_bf16_bits(acc, SOFT), mask=row_ok[:, None] & n_ok[None, :])
-        else:
-            tl.store(out_ptr + slot[:, None] * stride_out + n[None, :], f32_to_bf16_bits(acc, SOFT),
-                     mask=row_ok[:, None] & n_ok[None, :])
+        _gemm2_epilogue(acc, rows, row_ok, n, n_ok, expert, sorted_ptr, weights_ptr, out_ptr, stride_out,
+                        row_addr_ptr, bias_ptr, stride_bias, HAS_BIAS, SOFT, ROW_ADDR)
+
+
+@triton.jit
+def _gemm2_epilogue(acc, rows, row_ok, n, n_ok, expert, sorted_ptr, weights_ptr, out_ptr, stride_out,
+                    row_addr_ptr, bias_ptr, stride_bias, HAS_BIAS: tl.constexpr, SOFT: tl.constexpr,
+                    ROW_ADDR: tl.constexpr):
+    """GEMM2 epilogue on a token-major [BLOCK_M, BLOCK_N] tile (shared with the Gluon kernel):
+    + routing weight x bias, bf16 rounding, store at the slot's row (or at its address)."""
+    slot = tl.load(sorted_ptr + rows, mask=row_ok, other=0).to(tl.int64)
+    if HAS_BIAS:
+        route_w = tl.load(weights_ptr + slot, mask=row_ok, other=0.0)
+        bias = tl.load(bias_ptr + expert.to(tl.int64) * stride_bias + n, mask=n_ok, other=0.0)
+        acc += route_w[:, None] * bias[None, :]
+    if ROW_ADDR:
+        # NOTES: each slot's row lives wherever the table says — for the symm_mem transport the
+        # source rank's `home` row, so the results travel over NVLink while GEMM2 still runs.
+        dst = tl.load(row_addr_ptr + slot, mask=row_ok, other=0).to(tl.pointer_type(tl.int16))
+        tl.store(dst[:, None] + n[None, :], f32_to_bf16_bits(acc, SOFT), mask=row_ok[:, None] & n_ok[None, :])
+    else:
+        tl.store(out_ptr + slot[:, None] * stride_out + n[None, :], f32_to_bf16_bits(acc, SOFT),
+                 mask=row_ok[:, None] & n_ok[None, :])
 
 
 @triton.jit
@@ -339,6 +361,11 @@ def gemm1_swiglu(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp
                  alpha: float = 1.702, bias=None, expected_slots: int | None = None):
     """Launch GEMM1 + SwiGLU + requant: x_bits int16 [T, H] (bf16 bits of the dequantized tokens),
     w1 uint8 [E, 2I, H/2], w1_sf uint8 [E, 2I, H/32] -> act int16 [S, I] (sorted slot rows)."""
+    if cfg.kernel == "gluon" and not soft:
+        from .wgmma_gemm import gemm1_swiglu_wgmma
+        return gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, topk=topk, clamp=clamp,
+                                  fast_math=fast_math, cfg=cfg, activation=activation, alpha=alpha, bias=bias,
+                                  expected_slots=expected_slots)
     e_local, two_i, half_h = w1.shape
     inter, hidden = two_i // 2, half_h * 2
     e_pad = triton.next_power_of_2(e_local + 1)
@@ -362,6 +389,10 @@ def gemm2(act, w2, w2_sf, plan, out_bits, *, cfg, soft: bool, topk_weights=None,
     """Launch GEMM2: act int16 [S, I] (bf16 bits) x w2 [E, H, I/2] -> out_bits int16 [T*K, H] at row slot.
     `out_row_addr` (int64 [T*K]): write slot s's row at that absolute address instead (e.g. a peer's
     memory); out_bits is then unused."""
+    if cfg.kernel == "gluon" and not soft:
+        from .wgmma_gemm import gemm2_wgmma
+        return gemm2_wgmma(act, w2, w2_sf, plan, out_bits, cfg=cfg, topk_weights=topk_weights, bias=bias,
+                           expected_slots=expected_slots, out_row_addr=out_row_addr)
     e_local, hidden, half_i = w2.shape
     inter = half_i * 2
     e_pad = triton.next_power_of_2(e_local + 1)

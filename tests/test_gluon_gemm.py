@@ -1,0 +1,116 @@
+"""The Gluon decode GEMMs (kernels/wgmma_gemm.py): bitwise equal to the Triton kernels and to the
+float64 reference within calc_diff, over shapes, tile configs, routing patterns, biases, activations
+and the EP overflow launch. GPU (sm_90) only: the Triton interpreter cannot run Gluon; on CPU a
+gluon config runs the Triton kernel (same bits), which the config-validation tests cover."""
+import pytest
+import torch
+
+from tmoe.kernels.configs import GemmConfig
+from tmoe.reference import calc_diff, reference_moe
+
+from moe_cases import make_routing, make_tokens, make_weights, run_layer
+
+ON_HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
+TRITON_CFG = GemmConfig(16, 64, True, 4, 3)
+GLUON_G1 = [GemmConfig(bm, bn, True, 4, s, kernel="gluon") for bm, bn, s in
+            ((8, 32, 2), (16, 32, 3), (16, 64, 3), (32, 32, 4), (64, 64, 2))]
+GLUON_G2 = [GemmConfig(bm, bn, True, 4, s, kernel="gluon") for bm, bn, s in
+            ((8, 64, 2), (16, 64, 3), (16, 128, 3), (32, 64, 4), (64, 128, 2))]
+
+
+def _biases(e, h, i, seed, device):
+    g = torch.Generator().manual_seed(seed)
+    return ((torch.randn(e, 2 * i, generator=g) * 0.5).to(device), (torch.randn(e, h, generator=g) * 0.5).to(device))
+
+
+@pytest.mark.skipif(not ON_HOPPER, reason="Gluon wgmma kernels need an sm_90 GPU")
+@pytest.mark.parametrize("hidden,inter,num_experts,topk,gptoss", [
+    (256, 128, 8, 2, False), (7168, 2048, 8, 8, False), (2880, 2880, 4, 4, True), (160, 96, 4, 3, True)])
+@pytest.mark.parametrize("num_tokens,pattern", [(1, "uniform"), (5, "masked"), (64, "hot_expert"),
+                                                (300, "duplicates"), (33, "all_masked")])
+def test_gluon_bitwise_equals_triton(hidden, inter, num_experts, topk, gptoss, num_tokens, pattern):
+    dev = torch.device("cuda")
+    weights = make_weights(num_experts, hidden, inter, seed=hidden + num_tokens, device=dev)
+    x = make_tokens(num_tokens, hidden, seed=num_tokens, device=dev)
+    idx, w = make_routing(num_tokens, num_experts, topk, pattern, seed=7, device=dev)
+    kw = dict(activation="swiglu_oai", clamp=7.0) if gptoss else {}
+    if gptoss:
+        kw["l1_bias"], kw["l2_bias"] = _biases(num_experts, hidden, inter, 3, dev)
+    y_ref, buf = run_layer(weights, x, idx, w, gemm1_config=TRITON_CFG, gemm2_config=TRITON_CFG, **kw)
+    ref = reference_moe(buf.x[:num_tokens], buf.x_sf[:num_tokens], idx, w, weights, activation_clamp=kw.get("clamp"),
+                        activation=kw.get("activation", "swiglu"), b1=kw.get("l1_bias"), b2=kw.get("l2_bias"))
+    assert calc_diff(y_ref, ref) <= 1e-4
+    for c1, c2 in zip(GLUON_G1, GLUON_G2):
+        for g1, g2 in ((c1, TRITON_CFG), (TRITON_CFG, c2), (c1, c2)):
+            y, _ = run_layer(weights, x, idx, w, gemm1_config=g1, gemm2_config=g2, **kw)
+            assert not torch.isnan(y).any()
+            assert torch.equal(y.view(torch.int16), y_ref.view(torch.int16)), f"gemm1 {g1} gemm2 {g2}"
+
+
+@pytest.mark.skipif(not ON_HOPPER, reason="Gluon wgmma kernels need an sm_90 GPU")
+def test_gluon_overflow_launch_and_graph():
+    """The EP launch shape (a plain grid for the expected slots + a looping overflow launch) and CUDA-graph
+    replay give the same bits as one plain launch."""
+    from tmoe.kernels import grouped_gemm
+    from tmoe.kernels.quant import mxfp8_to_bf16
+    from tmoe.kernels.routing import build_routing
+    import tmoe
+    from tmoe.layer import fill_buffer
+    dev = torch.device("cuda")
+    e, h, i, k, t = 16, 512, 256, 4, 200
+    weights = make_weights(e, h, i, seed=5, device=dev)
+    l1, l2 = tmoe.transform_weights_for_mega_moe((weights.w1, weights.w1_sf), (weights.w2, weights.w2_sf))
+    x = make_tokens(t, h, seed=6, device=dev)
+    idx, w = make_routing(t, e, k, "hot_expert", seed=8, device=dev)
+    buf = tmoe.get_symm_buffer_for_mega_moe(None, e, t, k, h, i, device=dev)
+    fill_buffer(buf, x, idx, w)
+    mxfp8_to_bf16(buf.x[:t], buf.x_sf[:t], buf.x_dq)
+    plan = build_routing(buf.topk_idx[:t], e, capacity_slots=t * k)
+    g1, g2 = GemmConfig(16, 32, True, 4, 3, kernel="gluon"), GemmConfig(16, 64, True, 4, 3, kernel="gluon")
+    outs = []
+    for expected in (None, 8):
+        buf.act.fill_(0)
+        buf.slot_out.fill_(0)
+        grouped_gemm.gemm1_swiglu(buf.x_dq, l1[0], l1[1], plan, buf.topk_weights, buf.act, topk=k, clamp=None,
+                                  fast_math=True, cfg=g1, soft=False, expected_slots=expected)
+        grouped_gemm.gemm2(buf.act, l2[0], l2[1], plan, buf.slot_out, cfg=g2, soft=False, expected_slots=expected)
+        outs.append(buf.slot_out[: t * k].clone())
+    assert torch.equal(outs[0], outs[1])
+    y, _ = run_layer(weights, x, idx, w, gemm1_config=g1, gemm2_config=g2)
+    y_graph = torch.full_like(y, float("nan"))
+    buf2 = tmoe.get_symm_buffer_for_mega_moe(None, e, t, k, h, i, device=dev)
+    fill_buffer(buf2, x, idx, w)
+    tmoe.fp8_fp4_mega_moe(y_graph, l1, l2, buf2, gemm1_config=g1, gemm2_config=g2)   # compile outside capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        tmoe.fp8_fp4_mega_moe(y_graph, l1, l2, buf2, gemm1_config=g1, gemm2_config=g2)
+    y_graph.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(y_graph.view(torch.int16), y.view(torch.int16))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(swap_ab=False), "gluon kernel needs"), (dict(num_warps=8), "gluon kernel needs"),
+    (dict(num_stages=1), "gluon kernel needs"), (dict(block_m=128), "gluon kernel needs"),
+    (dict(block_n=96), "gluon kernel needs")])
+def test_gluon_config_validation(kwargs, match):
+    base = dict(block_m=16, block_n=64, swap_ab=True, num_warps=4, num_stages=3, kernel="gluon")
+    with pytest.raises(ValueError, match=match):
+        GemmConfig(**{**base, **kwargs})
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        GemmConfig(16, 64, True, kernel="cuda")
+
+
+def test_gluon_config_runs_anywhere(device):
+    """A gluon config is a valid request on CPU and Hopper: the interpreter runs the Triton kernel (same bits)."""
+    if device.type == "cuda" and not ON_HOPPER:
+        pytest.skip("the gluon kernels raise on GPUs other than sm_90 (tested by the launcher's check)")
+    weights = make_weights(4, 128, 64, seed=16, device=device)
+    x = make_tokens(9, 128, seed=17, device=device)
+    idx, w = make_routing(9, 4, 2, "uniform", seed=18, device=device)
+    base = GemmConfig(16, 64, True, 4, 2) if device.type == "cuda" else GemmConfig(16, 32, True, 1, 1)
+    y0, _ = run_layer(weights, x, idx, w, gemm1_config=base, gemm2_config=base)
+    y1, _ = run_layer(weights, x, idx, w, gemm1_config=GemmConfig(16, 32, True, 4, 2, kernel="gluon"),
+                      gemm2_config=GemmConfig(16, 64, True, 4, 2, kernel="gluon"))
+    assert torch.equal(y0.view(torch.int16), y1.view(torch.int16))

@@ -1,0 +1,450 @@
+"""Decode-regime grouped GEMMs in Gluon (Hopper): MXFP4 weights decoded straight into the wgmma A
+operand registers, overlapped with the previous K step's asynchronous wgmma.
+
+Same schedule, math and epilogues as `grouped_gemm` (swap-AB: weight rows on the MMA's M side,
+the tile's tokens on N), so every result is bitwise identical to the Triton kernels (tests):
+the same exact bf16 operand values, the same k16 wgmma sequence in ascending k, fp32 accumulation,
+BLOCK_K = 128. What differs is how a K step is fed:
+
+  Triton kernel:  cp.async codes -> smem -> regs -> decode -> smem -> wgmma -> wait (serialized)
+  this kernel:    ld.global codes (one step ahead, 16-byte loads) -> quad shuffle -> decode into the
+                  A-operand registers -> wait for the previous wgmma -> issue this wgmma async;
+                  activations arrive by cp.async into a STAGES-deep NVMMA-swizzled ring (B operand)
+
+NOTES (register A operand, bf16 with k_width = 2): a thread of warp w holds rows 16w + g (+8, +64)
+and, per k16 block, k pairs (2t, 2t+1) and (2t+8, 2t+9) with g = lane / 4, t = lane % 4. A pair
+(k, k+1) is exactly the low and high nibble of one code byte, so the decode emits each 32-bit A
+register directly from one byte (`_FP4_PAIRS_ASM`): no interleaving shuffles. The bytes a thread
+needs (j = 8kb + t + 4h of the 64-byte row slice) are strided, so codes are loaded 16 contiguous
+bytes per thread and exchanged within each lane quad by `convert_layout` (warp shuffles).
+GPU only (sm_90): the Triton interpreter cannot run Gluon; CPU runs use `grouped_gemm`.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (async_copy, fence_async_shared, warpgroup_mma,
+                                                              warpgroup_mma_init, warpgroup_mma_wait)
+
+from ..reference import ACTIVATIONS
+from .grouped_gemm import BLOCK_K as _BLOCK_K, _gemm1_epilogue, _gemm2_epilogue, _launch_over_tiles
+
+BLOCK_K = gl.constexpr(_BLOCK_K)
+
+# NOTES (decode): one code word = bytes j, j+4, j+8, j+12 of a row (one 32-k scale group) + that
+# group's UE8M0 byte -> 4 bf16x2 registers, register i = (value of byte i's low nibble, of its high
+# nibble) = the A-operand pair (k, k+1), k = 2 * (j + 4i). Same lookup tables and the same exact
+# scale multiply as numerics._FP4_TO_BF16_ASM (hence bitwise the same values); the signs are merged
+# into the high-byte lookups 4 at a time and the pairs are selected directly. Operands: $4 = the
+# word, $12 = the scale byte (the other inputs are the broadcast copies an 8-wide pack carries).
+_FP4_PAIRS_ASM = gl.constexpr("""
+{
+.reg .b32 m, mh, w4, y0, y1, hb0, lb0, hb1, lb1, t0, t1, t2, t3, sc, th0, th1, tl0, tl1;
+mov.b32 th0, 0x3F3F3F00;
+mov.b32 th1, 0x40404040;
+mov.b32 tl0, 0xC0800000;
+mov.b32 tl1, 0xC0804000;
+and.b32 m, $4, 0x77777777;
+shr.u32 mh, m, 16;
+prmt.b32 hb0, th0, th1, m;
+prmt.b32 lb0, tl0, tl1, m;
+prmt.b32 hb1, th0, th1, mh;
+prmt.b32 lb1, tl0, tl1, mh;
+shl.b32 w4, $4, 4;
+prmt.b32 y0, w4, $4, 0x5140;
+prmt.b32 y1, w4, $4, 0x7362;
+lop3.b32 hb0, hb0, y0, 0x80808080, 0xF8;
+lop3.b32 hb1, hb1, y1, 0x80808080, 0xF8;
+prmt.b32 t0, lb0, hb0, 0x5140;
+prmt.b32 t1, lb0, hb0, 0x7362;
+prmt.b32 t2, lb1, hb1, 0x5140;
+prmt.b32 t3, lb1, hb1, 0x7362;
+shl.b32 sc, $12, 7;
+max.u32 sc, sc, 0x40;
+prmt.b32 sc, sc, sc, 0x1010;
+mul.rn.bf16x2 $0, t0, sc;
+mul.rn.bf16x2 $1, t1, sc;
+mul.rn.bf16x2 $2, t2, sc;
+mul.rn.bf16x2 $3, t3, sc;
+}
+""")
+
+# NOTES (quad exchange): a lane loads 16 contiguous code bytes of a row (w0..w3 = bytes 16t + 4i..)
+# but its A fragment needs bytes j = t (mod 4) of every group. Round x (1..3): the lane builds, for
+# its partner lane ^ x, the word of byte (partner % 4) of w0..w3 (selectors $8..$11, precomputed) and
+# swaps it with a butterfly shuffle, receiving group t ^ x; two conditional swaps (by the bits of t)
+# then put group k in output k for every lane.
+_QUAD_EXCHANGE_ASM = gl.constexpr("""
+{
+.reg .b32 a, b, v0, v1, v2, v3, u0, u1, u2, u3, q;
+.reg .pred p0, p1;
+prmt.b32 a, $4, $5, $8;
+prmt.b32 b, $6, $7, $8;
+prmt.b32 v0, a, b, 0x5410;
+prmt.b32 a, $4, $5, $9;
+prmt.b32 b, $6, $7, $9;
+prmt.b32 v1, a, b, 0x5410;
+shfl.sync.bfly.b32 v1, v1, 1, 0x1f, 0xffffffff;
+prmt.b32 a, $4, $5, $10;
+prmt.b32 b, $6, $7, $10;
+prmt.b32 v2, a, b, 0x5410;
+shfl.sync.bfly.b32 v2, v2, 2, 0x1f, 0xffffffff;
+prmt.b32 a, $4, $5, $11;
+prmt.b32 b, $6, $7, $11;
+prmt.b32 v3, a, b, 0x5410;
+shfl.sync.bfly.b32 v3, v3, 3, 0x1f, 0xffffffff;
+and.b32 q, $8, 1;
+setp.ne.u32 p0, q, 0;
+and.b32 q, $8, 2;
+setp.ne.u32 p1, q, 0;
+selp.b32 u0, v1, v0, p0;
+selp.b32 u1, v0, v1, p0;
+selp.b32 u2, v3, v2, p0;
+selp.b32 u3, v2, v3, p0;
+selp.b32 $0, u2, u0, p1;
+selp.b32 $1, u3, u1, p1;
+selp.b32 $2, u0, u2, p1;
+selp.b32 $3, u1, u3, p1;
+}
+""")
+
+
+@gluon.constexpr_function
+def _word_layout(block_a):
+    """[BLOCK_A, 16 words, 8 values] of one K step: threads = the wgmma A fragment's (rows 16w + g, +8,
+    +64; t = lane % 4), lane t holding words col = 4t + r (r = 0..3: 16 contiguous bytes as loaded; after
+    the exchange, word r is group r's bytes j = 32r/2 + t + 4q), registers: the 8 values of a word first."""
+    rows = [[8, 0, 0]] + [[64 * 2 ** i, 0, 0] for i in range((block_a // 64).bit_length() - 1)]
+    return gl.DistributedLinearLayout(
+        reg_bases=[[0, 0, 1], [0, 0, 2], [0, 0, 4], [0, 1, 0], [0, 2, 0]] + rows,
+        lane_bases=[[0, 4, 0], [0, 8, 0], [1, 0, 0], [2, 0, 0], [4, 0, 0]],
+        warp_bases=[[16, 0, 0], [32, 0, 0]], block_bases=[], shape=[block_a, 16, 8])
+
+
+@gluon.jit
+def _add(a, b):
+    return a + b
+
+
+@gluon.jit
+def _tiles_per_expert(offsets_ptr, num_local_experts, BLOCK_M: gl.constexpr, E_PAD: gl.constexpr):
+    """Row offsets and tile counts of each local expert (grouped_gemm.tile_of_program, Gluon layouts)."""
+    experts = gl.arange(0, E_PAD, layout=gl.BlockedLayout([1], [32], [4], [0]))
+    real = experts < num_local_experts
+    lo = gl.load(offsets_ptr + experts, mask=real, other=0)
+    hi = gl.load(offsets_ptr + experts + 1, mask=real, other=0)
+    return experts, lo, hi, (hi - lo + BLOCK_M - 1) // BLOCK_M
+
+
+@gluon.jit
+def num_tiles(offsets_ptr, num_local_experts, BLOCK_M: gl.constexpr, E_PAD: gl.constexpr):
+    experts, lo, hi, ntiles = _tiles_per_expert(offsets_ptr, num_local_experts, BLOCK_M, E_PAD)
+    return gl.sum(ntiles, axis=0)
+
+
+@gluon.jit
+def tile_of_program(offsets_ptr, pid, num_local_experts, BLOCK_M: gl.constexpr, E_PAD: gl.constexpr):
+    """Program id -> (expert, first row, end row, is_real) on the ragged tile list."""
+    experts, lo, hi, ntiles = _tiles_per_expert(offsets_ptr, num_local_experts, BLOCK_M, E_PAD)
+    cum = gl.associative_scan(ntiles, 0, _add)
+    expert = gl.sum((cum <= pid).to(gl.int32), axis=0)
+    sel = experts == expert
+    first_tile = gl.sum(gl.where(sel, cum - ntiles, 0), axis=0)
+    row_start = gl.sum(gl.where(sel, lo, 0), axis=0) + (pid - first_tile) * BLOCK_M
+    row_end = gl.sum(gl.where(sel, hi, 0), axis=0)
+    return expert, row_start, row_end, pid < gl.sum(ntiles, axis=0)
+
+
+@gluon.jit
+def _decode_a(words, scales, BLOCK_A: gl.constexpr, WORD3: gl.constexpr, A_LAYOUT: gl.constexpr):
+    """Exchanged code words + scale bytes (int32 [BLOCK_A, 16], slice of `_word_layout`) -> exact bf16
+    weights [BLOCK_A, 128] in the wgmma A-operand layout (the final conversion moves no data)."""
+    w3 = gl.broadcast(gl.expand_dims(words, 2), gl.expand_dims(scales, 2))
+    vals = gl.inline_asm_elementwise(_FP4_PAIRS_ASM, "=r,=r,=r,=r" + ",r" * 16,
+                                     [gl.broadcast(w3[0], gl.zeros([BLOCK_A, 16, 8], gl.int32, WORD3))[0],
+                                      gl.broadcast(w3[1], gl.zeros([BLOCK_A, 16, 8], gl.int32, WORD3))[0]],
+                                     dtype=gl.bfloat16, is_pure=True, pack=8)
+    # [rows, col = 4 * t + group, 2 * q + nibble] -> k = 32 * group + 8 * q + 2 * t + nibble
+    vals = gl.permute(gl.reshape(vals, [BLOCK_A, 4, 4, 4, 2]), (0, 2, 3, 1, 4))
+    return gl.convert_layout(gl.reshape(vals, [BLOCK_A, BLOCK_K]), A_LAYOUT, assert_trivial=True)
+
+
+@gluon.jit
+def _weight_rows(first, second, limit, BLOCK_A: gl.constexpr, GATE_UP: gl.constexpr, layout: gl.constexpr):
+    """Weight row of each A-tile row r and whether it is valid (channel offset < limit).
+    Plain: row first + r. GATE_UP (GEMM1): bit 3 of r picks gate (first + c) or up (second + c),
+    c = 8 * (r // 16) + r % 8. NOTES: the wgmma accumulator puts rows r and r + 8 in one thread, so
+    each thread then holds a channel's gate and up sums side by side (the epilogue needs no shuffle)."""
+    r = gl.arange(0, BLOCK_A, layout=layout)
+    if GATE_UP:
+        c = (r // 16) * 8 + r % 8
+        rows = gl.where((r // 8) % 2 == 0, first + c, second + c).to(gl.int64)
+    else:
+        c = r
+        rows = (first + c).to(gl.int64)
+    return rows, c < limit
+
+
+@gluon.jit
+def _load_codes(w_words, ws_base, rows64, rows_ok, stride_ww, stride_wsn, k0, k_words, k_groups,
+                WORD3: gl.constexpr):
+    """Issue one K step's loads: lane t's 16 code bytes of each of its rows (int32 words 4t..4t+3) and the
+    scale bytes of the 4 groups (the exchange hands lane t group r's bytes in register r)."""
+    L2: gl.constexpr = gl.SliceLayout(2, WORD3)
+    col = gl.arange(0, 16, layout=gl.SliceLayout(0, L2))
+    kw = k0 // 8 + col
+    c = gl.load(w_words + rows64[:, None] * stride_ww + kw[None, :],
+                mask=rows_ok[:, None] & (kw < k_words)[None, :], other=0)
+    kb = k0 // 32 + col % 4
+    s = gl.load(ws_base + rows64[:, None] * stride_wsn + kb[None, :],
+                mask=rows_ok[:, None] & (kb < k_groups)[None, :], other=127)
+    return c, s
+
+
+@gluon.jit
+def _exchange(c, WORD3: gl.constexpr):
+    """Loaded words -> the words of lane t's bytes, group r in register r (see _QUAD_EXCHANGE_ASM).
+    NOTES: only here are the loaded registers first read, so the loads issued one step earlier are
+    waited for as late as possible."""
+    col = gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(2, WORD3)))
+    p = (col // 4) ^ (col % 4)                                    # round r = col % 4: partner lane t ^ r
+    sel = gl.broadcast(c, ((p + 4) * 16 + p)[None, :])[1]        # prmt selector: byte p of two words
+    return gl.inline_asm_elementwise(_QUAD_EXCHANGE_ASM, "=r,=r,=r,=r,r,r,r,r,r,r,r,r", [c, sel],
+                                     dtype=gl.int32, is_pure=False, pack=4)
+
+
+@gluon.jit
+def _issue_b(b_smem, b_base, bk, b_ok, step, K_DIM, STAGES: gl.constexpr):
+    """cp.async the activation tile of K step `step` into ring slot step % STAGES (zeros past K)."""
+    kk = step * BLOCK_K + bk
+    async_copy.async_copy_global_to_shared(b_smem.index(step % STAGES), b_base + kk[None, :],
+                                           mask=b_ok[:, None] & (kk < K_DIM)[None, :])
+    async_copy.commit_group()
+
+
+@gluon.jit
+def _b_ready(STAGES: gl.constexpr):
+    """The oldest outstanding activation tile has landed and is visible to the wgmma (async proxy)."""
+    async_copy.wait_group(STAGES - 2)
+    gl.thread_barrier()
+    fence_async_shared()
+
+
+@gluon.jit
+def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*, K_DIM], one per token column
+                w_words, ws_base, stride_ww, stride_wsn,        # this expert's codes (int32 words) / scales
+                first, second, limit, K_DIM, k_words, k_groups,  # A rows (see _weight_rows); K, K/8, K/32
+                BLOCK_A: gl.constexpr, GATE_UP: gl.constexpr, BLOCK_M: gl.constexpr, STAGES: gl.constexpr,
+                MMA: gl.constexpr, B_LOAD: gl.constexpr):
+    """acc[BLOCK_A, BLOCK_M] = W[rows, :K_DIM] @ B[b_rows, :K_DIM]^T: fp32, k16 wgmmas in ascending k."""
+    A_LAYOUT: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
+    WORD3: gl.constexpr = _word_layout(BLOCK_A)
+    rows64, rows_ok = _weight_rows(first, second, limit, BLOCK_A, GATE_UP,
+                                   gl.SliceLayout(1, gl.SliceLayout(2, WORD3)))
+
+    B_SMEM: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, BLOCK_K], gl.bfloat16)
+    b_smem = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BLOCK_M, BLOCK_K], B_SMEM)
+    bk = gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, B_LOAD))
+    b_base = b_ptr + b_rows64[:, None] * stride_b
+    num_k = gl.cdiv(K_DIM, BLOCK_K)
+    for s in gl.static_range(STAGES - 1):
+        _issue_b(b_smem, b_base, bk, b_ok, s, K_DIM, STAGES)
+    c, sc = _load_codes(w_words, ws_base, rows64, rows_ok, stride_ww, stride_wsn, 0, k_words, k_groups, WORD3)
+    # NOTES: step 0 is peeled: an async wgmma returns an accumulator token that the loop carries, and
+    # a loop that may run zero times leaves a path defining the accumulator outside any wgmma, for
+    # which ptxas serializes every wgmma of the kernel (C7515).
+    c_next, sc_next = _load_codes(w_words, ws_base, rows64, rows_ok & (num_k > 1), stride_ww, stride_wsn, BLOCK_K,
+                                  k_words, k_groups, WORD3)
+    a = _decode_a(_exchange(c, WORD3), sc.to(gl.int32), BLOCK_A, WORD3, A_LAYOUT)
+    _b_ready(STAGES)
+    _issue_b(b_smem, b_base, bk, b_ok, STAGES - 1, K_DIM, STAGES)
+    acc = warpgroup_mma(a, b_smem.index(0).permute((1, 0)), gl.zeros([BLOCK_A, BLOCK_M], gl.float32, MMA),
+                        is_async=True)
+    c = c_next
+    sc = sc_next
+    for i in range(1, num_k):
+        # NOTES: the next step's codes are loaded first, so their latency hides behind this step's
+        # decode; a step past the end loads nothing (masked).
+        c_next, sc_next = _load_codes(w_words, ws_base, rows64, rows_ok & (i + 1 < num_k), stride_ww, stride_wsn,
+                                      (i + 1) * BLOCK_K, k_words, k_groups, WORD3)
+        words = _exchange(c, WORD3)
+        # NOTES: wait for step i-1's wgmma *before* decoding: it reads its A operand from registers
+        # until it completes, and ptxas reuses those registers for the next decode (measured: wrong
+        # results when the decode ran first). Its activation slot is then free as well.
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+        a = _decode_a(words, sc.to(gl.int32), BLOCK_A, WORD3, A_LAYOUT)
+        _b_ready(STAGES)
+        _issue_b(b_smem, b_base, bk, b_ok, i + STAGES - 1, K_DIM, STAGES)
+        acc = warpgroup_mma(a, b_smem.index(i % STAGES).permute((1, 0)), acc, is_async=True)
+        c = c_next
+        sc = sc_next
+    async_copy.wait_group(0)
+    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+    return acc
+
+
+def _layouts(block_m: int) -> dict:
+    return dict(
+        MMA=gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, block_m, 16]),
+        B_LOAD=gl.BlockedLayout([1, 8], [2, 16], [4, 1], [1, 0]),      # [BLOCK_M, 128] bf16, 16-byte cp.async
+        EPI=gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0]))          # token-major [BLOCK_M, BLOCK_N] epilogue
+
+
+def _as_words(w: torch.Tensor) -> torch.Tensor:
+    """MXFP4 codes [E, N, K/2] uint8 as int32 words [E, N, K/8] (same memory; K % 32 == 0 and the
+    transform's contiguous rows make every row 16-byte aligned)."""
+    if w.stride(-1) != 1 or w.shape[-1] % 16 or any(st % 16 for st in w.stride()[:-1]) or w.data_ptr() % 16:
+        raise ValueError(f"gluon kernel: weight codes must be contiguous rows of 16-byte multiples, got shape "
+                         f"{tuple(w.shape)} strides {w.stride()}")
+    return w.view(torch.int32)
+
+
+def _check_device(t: torch.Tensor, cfg) -> None:
+    major, _ = torch.cuda.get_device_capability(t.device)
+    if major != 9:
+        raise ValueError(f"{cfg}: the gluon kernel needs a Hopper GPU (sm_90), got sm_{major}x on {t.device}")
+
+
+@gluon.jit
+def _gemm1_wgmma_tile(tile, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,
+                      offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr, stride_bias,
+                      num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups,
+                      TOPK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr,
+                      HAS_CLAMP: gl.constexpr, FAST_MATH: gl.constexpr, ACTIVATION: gl.constexpr,
+                      HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
+                      EPI: gl.constexpr):
+    expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD)
+    if real:
+        m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, B_LOAD))
+        tok_ok = row_start + m < row_end
+        tok64 = (gl.load(sorted_ptr + row_start + m, mask=tok_ok, other=0) // TOPK).to(gl.int64)
+        n0 = gl.program_id(1) * BLOCK_N
+        acc = _wgmma_gemm(x_ptr, tok64, tok_ok, stride_x,
+                          w1_ptr + expert.to(gl.int64) * stride_we, w1_sf_ptr + expert.to(gl.int64) * stride_wse,
+                          stride_wn, stride_wsn, n0, inter + n0, inter - n0, hidden, k_words, k_groups,
+                          2 * BLOCK_N, True, BLOCK_M, STAGES, MMA, B_LOAD)
+        # A-tile row r = 16 * a + 8 * part + b holds channel n0 + 8 * a + b of gate (part 0) / up (part 1)
+        acc = gl.permute(gl.reshape(acc, [2 * BLOCK_N // 16, 2, 8, BLOCK_M]), (3, 0, 2, 1))
+        acc_g, acc_u = gl.split(gl.reshape(acc, [BLOCK_M, BLOCK_N, 2]))
+        acc_g = gl.convert_layout(acc_g, EPI)
+        acc_u = gl.convert_layout(acc_u, EPI)
+        rows = row_start + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, EPI))
+        row_ok = rows < row_end
+        slot = gl.load(sorted_ptr + rows, mask=row_ok, other=0)
+        n = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, EPI))
+        _gemm1_epilogue(acc_g, acc_u, rows, row_ok, slot, n, n < inter, expert, weights_ptr, act_ptr, stride_act,
+                        bias_ptr, stride_bias, inter, clamp, alpha, BLOCK_M, BLOCK_N, HAS_CLAMP, FAST_MATH,
+                        ACTIVATION, HAS_BIAS, False)
+
+
+@gluon.jit
+def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,
+                        offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr, stride_bias,
+                        num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups, tile_offset,
+                        TOPK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr,
+                        HAS_CLAMP: gl.constexpr, FAST_MATH: gl.constexpr, ACTIVATION: gl.constexpr,
+                        HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
+                        EPI: gl.constexpr, PERSISTENT: gl.constexpr):
+    if PERSISTENT:
+        for tile in range(tile_offset + gl.program_id(0), num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD),
+                          gl.num_programs(0)):
+            _gemm1_wgmma_tile(tile, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse,
+                              stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
+                              stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups, TOPK, BLOCK_M, BLOCK_N, E_PAD,
+                              HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA, B_LOAD, EPI)
+    else:
+        _gemm1_wgmma_tile(gl.program_id(0), x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse,
+                          stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
+                          stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups, TOPK, BLOCK_M, BLOCK_N, E_PAD,
+                          HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA, B_LOAD, EPI)
+
+
+@gluon.jit
+def _gemm2_wgmma_tile(tile, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,
+                      offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr, bias_ptr,
+                      stride_bias, num_local_experts, hidden, inter, k_words, k_groups,
+                      BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr, HAS_BIAS: gl.constexpr,
+                      ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
+                      EPI: gl.constexpr):
+    expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD)
+    if real:
+        m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, B_LOAD))
+        n0 = gl.program_id(1) * BLOCK_N
+        acc = _wgmma_gemm(act_ptr, (row_start + m).to(gl.int64), row_start + m < row_end, stride_act,
+                          w2_ptr + expert.to(gl.int64) * stride_we, w2_sf_ptr + expert.to(gl.int64) * stride_wse,
+                          stride_wn, stride_wsn, n0, n0, hidden - n0, inter, k_words, k_groups,
+                          BLOCK_N, False, BLOCK_M, STAGES, MMA, B_LOAD)
+        acc = gl.convert_layout(gl.permute(acc, (1, 0)), EPI)
+        rows = row_start + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, EPI))
+        n = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, EPI))
+        _gemm2_epilogue(acc, rows, rows < row_end, n, n < hidden, expert, sorted_ptr, weights_ptr, out_ptr,
+                        stride_out, row_addr_ptr, bias_ptr, stride_bias, HAS_BIAS, False, ROW_ADDR)
+
+
+@gluon.jit
+def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,
+                        offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr, bias_ptr,
+                        stride_bias, num_local_experts, hidden, inter, k_words, k_groups, tile_offset,
+                        BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr, HAS_BIAS: gl.constexpr,
+                        ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
+                        EPI: gl.constexpr, PERSISTENT: gl.constexpr):
+    if PERSISTENT:
+        for tile in range(tile_offset + gl.program_id(0), num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD),
+                          gl.num_programs(0)):
+            _gemm2_wgmma_tile(tile, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse,
+                              stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr,
+                              bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups, BLOCK_M, BLOCK_N, E_PAD, HAS_BIAS,
+                              ROW_ADDR, STAGES, MMA, B_LOAD, EPI)
+    else:
+        _gemm2_wgmma_tile(gl.program_id(0), act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn,
+                          stride_wse, stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out,
+                          row_addr_ptr, bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups, BLOCK_M, BLOCK_N, E_PAD,
+                          HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI)
+
+
+# ----------------------------------------------------------------------------- launchers
+def gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp: float | None,
+                       fast_math: bool, cfg, activation: str = "swiglu", alpha: float = 1.702, bias=None,
+                       expected_slots: int | None = None):
+    """`grouped_gemm.gemm1_swiglu` with this file's kernel (same arguments, bitwise the same result)."""
+    _check_device(x_bits, cfg)
+    if cfg.block_n not in (32, 64):
+        raise ValueError(f"{cfg}: the gluon GEMM1 needs block_n 32 or 64 (A tile = gate + up rows)")
+    e_local, two_i, half_h = w1.shape
+    inter, hidden = two_i // 2, half_h * 2
+    w1_words = _as_words(w1)
+    args = (x_bits.view(torch.bfloat16), x_bits.stride(0),
+            w1_words, w1_sf, w1_words.stride(0), w1_words.stride(1), w1_sf.stride(0), w1_sf.stride(1),
+            plan.expert_offsets, plan.sorted_slots, topk_weights,
+            act, act.stride(0),
+            bias if bias is not None else topk_weights, bias.stride(0) if bias is not None else 0,
+            e_local, hidden, inter, float(clamp) if clamp is not None else 0.0, float(alpha), hidden // 8, hidden // 32)
+    kwargs = dict(TOPK=topk, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, E_PAD=triton.next_power_of_2(e_local + 1),
+                  HAS_CLAMP=clamp is not None, FAST_MATH=fast_math, ACTIVATION=ACTIVATIONS.index(activation),
+                  HAS_BIAS=bias is not None, STAGES=cfg.num_stages, num_warps=4, **_layouts(cfg.block_m))
+    return _launch_over_tiles(_gemm1_wgmma_kernel, triton.cdiv(inter, cfg.block_n), plan.num_slots, e_local,
+                              cfg.block_m, expected_slots, args, kwargs)
+
+
+def gemm2_wgmma(act, w2, w2_sf, plan, out_bits, *, cfg, topk_weights=None, bias=None,
+                expected_slots: int | None = None, out_row_addr=None):
+    """`grouped_gemm.gemm2` with this file's kernel (same arguments, bitwise the same result)."""
+    _check_device(act, cfg)
+    if cfg.block_n not in (64, 128):
+        raise ValueError(f"{cfg}: the gluon GEMM2 needs block_n 64 or 128 (wgmma M side)")
+    e_local, hidden, half_i = w2.shape
+    inter = half_i * 2
+    w2_words = _as_words(w2)
+    args = (act.view(torch.bfloat16), act.stride(0),
+            w2_words, w2_sf, w2_words.stride(0), w2_words.stride(1), w2_sf.stride(0), w2_sf.stride(1),
+            plan.expert_offsets, plan.sorted_slots, topk_weights if topk_weights is not None else out_bits,
+            out_bits, out_bits.stride(0), out_row_addr if out_row_addr is not None else out_bits,
+            bias if bias is not None else out_bits, bias.stride(0) if bias is not None else 0,
+            e_local, hidden, inter, inter // 8, inter // 32)
+    kwargs = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, E_PAD=triton.next_power_of_2(e_local + 1),
+                  HAS_BIAS=bias is not None, ROW_ADDR=out_row_addr is not None, STAGES=cfg.num_stages,
+                  num_warps=4, **_layouts(cfg.block_m))
+    return _launch_over_tiles(_gemm2_wgmma_kernel, triton.cdiv(hidden, cfg.block_n), plan.num_slots, e_local,
+                              cfg.block_m, expected_slots, args, kwargs)
