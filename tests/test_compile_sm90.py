@@ -24,3 +24,18 @@ def test_symm_mem_kernels_compile_for_sm90():
             c = kernels[name]
             assert c["st_v4"] >= 8, f"R={world} {name}: NVLink copies should use 16-byte stores ({c})"
             assert c["release_sys"] >= 1 and c["acquire"] >= 1, f"R={world} {name}: barrier atomics ({c})"
+
+
+def test_gluon_gemms_compile_for_sm90_without_register_hazards():
+    """The Gluon decode GEMMs compile for sm_90 (tile configs incl. bias / fused-return / persistent
+    variants) with wgmmas in the K loop, no spills, no ptxas wgmma serialization, and no write to an
+    in-flight wgmma's register A operand (ptxas does not protect it; see gluon_compile_worker.py)."""
+    worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gluon_compile_worker.py")
+    run = subprocess.run([sys.executable, worker], capture_output=True, text=True,
+                         env=dict(os.environ, TRITON_INTERPRET="0"), timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert len(result) == 5
+    for name, c in result.items():
+        assert c["hgmma"] >= 8 and c["spills"] == 0 and not c["serialized"], f"{name}: {c}"
+        assert c["a_reg_writes_in_flight"] == 0, f"{name}: registers of an in-flight wgmma are overwritten ({c})"

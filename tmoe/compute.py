@@ -54,7 +54,8 @@ def compute_slots(scratch, x_fp8: Optional[torch.Tensor], x_sf: Optional[torch.T
                          workspace=scratch.workspace)
     num_experts, topk = layer_shape or (num_local_experts, k)
     key = dict(num_experts=num_experts, hidden=scratch.x_dq.shape[1], intermediate=l2[0].shape[2] * 2, topk=topk,
-               device_name=None if soft else autotune_cache.device_name(topk_idx.device))
+               device_name=None if soft else autotune_cache.device_name(topk_idx.device),
+               hopper=not soft and configs.is_hopper(topk_idx.device))
     slots = config_slots or n * k
     expected = config_slots if config_slots is not None and config_slots < n * k else None
     cfg1 = opts.gemm1_config or configs.select_config("gemm1", slots, num_local_experts, soft, **key)

@@ -72,7 +72,7 @@ PACKAGE_CACHE_DIR = _PKG_DIR / "autotune_cache"            # optional package-da
 
 _CONFIG_FIELDS = {"block_m": int, "block_n": int, "swap_ab": bool, "num_warps": int, "num_stages": int,
                   "decode": str}
-_OPTIONAL_CONFIG_FIELDS = {"fuse_gate_up": bool, "maxnreg": (int, type(None))}   # absent = GemmConfig default
+_OPTIONAL_CONFIG_FIELDS = {"fuse_gate_up": bool, "maxnreg": (int, type(None)), "kernel": str}   # absent = default
 _REQUIRED = {"schema": int, "device": str, "kernel": str, "num_experts": int, "hidden": int,
              "intermediate": int, "topk": int, "dtype": str, "triton": str, "torch": str, "date": str,
              "buckets": dict}
@@ -200,7 +200,7 @@ def config_from_dict(d: Any, where: str = "config") -> GemmConfig:
             raise ValueError(f"{where}.{name} must be one of {DECODE_MODES}, got {v!r}")
     for name, typ in _OPTIONAL_CONFIG_FIELDS.items():
         if name in d and (not isinstance(d[name], typ) or (typ is not bool and isinstance(d[name], bool))):
-            kind = "true or false" if typ is bool else "an int or null"
+            kind = {bool: "true or false", str: "a string"}.get(typ, "an int or null")
             raise ValueError(f"{where}.{name} must be {kind}, got {d[name]!r}")
     extra = sorted(set(d) - set(_CONFIG_FIELDS) - set(_OPTIONAL_CONFIG_FIELDS))
     if extra:

@@ -66,11 +66,12 @@ def _distance(cfg, base) -> float:
             + (cfg.swap_ab != base.swap_ab) + abs(_log2(cfg.num_warps) - _log2(base.num_warps))
             + 0.5 * abs(cfg.num_stages - base.num_stages)
             + 2.0 * (cfg.decode != base.decode) + 0.25 * DECODE_MODES.index(cfg.decode)
-            + 0.75 * (cfg.fuse_gate_up != base.fuse_gate_up) + 0.75 * (cfg.maxnreg != base.maxnreg))
+            + 0.75 * (cfg.fuse_gate_up != base.fuse_gate_up) + 0.75 * (cfg.maxnreg != base.maxnreg)
+            + 1.0 * (cfg.kernel != base.kernel))
 
 
 def candidate_space(kernel: str, num_tokens: int, *, num_experts: int, hidden: int, intermediate: int, topk: int,
-                    soft: bool, num_local_experts: int | None = None) -> list:
+                    soft: bool, num_local_experts: int | None = None, hopper: bool = False) -> list:
     """Ordered candidate GemmConfigs for one (kernel, tokens bucket); the heuristic's config comes first.
 
     GPU (soft=False): block_m x block_n x swap_ab x num_warps x num_stages x decode (x fused gate+up
@@ -79,6 +80,8 @@ def candidate_space(kernel: str, num_tokens: int, *, num_experts: int, hidden: i
     the config) and whose fp32 accumulators fit in <= 128 registers per thread; block_m is capped
     by the expected rows per expert tile, block_n by the output width. Interpreter (soft=True):
     block_m 16/32, block_n 32/64, swap_ab both, 1 warp, 1 stage (decode is irrelevant there).
+    `hopper` (an sm_90 GPU) adds the Gluon kernel's configs (kernels/wgmma_gemm.py: block_m 8..64 within
+    the rows cap, block_n 32/64 for gemm1 and 64/128 for gemm2, 2-4 stages).
     Truncate the list for a size limit: the order is nearest-to-heuristic first.
     """
     from ..kernels.configs import DECODE_MODES, GemmConfig, check_gpu_config, heuristic_config
@@ -86,7 +89,7 @@ def candidate_space(kernel: str, num_tokens: int, *, num_experts: int, hidden: i
         raise ValueError(f"kernel must be one of {TUNABLE_KERNELS}, got {kernel!r}")
     e_local = num_local_experts or num_experts
     slots = max(num_tokens, 1) * topk
-    base = heuristic_config(kernel, slots, e_local, soft)
+    base = heuristic_config(kernel, slots, e_local, soft, hopper)
     out_width = intermediate if kernel == "gemm1" else hidden
     if soft:
         grid = itertools.product(SOFT_BLOCK_M, SOFT_BLOCK_N, (False, True), (1,), (1,), (base.decode,))
@@ -111,16 +114,25 @@ def candidate_space(kernel: str, num_tokens: int, *, num_experts: int, hidden: i
             if bm > max(rows_cap, 16 if swap else 64) or bn > cols_cap:
                 continue
         cands.append(cfg)
+    if hopper and not soft:
+        gluon_n = (32, 64) if kernel == "gemm1" else (64, 128)
+        cands += [GemmConfig(bm, bn, True, 4, stages, kernel="gluon") for bm in (8, 16, 32, 64)
+                  for bn in gluon_n for stages in GPU_STAGES if bm <= max(rows_cap // 2, 8) or bm == base.block_m]
     if base in cands:
         cands.remove(base)
     cands.sort(key=lambda c: (_distance(c, base), c.block_m, c.block_n, c.swap_ab, c.num_warps, c.num_stages,
-                              DECODE_MODES.index(c.decode), c.fuse_gate_up, c.maxnreg or 0))
+                              DECODE_MODES.index(c.decode), c.fuse_gate_up, c.maxnreg or 0, c.kernel))
+    triton_base = heuristic_config(kernel, slots, e_local, soft)
+    if triton_base != base:      # always time the Triton kernel's heuristic config against the Gluon one
+        cands.remove(triton_base)
+        cands.insert(0, triton_base)
     return [base] + cands
 
 
 def short(cfg) -> str:
     return (f"bm={cfg.block_m} bn={cfg.block_n} swap={int(cfg.swap_ab)} w={cfg.num_warps} "
-            f"s={cfg.num_stages} {cfg.decode}")
+            f"s={cfg.num_stages} {cfg.decode if cfg.kernel == 'triton' else 'gluon'}"
+            + (" fused" if cfg.fuse_gate_up else "") + (f" maxnreg={cfg.maxnreg}" if cfg.maxnreg else ""))
 
 
 # ----------------------------------------------------------------------------- the problem
@@ -176,7 +188,7 @@ class TuningProblem:
         self.check_tokens = max(1, min(check_tokens, num_tokens))
         self._ref = None
         # GEMM2's input: the intermediate from the heuristic's GEMM1 (bitwise the same for every config).
-        self.run("gemm1", heuristic_config("gemm1", self.slots, e, self.soft))
+        self.run("gemm1", heuristic_config("gemm1", self.slots, e, self.soft))   # Triton: runs on any GPU
         self.act_snapshot = self.buf.act[:self.slots].clone()
 
     def run(self, kernel: str, cfg) -> None:
@@ -543,8 +555,10 @@ def main(argv=None) -> int:
 
     gpu = torch.cuda.is_available()
     soft = not gpu
-    spaces = {(kern, t): candidate_space(kern, t, num_experts=e, hidden=h, intermediate=i, topk=k, soft=soft)
-              for t in tokens for kern in kernels}
+    from ..kernels.configs import is_hopper
+    hopper = gpu and is_hopper(torch.device("cuda"))
+    spaces = {(kern, t): candidate_space(kern, t, num_experts=e, hidden=h, intermediate=i, topk=k, soft=soft,
+                                         hopper=hopper) for t in tokens for kern in kernels}
     if args.list_candidates:
         for (kern, t), cands in spaces.items():
             use = cands[:args.max_candidates]

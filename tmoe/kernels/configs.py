@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-__all__ = ["GemmConfig", "heuristic_config", "check_gpu_config", "select_config", "DECODE_MODES"]
+__all__ = ["GemmConfig", "heuristic_config", "check_gpu_config", "select_config", "is_hopper", "DECODE_MODES",
+           "KERNELS"]
 
 DECODE_MODES = ("arith", "asm", "dot_scaled")
 KERNELS = ("triton", "gluon")
@@ -55,15 +56,22 @@ class GemmConfig:
         return asdict(self)
 
 
-def heuristic_config(kernel: str, num_slots: int, num_local_experts: int, soft: bool) -> GemmConfig:
+def heuristic_config(kernel: str, num_slots: int, num_local_experts: int, soft: bool,
+                     hopper: bool = False) -> GemmConfig:
     """A reasonable config from the expected slots per local expert (no tuning data needed).
 
-    Chosen from benchmarks/sweep_gemm.py on an H200 (benchmarks/NOTES.md): swap-AB with 64 weight
-    rows per tile while experts see few tokens, 128x128 tiles with 8 warps for prefill.
+    Chosen from benchmarks/sweep_gemm.py (benchmarks/NOTES.md): swap-AB with 64 weight rows per tile
+    while experts see few tokens — on Hopper (`hopper`: an sm_90 GPU) the Gluon kernel with the
+    smallest token tile that holds them (H100, dsv3 T=128: GEMM1 3098 -> 2251 µs) — and 128x128
+    Triton tiles with 8 warps for prefill.
     """
     if soft:   # the interpreter: smallest legal tiles are fastest
         return GemmConfig(block_m=16, block_n=32, swap_ab=False, num_warps=1, num_stages=1)
     per_expert = num_slots / max(num_local_experts, 1)
+    if hopper and per_expert <= 64:
+        bm = next(b for b in (8, 16, 32, 64) if per_expert <= b)
+        return GemmConfig(block_m=bm, block_n=32 if kernel == "gemm1" else 64, swap_ab=True, num_warps=4,
+                          num_stages=3, kernel="gluon")
     if per_expert <= 16:
         return GemmConfig(block_m=16, block_n=64, swap_ab=True, num_warps=4, num_stages=3)
     if per_expert <= 32:
@@ -71,6 +79,12 @@ def heuristic_config(kernel: str, num_slots: int, num_local_experts: int, soft: 
     if per_expert <= 64:
         return GemmConfig(block_m=64, block_n=64, swap_ab=True, num_warps=4, num_stages=3)
     return GemmConfig(block_m=128, block_n=128, swap_ab=False, num_warps=8, num_stages=3)
+
+
+def is_hopper(device) -> bool:
+    """True on an sm_90 GPU, where the Gluon kernels (wgmma) run."""
+    import torch
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] == 9
 
 
 def check_gpu_config(cfg: GemmConfig) -> None:
@@ -90,7 +104,8 @@ def check_gpu_config(cfg: GemmConfig) -> None:
 
 
 def select_config(kernel: str, num_slots: int, num_local_experts: int, soft: bool, *, num_experts: int,
-                  hidden: int, intermediate: int, topk: int, device_name: str | None) -> GemmConfig:
+                  hidden: int, intermediate: int, topk: int, device_name: str | None,
+                  hopper: bool = False) -> GemmConfig:
     """The tuned config from the autotune cache when there is one, else `heuristic_config(...)`.
 
     kernel: "gemm1" or "gemm2"; num_slots = T * K (the layer's routed slots on this rank, T tokens);
@@ -107,4 +122,4 @@ def select_config(kernel: str, num_slots: int, num_local_experts: int, soft: boo
         cfg = cache.lookup(kernel, device_name, num_experts, hidden, intermediate, topk, num_tokens)
         if cfg is not None:
             return cfg
-    return heuristic_config(kernel, num_slots, num_local_experts, soft)
+    return heuristic_config(kernel, num_slots, num_local_experts, soft, hopper)

@@ -1,0 +1,114 @@
+"""Compile the Gluon decode GEMMs (kernels/wgmma_gemm.py) for sm_90 without a GPU and inspect the
+SASS (run in a subprocess with TRITON_INTERPRET=0, see test_compile_sm90.py). Prints one JSON line
+{config: {regs, spills, hgmma, a_reg_writes_in_flight, serialized}}.
+
+`a_reg_writes_in_flight` counts instructions in the K loop that write a register an in-flight wgmma
+reads as its A operand (between the loop's last HGMMA and the next WARPGROUP.DEPBAR): ptxas does not
+protect those registers, and any such write corrupts results (found on an H100: decoding the next
+step before waiting for the previous wgmma). `serialized`: ptxas warning C7515 (every wgmma waited).
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+os.environ["TRITON_INTERPRET"] = "0"
+
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
+
+from tmoe.kernels import wgmma_gemm as wg  # noqa: E402
+
+BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+ALIGNED = {"stride_x", "stride_act", "stride_we", "stride_wn", "stride_wse", "stride_out", "hidden", "inter",
+           "k_words", "k_groups"}
+
+
+def compile_gluon(kernel, ptr_types: dict, floats: set, const: dict):
+    sig, attrs = {}, {}
+    for i, name in enumerate(kernel.arg_names):
+        if name in const:
+            sig[name] = "constexpr"
+        elif name in ptr_types:
+            sig[name] = ptr_types[name]
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        else:
+            sig[name] = "fp32" if name in floats else "i32"
+            if name in ALIGNED:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+    return triton.compile(GluonASTSource(kernel, sig, const, attrs), target=GPUTarget("cuda", 90, 32),
+                          options={"num_warps": 4})
+
+
+def k_loop(sass: str) -> list:
+    ins = [(int(m.group(1), 16), m.group(2).strip())
+           for m in (re.search(r"/\*([0-9a-f]{4})\*/\s+(.*?);", line) for line in sass.splitlines()) if m]
+    loops = []
+    for addr, text in ins:
+        target = re.search(r"BRA\s+(?:`\(\S+\)\s*)?0x([0-9a-f]+)", text)
+        if target and int(target.group(1), 16) < addr:
+            loops.append((int(target.group(1), 16), addr))
+    lo, hi = min((lp for lp in loops if any("HGMMA" in t for a, t in ins if lp[0] <= a <= lp[1])),
+                 key=lambda lp: lp[1] - lp[0])                       # the innermost loop with wgmmas: K
+    return [t for a, t in ins if lo <= a <= hi]
+
+
+def a_reg_hazards(body: list) -> int:
+    a_regs = set()
+    for text in body:
+        m = re.match(r"HGMMA\S*\s+R\d+,\s*R(\d+)", text)
+        if m:
+            a_regs |= set(range(int(m.group(1)), int(m.group(1)) + 4))
+    hgmma = [i for i, t in enumerate(body) if t.startswith("HGMMA")]
+    depbar = [i for i, t in enumerate(body) if "WARPGROUP.DEPBAR" in t]
+
+    def dest(text):
+        m = re.match(r"(?:@!?U?P\w+\s+)?[A-Z0-9_.]+\s+R(\d+)", text)
+        return int(m.group(1)) if m else None
+    return sum(1 for i, t in enumerate(body)
+               if (i > hgmma[-1] or i < depbar[0]) and not t.startswith("HGMMA") and dest(t) in a_regs)
+
+
+def inspect(compiled) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        cubin, ptx = os.path.join(d, "k.cubin"), os.path.join(d, "k.ptx")
+        with open(cubin, "wb") as f:
+            f.write(compiled.asm["cubin"])
+        with open(ptx, "w") as f:
+            f.write(compiled.asm["ptx"])
+        sass = subprocess.run([os.path.join(BIN, "cuobjdump"), "-sass", cubin], capture_output=True, text=True,
+                              check=True).stdout
+        info = subprocess.run([os.path.join(BIN, "ptxas"), "-arch=sm_90a", "-v", ptx, "-o", os.path.join(d, "o")],
+                              capture_output=True, text=True).stderr
+    body = k_loop(sass)
+    regs = re.search(r"Used (\d+) registers", info)
+    spills = re.search(r"(\d+) bytes spill stores", info)
+    return {"regs": int(regs.group(1)) if regs else -1, "spills": int(spills.group(1)) if spills else 0,
+            "hgmma": sum(t.startswith("HGMMA") for t in body), "loop_instructions": len(body),
+            "a_reg_writes_in_flight": a_reg_hazards(body), "serialized": "C7515" in info}
+
+
+def main() -> None:
+    out = {}
+    g1_ptrs = {"x_ptr": "*bf16", "w1_ptr": "*i32", "w1_sf_ptr": "*u8", "offsets_ptr": "*i32", "sorted_ptr": "*i32",
+               "weights_ptr": "*fp32", "act_ptr": "*i16", "bias_ptr": "*fp32"}
+    g2_ptrs = {"act_ptr": "*bf16", "w2_ptr": "*i32", "w2_sf_ptr": "*u8", "offsets_ptr": "*i32", "sorted_ptr": "*i32",
+               "weights_ptr": "*fp32", "out_ptr": "*i16", "row_addr_ptr": "*i64", "bias_ptr": "*fp32"}
+    for bm, bn, stages, bias, persistent in ((8, 32, 3, False, False), (16, 64, 2, True, False),
+                                             (64, 32, 4, False, True)):
+        const = dict(TOPK=8, BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_CLAMP=True, FAST_MATH=True, ACTIVATION=1,
+                     HAS_BIAS=bias, STAGES=stages, PERSISTENT=persistent, **wg._layouts(bm))
+        out[f"gemm1 bm{bm} bn{bn} s{stages}"] = inspect(compile_gluon(wg._gemm1_wgmma_kernel, g1_ptrs,
+                                                                      {"clamp", "alpha"}, const))
+    for bm, bn, stages, bias, row_addr in ((8, 64, 3, False, False), (32, 128, 2, True, True)):
+        const = dict(BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_BIAS=bias, ROW_ADDR=row_addr, STAGES=stages,
+                     PERSISTENT=False, **wg._layouts(bm))
+        out[f"gemm2 bm{bm} bn{bn} s{stages}"] = inspect(compile_gluon(wg._gemm2_wgmma_kernel, g2_ptrs, set(), const))
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
