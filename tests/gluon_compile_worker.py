@@ -11,7 +11,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 
 os.environ["TRITON_INTERPRET"] = "0"

@@ -114,3 +114,35 @@ def test_gluon_config_runs_anywhere(device):
     y1, _ = run_layer(weights, x, idx, w, gemm1_config=GemmConfig(16, 32, True, 4, 2, kernel="gluon"),
                       gemm2_config=GemmConfig(16, 64, True, 4, 2, kernel="gluon"))
     assert torch.equal(y0.view(torch.int16), y1.view(torch.int16))
+
+
+def test_heuristic_and_search_space_pick_gluon_on_hopper_only():
+    from tmoe.autotune import cli
+    from tmoe.kernels import configs
+    for kernel, bn in (("gemm1", 32), ("gemm2", 64)):
+        for slots, bm in ((8, 8), (1024, 8), (4096, 16), (16384, 64)):      # 256 local experts
+            cfg = configs.heuristic_config(kernel, slots, 256, False, hopper=True)
+            assert (cfg.kernel, cfg.block_m, cfg.block_n, cfg.swap_ab) == ("gluon", bm, bn, True)
+            assert configs.heuristic_config(kernel, slots, 256, False).kernel == "triton"
+        assert configs.heuristic_config(kernel, 65536, 256, False, hopper=True).kernel == "triton"   # prefill
+        space = cli.candidate_space(kernel, 128, num_experts=256, hidden=7168, intermediate=2048, topk=8,
+                                    soft=False, hopper=True)
+        assert space[0].kernel == "gluon" and space[1] == configs.heuristic_config(kernel, 1024, 256, False)
+        assert {c.kernel for c in space} == {"gluon", "triton"} and len(set(space)) == len(space)
+        for cfg in space:
+            configs.check_gpu_config(cfg)
+        assert all(c.kernel == "triton" for c in cli.candidate_space(
+            kernel, 128, num_experts=256, hidden=7168, intermediate=2048, topk=8, soft=False))
+
+
+def test_cache_entries_carry_the_kernel_field():
+    from tmoe.autotune import cache
+    base = dict(block_m=8, block_n=32, swap_ab=True, num_warps=4, num_stages=3, decode="asm")
+    assert cache.config_from_dict({**base, "kernel": "gluon"}).kernel == "gluon"
+    assert cache.config_from_dict(dict(base, block_m=16)).kernel == "triton"        # absent: the default
+    with pytest.raises(ValueError, match="kernel"):
+        cache.config_from_dict({**base, "kernel": "cuda"})
+    with pytest.raises(ValueError, match="kernel must be a string"):
+        cache.config_from_dict({**base, "kernel": 3})
+    with pytest.raises(ValueError, match="gluon kernel needs"):
+        cache.config_from_dict({**base, "kernel": "gluon", "swap_ab": False})

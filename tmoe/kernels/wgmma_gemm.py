@@ -1,23 +1,24 @@
 """Decode-regime grouped GEMMs in Gluon (Hopper): MXFP4 weights decoded straight into the wgmma A
-operand registers, overlapped with the previous K step's asynchronous wgmma.
+operand registers (swap-AB), no shared-memory round trip for the weights.
 
-Same schedule, math and epilogues as `grouped_gemm` (swap-AB: weight rows on the MMA's M side,
-the tile's tokens on N), so every result is bitwise identical to the Triton kernels (tests):
-the same exact bf16 operand values, the same k16 wgmma sequence in ascending k, fp32 accumulation,
-BLOCK_K = 128. What differs is how a K step is fed:
+Same schedule, math and epilogues as `grouped_gemm`, so every result is bitwise identical to the
+Triton kernels (GPU tests): the same exact bf16 operand values, the same k16 wgmma sequence in
+ascending k, fp32 accumulation, BLOCK_K = 128. What differs is how a K step is fed:
 
-  Triton kernel:  cp.async codes -> smem -> regs -> decode -> smem -> wgmma -> wait (serialized)
-  this kernel:    ld.global codes (one step ahead, 16-byte loads) -> quad shuffle -> decode into the
-                  A-operand registers -> wait for the previous wgmma -> issue this wgmma async;
-                  activations arrive by cp.async into a STAGES-deep NVMMA-swizzled ring (B operand)
+  Triton kernel:  cp.async codes -> smem -> regs -> decode -> smem -> wgmma -> wait
+  this kernel:    16-byte code loads issued one step ahead -> quad exchange (butterfly shuffles) ->
+                  wait for the previous wgmma -> decode into the A registers -> async wgmma;
+                  activations arrive by cp.async in a STAGES-deep NVMMA-swizzled ring (B operand)
 
 NOTES (register A operand, bf16 with k_width = 2): a thread of warp w holds rows 16w + g (+8, +64)
 and, per k16 block, k pairs (2t, 2t+1) and (2t+8, 2t+9) with g = lane / 4, t = lane % 4. A pair
 (k, k+1) is exactly the low and high nibble of one code byte, so the decode emits each 32-bit A
 register directly from one byte (`_FP4_PAIRS_ASM`): no interleaving shuffles. The bytes a thread
-needs (j = 8kb + t + 4h of the 64-byte row slice) are strided, so codes are loaded 16 contiguous
-bytes per thread and exchanged within each lane quad by `convert_layout` (warp shuffles).
-GPU only (sm_90): the Triton interpreter cannot run Gluon; CPU runs use `grouped_gemm`.
+needs (j = t mod 4 of the 64-byte row slice of a K step) are strided, so each lane loads 16
+contiguous bytes and the lanes of a quad swap bytes (`_QUAD_EXCHANGE_ASM`).
+The loop is bound by instruction issue (~376 per K step and thread, benchmarks/NOTES.md), not by
+memory: the H100 and the H200 stream weights at the same ~1.8 TB/s.
+GPU only (sm_90): the Triton interpreter cannot run Gluon; CPU runs use `grouped_gemm` (same bits).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (async_copy, fence_async_shared, warpgroup_mma,
-                                                              warpgroup_mma_init, warpgroup_mma_wait)
+                                                              warpgroup_mma_wait)
 
 from ..reference import ACTIVATIONS
 from .grouped_gemm import BLOCK_K as _BLOCK_K, _gemm1_epilogue, _gemm2_epilogue, _launch_over_tiles
