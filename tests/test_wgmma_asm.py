@@ -1,0 +1,62 @@
+"""The Gluon kernels' inline PTX (kernels/wgmma_gemm.py), executed on CPU by a small PTX interpreter
+(ptx_subset.py): the FP4 decode is exact against tmoe.formats for every code byte and scale, and the
+quad exchange hands each lane the bytes of its wgmma A fragment. The GPU tests (test_gluon_gemm.py)
+check the compiled kernels end to end; these catch an edited asm block in CI."""
+import numpy as np
+import pytest
+import torch
+
+import ptx_subset
+from tmoe import formats
+from tmoe.kernels import wgmma_gemm
+
+U32 = np.uint32
+
+
+def _expected_pairs(words: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """[n, 4] uint32: byte i of each word -> (bf16 of its low nibble, of its high nibble) x 2^(s-127)."""
+    codes = torch.from_numpy(words.view(np.uint8).reshape(-1, 4).copy())            # little endian: byte i
+    vals = formats.e2m1_to_float(torch.stack([codes & 0xF, codes >> 4], -1)).double()   # [n, 4, 2]
+    sf = torch.from_numpy(scales.astype(np.int64)).double()
+    vals = vals * torch.exp2(sf - 127)[:, None, None]
+    bits = vals.to(torch.bfloat16).view(torch.int16).numpy().astype(np.uint16).astype(U32)
+    return bits[..., 0] | (bits[..., 1] << U32(16))
+
+
+@pytest.mark.parametrize("scale_range", [(1, 255), (0, 1)])
+def test_fp4_pairs_asm_is_exact(scale_range):
+    rng = np.random.default_rng(0)
+    every_byte = np.arange(256, dtype=U32)
+    words = np.concatenate([every_byte * U32(0x01010101), every_byte | (every_byte[::-1] << U32(8)) |
+                            (every_byte << U32(16)) | (every_byte[::-1] << U32(24)),
+                            rng.integers(0, 2 ** 32, 4096, dtype=np.uint64).astype(U32)])
+    lo, hi = scale_range
+    scales = np.repeat(np.arange(lo, hi, dtype=U32), 1 + len(words) // (hi - lo))[: len(words)]
+    rng.shuffle(scales)
+    out = ptx_subset.run(wgmma_gemm._FP4_PAIRS_ASM.value, {4: words, 12: scales})
+    got = np.stack([out[i] for i in range(4)], -1)
+    want = _expected_pairs(words, scales)
+    bad = np.argwhere(got != want)
+    assert bad.size == 0, f"word {words[bad[0][0]]:#010x} scale {scales[bad[0][0]]} byte {bad[0][1]}: " \
+                          f"{got[tuple(bad[0])]:#010x} != {want[tuple(bad[0])]:#010x}"
+
+
+def test_quad_exchange_asm_delivers_each_lanes_bytes():
+    rng = np.random.default_rng(1)
+    chunk = rng.integers(0, 256, (8, 64), dtype=np.uint8)      # the 64 code bytes of a row, one row per quad
+    lane = np.arange(32)
+    g, t = lane // 4, lane % 4
+    loaded = chunk[g].reshape(32, 4, 4, 4)[lane, t].copy().view(np.uint32).reshape(32, 4)   # 16 bytes at 16t
+    ops = {4 + r: loaded[:, r] for r in range(4)}
+    for r in range(4):
+        p = (t ^ r).astype(U32)                                # partner lane in round r, as in _exchange
+        ops[8 + r] = (p + U32(4)) * U32(16) + p
+    out = ptx_subset.run(wgmma_gemm._QUAD_EXCHANGE_ASM.value, ops)
+    for k in range(4):                                        # output k: bytes j = 16k + t + 4q, q = 0..3
+        want = chunk[g[:, None], 16 * k + t[:, None] + 4 * np.arange(4)[None, :]].copy().view(np.uint32)[:, 0]
+        np.testing.assert_array_equal(out[k], want, err_msg=f"group {k}")
+
+
+def test_ptx_subset_rejects_unknown_instructions():
+    with pytest.raises(NotImplementedError, match="add.u32"):
+        ptx_subset.run("add.u32 $0, $1, $1;", {1: np.zeros(32, dtype=U32)})
