@@ -135,6 +135,18 @@ def test_heuristic_and_search_space_pick_gluon_on_hopper_only():
             kernel, 128, num_experts=256, hidden=7168, intermediate=2048, topk=8, soft=False))
 
 
+def test_gluon_config_checks_before_any_launch():
+    from tmoe.kernels import configs
+    g1 = GemmConfig(8, 32, True, 4, 3, kernel="gluon")
+    configs.check_gpu_config(g1, "gemm1", hopper=True)
+    with pytest.raises(ValueError, match="needs a Hopper GPU"):
+        configs.check_gpu_config(g1, "gemm1", hopper=False)
+    with pytest.raises(ValueError, match="gluon gemm2 needs block_n"):
+        configs.check_gpu_config(g1, "gemm2", hopper=True)
+    with pytest.raises(ValueError, match="gluon gemm1 needs block_n"):
+        configs.check_gpu_config(GemmConfig(8, 128, True, 4, 3, kernel="gluon"), "gemm1")
+
+
 def test_cache_entries_carry_the_kernel_field():
     from tmoe.autotune import cache
     base = dict(block_m=8, block_n=32, swap_ab=True, num_warps=4, num_stages=3, decode="asm")

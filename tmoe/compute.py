@@ -50,8 +50,6 @@ def compute_slots(scratch, x_fp8: Optional[torch.Tensor], x_sf: Optional[torch.T
     n, k = topk_idx.shape
     if n == 0:
         return
-    plan = build_routing(topk_idx, num_local_experts, expert_start, capacity_slots=n * k, stats=stats,
-                         workspace=scratch.workspace)
     num_experts, topk = layer_shape or (num_local_experts, k)
     key = dict(num_experts=num_experts, hidden=scratch.x_dq.shape[1], intermediate=l2[0].shape[2] * 2, topk=topk,
                device_name=None if soft else autotune_cache.device_name(topk_idx.device),
@@ -60,9 +58,11 @@ def compute_slots(scratch, x_fp8: Optional[torch.Tensor], x_sf: Optional[torch.T
     expected = config_slots if config_slots is not None and config_slots < n * k else None
     cfg1 = opts.gemm1_config or configs.select_config("gemm1", slots, num_local_experts, soft, **key)
     cfg2 = opts.gemm2_config or configs.select_config("gemm2", slots, num_local_experts, soft, **key)
-    if not soft:
-        configs.check_gpu_config(cfg1)
-        configs.check_gpu_config(cfg2)
+    if not soft:   # before any launch
+        configs.check_gpu_config(cfg1, "gemm1", key["hopper"])
+        configs.check_gpu_config(cfg2, "gemm2", key["hopper"])
+    plan = build_routing(topk_idx, num_local_experts, expert_start, capacity_slots=n * k, stats=stats,
+                         workspace=scratch.workspace)
     if x_fp8 is not None:
         mxfp8_to_bf16(x_fp8, x_sf, scratch.x_dq)
     grouped_gemm.gemm1_swiglu(scratch.x_dq, l1[0], l1[1], plan, topk_weights, scratch.act, topk=k,

@@ -213,7 +213,7 @@ def config_from_dict(d: Any, where: str = "config") -> GemmConfig:
         raise ValueError(f"{where}{'.' + field if field else ''}: {exc}") from None
 
 
-def _validate_entry(entry: Any, where: str, gpu: bool) -> float:
+def _validate_entry(entry: Any, where: str, gpu: bool, kernel: str | None = None) -> float:
     if not isinstance(entry, dict):
         raise ValueError(f"{where} must be an object {{'config': ..., 'us': ...}}, got {type(entry).__name__}")
     for name in ("config", "us"):
@@ -225,7 +225,7 @@ def _validate_entry(entry: Any, where: str, gpu: bool) -> float:
     cfg = config_from_dict(entry["config"], f"{where}.config")
     if gpu:
         try:
-            check_gpu_config(cfg)
+            check_gpu_config(cfg, kernel)
         except ValueError as exc:
             raise ValueError(f"{where}.config: {exc}") from None
     us = entry["us"]
@@ -299,9 +299,9 @@ def validate(doc: Any) -> dict:
         for name in _BUCKET_OPTIONAL:
             if name in bucket and not (_is_int(bucket[name]) and bucket[name] >= 0):
                 raise ValueError(f"{where}.{name} must be an int >= 0, got {bucket[name]!r}")
-        best_us = _validate_entry(bucket["best"], f"{where}.best", gpu)
+        best_us = _validate_entry(bucket["best"], f"{where}.best", gpu, doc["kernel"])
         if bucket["runner_up"] is not None:
-            ru_us = _validate_entry(bucket["runner_up"], f"{where}.runner_up", gpu)
+            ru_us = _validate_entry(bucket["runner_up"], f"{where}.runner_up", gpu, doc["kernel"])
             if ru_us < best_us:
                 raise ValueError(f"{where}.runner_up.us ({ru_us}) is below {where}.best.us ({best_us})")
     return doc

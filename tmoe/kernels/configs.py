@@ -87,15 +87,24 @@ def is_hopper(device) -> bool:
     return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] == 9
 
 
-def check_gpu_config(cfg: GemmConfig) -> None:
-    """Raise ValueError for a config that could change results on a GPU.
+GLUON_BLOCK_N = {"gemm1": (32, 64), "gemm2": (64, 128)}   # GEMM1's A tile is gate + up: 2 x block_n rows
+
+
+def check_gpu_config(cfg: GemmConfig, kernel: str | None = None, hopper: bool | None = None) -> None:
+    """Raise ValueError for a config that could change results on a GPU, or cannot run there.
 
     NOTES: on Hopper the results are bitwise independent of the tile config only while every
     config uses the same MMA instruction family (wgmma). Triton falls back to `mma.sync` (which
     rounds its internal sums differently; measured: results differ) for fewer than 4 warps or an
-    MMA M side (BLOCK_N with swap-AB, else BLOCK_M) that is not a multiple of 64.
+    MMA M side (BLOCK_N with swap-AB, else BLOCK_M) that is not a multiple of 64. The Gluon kernel
+    always uses wgmma; it needs an sm_90 GPU (`hopper` False: raise) and, per `kernel`, the block_n
+    values of GLUON_BLOCK_N.
     """
-    if cfg.kernel == "gluon":   # always wgmma (validated in GemmConfig)
+    if cfg.kernel == "gluon":
+        if hopper is False:
+            raise ValueError(f"{cfg}: the gluon kernel needs a Hopper GPU (sm_90); use kernel='triton' here")
+        if kernel is not None and cfg.block_n not in GLUON_BLOCK_N[kernel]:
+            raise ValueError(f"{cfg}: the gluon {kernel} needs block_n in {GLUON_BLOCK_N[kernel]}")
         return
     mma_m = cfg.block_n if cfg.swap_ab else cfg.block_m
     if cfg.num_warps < 4 or cfg.num_warps % 4 or mma_m % 64:

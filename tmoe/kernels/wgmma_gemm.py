@@ -30,6 +30,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (async_copy, fence_
                                                               warpgroup_mma_wait)
 
 from ..reference import ACTIVATIONS
+from . import configs
 from .grouped_gemm import BLOCK_K as _BLOCK_K, _gemm1_epilogue, _gemm2_epilogue, _launch_over_tiles
 
 BLOCK_K = gl.constexpr(_BLOCK_K)
@@ -302,10 +303,8 @@ def _as_words(w: torch.Tensor) -> torch.Tensor:
     return w.view(torch.int32)
 
 
-def _check_device(t: torch.Tensor, cfg) -> None:
-    major, _ = torch.cuda.get_device_capability(t.device)
-    if major != 9:
-        raise ValueError(f"{cfg}: the gluon kernel needs a Hopper GPU (sm_90), got sm_{major}x on {t.device}")
+def _check(kernel: str, t: torch.Tensor, cfg) -> None:
+    configs.check_gpu_config(cfg, kernel, hopper=configs.is_hopper(t.device))
 
 
 @gluon.jit
@@ -410,9 +409,7 @@ def gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int,
                        fast_math: bool, cfg, activation: str = "swiglu", alpha: float = 1.702, bias=None,
                        expected_slots: int | None = None):
     """`grouped_gemm.gemm1_swiglu` with this file's kernel (same arguments, bitwise the same result)."""
-    _check_device(x_bits, cfg)
-    if cfg.block_n not in (32, 64):
-        raise ValueError(f"{cfg}: the gluon GEMM1 needs block_n 32 or 64 (A tile = gate + up rows)")
+    _check("gemm1", x_bits, cfg)
     e_local, two_i, half_h = w1.shape
     inter, hidden = two_i // 2, half_h * 2
     w1_words = _as_words(w1)
@@ -432,9 +429,7 @@ def gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int,
 def gemm2_wgmma(act, w2, w2_sf, plan, out_bits, *, cfg, topk_weights=None, bias=None,
                 expected_slots: int | None = None, out_row_addr=None):
     """`grouped_gemm.gemm2` with this file's kernel (same arguments, bitwise the same result)."""
-    _check_device(act, cfg)
-    if cfg.block_n not in (64, 128):
-        raise ValueError(f"{cfg}: the gluon GEMM2 needs block_n 64 or 128 (wgmma M side)")
+    _check("gemm2", act, cfg)
     e_local, hidden, half_i = w2.shape
     inter = half_i * 2
     w2_words = _as_words(w2)
