@@ -4,7 +4,7 @@ set -u
 export PYTHONPATH=. PYTHONUNBUFFERED=1 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NCCL_NVLS_ENABLE=0 NVSHMEM_DISABLE_NVLS=1
 OUT=${OUT:-/tmp/tmoe-out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
-TMOE_HYPOTHESIS_PROFILE=${TMOE_HYPOTHESIS_PROFILE:-ci} timeout "${TEST_TIMEOUT:-200}" \
+TMOE_HYPOTHESIS_PROFILE=${TMOE_HYPOTHESIS_PROFILE:-ci} timeout "${TEST_TIMEOUT:-480}" \
     python -m pytest -q -p no:cacheprovider tests 2>&1 | tee "$OUT/pytest.log" | tail -6
 timeout 120 python benchmarks/bench_quant.py --json "$OUT/quant.json" 2>&1 | tee "$OUT/quant.log"
 timeout "${LAYER_TIMEOUT:-300}" python benchmarks/bench_layer.py --workloads "${WORKLOADS:-dsv3,v4flash,gptoss,qwen3}" \
