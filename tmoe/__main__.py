@@ -58,6 +58,12 @@ def main(argv=None) -> int:
         fill_buffer(buf, x, topk_idx, topk_weights)                 # MXFP8 quantize + routing copy
         tmoe.fp8_fp4_mega_moe(y, l1, l2, buf, activation_clamp=clamp)
 
+    from tmoe.compute import ExpertOptions, gemm_configs
+    from tmoe.kernels.numerics import soft_numerics
+    for name, cfg in zip(("GEMM1", "GEMM2"), gemm_configs(ExpertOptions(), t * k, e, dev, soft_numerics(x), num_experts=e,
+                                                         hidden=h, intermediate=i, topk=k)):
+        print(f"{name} tiles: {cfg.kernel} kernel, block_m={cfg.block_m} block_n={cfg.block_n} "
+              f"swap_ab={cfg.swap_ab} warps={cfg.num_warps} stages={cfg.num_stages}")
     start = time.perf_counter()
     call()
     if gpu:

@@ -18,7 +18,7 @@ from .kernels import configs, grouped_gemm
 from .kernels.quant import mxfp8_to_bf16
 from .kernels.routing import build_routing
 
-__all__ = ["ExpertOptions", "compute_slots"]
+__all__ = ["ExpertOptions", "compute_slots", "gemm_configs"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,21 @@ class ExpertOptions:
     l2_bias: Optional[torch.Tensor] = None
     gemm1_config: Optional[configs.GemmConfig] = None
     gemm2_config: Optional[configs.GemmConfig] = None
+
+
+def gemm_configs(opts: ExpertOptions, num_slots: int, num_local_experts: int, device: torch.device, soft: bool, *,
+                 num_experts: int, hidden: int, intermediate: int, topk: int):
+    """(GEMM1, GEMM2) tile configs for a call: the caller's (opts), else the autotune cache's, else the
+    built-in heuristic (Gluon kernels for decode tiles on Hopper); checked (ValueError) before any launch."""
+    key = dict(num_experts=num_experts, hidden=hidden, intermediate=intermediate, topk=topk,
+               device_name=None if soft else autotune_cache.device_name(device),
+               hopper=not soft and configs.is_hopper(device))
+    cfg1 = opts.gemm1_config or configs.select_config("gemm1", num_slots, num_local_experts, soft, **key)
+    cfg2 = opts.gemm2_config or configs.select_config("gemm2", num_slots, num_local_experts, soft, **key)
+    if not soft:
+        configs.check_gpu_config(cfg1, "gemm1", key["hopper"])
+        configs.check_gpu_config(cfg2, "gemm2", key["hopper"])
+    return cfg1, cfg2
 
 
 def compute_slots(scratch, x_fp8: Optional[torch.Tensor], x_sf: Optional[torch.Tensor], topk_idx: torch.Tensor,
@@ -51,16 +66,10 @@ def compute_slots(scratch, x_fp8: Optional[torch.Tensor], x_sf: Optional[torch.T
     if n == 0:
         return
     num_experts, topk = layer_shape or (num_local_experts, k)
-    key = dict(num_experts=num_experts, hidden=scratch.x_dq.shape[1], intermediate=l2[0].shape[2] * 2, topk=topk,
-               device_name=None if soft else autotune_cache.device_name(topk_idx.device),
-               hopper=not soft and configs.is_hopper(topk_idx.device))
-    slots = config_slots or n * k
     expected = config_slots if config_slots is not None and config_slots < n * k else None
-    cfg1 = opts.gemm1_config or configs.select_config("gemm1", slots, num_local_experts, soft, **key)
-    cfg2 = opts.gemm2_config or configs.select_config("gemm2", slots, num_local_experts, soft, **key)
-    if not soft:   # before any launch
-        configs.check_gpu_config(cfg1, "gemm1", key["hopper"])
-        configs.check_gpu_config(cfg2, "gemm2", key["hopper"])
+    cfg1, cfg2 = gemm_configs(opts, config_slots or n * k, num_local_experts, topk_idx.device, soft,
+                              num_experts=num_experts, hidden=scratch.x_dq.shape[1],
+                              intermediate=l2[0].shape[2] * 2, topk=topk)
     plan = build_routing(topk_idx, num_local_experts, expert_start, capacity_slots=n * k, stats=stats,
                          workspace=scratch.workspace)
     if x_fp8 is not None:
