@@ -84,7 +84,7 @@ def candidate_space(kernel: str, num_tokens: int, *, num_experts: int, hidden: i
     the rows cap, block_n 32/64 for gemm1 and 64/128 for gemm2, 2-4 stages).
     Truncate the list for a size limit: the order is nearest-to-heuristic first.
     """
-    from ..kernels.configs import DECODE_MODES, GemmConfig, check_gpu_config, heuristic_config
+    from ..kernels.configs import DECODE_MODES, GLUON_BLOCK_N, GemmConfig, check_gpu_config, heuristic_config
     if kernel not in TUNABLE_KERNELS:
         raise ValueError(f"kernel must be one of {TUNABLE_KERNELS}, got {kernel!r}")
     e_local = num_local_experts or num_experts
@@ -115,9 +115,9 @@ def candidate_space(kernel: str, num_tokens: int, *, num_experts: int, hidden: i
                 continue
         cands.append(cfg)
     if hopper and not soft:
-        gluon_n = (32, 64) if kernel == "gemm1" else (64, 128)
         cands += [GemmConfig(bm, bn, True, 4, stages, kernel="gluon") for bm in (8, 16, 32, 64)
-                  for bn in gluon_n for stages in GPU_STAGES if bm <= max(rows_cap // 2, 8) or bm == base.block_m]
+                  for bn in GLUON_BLOCK_N[kernel] for stages in GPU_STAGES
+                  if bm <= max(rows_cap // 2, 8) or bm == base.block_m]
     if base in cands:
         cands.remove(base)
     cands.sort(key=lambda c: (_distance(c, base), c.block_m, c.block_n, c.swap_ab, c.num_warps, c.num_stages,

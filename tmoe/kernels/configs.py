@@ -12,6 +12,7 @@ __all__ = ["GemmConfig", "heuristic_config", "check_gpu_config", "select_config"
 
 DECODE_MODES = ("arith", "asm", "dot_scaled")
 KERNELS = ("triton", "gluon")
+GLUON_BLOCK_N = {"gemm1": (32, 64), "gemm2": (64, 128)}   # GEMM1's A tile is gate + up: 2 x block_n rows
 
 
 @dataclass(frozen=True)
@@ -24,8 +25,8 @@ class GemmConfig:
     decode: str = "asm"       # GPU FP4 decode: "asm" (PTX byte permutes), "dot_scaled", "arith"
     fuse_gate_up: bool = False  # GEMM1: one weight tile of gate + up rows and one MMA twice as wide
     maxnreg: int | None = None  # register cap per thread (more CTAs per SM, maybe spills); None = compiler's
-    kernel: str = "triton"      # "gluon": kernels/wgmma_gemm.py (Hopper; swap-AB, 4 warps, weights decoded into
-                                # the wgmma register operand, overlapped with the previous step's MMA)
+    kernel: str = "triton"      # "gluon": kernels/wgmma_gemm.py (Hopper; swap-AB, 4 warps, MXFP4 decoded
+                                # straight into the wgmma register operand)
 
     @property
     def decode_mode(self) -> int:
@@ -43,9 +44,10 @@ class GemmConfig:
         if self.kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
         if self.kernel == "gluon" and (not self.swap_ab or self.num_warps != 4 or self.num_stages < 2
-                                       or not 8 <= self.block_m <= 64 or self.block_n not in (32, 64, 128)):
+                                       or not 8 <= self.block_m <= 64
+                                       or self.block_n not in set(GLUON_BLOCK_N["gemm1"] + GLUON_BLOCK_N["gemm2"])):
             raise ValueError(f"{self}: the gluon kernel needs swap_ab=True, num_warps=4, num_stages >= 2, "
-                             "8 <= block_m <= 64 and block_n in (32, 64, 128)")
+                             f"8 <= block_m <= 64 and block_n in {GLUON_BLOCK_N}")
 
     @property
     def launch_options(self) -> dict:
@@ -85,9 +87,6 @@ def is_hopper(device) -> bool:
     """True on an sm_90 GPU, where the Gluon kernels (wgmma) run."""
     import torch
     return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] == 9
-
-
-GLUON_BLOCK_N = {"gemm1": (32, 64), "gemm2": (64, 128)}   # GEMM1's A tile is gate + up: 2 x block_n rows
 
 
 def check_gpu_config(cfg: GemmConfig, kernel: str | None = None, hopper: bool | None = None) -> None:
