@@ -117,7 +117,7 @@ selp.b32 $3, u1, u3, p1;
 def _word_layout(block_a):
     """[BLOCK_A, 16 words, 8 values] of one K step: threads = the wgmma A fragment's (rows 16w + g, +8,
     +64; t = lane % 4), lane t holding words col = 4t + r (r = 0..3: 16 contiguous bytes as loaded; after
-    the exchange, word r is group r's bytes j = 32r/2 + t + 4q), registers: the 8 values of a word first."""
+    the exchange, word r is group r's bytes j = 16r + t + 4q), registers: the 8 values of a word first."""
     rows = [[8, 0, 0]] + [[64 * 2 ** i, 0, 0] for i in range((block_a // 64).bit_length() - 1)]
     return gl.DistributedLinearLayout(
         reg_bases=[[0, 0, 1], [0, 0, 2], [0, 0, 4], [0, 1, 0], [0, 2, 0]] + rows,
@@ -254,9 +254,9 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
     for s in gl.static_range(STAGES - 1):
         _issue_b(b_smem, b_base, bk, b_ok, s, K_DIM, STAGES)
     c, sc = _load_codes(w_words, ws_base, rows64, rows_ok, stride_ww, stride_wsn, 0, k_words, k_groups, WORD3)
-    # NOTES: step 0 is peeled: an async wgmma returns an accumulator token that the loop carries, and
-    # a loop that may run zero times leaves a path defining the accumulator outside any wgmma, for
-    # which ptxas serializes every wgmma of the kernel (C7515).
+    # NOTES: step 0 is peeled (no wgmma to wait for yet): an async wgmma returns an accumulator token
+    # that the loop carries, and a loop that may run zero times leaves a path defining the accumulator
+    # outside any wgmma, for which ptxas serializes every wgmma of the kernel (C7515).
     c_next, sc_next = _load_codes(w_words, ws_base, rows64, rows_ok & (num_k > 1), stride_ww, stride_wsn, BLOCK_K,
                                   k_words, k_groups, WORD3)
     a = _decode_a(_exchange(c, WORD3), sc.to(gl.int32), BLOCK_A, WORD3, A_LAYOUT)
