@@ -53,12 +53,13 @@ def _signature(kernel) -> tuple[dict, dict]:
     return sig, attrs
 
 
-def compile_config(kernel_name: str, cfg: GemmConfig, e_pad: int = 512, topk: int = 8, persistent: bool = False):
+def compile_config(kernel_name: str, cfg: GemmConfig, e_pad: int = 512, topk: int = 8, persistent: bool = False,
+                   quad: bool = False):
     kernel = gg._gemm1_swiglu_kernel if kernel_name == "gemm1" else gg._gemm2_kernel
     sig, attrs = _signature(kernel)
     const = {"BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n, "BLOCK_K": gg.BLOCK_K, "E_PAD": e_pad,
              "SWAP_AB": cfg.swap_ab, "SOFT": False, "DECODE": cfg.decode_mode, "HAS_BIAS": False,
-             "PERSISTENT": persistent}
+             "PERSISTENT": persistent, "QUAD": quad}
     if kernel_name == "gemm1":
         const.update(TOPK=topk, HAS_CLAMP=False, FAST_MATH=True, ACTIVATION=0, FUSE_GATE_UP=cfg.fuse_gate_up)
     else:
@@ -92,6 +93,7 @@ def parse_config(text: str) -> GemmConfig:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kernel", choices=["gemm1", "gemm2", "both"], default="both")
+    ap.add_argument("--quad", action="store_true", help="weights in the quad byte order (weight_layout.py)")
     ap.add_argument("--config", action="append", default=None,
                     help=f"bm,bn,swap,warps,stages[,decode in {DECODE_MODES}[,fuse]] (repeatable)")
     args = ap.parse_args()
@@ -105,7 +107,7 @@ def main() -> None:
         for cfg in cfgs:
             if kn == "gemm2" and cfg.fuse_gate_up:
                 continue
-            d = describe(compile_config(kn, cfg))
+            d = describe(compile_config(kn, cfg, quad=args.quad))
             name = (f"bm{cfg.block_m} bn{cfg.block_n} {'swap' if cfg.swap_ab else 'noswap'} w{cfg.num_warps} "
                     f"s{cfg.num_stages} {cfg.decode}{' fused' if cfg.fuse_gate_up else ''}")
             print(f"| {kn} | {name} | {d['regs']} | {d['stack']} | {d['shared']} | "

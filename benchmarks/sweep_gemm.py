@@ -22,6 +22,7 @@ from tmoe.kernels import grouped_gemm  # noqa: E402
 from tmoe.kernels.configs import GemmConfig  # noqa: E402
 from tmoe.kernels.quant import mxfp8_to_bf16  # noqa: E402
 from tmoe.kernels.routing import build_routing  # noqa: E402
+from tmoe.kernels.weight_layout import is_quad  # noqa: E402
 
 
 def candidates(per_expert: float, regcap: bool = False, gluon: bool = False, kernel: str = "gemm1") -> list[GemmConfig]:
@@ -86,11 +87,13 @@ def main() -> None:
             for cfg in candidates(per_expert, args.regcap, args.gluon, kernel):
                 if kernel == "gemm1":
                     fn = lambda: grouped_gemm.gemm1_swiglu(buf.x_dq, l1[0], l1[1], plan, buf.topk_weights, buf.act,
-                                                           topk=k, clamp=wl.clamp, fast_math=True, cfg=cfg, soft=False)
+                                                           topk=k, clamp=wl.clamp, fast_math=True, cfg=cfg, soft=False,
+                                                           quad=is_quad(l1))
                     out = buf.act
                     wbytes = touched * 2 * i * h * (0.5 + 1 / 32)
                 else:
-                    fn = lambda: grouped_gemm.gemm2(buf.act, l2[0], l2[1], plan, buf.slot_out, cfg=cfg, soft=False)
+                    fn = lambda: grouped_gemm.gemm2(buf.act, l2[0], l2[1], plan, buf.slot_out, cfg=cfg, soft=False,
+                                                    quad=is_quad(l2))
                     out = buf.slot_out
                     wbytes = touched * i * h * (0.5 + 1 / 32)
                 try:
@@ -118,7 +121,8 @@ def main() -> None:
             if kernel == "gemm1":
                 # GEMM2 must see one fixed intermediate: recompute it with the first config.
                 grouped_gemm.gemm1_swiglu(buf.x_dq, l1[0], l1[1], plan, buf.topk_weights, buf.act, topk=k,
-                                          clamp=wl.clamp, fast_math=True, cfg=candidates(per_expert, args.regcap, args.gluon)[0], soft=False)
+                                          clamp=wl.clamp, fast_math=True, cfg=candidates(per_expert, args.regcap, args.gluon)[0],
+                                          soft=False, quad=is_quad(l1))
         buf.destroy()
     if args.json:
         with open(args.json, "w") as f:

@@ -96,16 +96,18 @@ def main() -> None:
                "weights_ptr": "*fp32", "act_ptr": "*i16", "bias_ptr": "*fp32"}
     g2_ptrs = {"act_ptr": "*bf16", "w2_ptr": "*i32", "w2_sf_ptr": "*u8", "offsets_ptr": "*i32", "sorted_ptr": "*i32",
                "weights_ptr": "*fp32", "out_ptr": "*i16", "row_addr_ptr": "*i64", "bias_ptr": "*fp32"}
-    for bm, bn, stages, bias, persistent in ((8, 32, 3, False, False), (16, 64, 2, True, False),
-                                             (64, 32, 4, False, True)):
+    for bm, bn, stages, bias, persistent, quad in ((8, 32, 3, False, False, False), (16, 64, 2, True, False, False),
+                                                   (64, 32, 4, False, True, False), (8, 32, 3, False, False, True)):
         const = dict(TOPK=8, BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_CLAMP=True, FAST_MATH=True, ACTIVATION=1,
-                     HAS_BIAS=bias, STAGES=stages, PERSISTENT=persistent, **wg._layouts(bm))
-        out[f"gemm1 bm{bm} bn{bn} s{stages}"] = inspect(compile_gluon(wg._gemm1_wgmma_kernel, g1_ptrs,
-                                                                      {"clamp", "alpha"}, const))
-    for bm, bn, stages, bias, row_addr in ((8, 64, 3, False, False), (32, 128, 2, True, True)):
+                     HAS_BIAS=bias, STAGES=stages, PERSISTENT=persistent, QUAD=quad, **wg._layouts(bm))
+        out[f"gemm1 bm{bm} bn{bn} s{stages}{' quad' if quad else ''}"] = inspect(
+            compile_gluon(wg._gemm1_wgmma_kernel, g1_ptrs, {"clamp", "alpha"}, const))
+    for bm, bn, stages, bias, row_addr, quad in ((8, 64, 3, False, False, False), (32, 128, 2, True, True, False),
+                                                 (8, 64, 3, False, False, True)):
         const = dict(BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_BIAS=bias, ROW_ADDR=row_addr, STAGES=stages,
-                     PERSISTENT=False, **wg._layouts(bm))
-        out[f"gemm2 bm{bm} bn{bn} s{stages}"] = inspect(compile_gluon(wg._gemm2_wgmma_kernel, g2_ptrs, set(), const))
+                     QUAD=quad, PERSISTENT=False, **wg._layouts(bm))
+        out[f"gemm2 bm{bm} bn{bn} s{stages}{' quad' if quad else ''}"] = inspect(
+            compile_gluon(wg._gemm2_wgmma_kernel, g2_ptrs, set(), const))
     print(json.dumps(out))
 
 

@@ -59,7 +59,7 @@ def main(worlds) -> None:
              "weights_ptr": "*fp32", "out_ptr": "*i16", "row_addr_ptr": "*i64", "bias_ptr": "*fp32"}
     gemm2 = compile_ptx(gg._gemm2_kernel, types,
                         dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=gg.BLOCK_K, E_PAD=128, SWAP_AB=True, HAS_BIAS=False,
-                             SOFT=False, DECODE=1, ROW_ADDR=True, PERSISTENT=False), 4)
+                             SOFT=False, DECODE=1, ROW_ADDR=True, QUAD=False, PERSISTENT=False), 4)
     out["gemm2_row_addr"] = {"wgmma": len(re.findall(r"wgmma\.mma_async", gemm2))}
     print(json.dumps(out))
 

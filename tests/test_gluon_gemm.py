@@ -54,6 +54,7 @@ def test_gluon_overflow_launch_and_graph():
     from tmoe.kernels import grouped_gemm
     from tmoe.kernels.quant import mxfp8_to_bf16
     from tmoe.kernels.routing import build_routing
+    from tmoe.kernels.weight_layout import is_quad
     import tmoe
     from tmoe.layer import fill_buffer
     dev = torch.device("cuda")
@@ -72,8 +73,9 @@ def test_gluon_overflow_launch_and_graph():
         buf.act.fill_(0)
         buf.slot_out.fill_(0)
         grouped_gemm.gemm1_swiglu(buf.x_dq, l1[0], l1[1], plan, buf.topk_weights, buf.act, topk=k, clamp=None,
-                                  fast_math=True, cfg=g1, soft=False, expected_slots=expected)
-        grouped_gemm.gemm2(buf.act, l2[0], l2[1], plan, buf.slot_out, cfg=g2, soft=False, expected_slots=expected)
+                                  fast_math=True, cfg=g1, soft=False, expected_slots=expected, quad=is_quad(l1))
+        grouped_gemm.gemm2(buf.act, l2[0], l2[1], plan, buf.slot_out, cfg=g2, soft=False, expected_slots=expected,
+                           quad=is_quad(l2))
         outs.append(buf.slot_out[: t * k].clone())
     assert torch.equal(outs[0], outs[1])
     y, _ = run_layer(weights, x, idx, w, gemm1_config=g1, gemm2_config=g2)

@@ -230,13 +230,16 @@ class TransformedWeights(tuple):
     """(codes, scales) in one backend's layout; unpacks like the plain tuple.
 
     `backend` names the layout ("triton" or "deepgemm"); `canonical` keeps the canonical
-    (codes, scales) pair the layout was made from (the cross-check runs Triton from it).
+    (codes, scales) pair the layout was made from (the cross-check runs Triton from it);
+    `code_order` is the Triton backend's byte order of the codes (kernels/weight_layout.py).
     """
 
-    def __new__(cls, codes: torch.Tensor, scales: torch.Tensor, backend: str = "triton", canonical=None):
+    def __new__(cls, codes: torch.Tensor, scales: torch.Tensor, backend: str = "triton", canonical=None,
+                code_order: str = "canonical"):
         obj = super().__new__(cls, (codes, scales))
         obj.backend = backend
         obj.canonical = canonical if canonical is not None else (codes, scales)
+        obj.code_order = code_order
         return obj
 
 
@@ -259,14 +262,21 @@ def _check_canonical(name: str, pair, rows_per_expert_hint: str) -> tuple[torch.
     return codes, scales
 
 
-def transform_weights_for_mega_moe(l1_weights, l2_weights, *, backend: str | None = None):
+def transform_weights_for_mega_moe(l1_weights, l2_weights, *, backend: str | None = None,
+                                   layout: str | None = None):
     """Canonical MXFP4 (DESIGN.md §2.2) -> the selected backend's layout.
 
     l1_weights = (w1 int8 [E, 2I, H/2], w1_sf uint8 [E, 2I, H/32]) with rows [gate | up];
     l2_weights = (w2 int8 [E, H, I/2], w2_sf uint8 [E, H, I/32]). Returns (l1, l2) as
     `TransformedWeights`; the canonical tensors are not modified. The backend is chosen as in
-    `get_symm_buffer_for_mega_moe` (pass the same `backend=` to both).
+    `get_symm_buffer_for_mega_moe` (pass the same `backend=` to both). `layout` (Triton backend;
+    default TMOE_WEIGHT_LAYOUT or "canonical"): "quad" stores the codes in the experimental
+    lane-quad byte order of kernels/weight_layout.py (tensors with K % 128 == 0; same results).
     """
+    from .kernels import weight_layout
+    layout = layout if layout is not None else weight_layout.default_layout()
+    if layout not in weight_layout.LAYOUTS:
+        raise ValueError(f"layout must be one of {weight_layout.LAYOUTS}, got {layout!r}")
     w1, w1_sf = _check_canonical("l1_weights", l1_weights, "2I")
     w2, w2_sf = _check_canonical("l2_weights", l2_weights, "H")
     e, two_i, half_h = w1.shape
@@ -282,9 +292,13 @@ def transform_weights_for_mega_moe(l1_weights, l2_weights, *, backend: str | Non
         dl1, dl2 = backends.to_deepgemm_weights((w1, w1_sf), (w2, w2_sf))
         return (TransformedWeights(*dl1, backend="deepgemm", canonical=(w1, w1_sf)),
                 TransformedWeights(*dl2, backend="deepgemm", canonical=(w2, w2_sf)))
-    l1 = TransformedWeights(w1.view(torch.uint8).contiguous(), w1_sf.contiguous())
-    l2 = TransformedWeights(w2.view(torch.uint8).contiguous(), w2_sf.contiguous())
-    return l1, l2
+    def triton_layout(codes, scales):
+        codes = codes.view(torch.uint8)
+        if layout == "quad" and weight_layout.can_quad(codes):
+            return TransformedWeights(weight_layout.to_quad(codes), scales.contiguous(), canonical=(codes, scales),
+                                      code_order="quad")
+        return TransformedWeights(codes.contiguous(), scales.contiguous())
+    return triton_layout(w1, w1_sf), triton_layout(w2, w2_sf)
 
 
 def _values_checked() -> bool:

@@ -1,4 +1,9 @@
-"""GPU debug: Gluon vs Triton GEMMs over K lengths (NaN / mismatch counts)."""
+"""GPU debug: Gluon vs Triton GEMMs over K lengths (NaN / mismatch counts per config).
+
+    PYTHONPATH=. python benchmarks/experiments/debug_gluon.py
+
+Found the async-wgmma register-reuse bug (wrong only once K >= 2048; benchmarks/NOTES.md, v3).
+"""
 import torch
 import tmoe
 from tmoe.kernels import grouped_gemm
@@ -6,6 +11,7 @@ from tmoe.kernels.configs import GemmConfig
 from tmoe.kernels.quant import mxfp8_to_bf16
 from tmoe.kernels.routing import build_routing
 from tmoe.layer import fill_buffer
+from tmoe.kernels.weight_layout import is_quad
 import sys
 sys.path.insert(0, "tests")
 from moe_cases import make_routing, make_tokens, make_weights
@@ -27,13 +33,13 @@ for (h, i) in [(256, 128), (512, 128), (1024, 128), (2048, 256), (7168, 256), (2
                          ("g_s3", GemmConfig(8, 32, True, 4, 3, kernel="gluon"), GemmConfig(8, 64, True, 4, 3, kernel="gluon"))]:
         buf.act.fill_(0)
         grouped_gemm.gemm1_swiglu(buf.x_dq, l1[0], l1[1], plan, buf.topk_weights, buf.act, topk=k, clamp=None,
-                                  fast_math=True, cfg=c1, soft=False)
+                                  fast_math=True, cfg=c1, soft=False, quad=is_quad(l1))
         a = buf.act[: t * k].clone()
         # GEMM2 always from the Triton act
         if name != "tri":
             buf.act[: t * k] = res["tri"][0]
         buf.slot_out.fill_(0)
-        grouped_gemm.gemm2(buf.act, l2[0], l2[1], plan, buf.slot_out, cfg=c2, soft=False)
+        grouped_gemm.gemm2(buf.act, l2[0], l2[1], plan, buf.slot_out, cfg=c2, soft=False, quad=is_quad(l2))
         o = buf.slot_out[: t * k].clone()
         res[name] = (a, o)
     torch.cuda.synchronize()

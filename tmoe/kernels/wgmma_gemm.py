@@ -206,10 +206,12 @@ def _load_codes(w_words, ws_base, rows64, rows_ok, stride_ww, stride_wsn, k0, k_
 
 
 @gluon.jit
-def _exchange(c, WORD3: gl.constexpr):
-    """Loaded words -> the words of lane t's bytes, group r in register r (see _QUAD_EXCHANGE_ASM).
-    NOTES: only here are the loaded registers first read, so the loads issued one step earlier are
-    waited for as late as possible."""
+def _exchange(c, WORD3: gl.constexpr, QUAD: gl.constexpr):
+    """Loaded words -> the words of lane t's bytes, group r in register r (see _QUAD_EXCHANGE_ASM; with
+    QUAD-ordered weights they were loaded that way). NOTES: only here are the loaded registers first
+    read, so the loads issued one step earlier are waited for as late as possible."""
+    if QUAD:
+        return c
     col = gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(2, WORD3)))
     p = (col // 4) ^ (col % 4)                                    # round r = col % 4: partner lane t ^ r
     sel = gl.broadcast(c, ((p + 4) * 16 + p)[None, :])[1]        # prmt selector: byte p of two words
@@ -239,8 +241,9 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
                 w_words, ws_base, stride_ww, stride_wsn,        # this expert's codes (int32 words) / scales
                 first, second, limit, K_DIM, k_words, k_groups,  # A rows (see _weight_rows); K, K/8, K/32
                 BLOCK_A: gl.constexpr, GATE_UP: gl.constexpr, BLOCK_M: gl.constexpr, STAGES: gl.constexpr,
-                MMA: gl.constexpr, B_LOAD: gl.constexpr):
-    """acc[BLOCK_A, BLOCK_M] = W[rows, :K_DIM] @ B[b_rows, :K_DIM]^T: fp32, k16 wgmmas in ascending k."""
+                MMA: gl.constexpr, B_LOAD: gl.constexpr, QUAD: gl.constexpr):
+    """acc[BLOCK_A, BLOCK_M] = W[rows, :K_DIM] @ B[b_rows, :K_DIM]^T: fp32, k16 wgmmas in ascending k.
+    QUAD: the codes are stored in weight_layout's quad order, i.e. already as the exchange delivers them."""
     A_LAYOUT: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     WORD3: gl.constexpr = _word_layout(BLOCK_A)
     rows64, rows_ok = _weight_rows(first, second, limit, BLOCK_A, GATE_UP,
@@ -259,7 +262,7 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
     # outside any wgmma, for which ptxas serializes every wgmma of the kernel (C7515).
     c_next, sc_next = _load_codes(w_words, ws_base, rows64, rows_ok & (num_k > 1), stride_ww, stride_wsn, BLOCK_K,
                                   k_words, k_groups, WORD3)
-    a = _decode_a(_exchange(c, WORD3), sc.to(gl.int32), BLOCK_A, WORD3, A_LAYOUT)
+    a = _decode_a(_exchange(c, WORD3, QUAD), sc.to(gl.int32), BLOCK_A, WORD3, A_LAYOUT)
     _b_ready(STAGES)
     _issue_b(b_smem, b_base, bk, b_ok, STAGES - 1, K_DIM, STAGES)
     acc = warpgroup_mma(a, b_smem.index(0).permute((1, 0)), gl.zeros([BLOCK_A, BLOCK_M], gl.float32, MMA),
@@ -271,7 +274,7 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
         # decode; a step past the end loads nothing (masked).
         c_next, sc_next = _load_codes(w_words, ws_base, rows64, rows_ok & (i + 1 < num_k), stride_ww, stride_wsn,
                                       (i + 1) * BLOCK_K, k_words, k_groups, WORD3)
-        words = _exchange(c, WORD3)
+        words = _exchange(c, WORD3, QUAD)
         # NOTES: wait for step i-1's wgmma *before* decoding: it reads its A operand from registers
         # until it completes, and ptxas reuses those registers for the next decode (measured: wrong
         # results when the decode ran first). Its activation slot is then free as well.
@@ -314,7 +317,7 @@ def _gemm1_wgmma_tile(tile, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, strid
                       TOPK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr,
                       HAS_CLAMP: gl.constexpr, FAST_MATH: gl.constexpr, ACTIVATION: gl.constexpr,
                       HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                      EPI: gl.constexpr):
+                      EPI: gl.constexpr, QUAD: gl.constexpr):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD)
     if real:
         m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, B_LOAD))
@@ -324,7 +327,7 @@ def _gemm1_wgmma_tile(tile, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, strid
         acc = _wgmma_gemm(x_ptr, tok64, tok_ok, stride_x,
                           w1_ptr + expert.to(gl.int64) * stride_we, w1_sf_ptr + expert.to(gl.int64) * stride_wse,
                           stride_wn, stride_wsn, n0, inter + n0, inter - n0, hidden, k_words, k_groups,
-                          2 * BLOCK_N, True, BLOCK_M, STAGES, MMA, B_LOAD)
+                          2 * BLOCK_N, True, BLOCK_M, STAGES, MMA, B_LOAD, QUAD)
         # A-tile row r = 16 * a + 8 * part + b holds channel n0 + 8 * a + b of gate (part 0) / up (part 1)
         acc = gl.permute(gl.reshape(acc, [2 * BLOCK_N // 16, 2, 8, BLOCK_M]), (3, 0, 2, 1))
         acc_g, acc_u = gl.split(gl.reshape(acc, [BLOCK_M, BLOCK_N, 2]))
@@ -346,19 +349,19 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn
                         TOPK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr,
                         HAS_CLAMP: gl.constexpr, FAST_MATH: gl.constexpr, ACTIVATION: gl.constexpr,
                         HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                        EPI: gl.constexpr, PERSISTENT: gl.constexpr):
+                        EPI: gl.constexpr, QUAD: gl.constexpr, PERSISTENT: gl.constexpr):
     if PERSISTENT:
         for tile in range(tile_offset + gl.program_id(0), num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD),
                           gl.num_programs(0)):
             _gemm1_wgmma_tile(tile, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse,
                               stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
                               stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups, TOPK, BLOCK_M, BLOCK_N, E_PAD,
-                              HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA, B_LOAD, EPI)
+                              HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA, B_LOAD, EPI, QUAD)
     else:
         _gemm1_wgmma_tile(gl.program_id(0), x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse,
                           stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
                           stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups, TOPK, BLOCK_M, BLOCK_N, E_PAD,
-                          HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA, B_LOAD, EPI)
+                          HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA, B_LOAD, EPI, QUAD)
 
 
 @gluon.jit
@@ -367,7 +370,7 @@ def _gemm2_wgmma_tile(tile, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, s
                       stride_bias, num_local_experts, hidden, inter, k_words, k_groups,
                       BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr, HAS_BIAS: gl.constexpr,
                       ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                      EPI: gl.constexpr):
+                      EPI: gl.constexpr, QUAD: gl.constexpr):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD)
     if real:
         m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, B_LOAD))
@@ -375,7 +378,7 @@ def _gemm2_wgmma_tile(tile, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, s
         acc = _wgmma_gemm(act_ptr, (row_start + m).to(gl.int64), row_start + m < row_end, stride_act,
                           w2_ptr + expert.to(gl.int64) * stride_we, w2_sf_ptr + expert.to(gl.int64) * stride_wse,
                           stride_wn, stride_wsn, n0, n0, hidden - n0, inter, k_words, k_groups,
-                          BLOCK_N, False, BLOCK_M, STAGES, MMA, B_LOAD)
+                          BLOCK_N, False, BLOCK_M, STAGES, MMA, B_LOAD, QUAD)
         acc = gl.convert_layout(gl.permute(acc, (1, 0)), EPI)
         rows = row_start + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, EPI))
         n = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, EPI))
@@ -389,25 +392,25 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, strid
                         stride_bias, num_local_experts, hidden, inter, k_words, k_groups, tile_offset,
                         BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr, HAS_BIAS: gl.constexpr,
                         ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                        EPI: gl.constexpr, PERSISTENT: gl.constexpr):
+                        EPI: gl.constexpr, QUAD: gl.constexpr, PERSISTENT: gl.constexpr):
     if PERSISTENT:
         for tile in range(tile_offset + gl.program_id(0), num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD),
                           gl.num_programs(0)):
             _gemm2_wgmma_tile(tile, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse,
                               stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr,
                               bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups, BLOCK_M, BLOCK_N, E_PAD, HAS_BIAS,
-                              ROW_ADDR, STAGES, MMA, B_LOAD, EPI)
+                              ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD)
     else:
         _gemm2_wgmma_tile(gl.program_id(0), act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn,
                           stride_wse, stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out,
                           row_addr_ptr, bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups, BLOCK_M, BLOCK_N, E_PAD,
-                          HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI)
+                          HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD)
 
 
 # ----------------------------------------------------------------------------- launchers
 def gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp: float | None,
                        fast_math: bool, cfg, activation: str = "swiglu", alpha: float = 1.702, bias=None,
-                       expected_slots: int | None = None):
+                       expected_slots: int | None = None, quad: bool = False):
     """`grouped_gemm.gemm1_swiglu` with this file's kernel (same arguments, bitwise the same result)."""
     _check("gemm1", x_bits, cfg)
     e_local, two_i, half_h = w1.shape
@@ -421,13 +424,13 @@ def gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int,
             e_local, hidden, inter, float(clamp) if clamp is not None else 0.0, float(alpha), hidden // 8, hidden // 32)
     kwargs = dict(TOPK=topk, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, E_PAD=triton.next_power_of_2(e_local + 1),
                   HAS_CLAMP=clamp is not None, FAST_MATH=fast_math, ACTIVATION=ACTIVATIONS.index(activation),
-                  HAS_BIAS=bias is not None, STAGES=cfg.num_stages, num_warps=4, **_layouts(cfg.block_m))
+                  HAS_BIAS=bias is not None, STAGES=cfg.num_stages, QUAD=quad, num_warps=4, **_layouts(cfg.block_m))
     return _launch_over_tiles(_gemm1_wgmma_kernel, triton.cdiv(inter, cfg.block_n), plan.num_slots, e_local,
                               cfg.block_m, expected_slots, args, kwargs)
 
 
 def gemm2_wgmma(act, w2, w2_sf, plan, out_bits, *, cfg, topk_weights=None, bias=None,
-                expected_slots: int | None = None, out_row_addr=None):
+                expected_slots: int | None = None, out_row_addr=None, quad: bool = False):
     """`grouped_gemm.gemm2` with this file's kernel (same arguments, bitwise the same result)."""
     _check("gemm2", act, cfg)
     e_local, hidden, half_i = w2.shape
@@ -441,6 +444,6 @@ def gemm2_wgmma(act, w2, w2_sf, plan, out_bits, *, cfg, topk_weights=None, bias=
             e_local, hidden, inter, inter // 8, inter // 32)
     kwargs = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, E_PAD=triton.next_power_of_2(e_local + 1),
                   HAS_BIAS=bias is not None, ROW_ADDR=out_row_addr is not None, STAGES=cfg.num_stages,
-                  num_warps=4, **_layouts(cfg.block_m))
+                  QUAD=quad, num_warps=4, **_layouts(cfg.block_m))
     return _launch_over_tiles(_gemm2_wgmma_kernel, triton.cdiv(hidden, cfg.block_n), plan.num_slots, e_local,
                               cfg.block_m, expected_slots, args, kwargs)

@@ -1,0 +1,77 @@
+"""The experimental quad byte order of the Triton backend's weights (kernels/weight_layout.py):
+a permutation within 64-byte blocks, undone exactly by the kernels (same bits as canonical)."""
+import numpy as np
+import pytest
+import torch
+
+import ptx_subset
+import tmoe
+from tmoe.kernels import weight_layout, wgmma_gemm
+from tmoe.kernels.configs import GemmConfig
+from tmoe.reference import calc_diff, reference_moe
+
+from moe_cases import make_routing, make_tokens, make_weights, run_layer
+
+U32 = np.uint32
+
+
+def test_round_trip_and_mapping():
+    codes = torch.randint(0, 256, (3, 5, 192), dtype=torch.uint8)
+    quad = weight_layout.to_quad(codes)
+    assert torch.equal(weight_layout.from_quad(quad), codes) and not torch.equal(quad, codes)
+    blk, qblk = codes[1, 2, 64:128], quad[1, 2, 64:128]
+    for t in range(4):
+        for r in range(4):
+            for q in range(4):
+                assert qblk[16 * t + 4 * r + q] == blk[16 * r + 4 * q + t]
+    with pytest.raises(ValueError, match="K/2 % 64"):
+        weight_layout.to_quad(torch.zeros(2, 96, dtype=torch.uint8))
+
+
+def test_quad_order_is_what_the_gluon_exchange_delivers():
+    """Lane t's 16 bytes of a quad-ordered block = the exchange's output from canonical bytes, so
+    the Gluon kernel can skip the exchange (QUAD) and decode the same words."""
+    rng = np.random.default_rng(2)
+    chunk = rng.integers(0, 256, (8, 64), dtype=np.uint8)
+    quad = weight_layout.to_quad(torch.from_numpy(chunk)).numpy()
+    lane = np.arange(32)
+    g, t = lane // 4, lane % 4
+    loaded = chunk[g].reshape(32, 4, 16)[lane, t].copy().view(np.uint32)
+    ops = {4 + r: loaded[:, r] for r in range(4)}
+    for r in range(4):
+        p = (t ^ r).astype(U32)
+        ops[8 + r] = (p + U32(4)) * U32(16) + p
+    out = ptx_subset.run(wgmma_gemm._QUAD_EXCHANGE_ASM.value, ops)
+    quad_words = quad[g].reshape(32, 4, 16)[lane, t].copy().view(np.uint32)
+    for r in range(4):
+        np.testing.assert_array_equal(out[r], quad_words[:, r])
+
+
+@pytest.mark.parametrize("hidden,inter", [(256, 128), (384, 192), (160, 64)])
+def test_layer_in_quad_order_matches_canonical_bitwise(device, hidden, inter):
+    weights = make_weights(4, hidden, inter, seed=hidden, device=device)
+    x = make_tokens(11, hidden, seed=1, device=device)
+    idx, w = make_routing(11, 4, 2, "duplicates", seed=2, device=device)
+    l1, l2 = tmoe.transform_weights_for_mega_moe((weights.w1, weights.w1_sf), (weights.w2, weights.w2_sf),
+                                                 layout="quad")
+    assert l1.code_order == ("quad" if hidden % 128 == 0 else "canonical")
+    assert l2.code_order == ("quad" if inter % 128 == 0 else "canonical")
+    cfgs = [None] if device.type == "cpu" else [None, GemmConfig(16, 64, True, 4, 3), GemmConfig(128, 128, False, 8, 3)]
+    for cfg in cfgs:
+        y_ref, buf = run_layer(weights, x, idx, w, gemm1_config=cfg, gemm2_config=cfg)
+        buf2 = tmoe.get_symm_buffer_for_mega_moe(None, 4, 11, 2, hidden, inter, device=device)
+        tmoe.layer.fill_buffer(buf2, x, idx, w)
+        y = torch.full_like(y_ref, float("nan"))
+        tmoe.fp8_fp4_mega_moe(y, l1, l2, buf2, gemm1_config=cfg, gemm2_config=cfg)
+        assert torch.equal(y.view(torch.int16), y_ref.view(torch.int16)), f"config {cfg}"
+    ref = reference_moe(buf.x[:11], buf.x_sf[:11], idx, w, weights)
+    assert calc_diff(y, ref) <= 1e-4
+
+
+def test_bad_layout_raises(monkeypatch):
+    w = make_weights(2, 128, 64, seed=0, device=torch.device("cpu"))
+    with pytest.raises(ValueError, match="layout must be one of"):
+        tmoe.transform_weights_for_mega_moe((w.w1, w.w1_sf), (w.w2, w.w2_sf), layout="zigzag")
+    monkeypatch.setenv("TMOE_WEIGHT_LAYOUT", "zigzag")
+    with pytest.raises(ValueError, match="TMOE_WEIGHT_LAYOUT"):
+        tmoe.transform_weights_for_mega_moe((w.w1, w.w1_sf), (w.w2, w.w2_sf))
