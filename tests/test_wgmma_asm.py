@@ -41,6 +41,25 @@ def test_fp4_pairs_asm_is_exact(scale_range):
                           f"{got[tuple(bad[0])]:#010x} != {want[tuple(bad[0])]:#010x}"
 
 
+def test_triton_decoder_asm_is_exact():
+    """numerics._FP4_TO_BF16_ASM (the Triton kernels' decoder, sharing the lookup tables): 4 code bytes
+    + the bf16 scale bits of bytes (0, 1) and (2, 3) -> the values of the low nibbles, then of the high."""
+    from tmoe.kernels import numerics
+    rng = np.random.default_rng(3)
+    words = rng.integers(0, 2 ** 32, 4096, dtype=np.uint64).astype(U32)
+    s01, s23 = rng.integers(1, 255, 4096).astype(U32), rng.integers(1, 255, 4096).astype(U32)
+    pair = lambda s: (s << U32(7)) | (s << U32(23))                    # noqa: E731 - bf16 bits of 2^(s-127), twice
+    out = ptx_subset.run(numerics._FP4_TO_BF16_ASM.value, {4: words, 5: pair(s01), 6: pair(s23)})
+    want01 = _expected_pairs(words, s01)                              # (lo, hi) of each byte, scale s01
+    want23 = _expected_pairs(words, s23)
+    lo = lambda p: p & U32(0xFFFF)                                     # noqa: E731
+    hi = lambda p: p >> U32(16)                                        # noqa: E731
+    np.testing.assert_array_equal(out[0], lo(want01[:, 0]) | (lo(want01[:, 1]) << U32(16)))
+    np.testing.assert_array_equal(out[1], lo(want23[:, 2]) | (lo(want23[:, 3]) << U32(16)))
+    np.testing.assert_array_equal(out[2], hi(want01[:, 0]) | (hi(want01[:, 1]) << U32(16)))
+    np.testing.assert_array_equal(out[3], hi(want23[:, 2]) | (hi(want23[:, 3]) << U32(16)))
+
+
 def test_quad_exchange_asm_delivers_each_lanes_bytes():
     rng = np.random.default_rng(1)
     chunk = rng.integers(0, 256, (8, 64), dtype=np.uint8)      # the 64 code bytes of a row, one row per quad

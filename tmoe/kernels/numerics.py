@@ -136,21 +136,26 @@ def mxfp8_quantize_tile(v, ROWS: tl.constexpr, COLS: tl.constexpr, SOFT: tl.cons
 #   the sign bits (nibble bit 3) are moved to bit 15/31 with a `prmt` + `lop3`; finally one
 #   `mul.rn.bf16x2` applies the UE8M0 scale (exact: a power of two). Outputs: the values of the
 #   low nibbles and of the high nibbles, each [.., bytes], as bf16.
-_FP4_TO_BF16_ASM = tl.constexpr("""
-{
-.reg .b32 m, mh, x, x4, hb0, lb0, hb1, lb1, t0, t1, t2, t3, s0, s1, s2, s3, th0, th1, tl0, tl1;
-mov.b32 th0, 0x3F3F3F00;
+# NOTES: the tables and lookups every FP4 decoder here shares (also kernels/wgmma_gemm.py, so both
+# produce the same exact values): for the code word in $4, hb0/lb0 = high/low bytes of the bf16
+# magnitudes of nibbles 0..3, hb1/lb1 of nibbles 4..7. Declares nothing: the caller's `.reg` line must
+# name m, mh, hb0, lb0, hb1, lb1, th0, th1, tl0, tl1.
+FP4_MAGNITUDE_LOOKUP_PTX = """mov.b32 th0, 0x3F3F3F00;
 mov.b32 th1, 0x40404040;
 mov.b32 tl0, 0xC0800000;
 mov.b32 tl1, 0xC0804000;
 and.b32 m, $4, 0x77777777;
 shr.u32 mh, m, 16;
-and.b32 x, $4, 0x88888888;
-shl.b32 x4, x, 4;
 prmt.b32 hb0, th0, th1, m;
 prmt.b32 lb0, tl0, tl1, m;
 prmt.b32 hb1, th0, th1, mh;
 prmt.b32 lb1, tl0, tl1, mh;
+"""
+_FP4_TO_BF16_ASM = tl.constexpr("""
+{
+.reg .b32 m, mh, x, x4, hb0, lb0, hb1, lb1, t0, t1, t2, t3, s0, s1, s2, s3, th0, th1, tl0, tl1;
+""" + FP4_MAGNITUDE_LOOKUP_PTX + """and.b32 x, $4, 0x88888888;
+shl.b32 x4, x, 4;
 prmt.b32 t0, lb0, hb0, 0x6240;
 prmt.b32 t1, lb0, hb0, 0x7351;
 prmt.b32 t2, lb1, hb1, 0x6240;

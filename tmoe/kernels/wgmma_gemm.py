@@ -31,6 +31,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (async_copy, fence_
 
 from ..reference import ACTIVATIONS
 from . import configs
+from .numerics import FP4_MAGNITUDE_LOOKUP_PTX
 from .grouped_gemm import BLOCK_K as _BLOCK_K, _gemm1_epilogue, _gemm2_epilogue, _launch_over_tiles
 
 BLOCK_K = gl.constexpr(_BLOCK_K)
@@ -44,17 +45,7 @@ BLOCK_K = gl.constexpr(_BLOCK_K)
 _FP4_PAIRS_ASM = gl.constexpr("""
 {
 .reg .b32 m, mh, w4, y0, y1, hb0, lb0, hb1, lb1, t0, t1, t2, t3, sc, th0, th1, tl0, tl1;
-mov.b32 th0, 0x3F3F3F00;
-mov.b32 th1, 0x40404040;
-mov.b32 tl0, 0xC0800000;
-mov.b32 tl1, 0xC0804000;
-and.b32 m, $4, 0x77777777;
-shr.u32 mh, m, 16;
-prmt.b32 hb0, th0, th1, m;
-prmt.b32 lb0, tl0, tl1, m;
-prmt.b32 hb1, th0, th1, mh;
-prmt.b32 lb1, tl0, tl1, mh;
-shl.b32 w4, $4, 4;
+""" + FP4_MAGNITUDE_LOOKUP_PTX + """shl.b32 w4, $4, 4;
 prmt.b32 y0, w4, $4, 0x5140;
 prmt.b32 y1, w4, $4, 0x7362;
 lop3.b32 hb0, hb0, y0, 0x80808080, 0xF8;
