@@ -1,4 +1,4 @@
-"""The experimental quad byte order of the Triton backend's weights (kernels/weight_layout.py):
+"""The quad byte order (default on Hopper) of the Triton backend's weights (kernels/weight_layout.py):
 a permutation within 64-byte blocks, undone exactly by the kernels (same bits as canonical)."""
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ import torch
 import ptx_subset
 import tmoe
 from tmoe.kernels import weight_layout, wgmma_gemm
-from tmoe.kernels.configs import GemmConfig
+from tmoe.kernels.configs import GemmConfig, is_hopper
 from tmoe.reference import calc_diff, reference_moe
 
 from moe_cases import make_routing, make_tokens, make_weights, run_layer
@@ -75,3 +75,18 @@ def test_bad_layout_raises(monkeypatch):
     monkeypatch.setenv("TMOE_WEIGHT_LAYOUT", "zigzag")
     with pytest.raises(ValueError, match="TMOE_WEIGHT_LAYOUT"):
         tmoe.transform_weights_for_mega_moe((w.w1, w.w1_sf), (w.w2, w.w2_sf))
+
+
+def test_auto_layout_is_quad_only_on_hopper(device, monkeypatch):
+    """The default ("auto") stores quad codes exactly when the weights sit on an sm_90 GPU."""
+    monkeypatch.delenv("TMOE_WEIGHT_LAYOUT", raising=False)
+    w = make_weights(2, 128, 128, seed=0, device=device)
+    l1, l2 = tmoe.transform_weights_for_mega_moe((w.w1, w.w1_sf), (w.w2, w.w2_sf))
+    want = "quad" if is_hopper(device) else "canonical"
+    assert (l1.code_order, l2.code_order) == (want, want)
+    codes = weight_layout.from_quad(l1[0]) if want == "quad" else l1[0]
+    assert torch.equal(codes, w.w1.view(torch.uint8))
+    forced, _ = tmoe.transform_weights_for_mega_moe((w.w1, w.w1_sf), (w.w2, w.w2_sf), layout="quad")
+    assert forced.code_order == "quad"
+    monkeypatch.setenv("TMOE_WEIGHT_LAYOUT", "canonical")
+    assert tmoe.transform_weights_for_mega_moe((w.w1, w.w1_sf), (w.w2, w.w2_sf))[0].code_order == "canonical"

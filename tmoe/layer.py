@@ -270,8 +270,9 @@ def transform_weights_for_mega_moe(l1_weights, l2_weights, *, backend: str | Non
     l2_weights = (w2 int8 [E, H, I/2], w2_sf uint8 [E, H, I/32]). Returns (l1, l2) as
     `TransformedWeights`; the canonical tensors are not modified. The backend is chosen as in
     `get_symm_buffer_for_mega_moe` (pass the same `backend=` to both). `layout` (Triton backend;
-    default TMOE_WEIGHT_LAYOUT or "canonical"): "quad" stores the codes in the experimental
-    lane-quad byte order of kernels/weight_layout.py (tensors with K % 128 == 0; same results).
+    default TMOE_WEIGHT_LAYOUT or "auto"): "quad" stores the codes in the lane-quad byte order of
+    kernels/weight_layout.py (tensors with K % 128 == 0; same results, faster Gluon kernels),
+    "canonical" keeps DESIGN.md's order, "auto" picks quad for weights on an sm_90 GPU.
     """
     from .kernels import weight_layout
     layout = layout if layout is not None else weight_layout.default_layout()
@@ -292,6 +293,8 @@ def transform_weights_for_mega_moe(l1_weights, l2_weights, *, backend: str | Non
         dl1, dl2 = backends.to_deepgemm_weights((w1, w1_sf), (w2, w2_sf))
         return (TransformedWeights(*dl1, backend="deepgemm", canonical=(w1, w1_sf)),
                 TransformedWeights(*dl2, backend="deepgemm", canonical=(w2, w2_sf)))
+    layout = weight_layout.resolve_layout(layout, w1.device)
+
     def triton_layout(codes, scales):
         codes = codes.view(torch.uint8)
         if layout == "quad" and weight_layout.can_quad(codes):
