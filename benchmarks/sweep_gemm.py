@@ -30,6 +30,12 @@ def candidates(per_expert: float, regcap: bool = False, gluon: bool = False, ker
     configs with and without a 128-register cap (4 CTAs of 128 threads per SM instead of 3), and an
     8-warp tile (more warps per scheduler another way). `gluon`: the Triton decode config, then the
     Gluon kernel's (kernels/wgmma_gemm.py) over block_n and stages."""
+    if gluon and per_expert > 64:      # prefill / mid: the Triton 128x128 tile vs the Gluon big-token tiles
+        bn4, bn8 = (32, 64) if kernel == "gemm1" else (64, 128)
+        return [GemmConfig(128, 128, False, 8, 3)] + [
+            GemmConfig(bm, bn, True, w, s, kernel="gluon")
+            for bm, bn, w, s in ((128, bn8, 8, 2), (128, bn8, 8, 3), (256, bn8, 8, 2), (128, bn4, 4, 3),
+                                 (64, bn8, 8, 3), (64, bn8, 8, 4))]
     if gluon and per_expert <= 64:
         bm = 8 if per_expert <= 8 else (16 if per_expert <= 16 else (32 if per_expert <= 32 else 64))
         bns = (32, 64) if kernel == "gemm1" else (64, 128)
@@ -111,13 +117,15 @@ def main() -> None:
                 except Exception as exc:  # noqa: BLE001 - a config that fails to compile is reported
                     print(f"{kernel} T={t} {cfg}: FAILED {exc!s:.200}", flush=True)
                     continue
+                flops = 2 * t * k * h * i * (2 if kernel == "gemm1" else 1)
                 row = {"workload": wl.name, "tokens": t, "kernel": kernel, **cfg.as_dict(), "us": us,
-                       "weight_gbps": wbytes / us / 1e3, "same_as_first": same, "compiled": info}
+                       "weight_gbps": wbytes / us / 1e3, "tflops": flops / us / 1e6, "same_as_first": same,
+                       "compiled": info}
                 results.append(row)
                 print(f"{kernel} T={t:5} bm={cfg.block_m:3} bn={cfg.block_n:3} swap={int(cfg.swap_ab)} "
                       f"w={cfg.num_warps} s={cfg.num_stages} fuse={int(cfg.fuse_gate_up)} maxnreg={cfg.maxnreg} {cfg.kernel:6}: "
                       f"{us:9.1f} us "
-                      f"{row['weight_gbps']:6.0f} GB/s same={same} | {info}", flush=True)
+                      f"{row['weight_gbps']:6.0f} GB/s {row['tflops']:6.1f} TFLOP/s same={same} | {info}", flush=True)
             if kernel == "gemm1":
                 # GEMM2 must see one fixed intermediate: recompute it with the first config.
                 grouped_gemm.gemm1_swiglu(buf.x_dq, l1[0], l1[1], plan, buf.topk_weights, buf.act, topk=k,

@@ -26,7 +26,7 @@ ALIGNED = {"stride_x", "stride_act", "stride_we", "stride_wn", "stride_wse", "st
            "k_words", "k_groups"}
 
 
-def compile_gluon(kernel, ptr_types: dict, floats: set, const: dict):
+def compile_gluon(kernel, ptr_types: dict, floats: set, const: dict, num_warps: int = 4):
     sig, attrs = {}, {}
     for i, name in enumerate(kernel.arg_names):
         if name in const:
@@ -39,7 +39,7 @@ def compile_gluon(kernel, ptr_types: dict, floats: set, const: dict):
             if name in ALIGNED:
                 attrs[(i,)] = [["tt.divisibility", 16]]
     return triton.compile(GluonASTSource(kernel, sig, const, attrs), target=GPUTarget("cuda", 90, 32),
-                          options={"num_warps": 4})
+                          options={"num_warps": num_warps})
 
 
 def k_loop(sass: str) -> list:
@@ -96,18 +96,21 @@ def main() -> None:
                "weights_ptr": "*fp32", "act_ptr": "*i16", "bias_ptr": "*fp32"}
     g2_ptrs = {"act_ptr": "*bf16", "w2_ptr": "*i32", "w2_sf_ptr": "*u8", "offsets_ptr": "*i32", "sorted_ptr": "*i32",
                "weights_ptr": "*fp32", "out_ptr": "*i16", "row_addr_ptr": "*i64", "bias_ptr": "*fp32"}
-    for bm, bn, stages, bias, persistent, quad in ((8, 32, 3, False, False, False), (16, 64, 2, True, False, False),
-                                                   (64, 32, 4, False, True, False), (8, 32, 3, False, False, True)):
+    for bm, bn, stages, bias, persistent, quad, warps in (
+            (8, 32, 3, False, False, False, 4), (16, 64, 2, True, False, False, 4), (64, 32, 4, False, True, False, 4),
+            (8, 32, 3, False, False, True, 4), (128, 64, 2, False, True, True, 8)):
         const = dict(TOPK=8, BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_CLAMP=True, FAST_MATH=True, ACTIVATION=1,
-                     HAS_BIAS=bias, STAGES=stages, PERSISTENT=persistent, QUAD=quad, **wg._layouts(bm))
-        out[f"gemm1 bm{bm} bn{bn} s{stages}{' quad' if quad else ''}"] = inspect(
-            compile_gluon(wg._gemm1_wgmma_kernel, g1_ptrs, {"clamp", "alpha"}, const))
-    for bm, bn, stages, bias, row_addr, quad in ((8, 64, 3, False, False, False), (32, 128, 2, True, True, False),
-                                                 (8, 64, 3, False, False, True)):
+                     HAS_BIAS=bias, STAGES=stages, PERSISTENT=persistent, QUAD=quad, N_FASTEST=bm >= 128,
+                     **wg._layouts(bm, warps))
+        out[f"gemm1 bm{bm} bn{bn} s{stages}{' w8' if warps == 8 else ''}{' quad' if quad else ''}"] = inspect(
+            compile_gluon(wg._gemm1_wgmma_kernel, g1_ptrs, {"clamp", "alpha"}, const, warps))
+    for bm, bn, stages, bias, row_addr, quad, warps in (
+            (8, 64, 3, False, False, False, 4), (32, 128, 2, True, True, False, 4), (8, 64, 3, False, False, True, 4),
+            (128, 128, 3, True, False, True, 8)):
         const = dict(BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_BIAS=bias, ROW_ADDR=row_addr, STAGES=stages,
-                     QUAD=quad, PERSISTENT=False, **wg._layouts(bm))
-        out[f"gemm2 bm{bm} bn{bn} s{stages}{' quad' if quad else ''}"] = inspect(
-            compile_gluon(wg._gemm2_wgmma_kernel, g2_ptrs, set(), const))
+                     QUAD=quad, PERSISTENT=False, N_FASTEST=bm >= 128, **wg._layouts(bm, warps))
+        out[f"gemm2 bm{bm} bn{bn} s{stages}{' w8' if warps == 8 else ''}{' quad' if quad else ''}"] = inspect(
+            compile_gluon(wg._gemm2_wgmma_kernel, g2_ptrs, set(), const, warps))
     print(json.dumps(out))
 
 

@@ -12,10 +12,13 @@ from moe_cases import make_routing, make_tokens, make_weights, run_layer
 
 ON_HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
 TRITON_CFG = GemmConfig(16, 64, True, 4, 3)
-GLUON_G1 = [GemmConfig(bm, bn, True, 4, s, kernel="gluon") for bm, bn, s in
-            ((8, 32, 2), (16, 32, 3), (16, 64, 3), (32, 32, 4), (64, 64, 2))]
-GLUON_G2 = [GemmConfig(bm, bn, True, 4, s, kernel="gluon") for bm, bn, s in
-            ((8, 64, 2), (16, 64, 3), (16, 128, 3), (32, 64, 4), (64, 128, 2))]
+# (block_m, block_n, warps, stages); block_m >= 128 also runs the N-block-major grid (wgmma_gemm._tile_pids)
+GLUON_G1 = [GemmConfig(bm, bn, True, w, s, kernel="gluon") for bm, bn, w, s in
+            ((8, 32, 4, 2), (16, 32, 4, 3), (16, 64, 4, 3), (32, 32, 4, 4), (64, 64, 4, 2), (128, 32, 4, 3),
+             (64, 64, 8, 3), (128, 64, 8, 2), (256, 64, 8, 2))]
+GLUON_G2 = [GemmConfig(bm, bn, True, w, s, kernel="gluon") for bm, bn, w, s in
+            ((8, 64, 4, 2), (16, 64, 4, 3), (16, 128, 4, 3), (32, 64, 4, 4), (64, 128, 4, 2), (128, 64, 4, 3),
+             (64, 128, 8, 3), (128, 128, 8, 2), (256, 128, 8, 2))]
 
 
 def _biases(e, h, i, seed, device):
@@ -48,7 +51,11 @@ def test_gluon_bitwise_equals_triton(hidden, inter, num_experts, topk, gptoss, n
 
 
 @pytest.mark.skipif(not ON_HOPPER, reason="Gluon wgmma kernels need an sm_90 GPU")
-def test_gluon_overflow_launch_and_graph():
+@pytest.mark.parametrize("g1,g2", [(GemmConfig(16, 32, True, 4, 3, kernel="gluon"),
+                                    GemmConfig(16, 64, True, 4, 3, kernel="gluon")),
+                                   (GemmConfig(128, 64, True, 8, 2, kernel="gluon"),
+                                    GemmConfig(128, 128, True, 8, 3, kernel="gluon"))])
+def test_gluon_overflow_launch_and_graph(g1, g2):
     """The EP launch shape (a plain grid for the expected slots + a looping overflow launch) and CUDA-graph
     replay give the same bits as one plain launch."""
     from tmoe.kernels import grouped_gemm
@@ -67,7 +74,6 @@ def test_gluon_overflow_launch_and_graph():
     fill_buffer(buf, x, idx, w)
     mxfp8_to_bf16(buf.x[:t], buf.x_sf[:t], buf.x_dq)
     plan = build_routing(buf.topk_idx[:t], e, capacity_slots=t * k)
-    g1, g2 = GemmConfig(16, 32, True, 4, 3, kernel="gluon"), GemmConfig(16, 64, True, 4, 3, kernel="gluon")
     outs = []
     for expected in (None, 8):
         buf.act.fill_(0)
@@ -93,9 +99,10 @@ def test_gluon_overflow_launch_and_graph():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(swap_ab=False), "gluon kernel needs"), (dict(num_warps=8), "gluon kernel needs"),
-    (dict(num_stages=1), "gluon kernel needs"), (dict(block_m=128), "gluon kernel needs"),
-    (dict(block_n=96), "gluon kernel needs")])
+    (dict(swap_ab=False), "gluon kernel needs"), (dict(num_warps=2), "gluon kernel needs"),
+    (dict(num_stages=1), "gluon kernel needs"), (dict(block_m=512), "gluon kernel needs"),
+    (dict(block_n=96), "gluon kernel needs"), (dict(num_warps=8, block_n=32), "gluon kernel needs"),
+    (dict(decode="arith"), "gluon kernel needs"), (dict(maxnreg=128), "gluon kernel needs")])
 def test_gluon_config_validation(kwargs, match):
     base = dict(block_m=16, block_n=64, swap_ab=True, num_warps=4, num_stages=3, kernel="gluon")
     with pytest.raises(ValueError, match=match):
@@ -143,10 +150,13 @@ def test_gluon_config_checks_before_any_launch():
     configs.check_gpu_config(g1, "gemm1", hopper=True)
     with pytest.raises(ValueError, match="needs a Hopper GPU"):
         configs.check_gpu_config(g1, "gemm1", hopper=False)
-    with pytest.raises(ValueError, match="gluon gemm2 needs block_n"):
+    with pytest.raises(ValueError, match="gluon gemm2 with 4 warps needs block_n"):
         configs.check_gpu_config(g1, "gemm2", hopper=True)
-    with pytest.raises(ValueError, match="gluon gemm1 needs block_n"):
+    with pytest.raises(ValueError, match="gluon gemm1 with 4 warps needs block_n"):
         configs.check_gpu_config(GemmConfig(8, 128, True, 4, 3, kernel="gluon"), "gemm1")
+    configs.check_gpu_config(GemmConfig(128, 64, True, 8, 2, kernel="gluon"), "gemm1", hopper=True)
+    with pytest.raises(ValueError, match="gluon gemm2 with 8 warps needs block_n"):
+        configs.check_gpu_config(GemmConfig(128, 64, True, 8, 2, kernel="gluon"), "gemm2")
 
 
 def test_cache_entries_carry_the_kernel_field():

@@ -80,11 +80,12 @@ def candidate_space(kernel: str, num_tokens: int, *, num_experts: int, hidden: i
     the config) and whose fp32 accumulators fit in <= 128 registers per thread; block_m is capped
     by the expected rows per expert tile, block_n by the output width. Interpreter (soft=True):
     block_m 16/32, block_n 32/64, swap_ab both, 1 warp, 1 stage (decode is irrelevant there).
-    `hopper` (an sm_90 GPU) adds the Gluon kernel's configs (kernels/wgmma_gemm.py: block_m 8..64 within
-    the rows cap, block_n 32/64 for gemm1 and 64/128 for gemm2, 2-4 stages).
+    `hopper` (an sm_90 GPU) adds the Gluon kernel's configs (kernels/wgmma_gemm.py: block_m 8..128 with
+    4 warps, block_n 32/64 for gemm1 and 64/128 for gemm2; block_m 64..256 with 8 warps, block_n 64 /
+    128; 2-4 stages within 128 KB of activation ring; block_m within the rows cap).
     Truncate the list for a size limit: the order is nearest-to-heuristic first.
     """
-    from ..kernels.configs import DECODE_MODES, GLUON_BLOCK_N, GemmConfig, check_gpu_config, heuristic_config
+    from ..kernels.configs import DECODE_MODES, GemmConfig, check_gpu_config, gluon_block_n, heuristic_config
     if kernel not in TUNABLE_KERNELS:
         raise ValueError(f"kernel must be one of {TUNABLE_KERNELS}, got {kernel!r}")
     e_local = num_local_experts or num_experts
@@ -115,9 +116,13 @@ def candidate_space(kernel: str, num_tokens: int, *, num_experts: int, hidden: i
                 continue
         cands.append(cfg)
     if hopper and not soft:
-        cands += [GemmConfig(bm, bn, True, 4, stages, kernel="gluon") for bm in (8, 16, 32, 64)
-                  for bn in GLUON_BLOCK_N[kernel] for stages in GPU_STAGES
-                  if bm <= max(rows_cap // 2, 8) or bm == base.block_m]
+        gluon = [(bm, 4, bn, stages) for bm in (8, 16, 32, 64, 128) for bn in gluon_block_n(kernel, 4)
+                 for stages in GPU_STAGES]
+        gluon += [(bm, 8, bn, stages) for bm in (64, 128, 256) for bn in gluon_block_n(kernel, 8)
+                  for stages in GPU_STAGES]
+        # NOTES: 2-4 activation stages of block_m x 128 bf16; past 128 KB of ring one CTA per SM is left
+        cands += [GemmConfig(bm, bn, True, warps, stages, kernel="gluon") for bm, warps, bn, stages in gluon
+                  if (bm <= max(rows_cap // 2, 8) or bm == base.block_m) and stages * bm * 256 <= 131072]
     if base in cands:
         cands.remove(base)
     cands.sort(key=lambda c: (_distance(c, base), c.block_m, c.block_n, c.swap_ab, c.num_warps, c.num_stages,

@@ -12,7 +12,14 @@ __all__ = ["GemmConfig", "heuristic_config", "check_gpu_config", "select_config"
 
 DECODE_MODES = ("arith", "asm", "dot_scaled")
 KERNELS = ("triton", "gluon")
-GLUON_BLOCK_N = {"gemm1": (32, 64), "gemm2": (64, 128)}   # GEMM1's A tile is gate + up: 2 x block_n rows
+# Gluon kernel: block_n per GEMM and warp count (the A tile is block_n weight rows, GEMM1's gate + up
+# 2 x block_n; with 8 warps two warpgroups split a 128-row A tile and share the activation tile).
+GLUON_BLOCK_N = {"gemm1": (32, 64), "gemm2": (64, 128)}
+GLUON_BLOCK_N_8_WARPS = {"gemm1": (64,), "gemm2": (128,)}
+
+
+def gluon_block_n(kernel: str, num_warps: int) -> tuple:
+    return GLUON_BLOCK_N_8_WARPS[kernel] if num_warps == 8 else GLUON_BLOCK_N[kernel]
 
 
 @dataclass(frozen=True)
@@ -25,8 +32,8 @@ class GemmConfig:
     decode: str = "asm"       # GPU FP4 decode: "asm" (PTX byte permutes), "dot_scaled", "arith"
     fuse_gate_up: bool = False  # GEMM1: one weight tile of gate + up rows and one MMA twice as wide
     maxnreg: int | None = None  # register cap per thread (more CTAs per SM, maybe spills); None = compiler's
-    kernel: str = "triton"      # "gluon": kernels/wgmma_gemm.py (Hopper; swap-AB, 4 warps, MXFP4 decoded
-                                # straight into the wgmma register operand)
+    kernel: str = "triton"      # "gluon": kernels/wgmma_gemm.py (Hopper; swap-AB, 4 or 8 warps, MXFP4
+                                # decoded straight into the wgmma register operand)
 
     @property
     def decode_mode(self) -> int:
@@ -43,11 +50,14 @@ class GemmConfig:
             raise ValueError(f"block_m must be a power of two, got {self.block_m}")
         if self.kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
-        if self.kernel == "gluon" and (not self.swap_ab or self.num_warps != 4 or self.num_stages < 2
-                                       or not 8 <= self.block_m <= 64
-                                       or self.block_n not in set(GLUON_BLOCK_N["gemm1"] + GLUON_BLOCK_N["gemm2"])):
-            raise ValueError(f"{self}: the gluon kernel needs swap_ab=True, num_warps=4, num_stages >= 2, "
-                             f"8 <= block_m <= 64 and block_n in {GLUON_BLOCK_N}")
+        if self.kernel == "gluon" and (not self.swap_ab or self.num_warps not in (4, 8) or self.num_stages < 2
+                                       or not 8 <= self.block_m <= 256 or self.maxnreg is not None
+                                       or self.decode != "asm" or self.fuse_gate_up
+                                       or self.block_n not in (gluon_block_n("gemm1", self.num_warps)
+                                                               + gluon_block_n("gemm2", self.num_warps))):
+            raise ValueError(f"{self}: the gluon kernel needs swap_ab=True, num_warps 4 or 8, num_stages >= 2, "
+                             f"8 <= block_m <= 256, decode='asm', no maxnreg / fuse_gate_up, and block_n in "
+                             f"{GLUON_BLOCK_N} (4 warps) / {GLUON_BLOCK_N_8_WARPS} (8 warps)")
 
     @property
     def launch_options(self) -> dict:
@@ -102,8 +112,9 @@ def check_gpu_config(cfg: GemmConfig, kernel: str | None = None, hopper: bool | 
     if cfg.kernel == "gluon":
         if hopper is False:
             raise ValueError(f"{cfg}: the gluon kernel needs a Hopper GPU (sm_90); use kernel='triton' here")
-        if kernel is not None and cfg.block_n not in GLUON_BLOCK_N[kernel]:
-            raise ValueError(f"{cfg}: the gluon {kernel} needs block_n in {GLUON_BLOCK_N[kernel]}")
+        if kernel is not None and cfg.block_n not in gluon_block_n(kernel, cfg.num_warps):
+            raise ValueError(f"{cfg}: the gluon {kernel} with {cfg.num_warps} warps needs block_n in "
+                             f"{gluon_block_n(kernel, cfg.num_warps)}")
         return
     mma_m = cfg.block_n if cfg.swap_ab else cfg.block_m
     if cfg.num_warps < 4 or cfg.num_warps % 4 or mma_m % 64:

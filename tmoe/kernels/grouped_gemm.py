@@ -345,7 +345,7 @@ def _max_tiles(num_slots: int, num_local_experts: int, block_m: int) -> int:
 
 
 def _launch_over_tiles(kernel, grid_n: int, num_slots: int, e_local: int, block_m: int,
-                       expected_slots: int | None, args: tuple, kwargs: dict):
+                       expected_slots: int | None, args: tuple, kwargs: dict, n_fastest: bool | None = None):
     """Launch `kernel` over the ragged tile list without knowing the routed counts (no host sync).
 
     Without `expected_slots`: one program per possible tile (the worst case for `num_slots`).
@@ -356,9 +356,18 @@ def _launch_over_tiles(kernel, grid_n: int, num_slots: int, e_local: int, block_
     """
     worst = _max_tiles(num_slots, e_local, block_m)
     first = worst if expected_slots is None else min(worst, _max_tiles(2 * expected_slots, e_local, block_m))
-    handle = kernel[(first, grid_n)](*args, 0, PERSISTENT=False, **kwargs)
+    if n_fastest is None:           # kernels without the N_FASTEST flag: tiles on grid axis 0
+        def grid(tiles):
+            return (tiles, grid_n)
+    else:                           # NOTES: grid axis 1 holds at most 65535 programs
+        n_fastest = n_fastest and first <= 65535
+        kwargs = dict(kwargs, N_FASTEST=n_fastest)
+
+        def grid(tiles):
+            return (grid_n, tiles) if n_fastest else (tiles, grid_n)
+    handle = kernel[grid(first)](*args, 0, PERSISTENT=False, **kwargs)
     if first < worst:
-        kernel[(min(first, worst - first), grid_n)](*args, first, PERSISTENT=True, **kwargs)
+        kernel[grid(min(first, worst - first))](*args, first, PERSISTENT=True, **kwargs)
     return handle
 
 

@@ -105,15 +105,18 @@ selp.b32 $3, u1, u3, p1;
 
 
 @gluon.constexpr_function
-def _word_layout(block_a):
+def _word_layout(block_a, num_warps):
     """[BLOCK_A, 16 words, 8 values] of one K step: threads = the wgmma A fragment's (rows 16w + g, +8,
-    +64; t = lane % 4), lane t holding words col = 4t + r (r = 0..3: 16 contiguous bytes as loaded; after
-    the exchange, word r is group r's bytes j = 16r + t + 4q), registers: the 8 values of a word first."""
-    rows = [[8, 0, 0]] + [[64 * 2 ** i, 0, 0] for i in range((block_a // 64).bit_length() - 1)]
+    + 16 * num_warps; t = lane % 4), lane t holding words col = 4t + r (r = 0..3: 16 contiguous bytes as
+    loaded; after the exchange, word r is group r's bytes j = 16r + t + 4q), registers: the 8 values of
+    a word first. With 8 warps the second warpgroup holds rows 64..127 (its own m64 wgmmas)."""
+    span = 16 * num_warps
+    rows = [[8, 0, 0]] + [[span * 2 ** i, 0, 0] for i in range((block_a // span).bit_length() - 1)]
     return gl.DistributedLinearLayout(
         reg_bases=[[0, 0, 1], [0, 0, 2], [0, 0, 4], [0, 1, 0], [0, 2, 0]] + rows,
         lane_bases=[[0, 4, 0], [0, 8, 0], [1, 0, 0], [2, 0, 0], [4, 0, 0]],
-        warp_bases=[[16, 0, 0], [32, 0, 0]], block_bases=[], shape=[block_a, 16, 8])
+        warp_bases=[[16 * 2 ** i, 0, 0] for i in range(num_warps.bit_length() - 1)], block_bases=[],
+        shape=[block_a, 16, 8])
 
 
 @gluon.jit
@@ -124,7 +127,7 @@ def _add(a, b):
 @gluon.jit
 def _tiles_per_expert(offsets_ptr, num_local_experts, BLOCK_M: gl.constexpr, E_PAD: gl.constexpr):
     """Row offsets and tile counts of each local expert (grouped_gemm.tile_of_program, Gluon layouts)."""
-    experts = gl.arange(0, E_PAD, layout=gl.BlockedLayout([1], [32], [4], [0]))
+    experts = gl.arange(0, E_PAD, layout=gl.BlockedLayout([1], [32], [gl.num_warps()], [0]))
     real = experts < num_local_experts
     lo = gl.load(offsets_ptr + experts, mask=real, other=0)
     hi = gl.load(offsets_ptr + experts + 1, mask=real, other=0)
@@ -236,7 +239,7 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
     """acc[BLOCK_A, BLOCK_M] = W[rows, :K_DIM] @ B[b_rows, :K_DIM]^T: fp32, k16 wgmmas in ascending k.
     QUAD: the codes are stored in weight_layout's quad order, i.e. already as the exchange delivers them."""
     A_LAYOUT: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
-    WORD3: gl.constexpr = _word_layout(BLOCK_A)
+    WORD3: gl.constexpr = _word_layout(BLOCK_A, gl.num_warps())
     rows64, rows_ok = _weight_rows(first, second, limit, BLOCK_A, GATE_UP,
                                    gl.SliceLayout(1, gl.SliceLayout(2, WORD3)))
 
@@ -281,11 +284,21 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
     return acc
 
 
-def _layouts(block_m: int) -> dict:
+def _layouts(block_m: int, num_warps: int = 4) -> dict:
     return dict(
-        MMA=gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, block_m, 16]),
-        B_LOAD=gl.BlockedLayout([1, 8], [2, 16], [4, 1], [1, 0]),      # [BLOCK_M, 128] bf16, 16-byte cp.async
-        EPI=gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0]))          # token-major [BLOCK_M, BLOCK_N] epilogue
+        MMA=gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, block_m, 16]),
+        B_LOAD=gl.BlockedLayout([1, 8], [2, 16], [num_warps, 1], [1, 0]),   # [BLOCK_M, 128] bf16, 16-B cp.async
+        EPI=gl.BlockedLayout([1, 8], [4, 8], [num_warps, 1], [1, 0]))       # token-major [BLOCK_M, BLOCK_N] epilogue
+
+
+@gluon.jit
+def _tile_pids(N_FASTEST: gl.constexpr):
+    """(tile program id, its count, N-block id). NOTES: N_FASTEST (prefill tiles) runs all N blocks of a
+    token tile next to each other, so its activation rows come from L2 instead of being re-read from
+    HBM once per N block; an expert's token tiles are adjacent too, so its weights hit L2 as well."""
+    if N_FASTEST:
+        return gl.program_id(1), gl.num_programs(1), gl.program_id(0)
+    return gl.program_id(0), gl.num_programs(0), gl.program_id(1)
 
 
 def _as_words(w: torch.Tensor) -> torch.Tensor:
@@ -297,12 +310,17 @@ def _as_words(w: torch.Tensor) -> torch.Tensor:
     return w.view(torch.int32)
 
 
+def _n_fastest(cfg) -> bool:
+    """Prefill-sized token tiles run N-block-major (see _tile_pids); decode tiles keep tile-major."""
+    return cfg.block_m >= 128
+
+
 def _check(kernel: str, t: torch.Tensor, cfg) -> None:
     configs.check_gpu_config(cfg, kernel, hopper=configs.is_hopper(t.device))
 
 
 @gluon.jit
-def _gemm1_wgmma_tile(tile, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,
+def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,
                       offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr, stride_bias,
                       num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups,
                       TOPK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr,
@@ -314,7 +332,7 @@ def _gemm1_wgmma_tile(tile, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, strid
         m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, B_LOAD))
         tok_ok = row_start + m < row_end
         tok64 = (gl.load(sorted_ptr + row_start + m, mask=tok_ok, other=0) // TOPK).to(gl.int64)
-        n0 = gl.program_id(1) * BLOCK_N
+        n0 = nblk * BLOCK_N
         acc = _wgmma_gemm(x_ptr, tok64, tok_ok, stride_x,
                           w1_ptr + expert.to(gl.int64) * stride_we, w1_sf_ptr + expert.to(gl.int64) * stride_wse,
                           stride_wn, stride_wsn, n0, inter + n0, inter - n0, hidden, k_words, k_groups,
@@ -340,23 +358,23 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn
                         TOPK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr,
                         HAS_CLAMP: gl.constexpr, FAST_MATH: gl.constexpr, ACTIVATION: gl.constexpr,
                         HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                        EPI: gl.constexpr, QUAD: gl.constexpr, PERSISTENT: gl.constexpr):
+                        EPI: gl.constexpr, QUAD: gl.constexpr, PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr):
+    pid, npid, nblk = _tile_pids(N_FASTEST)
     if PERSISTENT:
-        for tile in range(tile_offset + gl.program_id(0), num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD),
-                          gl.num_programs(0)):
-            _gemm1_wgmma_tile(tile, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse,
+        for tile in range(tile_offset + pid, num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD), npid):
+            _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse,
                               stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
                               stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups, TOPK, BLOCK_M, BLOCK_N, E_PAD,
                               HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA, B_LOAD, EPI, QUAD)
     else:
-        _gemm1_wgmma_tile(gl.program_id(0), x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse,
+        _gemm1_wgmma_tile(pid, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse,
                           stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
                           stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups, TOPK, BLOCK_M, BLOCK_N, E_PAD,
                           HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA, B_LOAD, EPI, QUAD)
 
 
 @gluon.jit
-def _gemm2_wgmma_tile(tile, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,
+def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,
                       offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr, bias_ptr,
                       stride_bias, num_local_experts, hidden, inter, k_words, k_groups,
                       BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr, HAS_BIAS: gl.constexpr,
@@ -365,7 +383,7 @@ def _gemm2_wgmma_tile(tile, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, s
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD)
     if real:
         m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, B_LOAD))
-        n0 = gl.program_id(1) * BLOCK_N
+        n0 = nblk * BLOCK_N
         acc = _wgmma_gemm(act_ptr, (row_start + m).to(gl.int64), row_start + m < row_end, stride_act,
                           w2_ptr + expert.to(gl.int64) * stride_we, w2_sf_ptr + expert.to(gl.int64) * stride_wse,
                           stride_wn, stride_wsn, n0, n0, hidden - n0, inter, k_words, k_groups,
@@ -383,16 +401,16 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, strid
                         stride_bias, num_local_experts, hidden, inter, k_words, k_groups, tile_offset,
                         BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr, HAS_BIAS: gl.constexpr,
                         ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                        EPI: gl.constexpr, QUAD: gl.constexpr, PERSISTENT: gl.constexpr):
+                        EPI: gl.constexpr, QUAD: gl.constexpr, PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr):
+    pid, npid, nblk = _tile_pids(N_FASTEST)
     if PERSISTENT:
-        for tile in range(tile_offset + gl.program_id(0), num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD),
-                          gl.num_programs(0)):
-            _gemm2_wgmma_tile(tile, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse,
+        for tile in range(tile_offset + pid, num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD), npid):
+            _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse,
                               stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr,
                               bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups, BLOCK_M, BLOCK_N, E_PAD, HAS_BIAS,
                               ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD)
     else:
-        _gemm2_wgmma_tile(gl.program_id(0), act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn,
+        _gemm2_wgmma_tile(pid, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn,
                           stride_wse, stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out,
                           row_addr_ptr, bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups, BLOCK_M, BLOCK_N, E_PAD,
                           HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD)
@@ -415,9 +433,10 @@ def gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int,
             e_local, hidden, inter, float(clamp) if clamp is not None else 0.0, float(alpha), hidden // 8, hidden // 32)
     kwargs = dict(TOPK=topk, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, E_PAD=triton.next_power_of_2(e_local + 1),
                   HAS_CLAMP=clamp is not None, FAST_MATH=fast_math, ACTIVATION=ACTIVATIONS.index(activation),
-                  HAS_BIAS=bias is not None, STAGES=cfg.num_stages, QUAD=quad, num_warps=4, **_layouts(cfg.block_m))
+                  HAS_BIAS=bias is not None, STAGES=cfg.num_stages, QUAD=quad, num_warps=cfg.num_warps,
+                  **_layouts(cfg.block_m, cfg.num_warps))
     return _launch_over_tiles(_gemm1_wgmma_kernel, triton.cdiv(inter, cfg.block_n), plan.num_slots, e_local,
-                              cfg.block_m, expected_slots, args, kwargs)
+                              cfg.block_m, expected_slots, args, kwargs, n_fastest=_n_fastest(cfg))
 
 
 def gemm2_wgmma(act, w2, w2_sf, plan, out_bits, *, cfg, topk_weights=None, bias=None,
@@ -435,6 +454,6 @@ def gemm2_wgmma(act, w2, w2_sf, plan, out_bits, *, cfg, topk_weights=None, bias=
             e_local, hidden, inter, inter // 8, inter // 32)
     kwargs = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, E_PAD=triton.next_power_of_2(e_local + 1),
                   HAS_BIAS=bias is not None, ROW_ADDR=out_row_addr is not None, STAGES=cfg.num_stages,
-                  QUAD=quad, num_warps=4, **_layouts(cfg.block_m))
+                  QUAD=quad, num_warps=cfg.num_warps, **_layouts(cfg.block_m, cfg.num_warps))
     return _launch_over_tiles(_gemm2_wgmma_kernel, triton.cdiv(hidden, cfg.block_n), plan.num_slots, e_local,
-                              cfg.block_m, expected_slots, args, kwargs)
+                              cfg.block_m, expected_slots, args, kwargs, n_fastest=_n_fastest(cfg))
