@@ -5,7 +5,8 @@ SASS (run in a subprocess with TRITON_INTERPRET=0, see test_compile_sm90.py). Pr
 `a_reg_writes_in_flight` counts instructions in the K loop that write a register an in-flight wgmma
 reads as its A operand (between the loop's last HGMMA and the next WARPGROUP.DEPBAR): ptxas does not
 protect those registers, and any such write corrupts results (found on an H100: decoding the next
-step before waiting for the previous wgmma). `serialized`: ptxas warning C7515 (every wgmma waited).
+step before waiting for the previous wgmma). `serialized`: ptxas warning C7515 (every wgmma waited). `epilogue_race`: see `epilogue_race`
+(found on an H100 with the 8-warp variant).
 """
 import json
 import os
@@ -71,6 +72,15 @@ def a_reg_hazards(body: list) -> int:
                if (i > hgmma[-1] or i < depbar[0]) and not t.startswith("HGMMA") and dest(t) in a_regs)
 
 
+def epilogue_race(ptx: str) -> bool:
+    """True when, after the last wgmma wait, shared memory is written before any bar.sync: the
+    epilogue's scratch aliases the activation ring that another warpgroup's wgmma may still read."""
+    tail = ptx[ptx.rindex("wgmma.wait_group"):]
+    first_store = tail.find("st.shared")
+    barrier = tail.find("bar.sync")
+    return first_store != -1 and (barrier == -1 or first_store < barrier)
+
+
 def inspect(compiled) -> dict:
     with tempfile.TemporaryDirectory() as d:
         cubin, ptx = os.path.join(d, "k.cubin"), os.path.join(d, "k.ptx")
@@ -87,7 +97,8 @@ def inspect(compiled) -> dict:
     spills = re.search(r"(\d+) bytes spill stores", info)
     return {"regs": int(regs.group(1)) if regs else -1, "spills": int(spills.group(1)) if spills else 0,
             "hgmma": sum(t.startswith("HGMMA") for t in body), "loop_instructions": len(body),
-            "a_reg_writes_in_flight": a_reg_hazards(body), "serialized": "C7515" in info}
+            "a_reg_writes_in_flight": a_reg_hazards(body), "serialized": "C7515" in info,
+            "epilogue_race": epilogue_race(compiled.asm["ptx"])}
 
 
 def main() -> None:

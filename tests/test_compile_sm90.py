@@ -39,5 +39,6 @@ def test_gluon_gemms_compile_for_sm90_without_register_hazards():
     for name, c in result.items():
         assert c["hgmma"] >= 8 and c["spills"] == 0 and not c["serialized"], f"{name}: {c}"
         assert c["a_reg_writes_in_flight"] == 0, f"{name}: registers of an in-flight wgmma are overwritten ({c})"
+        assert not c["epilogue_race"], f"{name}: the epilogue writes shared memory a wgmma may still read ({c})"
     for kernel in ("gemm1 bm8 bn32 s3", "gemm2 bm8 bn64 s3"):   # quad-ordered weights: no exchange in the loop
         assert result[kernel + " quad"]["loop_instructions"] < result[kernel]["loop_instructions"] - 40

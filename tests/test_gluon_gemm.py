@@ -133,7 +133,10 @@ def test_heuristic_and_search_space_pick_gluon_on_hopper_only():
             cfg = configs.heuristic_config(kernel, slots, 256, False, hopper=True)
             assert (cfg.kernel, cfg.block_m, cfg.block_n, cfg.swap_ab) == ("gluon", bm, bn, True)
             assert configs.heuristic_config(kernel, slots, 256, False).kernel == "triton"
-        assert configs.heuristic_config(kernel, 65536, 256, False, hopper=True).kernel == "triton"   # prefill
+        prefill = configs.heuristic_config(kernel, 65536, 256, False, hopper=True)
+        assert (prefill.kernel, prefill.num_warps, prefill.block_m) == ("gluon", 8, 256)
+        configs.check_gpu_config(prefill, kernel, hopper=True)
+        assert configs.heuristic_config(kernel, 65536, 256, False).kernel == "triton"
         space = cli.candidate_space(kernel, 128, num_experts=256, hidden=7168, intermediate=2048, topk=8,
                                     soft=False, hopper=True)
         assert space[0].kernel == "gluon" and space[1] == configs.heuristic_config(kernel, 1024, 256, False)

@@ -74,8 +74,8 @@ def heuristic_config(kernel: str, num_slots: int, num_local_experts: int, soft: 
 
     Chosen from benchmarks/sweep_gemm.py (benchmarks/NOTES.md): swap-AB with 64 weight rows per tile
     while experts see few tokens — on Hopper (`hopper`: an sm_90 GPU) the Gluon kernel with the
-    smallest token tile that holds them (H100, dsv3 T=128: GEMM1 3098 -> 2251 µs) — and 128x128
-    Triton tiles with 8 warps for prefill.
+    smallest token tile that holds them (H100, dsv3 T=128: GEMM1 3098 -> 2251 µs) — and for prefill
+    the 8-warp Gluon kernel on Hopper, 128x128 Triton tiles with 8 warps elsewhere.
     """
     if soft:   # the interpreter: smallest legal tiles are fastest
         return GemmConfig(block_m=16, block_n=32, swap_ab=False, num_warps=1, num_stages=1)
@@ -84,6 +84,9 @@ def heuristic_config(kernel: str, num_slots: int, num_local_experts: int, soft: 
         bm = next(b for b in (8, 16, 32, 64) if per_expert <= b)
         return GemmConfig(block_m=bm, block_n=32 if kernel == "gemm1" else 64, swap_ab=True, num_warps=4,
                           num_stages=3, kernel="gluon")
+    if hopper:      # prefill: two warpgroups share 128-256-token activation tiles (dsv3 T=8192: GEMM1 16.3 -> 10.1 ms)
+        return GemmConfig(block_m=256 if per_expert >= 256 else 128, block_n=64 if kernel == "gemm1" else 128,
+                          swap_ab=True, num_warps=8, num_stages=2, kernel="gluon")
     if per_expert <= 16:
         return GemmConfig(block_m=16, block_n=64, swap_ab=True, num_warps=4, num_stages=3)
     if per_expert <= 32:

@@ -281,6 +281,10 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
         sc = sc_next
     async_copy.wait_group(0)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+    # NOTES: the epilogue's layout conversion reuses the ring's shared memory; with 8 warps the other
+    # warpgroup's last wgmma may still be reading it (measured on H100: wrong bits, 8-warp configs
+    # only; the compiler's own barrier here sits before the wgmma wait).
+    gl.thread_barrier()
     return acc
 
 
