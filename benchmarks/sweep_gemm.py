@@ -33,9 +33,10 @@ def candidates(per_expert: float, regcap: bool = False, gluon: bool = False, ker
     if gluon and per_expert > 64:      # prefill / mid: the Triton 128x128 tile vs the Gluon big-token tiles
         bn4, bn8 = (32, 64) if kernel == "gemm1" else (64, 128)
         return [GemmConfig(128, 128, False, 8, 3)] + [
-            GemmConfig(bm, bn, True, w, s, kernel="gluon")
-            for bm, bn, w, s in ((128, bn8, 8, 2), (128, bn8, 8, 3), (256, bn8, 8, 2), (128, bn4, 4, 3),
-                                 (64, bn8, 8, 3), (64, bn8, 8, 4))]
+            GemmConfig(bm, bn, True, w, s, kernel="gluon", tail_block_m=tail)
+            for bm, bn, w, s, tail in ((256, bn8, 8, 2, None), (256, bn8, 8, 2, 32), (256, bn8, 8, 2, 64),
+                                       (128, bn8, 8, 2, None), (128, bn8, 8, 3, None), (128, bn8, 8, 3, 32),
+                                       (128, bn4, 4, 3, None), (64, bn8, 8, 3, None))]
     if gluon and per_expert <= 64:
         bm = 8 if per_expert <= 8 else (16 if per_expert <= 16 else (32 if per_expert <= 32 else 64))
         bns = (32, 64) if kernel == "gemm1" else (64, 128)
@@ -123,7 +124,8 @@ def main() -> None:
                        "compiled": info}
                 results.append(row)
                 print(f"{kernel} T={t:5} bm={cfg.block_m:3} bn={cfg.block_n:3} swap={int(cfg.swap_ab)} "
-                      f"w={cfg.num_warps} s={cfg.num_stages} fuse={int(cfg.fuse_gate_up)} maxnreg={cfg.maxnreg} {cfg.kernel:6}: "
+                      f"w={cfg.num_warps} s={cfg.num_stages} fuse={int(cfg.fuse_gate_up)} maxnreg={cfg.maxnreg} "
+                      f"tail={cfg.tail_block_m} {cfg.kernel:6}: "
                       f"{us:9.1f} us "
                       f"{row['weight_gbps']:6.0f} GB/s {row['tflops']:6.1f} TFLOP/s same={same} | {info}", flush=True)
             if kernel == "gemm1":

@@ -112,14 +112,15 @@ def main() -> None:
             (8, 32, 3, False, False, True, 4), (128, 64, 2, False, True, True, 8)):
         const = dict(TOPK=8, BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_CLAMP=True, FAST_MATH=True, ACTIVATION=1,
                      HAS_BIAS=bias, STAGES=stages, PERSISTENT=persistent, QUAD=quad, N_FASTEST=bm >= 128,
-                     **wg._layouts(bm, warps))
+                     SPLIT=wg.SPLIT_FULL.value if warps == 8 else 0, FULL_M=bm, TAIL_M=32, **wg._layouts(bm, warps))
         out[f"gemm1 bm{bm} bn{bn} s{stages}{' w8' if warps == 8 else ''}{' quad' if quad else ''}"] = inspect(
             compile_gluon(wg._gemm1_wgmma_kernel, g1_ptrs, {"clamp", "alpha"}, const, warps))
     for bm, bn, stages, bias, row_addr, quad, warps in (
             (8, 64, 3, False, False, False, 4), (32, 128, 2, True, True, False, 4), (8, 64, 3, False, False, True, 4),
             (128, 128, 3, True, False, True, 8)):
         const = dict(BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_BIAS=bias, ROW_ADDR=row_addr, STAGES=stages,
-                     QUAD=quad, PERSISTENT=False, N_FASTEST=bm >= 128, **wg._layouts(bm, warps))
+                     QUAD=quad, PERSISTENT=False, N_FASTEST=bm >= 128,
+                     SPLIT=wg.SPLIT_TAIL.value if warps == 8 else 0, FULL_M=256, TAIL_M=bm, **wg._layouts(bm, warps))
         out[f"gemm2 bm{bm} bn{bn} s{stages}{' w8' if warps == 8 else ''}{' quad' if quad else ''}"] = inspect(
             compile_gluon(wg._gemm2_wgmma_kernel, g2_ptrs, set(), const, warps))
     print(json.dumps(out))

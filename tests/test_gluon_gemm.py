@@ -51,10 +51,36 @@ def test_gluon_bitwise_equals_triton(hidden, inter, num_experts, topk, gptoss, n
 
 
 @pytest.mark.skipif(not ON_HOPPER, reason="Gluon wgmma kernels need an sm_90 GPU")
+@pytest.mark.parametrize("tail", [32, 64])
+def test_gluon_full_and_tail_tiles(tail):
+    """tail_block_m: each expert's rows in block_m tiles plus, when count % block_m <= tail, one tail tile
+    in a second launch. Counts around every boundary (0, < tail, = tail, tail + 1, block_m, block_m + 1,
+    block_m + tail, > block_m + tail) give the same bits as the untiled-split configs and the Triton kernel."""
+    dev = torch.device("cuda")
+    h, i = 256, 128
+    counts = [0, 5, tail, tail + 1, 256, 257, 256 + tail, 300]
+    weights = make_weights(len(counts), h, i, seed=tail, device=dev)
+    g = torch.Generator().manual_seed(tail)
+    idx = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+    idx = idx[torch.randperm(idx.numel(), generator=g)].unsqueeze(1).to(dev)
+    w = (torch.rand(idx.shape, generator=g) + 0.5).to(dev)
+    x = make_tokens(idx.shape[0], h, seed=tail + 1, device=dev)
+    y_ref, buf = run_layer(weights, x, idx, w, gemm1_config=TRITON_CFG, gemm2_config=TRITON_CFG)
+    assert calc_diff(y_ref, reference_moe(buf.x[:idx.shape[0]], buf.x_sf[:idx.shape[0]], idx, w, weights)) <= 1e-4
+    for bm, warps in ((128, 8), (256, 8), (128, 4)):
+        g1 = GemmConfig(bm, 64 if warps == 8 else 32, True, warps, 2, kernel="gluon", tail_block_m=tail)
+        g2 = GemmConfig(bm, 128 if warps == 8 else 64, True, warps, 3, kernel="gluon", tail_block_m=tail)
+        y, _ = run_layer(weights, x, idx, w, gemm1_config=g1, gemm2_config=g2)
+        assert torch.equal(y.view(torch.int16), y_ref.view(torch.int16)), f"{g1} / {g2}"
+
+
+@pytest.mark.skipif(not ON_HOPPER, reason="Gluon wgmma kernels need an sm_90 GPU")
 @pytest.mark.parametrize("g1,g2", [(GemmConfig(16, 32, True, 4, 3, kernel="gluon"),
                                     GemmConfig(16, 64, True, 4, 3, kernel="gluon")),
                                    (GemmConfig(128, 64, True, 8, 2, kernel="gluon"),
-                                    GemmConfig(128, 128, True, 8, 3, kernel="gluon"))])
+                                    GemmConfig(128, 128, True, 8, 3, kernel="gluon")),
+                                   (GemmConfig(256, 64, True, 8, 2, kernel="gluon", tail_block_m=32),
+                                    GemmConfig(128, 128, True, 8, 3, kernel="gluon", tail_block_m=64))])
 def test_gluon_overflow_launch_and_graph(g1, g2):
     """The EP launch shape (a plain grid for the expected slots + a looping overflow launch) and CUDA-graph
     replay give the same bits as one plain launch."""
@@ -102,7 +128,10 @@ def test_gluon_overflow_launch_and_graph(g1, g2):
     (dict(swap_ab=False), "gluon kernel needs"), (dict(num_warps=2), "gluon kernel needs"),
     (dict(num_stages=1), "gluon kernel needs"), (dict(block_m=512), "gluon kernel needs"),
     (dict(block_n=96), "gluon kernel needs"), (dict(num_warps=8, block_n=32), "gluon kernel needs"),
-    (dict(decode="arith"), "gluon kernel needs"), (dict(maxnreg=128), "gluon kernel needs")])
+    (dict(decode="arith"), "gluon kernel needs"), (dict(maxnreg=128), "gluon kernel needs"),
+    (dict(tail_block_m=16), "tail_block_m=16"), (dict(tail_block_m=24), "tail_block_m=24"),
+    (dict(block_m=64, num_warps=8, tail_block_m=16), "tail_block_m=16"),
+    (dict(kernel="triton", tail_block_m=8), "tail_block_m=8")])
 def test_gluon_config_validation(kwargs, match):
     base = dict(block_m=16, block_n=64, swap_ab=True, num_warps=4, num_stages=3, kernel="gluon")
     with pytest.raises(ValueError, match=match):

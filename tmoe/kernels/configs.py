@@ -34,6 +34,8 @@ class GemmConfig:
     maxnreg: int | None = None  # register cap per thread (more CTAs per SM, maybe spills); None = compiler's
     kernel: str = "triton"      # "gluon": kernels/wgmma_gemm.py (Hopper; swap-AB, 4 or 8 warps, MXFP4
                                 # decoded straight into the wgmma register operand)
+    tail_block_m: int | None = None  # gluon: each expert's last <= tail_block_m rows in a second launch of
+                                     # tail_block_m-token tiles, the rest in block_m tiles (wgmma_gemm.SPLIT_*)
 
     @property
     def decode_mode(self) -> int:
@@ -58,6 +60,11 @@ class GemmConfig:
             raise ValueError(f"{self}: the gluon kernel needs swap_ab=True, num_warps 4 or 8, num_stages >= 2, "
                              f"8 <= block_m <= 256, decode='asm', no maxnreg / fuse_gate_up, and block_n in "
                              f"{GLUON_BLOCK_N} (4 warps) / {GLUON_BLOCK_N_8_WARPS} (8 warps)")
+        if self.tail_block_m is not None and (
+                self.kernel != "gluon" or self.tail_block_m not in (16, 32, 64, 128)
+                or self.tail_block_m >= self.block_m or self.tail_block_m < 4 * self.num_warps):
+            raise ValueError(f"tail_block_m={self.tail_block_m}: needs kernel='gluon', a value in (16, 32, 64, 128) "
+                             f"below block_m={self.block_m} and >= 4 * num_warps ({4 * self.num_warps})")
 
     @property
     def launch_options(self) -> dict:

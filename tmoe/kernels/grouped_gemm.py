@@ -345,7 +345,8 @@ def _max_tiles(num_slots: int, num_local_experts: int, block_m: int) -> int:
 
 
 def _launch_over_tiles(kernel, grid_n: int, num_slots: int, e_local: int, block_m: int,
-                       expected_slots: int | None, args: tuple, kwargs: dict, n_fastest: bool | None = None):
+                       expected_slots: int | None, args: tuple, kwargs: dict, n_fastest: bool | None = None,
+                       max_tiles=None):
     """Launch `kernel` over the ragged tile list without knowing the routed counts (no host sync).
 
     Without `expected_slots`: one program per possible tile (the worst case for `num_slots`).
@@ -354,8 +355,9 @@ def _launch_over_tiles(kernel, grid_n: int, num_slots: int, e_local: int, block_
     usual routing they find none and exit. NOTES: a single looping launch needs ~70 more registers
     (decode GEMM1 165 -> 235: fewer CTAs per SM), so the common tiles run in the plain kernel.
     """
-    worst = _max_tiles(num_slots, e_local, block_m)
-    first = worst if expected_slots is None else min(worst, _max_tiles(2 * expected_slots, e_local, block_m))
+    max_tiles = max_tiles or (lambda slots: _max_tiles(slots, e_local, block_m))    # tiles for `slots` rows
+    worst = max_tiles(num_slots)
+    first = worst if expected_slots is None else min(worst, max_tiles(2 * expected_slots))
     if n_fastest is None:           # kernels without the N_FASTEST flag: tiles on grid axis 0
         def grid(tiles):
             return (tiles, grid_n)

@@ -124,26 +124,46 @@ def _add(a, b):
     return a + b
 
 
+# Tile lists over the expert-sorted rows (SPLIT): every row in BLOCK_M tiles (ALL), or two launches:
+# FULL (BLOCK_M = FULL_M) covers each expert's rows in FULL_M tiles except a remainder of at most
+# TAIL_M rows (count % FULL_M, when it is that small), which TAIL (BLOCK_M = TAIL_M) covers in one tile.
+# NOTES: at ~256 rows per expert (dsv3 prefill), 256-row tiles alone compute ~1.5x the real rows (half
+# the experts spill a few rows into a second, nearly empty tile); the tail tile costs one weight pass.
+SPLIT_ALL = gl.constexpr(0)
+SPLIT_FULL = gl.constexpr(1)
+SPLIT_TAIL = gl.constexpr(2)
+
+
 @gluon.jit
-def _tiles_per_expert(offsets_ptr, num_local_experts, BLOCK_M: gl.constexpr, E_PAD: gl.constexpr):
-    """Row offsets and tile counts of each local expert (grouped_gemm.tile_of_program, Gluon layouts)."""
+def _tiles_per_expert(offsets_ptr, num_local_experts, BLOCK_M: gl.constexpr, E_PAD: gl.constexpr,
+                      SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr):
+    """Row range and tile count of each local expert's tiles (grouped_gemm.tile_of_program, Gluon layouts)."""
     experts = gl.arange(0, E_PAD, layout=gl.BlockedLayout([1], [32], [gl.num_warps()], [0]))
     real = experts < num_local_experts
     lo = gl.load(offsets_ptr + experts, mask=real, other=0)
     hi = gl.load(offsets_ptr + experts + 1, mask=real, other=0)
+    if SPLIT != SPLIT_ALL:
+        rem = (hi - lo) % FULL_M
+        tail = gl.where(rem <= TAIL_M, rem, 0)
+        if SPLIT == SPLIT_FULL:
+            hi = hi - tail
+        else:
+            lo = hi - tail
     return experts, lo, hi, (hi - lo + BLOCK_M - 1) // BLOCK_M
 
 
 @gluon.jit
-def num_tiles(offsets_ptr, num_local_experts, BLOCK_M: gl.constexpr, E_PAD: gl.constexpr):
-    experts, lo, hi, ntiles = _tiles_per_expert(offsets_ptr, num_local_experts, BLOCK_M, E_PAD)
+def num_tiles(offsets_ptr, num_local_experts, BLOCK_M: gl.constexpr, E_PAD: gl.constexpr, SPLIT: gl.constexpr,
+              FULL_M: gl.constexpr, TAIL_M: gl.constexpr):
+    experts, lo, hi, ntiles = _tiles_per_expert(offsets_ptr, num_local_experts, BLOCK_M, E_PAD, SPLIT, FULL_M, TAIL_M)
     return gl.sum(ntiles, axis=0)
 
 
 @gluon.jit
-def tile_of_program(offsets_ptr, pid, num_local_experts, BLOCK_M: gl.constexpr, E_PAD: gl.constexpr):
+def tile_of_program(offsets_ptr, pid, num_local_experts, BLOCK_M: gl.constexpr, E_PAD: gl.constexpr,
+                    SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr):
     """Program id -> (expert, first row, end row, is_real) on the ragged tile list."""
-    experts, lo, hi, ntiles = _tiles_per_expert(offsets_ptr, num_local_experts, BLOCK_M, E_PAD)
+    experts, lo, hi, ntiles = _tiles_per_expert(offsets_ptr, num_local_experts, BLOCK_M, E_PAD, SPLIT, FULL_M, TAIL_M)
     cum = gl.associative_scan(ntiles, 0, _add)
     expert = gl.sum((cum <= pid).to(gl.int32), axis=0)
     sel = experts == expert
@@ -314,9 +334,19 @@ def _as_words(w: torch.Tensor) -> torch.Tensor:
     return w.view(torch.int32)
 
 
-def _n_fastest(cfg) -> bool:
-    """Prefill-sized token tiles run N-block-major (see _tile_pids); decode tiles keep tile-major."""
-    return cfg.block_m >= 128
+def _launch(kernel, grid_n: int, num_slots: int, e_local: int, cfg, expected_slots, args: tuple, kwargs: dict):
+    """One launch over all tiles, or (cfg.tail_block_m) the FULL launch and the TAIL launch (see SPLIT_*).
+    NOTES: prefill-sized token tiles (>= 128) run N-block-major (see _tile_pids), decode tiles tile-major."""
+    def one(block_m, split, max_tiles):
+        kw = dict(kwargs, BLOCK_M=block_m, SPLIT=split, FULL_M=cfg.block_m, TAIL_M=cfg.tail_block_m or cfg.block_m,
+                  **_layouts(block_m, cfg.num_warps))
+        return _launch_over_tiles(kernel, grid_n, num_slots, e_local, block_m, expected_slots, args, kw,
+                                  n_fastest=block_m >= 128, max_tiles=max_tiles)
+    if cfg.tail_block_m is None:
+        return one(cfg.block_m, SPLIT_ALL, None)
+    handle = one(cfg.block_m, SPLIT_FULL, None)
+    one(cfg.tail_block_m, SPLIT_TAIL, lambda slots: max(1, min(slots, e_local)))   # at most one per expert
+    return handle
 
 
 def _check(kernel: str, t: torch.Tensor, cfg) -> None:
@@ -330,8 +360,9 @@ def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we,
                       TOPK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr,
                       HAS_CLAMP: gl.constexpr, FAST_MATH: gl.constexpr, ACTIVATION: gl.constexpr,
                       HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                      EPI: gl.constexpr, QUAD: gl.constexpr):
-    expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD)
+                      EPI: gl.constexpr, QUAD: gl.constexpr, SPLIT: gl.constexpr, FULL_M: gl.constexpr,
+                        TAIL_M: gl.constexpr):
+    expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD, SPLIT, FULL_M, TAIL_M)
     if real:
         m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, B_LOAD))
         tok_ok = row_start + m < row_end
@@ -362,19 +393,21 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn
                         TOPK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr,
                         HAS_CLAMP: gl.constexpr, FAST_MATH: gl.constexpr, ACTIVATION: gl.constexpr,
                         HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                        EPI: gl.constexpr, QUAD: gl.constexpr, PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr):
+                        EPI: gl.constexpr, QUAD: gl.constexpr, PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr,
+                        SPLIT: gl.constexpr, FULL_M: gl.constexpr,
+                        TAIL_M: gl.constexpr):
     pid, npid, nblk = _tile_pids(N_FASTEST)
     if PERSISTENT:
-        for tile in range(tile_offset + pid, num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD), npid):
+        for tile in range(tile_offset + pid, num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD, SPLIT, FULL_M, TAIL_M), npid):
             _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse,
                               stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
                               stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups, TOPK, BLOCK_M, BLOCK_N, E_PAD,
-                              HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA, B_LOAD, EPI, QUAD)
+                              HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA, B_LOAD, EPI, QUAD, SPLIT, FULL_M, TAIL_M)
     else:
         _gemm1_wgmma_tile(pid, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse,
                           stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
                           stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups, TOPK, BLOCK_M, BLOCK_N, E_PAD,
-                          HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA, B_LOAD, EPI, QUAD)
+                          HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA, B_LOAD, EPI, QUAD, SPLIT, FULL_M, TAIL_M)
 
 
 @gluon.jit
@@ -383,8 +416,9 @@ def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride
                       stride_bias, num_local_experts, hidden, inter, k_words, k_groups,
                       BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr, HAS_BIAS: gl.constexpr,
                       ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                      EPI: gl.constexpr, QUAD: gl.constexpr):
-    expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD)
+                      EPI: gl.constexpr, QUAD: gl.constexpr, SPLIT: gl.constexpr, FULL_M: gl.constexpr,
+                        TAIL_M: gl.constexpr):
+    expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD, SPLIT, FULL_M, TAIL_M)
     if real:
         m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, B_LOAD))
         n0 = nblk * BLOCK_N
@@ -405,19 +439,21 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, strid
                         stride_bias, num_local_experts, hidden, inter, k_words, k_groups, tile_offset,
                         BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr, HAS_BIAS: gl.constexpr,
                         ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                        EPI: gl.constexpr, QUAD: gl.constexpr, PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr):
+                        EPI: gl.constexpr, QUAD: gl.constexpr, PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr,
+                        SPLIT: gl.constexpr, FULL_M: gl.constexpr,
+                        TAIL_M: gl.constexpr):
     pid, npid, nblk = _tile_pids(N_FASTEST)
     if PERSISTENT:
-        for tile in range(tile_offset + pid, num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD), npid):
+        for tile in range(tile_offset + pid, num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD, SPLIT, FULL_M, TAIL_M), npid):
             _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse,
                               stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr,
                               bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups, BLOCK_M, BLOCK_N, E_PAD, HAS_BIAS,
-                              ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD)
+                              ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, SPLIT, FULL_M, TAIL_M)
     else:
         _gemm2_wgmma_tile(pid, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn,
                           stride_wse, stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out,
                           row_addr_ptr, bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups, BLOCK_M, BLOCK_N, E_PAD,
-                          HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD)
+                          HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, SPLIT, FULL_M, TAIL_M)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -435,12 +471,11 @@ def gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int,
             act, act.stride(0),
             bias if bias is not None else topk_weights, bias.stride(0) if bias is not None else 0,
             e_local, hidden, inter, float(clamp) if clamp is not None else 0.0, float(alpha), hidden // 8, hidden // 32)
-    kwargs = dict(TOPK=topk, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, E_PAD=triton.next_power_of_2(e_local + 1),
+    kwargs = dict(TOPK=topk, BLOCK_N=cfg.block_n, E_PAD=triton.next_power_of_2(e_local + 1),
                   HAS_CLAMP=clamp is not None, FAST_MATH=fast_math, ACTIVATION=ACTIVATIONS.index(activation),
-                  HAS_BIAS=bias is not None, STAGES=cfg.num_stages, QUAD=quad, num_warps=cfg.num_warps,
-                  **_layouts(cfg.block_m, cfg.num_warps))
-    return _launch_over_tiles(_gemm1_wgmma_kernel, triton.cdiv(inter, cfg.block_n), plan.num_slots, e_local,
-                              cfg.block_m, expected_slots, args, kwargs, n_fastest=_n_fastest(cfg))
+                  HAS_BIAS=bias is not None, STAGES=cfg.num_stages, QUAD=quad, num_warps=cfg.num_warps)
+    return _launch(_gemm1_wgmma_kernel, triton.cdiv(inter, cfg.block_n), plan.num_slots, e_local, cfg,
+                   expected_slots, args, kwargs)
 
 
 def gemm2_wgmma(act, w2, w2_sf, plan, out_bits, *, cfg, topk_weights=None, bias=None,
@@ -456,8 +491,8 @@ def gemm2_wgmma(act, w2, w2_sf, plan, out_bits, *, cfg, topk_weights=None, bias=
             out_bits, out_bits.stride(0), out_row_addr if out_row_addr is not None else out_bits,
             bias if bias is not None else out_bits, bias.stride(0) if bias is not None else 0,
             e_local, hidden, inter, inter // 8, inter // 32)
-    kwargs = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, E_PAD=triton.next_power_of_2(e_local + 1),
+    kwargs = dict(BLOCK_N=cfg.block_n, E_PAD=triton.next_power_of_2(e_local + 1),
                   HAS_BIAS=bias is not None, ROW_ADDR=out_row_addr is not None, STAGES=cfg.num_stages,
-                  QUAD=quad, num_warps=cfg.num_warps, **_layouts(cfg.block_m, cfg.num_warps))
-    return _launch_over_tiles(_gemm2_wgmma_kernel, triton.cdiv(hidden, cfg.block_n), plan.num_slots, e_local,
-                              cfg.block_m, expected_slots, args, kwargs, n_fastest=_n_fastest(cfg))
+                  QUAD=quad, num_warps=cfg.num_warps)
+    return _launch(_gemm2_wgmma_kernel, triton.cdiv(hidden, cfg.block_n), plan.num_slots, e_local, cfg,
+                   expected_slots, args, kwargs)
