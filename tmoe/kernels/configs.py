@@ -91,9 +91,11 @@ def heuristic_config(kernel: str, num_slots: int, num_local_experts: int, soft: 
         bm = next(b for b in (8, 16, 32, 64) if per_expert <= b)
         return GemmConfig(block_m=bm, block_n=32 if kernel == "gemm1" else 64, swap_ab=True, num_warps=4,
                           num_stages=3, kernel="gluon")
-    if hopper:      # prefill: two warpgroups share 128-256-token activation tiles (dsv3 T=8192: GEMM1 16.3 -> 10.1 ms)
-        return GemmConfig(block_m=256 if per_expert >= 256 else 128, block_n=64 if kernel == "gemm1" else 128,
-                          swap_ab=True, num_warps=8, num_stages=2, kernel="gluon")
+    if hopper:      # prefill: two warpgroups share 128-256-token activation tiles, small remainders in
+        # tail tiles (H100 dsv3 T=8192: GEMM1 16.4 ms Triton -> 10.2 ms 256-token tiles -> 8.5 ms + tails)
+        big = per_expert >= 160
+        return GemmConfig(block_m=256 if big else 128, block_n=64 if kernel == "gemm1" else 128, swap_ab=True,
+                          num_warps=8, num_stages=2, kernel="gluon", tail_block_m=64 if big else None)
     if per_expert <= 16:
         return GemmConfig(block_m=16, block_n=64, swap_ab=True, num_warps=4, num_stages=3)
     if per_expert <= 32:
