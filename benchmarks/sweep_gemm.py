@@ -34,7 +34,7 @@ def candidates(per_expert: float, regcap: bool = False, gluon: bool = False, ker
         bn4, bn8 = (32, 64) if kernel == "gemm1" else (64, 128)
         return [GemmConfig(128, 128, False, 8, 3)] + [
             GemmConfig(bm, bn, True, w, s, kernel="gluon", tail_block_m=tail)
-            for bm, bn, w, s, tail in ((256, bn8, 8, 2, None), (256, bn8, 8, 2, 32), (256, bn8, 8, 2, 64),
+            for bm, bn, w, s, tail in ((256, bn8, 8, 2, None), (256, bn8, 8, 2, 64), (256, bn8, 8, 3, 64),
                                        (128, bn8, 8, 2, None), (128, bn8, 8, 3, None), (128, bn8, 8, 3, 32),
                                        (128, bn4, 4, 3, None), (64, bn8, 8, 3, None))]
     if gluon and per_expert <= 64:

@@ -123,12 +123,12 @@ def candidate_space(kernel: str, num_tokens: int, *, num_experts: int, hidden: i
         gluon = [g + (None,) for g in gluon] + [(bm, 8, bn, stages, tail) for bm in (128, 256)
                                                 for bn in gluon_block_n(kernel, 8) for stages in (2, 3)
                                                 for tail in (32, 64)]
-        # NOTES: 2-4 activation stages of block_m x 128 bf16; past 128 KB of ring one CTA per SM is left
+        # NOTES: 2-4 activation stages of block_m x 128 bf16 within 192 KB of shared memory
         # and (offline SASS, benchmarks/NOTES.md) the fp32 accumulators spill past 64 registers per
         # thread with 4 warps, 128 with 8 (the 8-warp kernel's activation addresses are spread over 256 threads)
         cands += [GemmConfig(bm, bn, True, warps, stages, kernel="gluon", tail_block_m=tail)
                   for bm, warps, bn, stages, tail in gluon
-                  if (bm <= max(rows_cap // 2, 8) or bm == base.block_m) and stages * bm * 256 <= 131072
+                  if (bm <= max(rows_cap // 2, 8) or bm == base.block_m) and stages * bm * 256 <= 196608
                   and accumulators * bn * bm / (32 * warps) <= (64 if warps == 4 else 128)]
     if base in cands:
         cands.remove(base)
