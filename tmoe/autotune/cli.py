@@ -134,6 +134,14 @@ def candidate_space(kernel: str, num_tokens: int, *, num_experts: int, hidden: i
         cands.remove(base)
     cands.sort(key=lambda c: (_distance(c, base), c.block_m, c.block_n, c.swap_ab, c.num_warps, c.num_stages,
                               DECODE_MODES.index(c.decode), c.fuse_gate_up, c.maxnreg or 0, c.kernel))
+    # NOTES: a truncated search (--max-candidates) should still see every family (kernel, warps, block_n,
+    # tail split) once: the nearest config of each family first, then the rest, each part by distance.
+    def family(c):
+        return (c.kernel, c.num_warps, c.block_n, c.tail_block_m is None, c.swap_ab)
+    seen = {family(base)}
+    heads = [c for c in cands if family(c) not in seen and not seen.add(family(c))]
+    heads.sort(key=lambda c: c.kernel != base.kernel)          # the heuristic's kernel (Gluon on Hopper) first
+    cands = heads + [c for c in cands if c not in heads]
     triton_base = heuristic_config(kernel, slots, e_local, soft)
     if triton_base != base:      # always time the Triton kernel's heuristic config against the Gluon one
         cands.remove(triton_base)
