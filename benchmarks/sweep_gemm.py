@@ -130,9 +130,9 @@ def main() -> None:
                       f"{row['weight_gbps']:6.0f} GB/s {row['tflops']:6.1f} TFLOP/s same={same} | {info}", flush=True)
             if kernel == "gemm1":
                 # GEMM2 must see one fixed intermediate: recompute it with the first config.
+                first = candidates(per_expert, args.regcap, args.gluon)[0]
                 grouped_gemm.gemm1_swiglu(buf.x_dq, l1[0], l1[1], plan, buf.topk_weights, buf.act, topk=k,
-                                          clamp=wl.clamp, fast_math=True, cfg=candidates(per_expert, args.regcap, args.gluon)[0],
-                                          soft=False, quad=is_quad(l1))
+                                          clamp=wl.clamp, fast_math=True, cfg=first, soft=False, quad=is_quad(l1))
         buf.destroy()
     if args.json:
         with open(args.json, "w") as f:

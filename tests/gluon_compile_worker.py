@@ -5,8 +5,8 @@ SASS (run in a subprocess with TRITON_INTERPRET=0, see test_compile_sm90.py). Pr
 `a_reg_writes_in_flight` counts instructions in the K loop that write a register an in-flight wgmma
 reads as its A operand (between the loop's last HGMMA and the next WARPGROUP.DEPBAR): ptxas does not
 protect those registers, and any such write corrupts results (found on an H100: decoding the next
-step before waiting for the previous wgmma). `serialized`: ptxas warning C7515 (every wgmma waited). `epilogue_race`: see `epilogue_race`
-(found on an H100 with the 8-warp variant).
+step before waiting for the previous wgmma). `serialized`: ptxas warning C7515 (every wgmma
+waited). `epilogue_race`: see `epilogue_race` (found on an H100 with the 8-warp variant).
 """
 import json
 import os

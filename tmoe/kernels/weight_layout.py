@@ -2,14 +2,15 @@
 
 "canonical": DESIGN.md §2.2 (byte j of a row holds codes 2j, 2j+1).
 "quad" (the default on Hopper: `layout="auto"` picks it when the weights live on an sm_90 GPU;
-force either with `transform_weights_for_mega_moe(..., layout=...)` or TMOE_WEIGHT_LAYOUT): inside every 64-byte block of a row (one 128-k GEMM step), the byte for
-logical position j = 16r + 4q + t sits at 16t + 4r + q. Lane t of a wgmma A fragment (t = lane % 4)
-needs exactly bytes j = t (mod 4), four per 32-k group r, so with this order its 16 loaded bytes
-are already its own, in decode order: the Gluon kernel skips its quad exchange (54 of ~376
-instructions per K step, benchmarks/NOTES.md). The Triton kernels undo the permutation in registers.
+force either with `transform_weights_for_mega_moe(..., layout=...)` or TMOE_WEIGHT_LAYOUT): inside
+every 64-byte block of a row (one 128-k GEMM step), the byte for logical position j = 16r + 4q + t
+sits at 16t + 4r + q. Lane t of a wgmma A fragment (t = lane % 4) needs exactly bytes j = t (mod 4),
+four per 32-k group r, so with this order its 16 loaded bytes are already its own, in decode order:
+the Gluon kernel skips its quad exchange (54 of ~376 instructions per K step, benchmarks/NOTES.md).
+The Triton kernels undo the permutation in registers.
 Applied only to tensors whose K is a multiple of 128 (a partial last block stays canonical: the
 whole tensor then does). Results are bitwise the same in either layout. Measured on H100
-(benchmarks/NOTES.md "quad"): dsv3 T=128 -2%, T=512 -7%, qwen3 T=128 -10%, prefill unchanged.
+(benchmarks/NOTES.md "v4"): dsv3 T=128 -2%, T=512 -7%, qwen3 T=128 -10%, prefill unchanged.
 """
 from __future__ import annotations
 

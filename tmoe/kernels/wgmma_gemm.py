@@ -354,15 +354,16 @@ def _check(kernel: str, t: torch.Tensor, cfg) -> None:
 
 
 @gluon.jit
-def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,
-                      offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr, stride_bias,
-                      num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups,
+def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse,
+                      stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
+                      stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups,
                       TOPK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr,
                       HAS_CLAMP: gl.constexpr, FAST_MATH: gl.constexpr, ACTIVATION: gl.constexpr,
                       HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
                       EPI: gl.constexpr, QUAD: gl.constexpr, SPLIT: gl.constexpr, FULL_M: gl.constexpr,
-                        TAIL_M: gl.constexpr):
-    expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD, SPLIT, FULL_M, TAIL_M)
+                      TAIL_M: gl.constexpr):
+    expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD,
+                                                       SPLIT, FULL_M, TAIL_M)
     if real:
         m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, B_LOAD))
         tok_ok = row_start + m < row_end
@@ -394,31 +395,36 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn
                         HAS_CLAMP: gl.constexpr, FAST_MATH: gl.constexpr, ACTIVATION: gl.constexpr,
                         HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
                         EPI: gl.constexpr, QUAD: gl.constexpr, PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr,
-                        SPLIT: gl.constexpr, FULL_M: gl.constexpr,
-                        TAIL_M: gl.constexpr):
+                        SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr):
     pid, npid, nblk = _tile_pids(N_FASTEST)
+    # NOTES: PERSISTENT = the overflow launch of `_launch_over_tiles`. The plain launch keeps its own
+    # straight-line body: the same call inside a loop costs ~60 registers (offline SASS).
     if PERSISTENT:
-        for tile in range(tile_offset + pid, num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD, SPLIT, FULL_M, TAIL_M), npid):
+        for tile in range(tile_offset + pid, num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD, SPLIT,
+                                                       FULL_M, TAIL_M), npid):
             _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse,
                               stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
-                              stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups, TOPK, BLOCK_M, BLOCK_N, E_PAD,
-                              HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA, B_LOAD, EPI, QUAD, SPLIT, FULL_M, TAIL_M)
+                              stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups,
+                              TOPK, BLOCK_M, BLOCK_N, E_PAD, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES,
+                              MMA, B_LOAD, EPI, QUAD, SPLIT, FULL_M, TAIL_M)
     else:
         _gemm1_wgmma_tile(pid, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse,
                           stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
-                          stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups, TOPK, BLOCK_M, BLOCK_N, E_PAD,
-                          HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA, B_LOAD, EPI, QUAD, SPLIT, FULL_M, TAIL_M)
+                          stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups, TOPK,
+                          BLOCK_M, BLOCK_N, E_PAD, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA,
+                          B_LOAD, EPI, QUAD, SPLIT, FULL_M, TAIL_M)
 
 
 @gluon.jit
-def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,
-                      offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr, bias_ptr,
+def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse,
+                      stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr, bias_ptr,
                       stride_bias, num_local_experts, hidden, inter, k_words, k_groups,
                       BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr, HAS_BIAS: gl.constexpr,
                       ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
                       EPI: gl.constexpr, QUAD: gl.constexpr, SPLIT: gl.constexpr, FULL_M: gl.constexpr,
-                        TAIL_M: gl.constexpr):
-    expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD, SPLIT, FULL_M, TAIL_M)
+                      TAIL_M: gl.constexpr):
+    expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD,
+                                                       SPLIT, FULL_M, TAIL_M)
     if real:
         m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, B_LOAD))
         n0 = nblk * BLOCK_N
@@ -440,20 +446,21 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, strid
                         BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr, HAS_BIAS: gl.constexpr,
                         ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
                         EPI: gl.constexpr, QUAD: gl.constexpr, PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr,
-                        SPLIT: gl.constexpr, FULL_M: gl.constexpr,
-                        TAIL_M: gl.constexpr):
+                        SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr):
     pid, npid, nblk = _tile_pids(N_FASTEST)
-    if PERSISTENT:
-        for tile in range(tile_offset + pid, num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD, SPLIT, FULL_M, TAIL_M), npid):
+    if PERSISTENT:      # see _gemm1_wgmma_kernel
+        for tile in range(tile_offset + pid, num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD, SPLIT,
+                                                       FULL_M, TAIL_M), npid):
             _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse,
                               stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr,
-                              bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups, BLOCK_M, BLOCK_N, E_PAD, HAS_BIAS,
-                              ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, SPLIT, FULL_M, TAIL_M)
+                              bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups, BLOCK_M,
+                              BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, SPLIT, FULL_M,
+                              TAIL_M)
     else:
-        _gemm2_wgmma_tile(pid, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn,
-                          stride_wse, stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out,
-                          row_addr_ptr, bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups, BLOCK_M, BLOCK_N, E_PAD,
-                          HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, SPLIT, FULL_M, TAIL_M)
+        _gemm2_wgmma_tile(pid, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse,
+                          stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr,
+                          bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups, BLOCK_M,
+                          BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, SPLIT, FULL_M, TAIL_M)
 
 
 # ----------------------------------------------------------------------------- launchers
