@@ -82,7 +82,7 @@ def candidate_space(kernel: str, num_tokens: int, *, num_experts: int, hidden: i
     block_m 16/32, block_n 32/64, swap_ab both, 1 warp, 1 stage (decode is irrelevant there).
     `hopper` (an sm_90 GPU) adds the Gluon kernel's configs (kernels/wgmma_gemm.py: block_m 8..128 with
     4 warps, block_n 32/64 for gemm1 and 64/128 for gemm2; block_m 64..256 with 8 warps, block_n 64 /
-    128; 2-4 stages within 128 KB of activation ring; block_m within the rows cap).
+    128; tail tiles; 2-4 stages within 192 KB of activation ring; block_m within the rows cap).
     Truncate the list for a size limit: the order is nearest-to-heuristic first.
     """
     from ..kernels.configs import DECODE_MODES, GemmConfig, check_gpu_config, gluon_block_n, heuristic_config

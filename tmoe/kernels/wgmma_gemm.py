@@ -1,5 +1,8 @@
-"""Decode-regime grouped GEMMs in Gluon (Hopper): MXFP4 weights decoded straight into the wgmma A
-operand registers (swap-AB), no shared-memory round trip for the weights.
+"""Grouped GEMMs in Gluon (Hopper): MXFP4 weights decoded straight into the wgmma A operand registers
+(swap-AB: weight rows on the MMA M side, tokens on N), no shared-memory round trip for the weights.
+Decode tiles: 4 warps, 8–64 tokens. Prefill tiles: 8 warps (two warpgroups, each its own 64 weight
+rows, sharing one activation ring) with 128–256 tokens, optionally with each expert's small remainder
+in a separate tail launch (SPLIT_*), run N-block-major (`_tile_pids`).
 
 Same schedule, math and epilogues as `grouped_gemm`, so every result is bitwise identical to the
 Triton kernels (GPU tests): the same exact bf16 operand values, the same k16 wgmma sequence in
