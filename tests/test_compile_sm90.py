@@ -5,6 +5,7 @@ other CPU tests never lowers to PTX, so a lowering failure (e.g. Triton 3.6's sc
 [ROWS, 2] tile, first met on 2 x H200) would otherwise only show up on a GPU. Also checks that the
 NVLink copies use 16-byte stores and that the barriers use system-scope release / acquire atomics.
 """
+import ast
 import json
 import os
 import subprocess
@@ -42,3 +43,20 @@ def test_gluon_gemms_compile_for_sm90_without_register_hazards():
         assert not c["epilogue_race"], f"{name}: the epilogue writes shared memory a wgmma may still read ({c})"
     for kernel in ("gemm1 bm8 bn32 s3", "gemm2 bm8 bn64 s3"):   # quad-ordered weights: no exchange in the loop
         assert result[kernel + " quad"]["loop_instructions"] < result[kernel]["loop_instructions"] - 40
+
+
+def test_warp_specialized_prefill_experiment_compiles_for_sm90():
+    """benchmarks/experiments/ws_gemm.py (not wired into the layer; GPU check: check_ws.py) still compiles
+    for sm_90 with wgmmas in the consumers' K loops, no writes to an in-flight wgmma's A registers,
+    no ptxas wgmma serialization, and no spills at 128-token tiles."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks", "experiments", "check_ws.py")
+    run = subprocess.run([sys.executable, script, "--offline"], capture_output=True, text=True,
+                         env=dict(os.environ, TRITON_INTERPRET="0"), timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [line for line in run.stdout.splitlines() if line.startswith("gemm")]
+    assert len(rows) == 4, run.stdout
+    for line in rows:
+        info = ast.literal_eval(line.split(": ", 1)[1])   # the dict printed by gluon_compile_worker.inspect
+        assert info["hgmma"] >= 8 and info["a_reg_writes_in_flight"] == 0 and not info["serialized"], line
+        if "bm128" in line:
+            assert info["spills"] == 0, line
