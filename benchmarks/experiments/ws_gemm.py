@@ -27,8 +27,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (async_copy, fence_
                                                               warpgroup_mma, warpgroup_mma_wait)
 
 from tmoe.kernels.grouped_gemm import _gemm1_epilogue, _gemm2_epilogue, _launch_over_tiles
-from tmoe.kernels.wgmma_gemm import (BLOCK_K, SPLIT_ALL, _as_words, _decode_a, _exchange, _load_codes, _tile_pids,
-                                     _weight_rows, _word_layout, tile_of_program)
+from tmoe.kernels.wgmma_gemm import (BLOCK_K, SPLIT_ALL, _as_words, _decode_a, _exchange, _load_codes, _next_a,
+                                     _tile_pids, _weight_rows, _word_layout, tile_of_program)
 from tmoe.reference import ACTIVATIONS
 
 LOADER_ROWS = gl.constexpr(8)         # rows per cp.async chunk of the 4-warp loader: one row address per thread
@@ -55,17 +55,12 @@ def _consume(b_smem, ready, empty, w_words, ws_base, stride_ww, stride_wsn, firs
     c = c_next
     sc = sc_next
     for i in range(1, num_k):
-        c_next, sc_next = _load_codes(w_words, ws_base, rows64, rows_ok & (i + 1 < num_k), stride_ww, stride_wsn,
-                                      (i + 1) * BLOCK_K, k_words, k_groups, WORD3)
-        words = _exchange(c, WORD3, QUAD)
-        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))     # A registers free (see wgmma_gemm)
-        mbarrier.arrive(empty.index((i - 1) % STAGES))               # this partition is done with slot i-1
-        a = _decode_a(words, sc.to(gl.int32), 64, WORD3, A_LAYOUT)
+        acc, a, c, sc = _next_a(acc, c, sc, w_words, ws_base, rows64, rows_ok, stride_ww, stride_wsn, i, num_k,
+                                k_words, k_groups, 64, WORD3, A_LAYOUT, QUAD)
+        mbarrier.arrive(empty.index((i - 1) % STAGES))               # wgmma i-1 done: this partition's release
         mbarrier.wait(ready.index(i % STAGES), (i // STAGES) & 1)
         fence_async_shared()
         acc = warpgroup_mma(a, b_smem.index(i % STAGES).permute((1, 0)), acc, is_async=True)
-        c = c_next
-        sc = sc_next
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
     return acc
 
@@ -108,10 +103,10 @@ def _load_b(b_smem, ready, empty, b_ptr, stride_b, sorted_ptr, row_start, row_en
 
 
 @gluon.jit
-def _gemm1_part(part, b_smem, ready, empty, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,
-                sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr, stride_bias, expert, row_start, row_end,
-                n0, hidden, inter, clamp, alpha, k_words, k_groups, real, flags):
-    """Consumer `part` of GEMM1: channels n0 + 32 * part .. + 31 (gate and up rows), then its epilogue."""
+def _gemm1_part(b_smem, ready, empty, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn, sorted_ptr,
+                weights_ptr, act_ptr, stride_act, bias_ptr, stride_bias, expert, row_start, row_end, c0, hidden,
+                inter, clamp, alpha, k_words, k_groups, real, flags):
+    """One consumer of GEMM1: channels c0 .. c0 + 31 (their gate and up rows), then its epilogue."""
     STAGES: gl.constexpr = b_smem.shape[0]
     BLOCK_M: gl.constexpr = b_smem.shape[1]
     HAS_CLAMP: gl.constexpr = flags.shape[0] == 2
@@ -120,7 +115,6 @@ def _gemm1_part(part, b_smem, ready, empty, w1_ptr, w1_sf_ptr, stride_we, stride
     HAS_BIAS: gl.constexpr = flags.shape[3] == 2
     QUAD: gl.constexpr = flags.shape[4] == 2
     if real:
-        c0 = n0 + 32 * part
         acc = _consume(b_smem, ready, empty, w1_ptr + expert.to(gl.int64) * stride_we,
                        w1_sf_ptr + expert.to(gl.int64) * stride_wse, stride_wn, stride_wsn, c0, inter + c0,
                        inter - c0, hidden, k_words, k_groups, True, BLOCK_M, STAGES, QUAD)
@@ -139,27 +133,18 @@ def _gemm1_part(part, b_smem, ready, empty, w1_ptr, w1_sf_ptr, stride_we, stride
 
 
 @gluon.jit
-def _gemm1_c0(b_smem, ready, empty, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse,
-              stride_wsn, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr, stride_bias, expert, row_start,
-              row_end, n0, hidden, inter, clamp, alpha, k_words, k_groups, real, topk, flags):
-    _gemm1_part(0, b_smem, ready, empty, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,
-                sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr, stride_bias, expert, row_start, row_end, n0,
-                hidden, inter, clamp, alpha, k_words, k_groups, real, flags)
-
-
-@gluon.jit
-def _gemm1_c1(b_smem, ready, empty, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse,
-              stride_wsn, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr, stride_bias, expert, row_start,
-              row_end, n0, hidden, inter, clamp, alpha, k_words, k_groups, real, topk, flags):
-    _gemm1_part(1, b_smem, ready, empty, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,
-                sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr, stride_bias, expert, row_start, row_end, n0,
-                hidden, inter, clamp, alpha, k_words, k_groups, real, flags)
+def _gemm1_consumer(b_smem, ready, empty, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse,
+                    stride_wsn, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr, stride_bias, expert,
+                    row_start, row_end, hidden, inter, clamp, alpha, k_words, k_groups, real, topk, flags, c0):
+    _gemm1_part(b_smem, ready, empty, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn, sorted_ptr,
+                weights_ptr, act_ptr, stride_act, bias_ptr, stride_bias, expert, row_start, row_end, c0, hidden,
+                inter, clamp, alpha, k_words, k_groups, real, flags)
 
 
 @gluon.jit
 def _gemm1_loader(b_smem, ready, empty, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse,
                   stride_wsn, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr, stride_bias, expert, row_start,
-                  row_end, n0, hidden, inter, clamp, alpha, k_words, k_groups, real, topk, flags):
+                  row_end, hidden, inter, clamp, alpha, k_words, k_groups, real, topk, flags, c0):
     _load_b(b_smem, ready, empty, x_ptr, stride_x, sorted_ptr, row_start, row_end, hidden, real, topk, True)
 
 
@@ -198,23 +183,24 @@ def _gemm1_ws_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, s
     b_smem, ready, empty = _init_ring(BLOCK_M, STAGES)
     args = (b_smem, ready, empty, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,
             sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr, stride_bias, expert, row_start, row_end,
-            nblk * 64, hidden, inter, clamp, alpha, k_words, k_groups, real, TOPK,
-            _flags(HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, QUAD))
+            hidden, inter, clamp, alpha, k_words, k_groups, real, TOPK, _flags(HAS_CLAMP, FAST_MATH, ACTIVATION,
+                                                                               HAS_BIAS, QUAD))
     REGS: gl.constexpr = 224 if BLOCK_M == 256 else 216
-    gl.warp_specialize([(_gemm1_loader, args), (_gemm1_c0, args), (_gemm1_c1, args)], [4, 4], [REGS, REGS])
+    n0 = nblk * 64                      # consumer k: channels n0 + 32 k .. + 31
+    gl.warp_specialize([(_gemm1_loader, args + (n0,)), (_gemm1_consumer, args + (n0,)),
+                        (_gemm1_consumer, args + (n0 + 32,))], [4, 4], [REGS, REGS])
 
 
 @gluon.jit
-def _gemm2_part(part, b_smem, ready, empty, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,
-                sorted_ptr, weights_ptr, out_ptr, stride_out, bias_ptr, stride_bias, expert, row_start, row_end,
-                n0, hidden, inter, k_words, k_groups, real, flags):
-    """Consumer `part` of GEMM2: output channels n0 + 64 * part .. + 63, then its epilogue."""
+def _gemm2_part(b_smem, ready, empty, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn, sorted_ptr,
+                weights_ptr, out_ptr, stride_out, bias_ptr, stride_bias, expert, row_start, row_end, c0, hidden,
+                inter, k_words, k_groups, real, flags):
+    """One consumer of GEMM2: output channels c0 .. c0 + 63, then its epilogue."""
     STAGES: gl.constexpr = b_smem.shape[0]
     BLOCK_M: gl.constexpr = b_smem.shape[1]
     HAS_BIAS: gl.constexpr = flags.shape[3] == 2
     QUAD: gl.constexpr = flags.shape[4] == 2
     if real:
-        c0 = n0 + 64 * part
         acc = _consume(b_smem, ready, empty, w2_ptr + expert.to(gl.int64) * stride_we,
                        w2_sf_ptr + expert.to(gl.int64) * stride_wse, stride_wn, stride_wsn, c0, c0, hidden - c0,
                        inter, k_words, k_groups, False, BLOCK_M, STAGES, QUAD)
@@ -227,27 +213,18 @@ def _gemm2_part(part, b_smem, ready, empty, w2_ptr, w2_sf_ptr, stride_we, stride
 
 
 @gluon.jit
-def _gemm2_c0(b_smem, ready, empty, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse,
-              stride_wsn, sorted_ptr, weights_ptr, out_ptr, stride_out, bias_ptr, stride_bias, expert, row_start,
-              row_end, n0, hidden, inter, k_words, k_groups, real, flags):
-    _gemm2_part(0, b_smem, ready, empty, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,
-                sorted_ptr, weights_ptr, out_ptr, stride_out, bias_ptr, stride_bias, expert, row_start, row_end, n0,
-                hidden, inter, k_words, k_groups, real, flags)
-
-
-@gluon.jit
-def _gemm2_c1(b_smem, ready, empty, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse,
-              stride_wsn, sorted_ptr, weights_ptr, out_ptr, stride_out, bias_ptr, stride_bias, expert, row_start,
-              row_end, n0, hidden, inter, k_words, k_groups, real, flags):
-    _gemm2_part(1, b_smem, ready, empty, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,
-                sorted_ptr, weights_ptr, out_ptr, stride_out, bias_ptr, stride_bias, expert, row_start, row_end, n0,
-                hidden, inter, k_words, k_groups, real, flags)
+def _gemm2_consumer(b_smem, ready, empty, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse,
+                    stride_wsn, sorted_ptr, weights_ptr, out_ptr, stride_out, bias_ptr, stride_bias, expert,
+                    row_start, row_end, hidden, inter, k_words, k_groups, real, flags, c0):
+    _gemm2_part(b_smem, ready, empty, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn, sorted_ptr,
+                weights_ptr, out_ptr, stride_out, bias_ptr, stride_bias, expert, row_start, row_end, c0, hidden,
+                inter, k_words, k_groups, real, flags)
 
 
 @gluon.jit
 def _gemm2_loader(b_smem, ready, empty, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse,
                   stride_wsn, sorted_ptr, weights_ptr, out_ptr, stride_out, bias_ptr, stride_bias, expert, row_start,
-                  row_end, n0, hidden, inter, k_words, k_groups, real, flags):
+                  row_end, hidden, inter, k_words, k_groups, real, flags, c0):
     _load_b(b_smem, ready, empty, act_ptr, stride_act, sorted_ptr, row_start, row_end, inter, real, 1, False)
 
 
@@ -263,9 +240,11 @@ def _gemm2_ws_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_w
     b_smem, ready, empty = _init_ring(BLOCK_M, STAGES)
     args = (b_smem, ready, empty, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse,
             stride_wsn, sorted_ptr, weights_ptr, out_ptr, stride_out, bias_ptr, stride_bias, expert, row_start,
-            row_end, nblk * 128, hidden, inter, k_words, k_groups, real, _flags(False, False, 0, HAS_BIAS, QUAD))
+            row_end, hidden, inter, k_words, k_groups, real, _flags(False, False, 0, HAS_BIAS, QUAD))
     REGS: gl.constexpr = 224 if BLOCK_M == 256 else 216
-    gl.warp_specialize([(_gemm2_loader, args), (_gemm2_c0, args), (_gemm2_c1, args)], [4, 4], [REGS, REGS])
+    n0 = nblk * 128                     # consumer k: output channels n0 + 64 k .. + 63
+    gl.warp_specialize([(_gemm2_loader, args + (n0,)), (_gemm2_consumer, args + (n0,)),
+                        (_gemm2_consumer, args + (n0 + 64,))], [4, 4], [REGS, REGS])
 
 
 # ----------------------------------------------------------------------------- launchers (plain grid only)

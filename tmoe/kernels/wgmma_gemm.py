@@ -237,6 +237,22 @@ def _exchange(c, WORD3: gl.constexpr, QUAD: gl.constexpr):
 
 
 @gluon.jit
+def _next_a(acc, c, sc, w_words, ws_base, rows64, rows_ok, stride_ww, stride_wsn, i, num_k, k_words, k_groups,
+            BLOCK_A: gl.constexpr, WORD3: gl.constexpr, A_LAYOUT: gl.constexpr, QUAD: gl.constexpr):
+    """K step i's A operand from its loaded codes (c, sc); issues step i+1's code loads, returned for the
+    next call. NOTES: the next step's codes are loaded first, so their latency hides behind this step's
+    decode (a step past the end loads nothing). The wgmma of step i-1 is waited for *before* decoding: it
+    reads its A operand from registers until it completes, and ptxas reuses those registers for the next
+    decode (measured: wrong results when the decode ran first)."""
+    c_next, sc_next = _load_codes(w_words, ws_base, rows64, rows_ok & (i + 1 < num_k), stride_ww, stride_wsn,
+                                  (i + 1) * BLOCK_K, k_words, k_groups, WORD3)
+    words = _exchange(c, WORD3, QUAD)
+    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+    a = _decode_a(words, sc.to(gl.int32), BLOCK_A, WORD3, A_LAYOUT)
+    return acc, a, c_next, sc_next
+
+
+@gluon.jit
 def _issue_b(b_smem, b_base, bk, b_ok, step, K_DIM, STAGES: gl.constexpr):
     """cp.async the activation tile of K step `step` into ring slot step % STAGES (zeros past K)."""
     kk = step * BLOCK_K + bk
@@ -287,21 +303,11 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
     c = c_next
     sc = sc_next
     for i in range(1, num_k):
-        # NOTES: the next step's codes are loaded first, so their latency hides behind this step's
-        # decode; a step past the end loads nothing (masked).
-        c_next, sc_next = _load_codes(w_words, ws_base, rows64, rows_ok & (i + 1 < num_k), stride_ww, stride_wsn,
-                                      (i + 1) * BLOCK_K, k_words, k_groups, WORD3)
-        words = _exchange(c, WORD3, QUAD)
-        # NOTES: wait for step i-1's wgmma *before* decoding: it reads its A operand from registers
-        # until it completes, and ptxas reuses those registers for the next decode (measured: wrong
-        # results when the decode ran first). Its activation slot is then free as well.
-        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-        a = _decode_a(words, sc.to(gl.int32), BLOCK_A, WORD3, A_LAYOUT)
+        acc, a, c, sc = _next_a(acc, c, sc, w_words, ws_base, rows64, rows_ok, stride_ww, stride_wsn, i, num_k,
+                                k_words, k_groups, BLOCK_A, WORD3, A_LAYOUT, QUAD)
         _b_ready(STAGES)
         _issue_b(b_smem, b_base, bk, b_ok, i + STAGES - 1, K_DIM, STAGES)
         acc = warpgroup_mma(a, b_smem.index(i % STAGES).permute((1, 0)), acc, is_async=True)
-        c = c_next
-        sc = sc_next
     async_copy.wait_group(0)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
     # NOTES: the epilogue's layout conversion reuses the ring's shared memory; with 8 warps the other
