@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# One single-GPU device call: the quad weight byte order (kernels/weight_layout.py) against canonical.
-# GPU tests with TMOE_WEIGHT_LAYOUT=quad, then bench_layer canonical / quad / canonical (one process
-# each, same card, CUDA-graph timing), JSON under $OUT. Flip the default only if quad wins everywhere
-# (prefill included) and the tests pass.
+# One single-GPU device call: the quad weight byte order (kernels/weight_layout.py, the Hopper default
+# since 2026-11-27) against canonical. GPU tests with TMOE_WEIGHT_LAYOUT=quad, then bench_layer
+# canonical / quad / canonical (one process each, same card, CUDA-graph timing), JSON under $OUT.
+# Results of the first run: benchmarks/NOTES.md "v4".
 #   bash benchmarks/run_layout_ab.sh            WORKLOADS=dsv3,v4flash TOKENS=1,128,8192 ...
 set -u
 export PYTHONPATH=. PYTHONUNBUFFERED=1
