@@ -1,10 +1,14 @@
 """Render a bench_layer.py / bench_quant.py results JSON as the markdown tables of BENCHMARKS.md.
 
     python benchmarks/report.py benchmarks/results/H100-2026-11-26.json
+    python benchmarks/report.py --ab DIR      # the interleaved runs of run_ab.sh (layer-<n>-<tree>.json)
 """
 from __future__ import annotations
 
+import glob
 import json
+import os
+import re
 import sys
 
 
@@ -38,7 +42,41 @@ def quant_table(d: dict) -> str:
     return "\n".join(lines)
 
 
+def ab_table(directory: str) -> str:
+    """One row per (workload, T): µs of every run in order, then new / base of the per-tree medians."""
+    runs = []
+    for path in glob.glob(os.path.join(directory, "layer-*-*.json")):
+        m = re.match(r"layer-(\d+)-(\w+)\.json", os.path.basename(path))
+        if m:
+            runs.append((int(m.group(1)), m.group(2), json.load(open(path))))
+    runs.sort(key=lambda r: r[0])
+    if not runs:
+        raise SystemExit(f"no layer-<n>-<tree>.json under {directory}")
+    head = " | ".join(f"{n}: {tree} µs" for n, tree, _ in runs)
+    lines = [f"**{runs[0][2]['device']}**", "", f"| workload | T | {head} | new / base | efficiency (new) |",
+             "|---|---:|" + "---:|" * (len(runs) + 2)]
+    keys = [(r["workload"], r["tokens"]) for r in runs[0][2]["rows"]]
+    for key in keys:
+        times = {}
+        cells, eff = [], None
+        for _, tree, d in runs:
+            row = next((r for r in d["rows"] if (r["workload"], r["tokens"]) == key), None)
+            cells.append(f"{row['us']:.1f}" if row else "—")
+            if row:
+                times.setdefault(tree, []).append(row["us"])
+                if tree == "new":
+                    eff = row["efficiency"]
+        med = {t: sorted(v)[len(v) // 2] for t, v in times.items()}
+        ratio = f"{med['new'] / med['base']:.3f}" if {"new", "base"} <= med.keys() else "—"
+        lines.append(f"| {key[0]} | {key[1]} | {' | '.join(cells)} | {ratio} | "
+                     f"{eff:.2f} |" if eff is not None else f"| {key[0]} | {key[1]} | {' | '.join(cells)} | {ratio} | — |")
+    return "\n".join(lines)
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--ab"]:
+        print(ab_table(sys.argv[2]))
+        return
     for path in sys.argv[1:]:
         d = json.load(open(path))
         print(quant_table(d) if "gbps" in d["rows"][0] else layer_table(d))

@@ -25,9 +25,11 @@ from tmoe.kernels import wgmma_gemm as wg  # noqa: E402
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 ALIGNED = {"stride_x", "stride_act", "stride_we", "stride_wn", "stride_wse", "stride_out", "hidden", "inter",
            "k_words", "k_groups"}
+# K = 2880 (gpt-oss): K/8 = 360 words is not a multiple of 16, so a launch does not specialize these
+K2880_UNALIGNED = {"stride_wn", "k_words", "k_groups"}
 
 
-def compile_gluon(kernel, ptr_types: dict, floats: set, const: dict, num_warps: int = 4):
+def compile_gluon(kernel, ptr_types: dict, floats: set, const: dict, num_warps: int = 4, unaligned: set = frozenset()):
     sig, attrs = {}, {}
     for i, name in enumerate(kernel.arg_names):
         if name in const:
@@ -37,7 +39,7 @@ def compile_gluon(kernel, ptr_types: dict, floats: set, const: dict, num_warps: 
             attrs[(i,)] = [["tt.divisibility", 16]]
         else:
             sig[name] = "fp32" if name in floats else "i32"
-            if name in ALIGNED:
+            if name in ALIGNED - unaligned:
                 attrs[(i,)] = [["tt.divisibility", 16]]
     return triton.compile(GluonASTSource(kernel, sig, const, attrs), target=GPUTarget("cuda", 90, 32),
                           options={"num_warps": num_warps})
@@ -98,6 +100,7 @@ def inspect(compiled) -> dict:
     return {"regs": int(regs.group(1)) if regs else -1, "spills": int(spills.group(1)) if spills else 0,
             "hgmma": sum(t.startswith("HGMMA") for t in body), "loop_instructions": len(body),
             "a_reg_writes_in_flight": a_reg_hazards(body), "serialized": "C7515" in info,
+            "narrow_code_loads": sum(re.match(r"(@!?P\d+ )?LDG\.E ", t) is not None for t in body),
             "epilogue_race": epilogue_race(compiled.asm["ptx"])}
 
 
@@ -107,22 +110,30 @@ def main() -> None:
                "weights_ptr": "*fp32", "act_ptr": "*i16", "bias_ptr": "*fp32"}
     g2_ptrs = {"act_ptr": "*bf16", "w2_ptr": "*i32", "w2_sf_ptr": "*u8", "offsets_ptr": "*i32", "sorted_ptr": "*i32",
                "weights_ptr": "*fp32", "out_ptr": "*i16", "row_addr_ptr": "*i64", "bias_ptr": "*fp32"}
-    for bm, bn, stages, bias, persistent, quad, warps in (
-            (8, 32, 3, False, False, False, 4), (16, 64, 2, True, False, False, 4), (64, 32, 4, False, True, False, 4),
-            (8, 32, 3, False, False, True, 4), (128, 64, 2, False, True, True, 8)):
+    # (block_m, block_n, stages, bias, persistent / row_addr, quad, warps, K % 128 != 0 like gpt-oss's 2880)
+    for bm, bn, stages, bias, persistent, quad, warps, partial in (
+            (8, 32, 3, False, False, False, 4, False), (16, 64, 2, True, False, False, 4, False),
+            (64, 32, 4, False, True, False, 4, False), (8, 32, 3, False, False, True, 4, False),
+            (128, 64, 2, False, True, True, 8, False), (8, 32, 3, True, False, False, 4, True),
+            (8, 32, 3, True, False, True, 4, True), (256, 64, 2, True, False, True, 8, True)):
         const = dict(TOPK=8, BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_CLAMP=True, FAST_MATH=True, ACTIVATION=1,
-                     HAS_BIAS=bias, STAGES=stages, PERSISTENT=persistent, QUAD=quad, N_FASTEST=bm >= 128,
-                     SPLIT=wg.SPLIT_FULL.value if warps == 8 else 0, FULL_M=bm, TAIL_M=32, **wg._layouts(bm, warps))
-        out[f"gemm1 bm{bm} bn{bn} s{stages}{' w8' if warps == 8 else ''}{' quad' if quad else ''}"] = inspect(
-            compile_gluon(wg._gemm1_wgmma_kernel, g1_ptrs, {"clamp", "alpha"}, const, warps))
-    for bm, bn, stages, bias, row_addr, quad, warps in (
-            (8, 64, 3, False, False, False, 4), (32, 128, 2, True, True, False, 4), (8, 64, 3, False, False, True, 4),
-            (128, 128, 3, True, False, True, 8)):
+                     HAS_BIAS=bias, STAGES=stages, PERSISTENT=persistent, QUAD=quad, PARTIAL_K=partial,
+                     N_FASTEST=bm >= 128, SPLIT=wg.SPLIT_FULL.value if warps == 8 else 0, FULL_M=bm, TAIL_M=32,
+                     **wg._layouts(bm, warps))
+        name = f"gemm1 bm{bm} bn{bn} s{stages}{' w8' if warps == 8 else ''}{' k2880' if partial else ''}"
+        out[name + (" quad" if quad else "")] = inspect(compile_gluon(
+            wg._gemm1_wgmma_kernel, g1_ptrs, {"clamp", "alpha"}, const, warps, K2880_UNALIGNED if partial else set()))
+    for bm, bn, stages, bias, row_addr, quad, warps, partial in (
+            (8, 64, 3, False, False, False, 4, False), (32, 128, 2, True, True, False, 4, False),
+            (8, 64, 3, False, False, True, 4, False), (8, 128, 3, False, False, True, 4, False),
+            (128, 128, 3, True, False, True, 8, False),
+            (8, 64, 3, True, False, False, 4, True), (8, 64, 3, True, False, True, 4, True)):
         const = dict(BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_BIAS=bias, ROW_ADDR=row_addr, STAGES=stages,
-                     QUAD=quad, PERSISTENT=False, N_FASTEST=bm >= 128,
+                     QUAD=quad, PARTIAL_K=partial, PERSISTENT=False, N_FASTEST=bm >= 128,
                      SPLIT=wg.SPLIT_TAIL.value if warps == 8 else 0, FULL_M=256, TAIL_M=bm, **wg._layouts(bm, warps))
-        out[f"gemm2 bm{bm} bn{bn} s{stages}{' w8' if warps == 8 else ''}{' quad' if quad else ''}"] = inspect(
-            compile_gluon(wg._gemm2_wgmma_kernel, g2_ptrs, set(), const, warps))
+        name = f"gemm2 bm{bm} bn{bn} s{stages}{' w8' if warps == 8 else ''}{' k2880' if partial else ''}"
+        out[name + (" quad" if quad else "")] = inspect(compile_gluon(
+            wg._gemm2_wgmma_kernel, g2_ptrs, set(), const, warps, K2880_UNALIGNED if partial else set()))
     print(json.dumps(out))
 
 

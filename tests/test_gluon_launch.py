@@ -107,3 +107,16 @@ def test_grid_order_falls_back_past_65535_tiles():
     wgmma_gemm._launch(kernel, 3, 128 * 70000, 4, cfg, None, ("args",), {})
     (launch,) = kernel.launches
     assert launch["N_FASTEST"] is False and launch["grid"][1] == 3 and launch["grid"][0] >= 70000
+
+
+def test_int32_row_offsets_are_checked_before_any_launch():
+    """The Gluon kernels address rows within one expert with int32 (_weight_rows); an expert whose codes
+    or scales span >= 2^31 words / bytes is refused with a ValueError naming the sizes."""
+    import torch
+    cfg = GemmConfig(8, 32, True, 4, 3, kernel="gluon")
+    small = torch.zeros(1, 8, 4, dtype=torch.int32)
+    huge = torch.zeros(32, dtype=torch.int32).as_strided((1, 8, 4), (2 ** 31, 4, 1))   # one expert: no byte read
+    with pytest.raises(ValueError, match="int32"):
+        wgmma_gemm._check("gemm1", small, cfg, huge, torch.zeros(1, 8, 1, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="needs a Hopper GPU"):     # small sizes pass on to the config check
+        wgmma_gemm._check("gemm1", small, cfg, small, torch.zeros(1, 8, 1, dtype=torch.uint8))

@@ -26,7 +26,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (async_copy, fence_async_shared, mbarrier,
                                                               warpgroup_mma, warpgroup_mma_wait)
 
-from tmoe.kernels.grouped_gemm import _gemm1_epilogue, _gemm2_epilogue, _launch_over_tiles
+from tmoe.kernels.grouped_gemm import _gemm1_epilogue, _gemm2_epilogue, _launch_over_tiles, expert_pad
 from tmoe.kernels.wgmma_gemm import (BLOCK_K, SPLIT_ALL, _as_words, _decode_a, _exchange, _load_codes, _next_a,
                                      _tile_pids, _weight_rows, _word_layout, tile_of_program)
 from tmoe.reference import ACTIVATIONS
@@ -42,11 +42,11 @@ def _consume(b_smem, ready, empty, w_words, ws_base, stride_ww, stride_wsn, firs
     MMA: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_M, 16])
     A_LAYOUT: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     WORD3: gl.constexpr = _word_layout(64, 4)
-    rows64, rows_ok = _weight_rows(first, second, limit, 64, GATE_UP, gl.SliceLayout(1, gl.SliceLayout(2, WORD3)))
+    rows_w, rows_ok = _weight_rows(first, second, limit, 64, GATE_UP, gl.SliceLayout(1, gl.SliceLayout(2, WORD3)))
     num_k = gl.cdiv(K_DIM, BLOCK_K)
-    c, sc = _load_codes(w_words, ws_base, rows64, rows_ok, stride_ww, stride_wsn, 0, k_words, k_groups, WORD3)
-    c_next, sc_next = _load_codes(w_words, ws_base, rows64, rows_ok & (num_k > 1), stride_ww, stride_wsn, BLOCK_K,
-                                  k_words, k_groups, WORD3)
+    c, sc = _load_codes(w_words, ws_base, rows_w, rows_ok, stride_ww, stride_wsn, 0, k_words, k_groups, WORD3, False)
+    c_next, sc_next = _load_codes(w_words, ws_base, rows_w, rows_ok & (num_k > 1), stride_ww, stride_wsn, BLOCK_K,
+                                  k_words, k_groups, WORD3, False)
     a = _decode_a(_exchange(c, WORD3, QUAD), sc.to(gl.int32), 64, WORD3, A_LAYOUT)
     mbarrier.wait(ready.index(0), 0)
     fence_async_shared()
@@ -55,8 +55,8 @@ def _consume(b_smem, ready, empty, w_words, ws_base, stride_ww, stride_wsn, firs
     c = c_next
     sc = sc_next
     for i in range(1, num_k):
-        acc, a, c, sc = _next_a(acc, c, sc, w_words, ws_base, rows64, rows_ok, stride_ww, stride_wsn, i, num_k,
-                                k_words, k_groups, 64, WORD3, A_LAYOUT, QUAD)
+        acc, a, c, sc = _next_a(acc, c, sc, w_words, ws_base, rows_w, rows_ok, stride_ww, stride_wsn, i, num_k,
+                                k_words, k_groups, 64, WORD3, A_LAYOUT, QUAD, False)
         mbarrier.arrive(empty.index((i - 1) % STAGES))               # wgmma i-1 done: this partition's release
         mbarrier.wait(ready.index(i % STAGES), (i // STAGES) & 1)
         fence_async_shared()
@@ -248,19 +248,25 @@ def _gemm2_ws_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_w
 
 
 # ----------------------------------------------------------------------------- launchers (plain grid only)
+def _check_k(k_dim: int) -> None:
+    if k_dim % BLOCK_K.value:
+        raise ValueError(f"ws experiment: needs K % {BLOCK_K.value} == 0 (no peeled partial step), got K={k_dim}")
+
+
 def gemm1_swiglu_ws(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp, fast_math: bool,
                     block_m: int = 256, stages: int = 2, activation: str = "swiglu", alpha: float = 1.702,
                     bias=None, quad: bool = False):
     """`grouped_gemm.gemm1_swiglu` with the warp-specialized kernel (64 channels = gate + up per tile)."""
     e_local, two_i, half_h = w1.shape
     inter, hidden = two_i // 2, half_h * 2
+    _check_k(hidden)
     w1_words = _as_words(w1)
     args = (x_bits.view(torch.bfloat16), x_bits.stride(0),
             w1_words, w1_sf, w1_words.stride(0), w1_words.stride(1), w1_sf.stride(0), w1_sf.stride(1),
             plan.expert_offsets, plan.sorted_slots, topk_weights, act, act.stride(0),
             bias if bias is not None else topk_weights, bias.stride(0) if bias is not None else 0,
             e_local, hidden, inter, float(clamp) if clamp is not None else 0.0, float(alpha), hidden // 8, hidden // 32)
-    kwargs = dict(TOPK=topk, BLOCK_M=block_m, E_PAD=triton.next_power_of_2(e_local + 1), HAS_CLAMP=clamp is not None,
+    kwargs = dict(TOPK=topk, BLOCK_M=block_m, E_PAD=expert_pad(e_local), HAS_CLAMP=clamp is not None,
                   FAST_MATH=fast_math, ACTIVATION=ACTIVATIONS.index(activation), HAS_BIAS=bias is not None,
                   STAGES=stages, QUAD=quad, num_warps=4)
     return _launch_over_tiles(_gemm1_ws_kernel, triton.cdiv(inter, 64), plan.num_slots, e_local, block_m, None,
@@ -272,13 +278,14 @@ def gemm2_ws(act, w2, w2_sf, plan, out_bits, *, block_m: int = 256, stages: int 
     """`grouped_gemm.gemm2` with the warp-specialized kernel (128 output channels per tile)."""
     e_local, hidden, half_i = w2.shape
     inter = half_i * 2
+    _check_k(inter)
     w2_words = _as_words(w2)
     args = (act.view(torch.bfloat16), act.stride(0),
             w2_words, w2_sf, w2_words.stride(0), w2_words.stride(1), w2_sf.stride(0), w2_sf.stride(1),
             plan.expert_offsets, plan.sorted_slots, topk_weights if topk_weights is not None else out_bits,
             out_bits, out_bits.stride(0), bias if bias is not None else out_bits,
             bias.stride(0) if bias is not None else 0, e_local, hidden, inter, inter // 8, inter // 32)
-    kwargs = dict(BLOCK_M=block_m, E_PAD=triton.next_power_of_2(e_local + 1), HAS_BIAS=bias is not None,
+    kwargs = dict(BLOCK_M=block_m, E_PAD=expert_pad(e_local), HAS_BIAS=bias is not None,
                   STAGES=stages, QUAD=quad, num_warps=4)
     return _launch_over_tiles(_gemm2_ws_kernel, triton.cdiv(hidden, 128), plan.num_slots, e_local, block_m, None,
                               args, kwargs, n_fastest=True)

@@ -32,6 +32,13 @@ from .numerics import (bf16_bits_to_f32, dequant_fp4_tile, dequant_fp4_tile_bf16
 BLOCK_K = 128   # NOTES: fixed per shape -> fixed reduction order (never tuned; DESIGN.md §1.1)
 
 
+def expert_pad(num_local_experts: int) -> int:
+    """E_PAD of `tile_of_program`: the expert vector every program scans once (a power of two, >= 2).
+    NOTES: no spare slot is needed (a program past the last tile finds no expert and is not real); at
+    E = 128 / 256 the old `next_power_of_2(E + 1)` doubled that per-tile scan."""
+    return triton.next_power_of_2(max(num_local_experts, 2))
+
+
 @triton.jit
 def tile_of_program(offsets_ptr, pid, num_local_experts, BLOCK_M: tl.constexpr, E_PAD: tl.constexpr):
     """Map a program id to (expert, first row, end row, is_real) on the ragged tile list."""
@@ -84,7 +91,8 @@ def _load_weight_codes(w_ptr, wsf_ptr, rows64, row_ok, stride_w, stride_wsf, k0,
     s = tl.load(wsf_ptr + rows64[:, None] * stride_wsf + kb[None, :],
                 mask=row_ok[:, None] & (kb < K_DIM // 32)[None, :], other=127)
     if QUAD:
-        c = quad_to_canonical_tile(c, rows64.shape[0])
+        if k0 + BLOCK_K <= K_DIM:       # a partial last block is stored canonical (weight_layout.py)
+            c = quad_to_canonical_tile(c, rows64.shape[0])
     return c, s
 
 
@@ -386,7 +394,7 @@ def gemm1_swiglu(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp
                                   expected_slots=expected_slots, quad=quad)
     e_local, two_i, half_h = w1.shape
     inter, hidden = two_i // 2, half_h * 2
-    e_pad = triton.next_power_of_2(e_local + 1)
+    e_pad = expert_pad(e_local)
     args = (x_bits, x_bits.stride(0),
             w1, w1_sf, w1.stride(0), w1.stride(1), w1_sf.stride(0), w1_sf.stride(1),
             plan.expert_offsets, plan.sorted_slots, topk_weights,
@@ -413,7 +421,7 @@ def gemm2(act, w2, w2_sf, plan, out_bits, *, cfg, soft: bool, topk_weights=None,
                            expected_slots=expected_slots, out_row_addr=out_row_addr, quad=quad)
     e_local, hidden, half_i = w2.shape
     inter = half_i * 2
-    e_pad = triton.next_power_of_2(e_local + 1)
+    e_pad = expert_pad(e_local)
     args = (act, act.stride(0),
             w2, w2_sf, w2.stride(0), w2.stride(1), w2_sf.stride(0), w2_sf.stride(1),
             plan.expert_offsets, plan.sorted_slots, topk_weights if topk_weights is not None else out_bits,

@@ -8,8 +8,9 @@ sits at 16t + 4r + q. Lane t of a wgmma A fragment (t = lane % 4) needs exactly 
 four per 32-k group r, so with this order its 16 loaded bytes are already its own, in decode order:
 the Gluon kernel skips its quad exchange (54 of ~376 instructions per K step, benchmarks/NOTES.md).
 The Triton kernels undo the permutation in registers.
-Applied only to tensors whose K is a multiple of 128 (a partial last block stays canonical: the
-whole tensor then does). Results are bitwise the same in either layout. Measured on H100
+Applied to every whole 64-byte block; when K % 128 != 0 the partial last block stays canonical and
+the kernels run their exchange / skip the undo for that one K step (gpt-oss, K = 2880). Results are
+bitwise the same in either layout. Measured on H100
 (benchmarks/NOTES.md "v4"): dsv3 T=128 -2%, T=512 -7%, qwen3 T=128 -10%, prefill unchanged.
 """
 from __future__ import annotations
@@ -49,27 +50,37 @@ def is_quad(weights) -> bool:
 
 
 def can_quad(codes: torch.Tensor) -> bool:
-    """The quad order needs whole 64-byte blocks (K % 128 == 0)."""
-    return codes.shape[-1] % QUAD_BLOCK_BYTES == 0
+    """The quad order needs whole 16-byte groups (K % 32 == 0, which every accepted shape has); a
+    tensor with K < 128 has no whole block and is the same in either order."""
+    return codes.shape[-1] % 16 == 0
+
+
+def _permute_blocks(codes: torch.Tensor, order: tuple) -> torch.Tensor:
+    """Permute the bytes of every whole 64-byte block of each row (a partial last block stays canonical);
+    `order` takes the block's (a, b, c) byte digits to the new order."""
+    if not can_quad(codes):
+        raise ValueError(f"quad layout needs K/2 % 16 == 0 (K % 32 == 0), got codes shape {tuple(codes.shape)}")
+    lead, half_k = codes.shape[:-1], codes.shape[-1]
+    whole = half_k // QUAD_BLOCK_BYTES * QUAD_BLOCK_BYTES
+    out = codes.contiguous().clone()
+    blocks = codes[..., :whole].reshape(*lead, whole // QUAD_BLOCK_BYTES, 4, 4, 4)
+    out[..., :whole] = blocks.permute(*range(len(lead) + 1), *(len(lead) + 1 + d for d in order)).reshape(
+        *lead, whole)
+    return out
 
 
 def to_quad(codes: torch.Tensor) -> torch.Tensor:
     """Canonical codes [..., K/2] -> quad order (a new contiguous tensor)."""
-    if not can_quad(codes):
-        raise ValueError(f"quad layout needs K/2 % {QUAD_BLOCK_BYTES} == 0, got codes shape {tuple(codes.shape)}")
-    lead, half_k = codes.shape[:-1], codes.shape[-1]
-    blocks = codes.reshape(*lead, half_k // QUAD_BLOCK_BYTES, 4, 4, 4)          # logical (r, q, t)
-    return blocks.permute(*range(len(lead) + 1), -1, -3, -2).reshape(codes.shape).contiguous()   # (t, r, q)
+    return _permute_blocks(codes, (2, 0, 1))        # logical (r, q, t) -> stored (t, r, q)
 
 
 def from_quad(codes: torch.Tensor) -> torch.Tensor:
     """Quad order -> canonical (the inverse of `to_quad`)."""
-    lead, half_k = codes.shape[:-1], codes.shape[-1]
-    blocks = codes.reshape(*lead, half_k // QUAD_BLOCK_BYTES, 4, 4, 4)          # physical (t, r, q)
-    return blocks.permute(*range(len(lead) + 1), -2, -1, -3).reshape(codes.shape).contiguous()   # (r, q, t)
+    return _permute_blocks(codes, (1, 2, 0))        # stored (t, r, q) -> logical (r, q, t)
 
 
 @triton.jit
 def quad_to_canonical_tile(c, ROWS: tl.constexpr):
-    """One K step's code tile [ROWS, 64] as loaded from quad-ordered weights -> canonical byte order."""
+    """One whole K step's code tile [ROWS, 64] as loaded from quad-ordered weights -> canonical byte order
+    (a partial last step is stored canonical: do not call this on it)."""
     return tl.reshape(tl.permute(tl.reshape(c, [ROWS, 4, 4, 4]), (0, 2, 3, 1)), [ROWS, 64])

@@ -35,7 +35,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (async_copy, fence_
 from ..reference import ACTIVATIONS
 from . import configs
 from .numerics import FP4_MAGNITUDE_LOOKUP_PTX
-from .grouped_gemm import BLOCK_K as _BLOCK_K, _gemm1_epilogue, _gemm2_epilogue, _launch_over_tiles
+from .grouped_gemm import BLOCK_K as _BLOCK_K, _gemm1_epilogue, _gemm2_epilogue, _launch_over_tiles, expert_pad
 
 BLOCK_K = gl.constexpr(_BLOCK_K)
 
@@ -195,30 +195,36 @@ def _weight_rows(first, second, limit, BLOCK_A: gl.constexpr, GATE_UP: gl.conste
     """Weight row of each A-tile row r and whether it is valid (channel offset < limit).
     Plain: row first + r. GATE_UP (GEMM1): bit 3 of r picks gate (first + c) or up (second + c),
     c = 8 * (r // 16) + r % 8. NOTES: the wgmma accumulator puts rows r and r + 8 in one thread, so
-    each thread then holds a channel's gate and up sums side by side (the epilogue needs no shuffle)."""
+    each thread then holds a channel's gate and up sums side by side (the epilogue needs no shuffle).
+    int32: a row offset within one expert (rows * K/8 words) stays far below 2^31 (the launchers check)."""
     r = gl.arange(0, BLOCK_A, layout=layout)
     if GATE_UP:
         c = (r // 16) * 8 + r % 8
-        rows = gl.where((r // 8) % 2 == 0, first + c, second + c).to(gl.int64)
+        rows = gl.where((r // 8) % 2 == 0, first + c, second + c)
     else:
         c = r
-        rows = (first + c).to(gl.int64)
+        rows = first + c
     return rows, c < limit
 
 
 @gluon.jit
-def _load_codes(w_words, ws_base, rows64, rows_ok, stride_ww, stride_wsn, k0, k_words, k_groups,
-                WORD3: gl.constexpr):
+def _load_codes(w_words, ws_base, rows_w, rows_ok, stride_ww, stride_wsn, k0, k_words, k_groups,
+                WORD3: gl.constexpr, K_MASK: gl.constexpr):
     """Issue one K step's loads: lane t's 16 code bytes of each of its rows (int32 words 4t..4t+3) and the
-    scale bytes of the 4 groups (the exchange hands lane t group r's bytes in register r)."""
+    scale bytes of the 4 groups (the exchange hands lane t group r's bytes in register r).
+    K_MASK: the step may be partial (past K: codes 0, scales 127); without it only rows are masked."""
     L2: gl.constexpr = gl.SliceLayout(2, WORD3)
     col = gl.arange(0, 16, layout=gl.SliceLayout(0, L2))
     kw = k0 // 8 + col
-    c = gl.load(w_words + rows64[:, None] * stride_ww + kw[None, :],
-                mask=rows_ok[:, None] & (kw < k_words)[None, :], other=0)
     kb = k0 // 32 + col % 4
-    s = gl.load(ws_base + rows64[:, None] * stride_wsn + kb[None, :],
-                mask=rows_ok[:, None] & (kb < k_groups)[None, :], other=127)
+    if K_MASK:
+        c_ok = rows_ok[:, None] & (kw < k_words)[None, :]
+        s_ok = rows_ok[:, None] & (kb < k_groups)[None, :]
+    else:
+        c_ok = rows_ok[:, None]
+        s_ok = rows_ok[:, None]
+    c = gl.load(w_words + rows_w[:, None] * stride_ww + kw[None, :], mask=c_ok, other=0)
+    s = gl.load(ws_base + rows_w[:, None] * stride_wsn + kb[None, :], mask=s_ok, other=127)
     return c, s
 
 
@@ -237,15 +243,16 @@ def _exchange(c, WORD3: gl.constexpr, QUAD: gl.constexpr):
 
 
 @gluon.jit
-def _next_a(acc, c, sc, w_words, ws_base, rows64, rows_ok, stride_ww, stride_wsn, i, num_k, k_words, k_groups,
-            BLOCK_A: gl.constexpr, WORD3: gl.constexpr, A_LAYOUT: gl.constexpr, QUAD: gl.constexpr):
-    """K step i's A operand from its loaded codes (c, sc); issues step i+1's code loads, returned for the
-    next call. NOTES: the next step's codes are loaded first, so their latency hides behind this step's
-    decode (a step past the end loads nothing). The wgmma of step i-1 is waited for *before* decoding: it
-    reads its A operand from registers until it completes, and ptxas reuses those registers for the next
+def _next_a(acc, c, sc, w_words, ws_base, rows_w, rows_ok, stride_ww, stride_wsn, i, num_full, k_words, k_groups,
+            BLOCK_A: gl.constexpr, WORD3: gl.constexpr, A_LAYOUT: gl.constexpr, QUAD: gl.constexpr,
+            K_MASK: gl.constexpr):
+    """K step i's A operand from its loaded codes (c, sc); issues step i+1's code loads if that step is a
+    whole one (< num_full; K_MASK: see _wgmma_gemm), returned for the next call. NOTES: the next step's codes are loaded first, so
+    their latency hides behind this step's decode. The wgmma of step i-1 is waited for *before* decoding:
+    it reads its A operand from registers until it completes, and ptxas reuses those registers for the next
     decode (measured: wrong results when the decode ran first)."""
-    c_next, sc_next = _load_codes(w_words, ws_base, rows64, rows_ok & (i + 1 < num_k), stride_ww, stride_wsn,
-                                  (i + 1) * BLOCK_K, k_words, k_groups, WORD3)
+    c_next, sc_next = _load_codes(w_words, ws_base, rows_w, rows_ok & (i + 1 < num_full), stride_ww, stride_wsn,
+                                  (i + 1) * BLOCK_K, k_words, k_groups, WORD3, K_MASK)
     words = _exchange(c, WORD3, QUAD)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
     a = _decode_a(words, sc.to(gl.int32), BLOCK_A, WORD3, A_LAYOUT)
@@ -274,40 +281,71 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
                 w_words, ws_base, stride_ww, stride_wsn,        # this expert's codes (int32 words) / scales
                 first, second, limit, K_DIM, k_words, k_groups,  # A rows (see _weight_rows); K, K/8, K/32
                 BLOCK_A: gl.constexpr, GATE_UP: gl.constexpr, BLOCK_M: gl.constexpr, STAGES: gl.constexpr,
-                MMA: gl.constexpr, B_LOAD: gl.constexpr, QUAD: gl.constexpr):
+                MMA: gl.constexpr, B_LOAD: gl.constexpr, QUAD: gl.constexpr,
+                PARTIAL_K: gl.constexpr):
     """acc[BLOCK_A, BLOCK_M] = W[rows, :K_DIM] @ B[b_rows, :K_DIM]^T: fp32, k16 wgmmas in ascending k.
     QUAD: the codes are stored in weight_layout's quad order, i.e. already as the exchange delivers them."""
     A_LAYOUT: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     WORD3: gl.constexpr = _word_layout(BLOCK_A, gl.num_warps())
-    rows64, rows_ok = _weight_rows(first, second, limit, BLOCK_A, GATE_UP,
+    if PARTIAL_K:
+        # NOTES: K % 32 == 0, so a code row is a whole number of 16-byte vectors (stride and K/8 are
+        # multiples of 4 words). Said explicitly: a launch specializes only multiples of 16 (K % 128 == 0),
+        # and without it K = 2880 (gpt-oss) loads each lane's 16 bytes as four 32-bit loads (sm_90 SASS,
+        # GEMM1 8x32: 438 instead of 408 instructions per K step).
+        stride_ww = (stride_ww >> 2) << 2
+        k_words = (k_words >> 2) << 2
+    rows_w, rows_ok = _weight_rows(first, second, limit, BLOCK_A, GATE_UP,
                                    gl.SliceLayout(1, gl.SliceLayout(2, WORD3)))
 
     B_SMEM: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, BLOCK_K], gl.bfloat16)
     b_smem = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BLOCK_M, BLOCK_K], B_SMEM)
     bk = gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, B_LOAD))
     b_base = b_ptr + b_rows64[:, None] * stride_b
-    num_k = gl.cdiv(K_DIM, BLOCK_K)
+    num_full = K_DIM // BLOCK_K
     for s in gl.static_range(STAGES - 1):
         _issue_b(b_smem, b_base, bk, b_ok, s, K_DIM, STAGES)
-    c, sc = _load_codes(w_words, ws_base, rows64, rows_ok, stride_ww, stride_wsn, 0, k_words, k_groups, WORD3)
+    # NOTES: the loop runs the whole steps only, its loads masked by row (k masks cost 10-30 instructions
+    # per step), except with 128 rows per warpgroup: there the masks stop ptxas from hoisting per-row
+    # addresses out of the loop, which costs 7-27 registers and drops 3 to 2 CTAs per SM (measured:
+    # qwen3 +3% at T <= 128). PARTIAL_K (K % 128 != 0): the partial last step is peeled after the loop,
+    # loads its own codes with k masks and runs the exchange (weight_layout keeps that block canonical).
+    LOOP_K_MASK: gl.constexpr = BLOCK_A * 4 > 64 * gl.num_warps()
+    c, sc = _load_codes(w_words, ws_base, rows_w, rows_ok, stride_ww, stride_wsn, 0, k_words, k_groups, WORD3,
+                        PARTIAL_K)
     # NOTES: step 0 is peeled (no wgmma to wait for yet): an async wgmma returns an accumulator token
     # that the loop carries, and a loop that may run zero times leaves a path defining the accumulator
     # outside any wgmma, for which ptxas serializes every wgmma of the kernel (C7515).
-    c_next, sc_next = _load_codes(w_words, ws_base, rows64, rows_ok & (num_k > 1), stride_ww, stride_wsn, BLOCK_K,
-                                  k_words, k_groups, WORD3)
-    a = _decode_a(_exchange(c, WORD3, QUAD), sc.to(gl.int32), BLOCK_A, WORD3, A_LAYOUT)
+    c_next, sc_next = _load_codes(w_words, ws_base, rows_w, rows_ok & (num_full > 1), stride_ww, stride_wsn, BLOCK_K,
+                                  k_words, k_groups, WORD3, False)
+    if PARTIAL_K:
+        if num_full == 0:       # K < 128: the one (partial) step
+            words = _exchange(c, WORD3, False)
+        else:
+            words = _exchange(c, WORD3, QUAD)
+    else:
+        words = _exchange(c, WORD3, QUAD)
+    a = _decode_a(words, sc.to(gl.int32), BLOCK_A, WORD3, A_LAYOUT)
     _b_ready(STAGES)
     _issue_b(b_smem, b_base, bk, b_ok, STAGES - 1, K_DIM, STAGES)
     acc = warpgroup_mma(a, b_smem.index(0).permute((1, 0)), gl.zeros([BLOCK_A, BLOCK_M], gl.float32, MMA),
                         is_async=True)
     c = c_next
     sc = sc_next
-    for i in range(1, num_k):
-        acc, a, c, sc = _next_a(acc, c, sc, w_words, ws_base, rows64, rows_ok, stride_ww, stride_wsn, i, num_k,
-                                k_words, k_groups, BLOCK_A, WORD3, A_LAYOUT, QUAD)
+    for i in range(1, num_full):
+        acc, a, c, sc = _next_a(acc, c, sc, w_words, ws_base, rows_w, rows_ok, stride_ww, stride_wsn, i, num_full,
+                                k_words, k_groups, BLOCK_A, WORD3, A_LAYOUT, QUAD, LOOP_K_MASK)
         _b_ready(STAGES)
         _issue_b(b_smem, b_base, bk, b_ok, i + STAGES - 1, K_DIM, STAGES)
         acc = warpgroup_mma(a, b_smem.index(i % STAGES).permute((1, 0)), acc, is_async=True)
+    if PARTIAL_K:
+        if num_full > 0:
+            c, sc = _load_codes(w_words, ws_base, rows_w, rows_ok, stride_ww, stride_wsn, num_full * BLOCK_K, k_words,
+                                k_groups, WORD3, True)
+            words = _exchange(c, WORD3, False)
+            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+            a = _decode_a(words, sc.to(gl.int32), BLOCK_A, WORD3, A_LAYOUT)
+            _b_ready(STAGES)
+            acc = warpgroup_mma(a, b_smem.index(num_full % STAGES).permute((1, 0)), acc, is_async=True)
     async_copy.wait_group(0)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
     # NOTES: the epilogue's layout conversion reuses the ring's shared memory; with 8 warps the other
@@ -358,7 +396,10 @@ def _launch(kernel, grid_n: int, num_slots: int, e_local: int, cfg, expected_slo
     return handle
 
 
-def _check(kernel: str, t: torch.Tensor, cfg) -> None:
+def _check(kernel: str, t: torch.Tensor, cfg, words: torch.Tensor, scales: torch.Tensor) -> None:
+    if max(words.stride(0), scales.stride(0)) >= 2 ** 31:     # _weight_rows: int32 offsets within an expert
+        raise ValueError(f"{kernel}: one expert's weights span {words.stride(0)} words / {scales.stride(0)} scale "
+                         "bytes; the gluon kernel addresses them with int32 (< 2^31)")
     configs.check_gpu_config(cfg, kernel, hopper=configs.is_hopper(t.device))
 
 
@@ -369,7 +410,8 @@ def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we,
                       TOPK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr,
                       HAS_CLAMP: gl.constexpr, FAST_MATH: gl.constexpr, ACTIVATION: gl.constexpr,
                       HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                      EPI: gl.constexpr, QUAD: gl.constexpr, SPLIT: gl.constexpr, FULL_M: gl.constexpr,
+                      EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SPLIT: gl.constexpr,
+                      FULL_M: gl.constexpr,
                       TAIL_M: gl.constexpr):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD,
                                                        SPLIT, FULL_M, TAIL_M)
@@ -381,7 +423,7 @@ def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we,
         acc = _wgmma_gemm(x_ptr, tok64, tok_ok, stride_x,
                           w1_ptr + expert.to(gl.int64) * stride_we, w1_sf_ptr + expert.to(gl.int64) * stride_wse,
                           stride_wn, stride_wsn, n0, inter + n0, inter - n0, hidden, k_words, k_groups,
-                          2 * BLOCK_N, True, BLOCK_M, STAGES, MMA, B_LOAD, QUAD)
+                          2 * BLOCK_N, True, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K)
         # A-tile row r = 16 * a + 8 * part + b holds channel n0 + 8 * a + b of gate (part 0) / up (part 1)
         acc = gl.permute(gl.reshape(acc, [2 * BLOCK_N // 16, 2, 8, BLOCK_M]), (3, 0, 2, 1))
         acc_g, acc_u = gl.split(gl.reshape(acc, [BLOCK_M, BLOCK_N, 2]))
@@ -403,7 +445,8 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn
                         TOPK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr,
                         HAS_CLAMP: gl.constexpr, FAST_MATH: gl.constexpr, ACTIVATION: gl.constexpr,
                         HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                        EPI: gl.constexpr, QUAD: gl.constexpr, PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr,
+                        EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr,
+                        PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr,
                         SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr):
     pid, npid, nblk = _tile_pids(N_FASTEST)
     # NOTES: PERSISTENT = the overflow launch of `_launch_over_tiles`. The plain launch keeps its own
@@ -415,13 +458,13 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn
                               stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
                               stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups,
                               TOPK, BLOCK_M, BLOCK_N, E_PAD, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES,
-                              MMA, B_LOAD, EPI, QUAD, SPLIT, FULL_M, TAIL_M)
+                              MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SPLIT, FULL_M, TAIL_M)
     else:
         _gemm1_wgmma_tile(pid, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse,
                           stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
                           stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups, TOPK,
                           BLOCK_M, BLOCK_N, E_PAD, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA,
-                          B_LOAD, EPI, QUAD, SPLIT, FULL_M, TAIL_M)
+                          B_LOAD, EPI, QUAD, PARTIAL_K, SPLIT, FULL_M, TAIL_M)
 
 
 @gluon.jit
@@ -430,7 +473,8 @@ def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride
                       stride_bias, num_local_experts, hidden, inter, k_words, k_groups,
                       BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr, HAS_BIAS: gl.constexpr,
                       ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                      EPI: gl.constexpr, QUAD: gl.constexpr, SPLIT: gl.constexpr, FULL_M: gl.constexpr,
+                      EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SPLIT: gl.constexpr,
+                      FULL_M: gl.constexpr,
                       TAIL_M: gl.constexpr):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD,
                                                        SPLIT, FULL_M, TAIL_M)
@@ -440,7 +484,7 @@ def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride
         acc = _wgmma_gemm(act_ptr, (row_start + m).to(gl.int64), row_start + m < row_end, stride_act,
                           w2_ptr + expert.to(gl.int64) * stride_we, w2_sf_ptr + expert.to(gl.int64) * stride_wse,
                           stride_wn, stride_wsn, n0, n0, hidden - n0, inter, k_words, k_groups,
-                          BLOCK_N, False, BLOCK_M, STAGES, MMA, B_LOAD, QUAD)
+                          BLOCK_N, False, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K)
         acc = gl.convert_layout(gl.permute(acc, (1, 0)), EPI)
         rows = row_start + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, EPI))
         n = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, EPI))
@@ -454,7 +498,8 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, strid
                         stride_bias, num_local_experts, hidden, inter, k_words, k_groups, tile_offset,
                         BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr, HAS_BIAS: gl.constexpr,
                         ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                        EPI: gl.constexpr, QUAD: gl.constexpr, PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr,
+                        EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr,
+                        PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr,
                         SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr):
     pid, npid, nblk = _tile_pids(N_FASTEST)
     if PERSISTENT:      # see _gemm1_wgmma_kernel
@@ -463,13 +508,15 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, strid
             _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse,
                               stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr,
                               bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups, BLOCK_M,
-                              BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, SPLIT, FULL_M,
+                              BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SPLIT,
+                              FULL_M,
                               TAIL_M)
     else:
         _gemm2_wgmma_tile(pid, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse,
                           stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr,
                           bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups, BLOCK_M,
-                          BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, SPLIT, FULL_M, TAIL_M)
+                          BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SPLIT, FULL_M,
+                          TAIL_M)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -477,19 +524,20 @@ def gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int,
                        fast_math: bool, cfg, activation: str = "swiglu", alpha: float = 1.702, bias=None,
                        expected_slots: int | None = None, quad: bool = False):
     """`grouped_gemm.gemm1_swiglu` with this file's kernel (same arguments, bitwise the same result)."""
-    _check("gemm1", x_bits, cfg)
     e_local, two_i, half_h = w1.shape
     inter, hidden = two_i // 2, half_h * 2
     w1_words = _as_words(w1)
+    _check("gemm1", x_bits, cfg, w1_words, w1_sf)
     args = (x_bits.view(torch.bfloat16), x_bits.stride(0),
             w1_words, w1_sf, w1_words.stride(0), w1_words.stride(1), w1_sf.stride(0), w1_sf.stride(1),
             plan.expert_offsets, plan.sorted_slots, topk_weights,
             act, act.stride(0),
             bias if bias is not None else topk_weights, bias.stride(0) if bias is not None else 0,
             e_local, hidden, inter, float(clamp) if clamp is not None else 0.0, float(alpha), hidden // 8, hidden // 32)
-    kwargs = dict(TOPK=topk, BLOCK_N=cfg.block_n, E_PAD=triton.next_power_of_2(e_local + 1),
+    kwargs = dict(TOPK=topk, BLOCK_N=cfg.block_n, E_PAD=expert_pad(e_local),
                   HAS_CLAMP=clamp is not None, FAST_MATH=fast_math, ACTIVATION=ACTIVATIONS.index(activation),
-                  HAS_BIAS=bias is not None, STAGES=cfg.num_stages, QUAD=quad, num_warps=cfg.num_warps)
+                  HAS_BIAS=bias is not None, STAGES=cfg.num_stages, QUAD=quad, PARTIAL_K=hidden % _BLOCK_K != 0,
+                  num_warps=cfg.num_warps)
     return _launch(_gemm1_wgmma_kernel, triton.cdiv(inter, cfg.block_n), plan.num_slots, e_local, cfg,
                    expected_slots, args, kwargs)
 
@@ -497,18 +545,18 @@ def gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int,
 def gemm2_wgmma(act, w2, w2_sf, plan, out_bits, *, cfg, topk_weights=None, bias=None,
                 expected_slots: int | None = None, out_row_addr=None, quad: bool = False):
     """`grouped_gemm.gemm2` with this file's kernel (same arguments, bitwise the same result)."""
-    _check("gemm2", act, cfg)
     e_local, hidden, half_i = w2.shape
     inter = half_i * 2
     w2_words = _as_words(w2)
+    _check("gemm2", act, cfg, w2_words, w2_sf)
     args = (act.view(torch.bfloat16), act.stride(0),
             w2_words, w2_sf, w2_words.stride(0), w2_words.stride(1), w2_sf.stride(0), w2_sf.stride(1),
             plan.expert_offsets, plan.sorted_slots, topk_weights if topk_weights is not None else out_bits,
             out_bits, out_bits.stride(0), out_row_addr if out_row_addr is not None else out_bits,
             bias if bias is not None else out_bits, bias.stride(0) if bias is not None else 0,
             e_local, hidden, inter, inter // 8, inter // 32)
-    kwargs = dict(BLOCK_N=cfg.block_n, E_PAD=triton.next_power_of_2(e_local + 1),
+    kwargs = dict(BLOCK_N=cfg.block_n, E_PAD=expert_pad(e_local),
                   HAS_BIAS=bias is not None, ROW_ADDR=out_row_addr is not None, STAGES=cfg.num_stages,
-                  QUAD=quad, num_warps=cfg.num_warps)
+                  QUAD=quad, PARTIAL_K=inter % _BLOCK_K != 0, num_warps=cfg.num_warps)
     return _launch(_gemm2_wgmma_kernel, triton.cdiv(hidden, cfg.block_n), plan.num_slots, e_local, cfg,
                    expected_slots, args, kwargs)

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# One single-GPU device call: the working tree's kernels against a base revision's, interleaved in
+# separate processes on the same card (CUDA-graph timing), after the GPU tests named in TESTS.
+# Prepare the base tree here (the device has no git history), then call on the device:
+#   git archive <rev> tmoe | (mkdir -p ab_base && tar -x -C ab_base)
+#   bash benchmarks/run_ab.sh      # WORKLOADS=gptoss,dsv3 TOKENS=1,128 RUNS="new base new" TESTS="tests/x.py"
+# JSON per run under $OUT (layer-<n>-<new|base>.json); `python benchmarks/report.py --ab $OUT` prints the table.
+set -u
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/tmoe-out}; mkdir -p "$OUT"
+BASE=${BASE:-ab_base}
+[ -d "$BASE/tmoe" ] || { echo "no base tree at $BASE/tmoe (see the header)"; exit 2; }
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+if [ -n "${TESTS:-}" ]; then
+  PYTHONPATH=. timeout "${TEST_TIMEOUT:-240}" python -m pytest -q -p no:cacheprovider $TESTS 2>&1 \
+      | tee "$OUT/pytest.log" | tail -4
+fi
+run=0
+for tree in ${RUNS:-new base new}; do
+  run=$((run + 1))
+  path=.; [ "$tree" = base ] && path="$BASE:."
+  PYTHONPATH=$path timeout "${BENCH_TIMEOUT:-150}" python benchmarks/bench_layer.py --no-peers \
+      --workloads "${WORKLOADS:-gptoss,dsv3,qwen3}" --tokens "${TOKENS:-1,32,128,512}" \
+      --json "$OUT/layer-$run-$tree.json" 2>&1 | grep "^|" | tee "$OUT/layer-$run-$tree.log"
+done
