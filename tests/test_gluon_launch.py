@@ -120,3 +120,17 @@ def test_int32_row_offsets_are_checked_before_any_launch():
         wgmma_gemm._check("gemm1", small, cfg, huge, torch.zeros(1, 8, 1, dtype=torch.uint8))
     with pytest.raises(ValueError, match="needs a Hopper GPU"):     # small sizes pass on to the config check
         wgmma_gemm._check("gemm1", small, cfg, small, torch.zeros(1, 8, 1, dtype=torch.uint8))
+
+
+def test_tile_count_limit_of_the_packed_tile_search():
+    """tile_of_program packs (expert, first tile) into one int32 sum: a launch that could need
+    packing_unit(E_PAD) tiles or more is refused before any launch; one below the limit launches."""
+    cfg = GemmConfig(8, 32, True, 4, 3, kernel="gluon")
+    unit = wgmma_gemm.packing_unit(512)                 # 256 local experts -> E_PAD 256; 512 -> 512
+    assert unit == 2 ** 21 and wgmma_gemm.packing_unit(128) == 2 ** 23
+    kernel = RecordingKernel()
+    with pytest.raises(ValueError, match="tile_of_program needs fewer than"):
+        wgmma_gemm._launch(kernel, 4, 8 * unit, 512, cfg, None, (), {})
+    assert not kernel.launches
+    wgmma_gemm._launch(kernel, 4, 8 * (unit - 512) - 8, 512, cfg, None, (), {})
+    assert len(kernel.launches) == 1

@@ -8,7 +8,8 @@ sits at 16t + 4r + q. Lane t of a wgmma A fragment (t = lane % 4) needs exactly 
 four per 32-k group r, so with this order its 16 loaded bytes are already its own, in decode order:
 the Gluon kernel skips its quad exchange (54 of ~376 instructions per K step, benchmarks/NOTES.md).
 The Triton kernels undo the permutation in registers.
-Applied to every whole 64-byte block; when K % 128 != 0 the partial last block stays canonical and
+Applied to every whole 64-byte block of tensors with K >= 128; when K % 128 != 0 the partial last
+block stays canonical and
 the kernels run their exchange / skip the undo for that one K step (gpt-oss, K = 2880). Results are
 bitwise the same in either layout. Measured on H100
 (benchmarks/NOTES.md "v4"): dsv3 T=128 -2%, T=512 -7%, qwen3 T=128 -10%, prefill unchanged.
@@ -50,16 +51,18 @@ def is_quad(weights) -> bool:
 
 
 def can_quad(codes: torch.Tensor) -> bool:
-    """The quad order needs whole 16-byte groups (K % 32 == 0, which every accepted shape has); a
-    tensor with K < 128 has no whole block and is the same in either order."""
-    return codes.shape[-1] % 16 == 0
+    """The quad order needs at least one whole 64-byte block (K >= 128) and whole 16-byte groups after it
+    (K % 32 == 0). NOTES: K < 128 would gain nothing, and at K = 32 (scale row stride 1, which Triton
+    specializes) the Triton 128x128 8-warp GEMM2 with the quad undo fails to compile on sm_90 (H100)."""
+    return codes.shape[-1] >= QUAD_BLOCK_BYTES and codes.shape[-1] % 16 == 0
 
 
 def _permute_blocks(codes: torch.Tensor, order: tuple) -> torch.Tensor:
     """Permute the bytes of every whole 64-byte block of each row (a partial last block stays canonical);
     `order` takes the block's (a, b, c) byte digits to the new order."""
     if not can_quad(codes):
-        raise ValueError(f"quad layout needs K/2 % 16 == 0 (K % 32 == 0), got codes shape {tuple(codes.shape)}")
+        raise ValueError(f"quad layout needs K >= 128 and K % 32 == 0 (K/2 >= 64, K/2 % 16 == 0), got codes shape "
+                         f"{tuple(codes.shape)}")
     lead, half_k = codes.shape[:-1], codes.shape[-1]
     whole = half_k // QUAD_BLOCK_BYTES * QUAD_BLOCK_BYTES
     out = codes.contiguous().clone()
