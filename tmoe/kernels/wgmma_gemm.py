@@ -317,12 +317,13 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
     num_full = K_DIM // BLOCK_K
     for s in gl.static_range(STAGES - 1):
         _issue_b(b_smem, b_base, bk, b_ok, s, K_DIM, STAGES)
-    # NOTES: the loop runs the whole steps only, its loads masked by row (k masks cost 10-30 instructions
-    # per step), except with 128 rows per warpgroup: there the masks stop ptxas from hoisting per-row
-    # addresses out of the loop, which costs 7-27 registers and drops 3 to 2 CTAs per SM (measured:
-    # qwen3 +3% at T <= 128). PARTIAL_K (K % 128 != 0): the partial last step is peeled after the loop,
-    # loads its own codes with k masks and runs the exchange (weight_layout keeps that block canonical).
-    LOOP_K_MASK: gl.constexpr = BLOCK_A * 4 > 64 * gl.num_warps()
+    # NOTES: the loop runs the whole steps only; PARTIAL_K (K % 128 != 0): the partial last step is peeled
+    # after it, loads its own codes with k masks and runs the exchange (weight_layout keeps that block
+    # canonical). The loop's loads keep their k masks (always true there) except for PARTIAL_K with 64 rows
+    # per warpgroup, measured on H100: gpt-oss decode tiles without them 362 -> 324 instructions per step
+    # (layer T=128 -3%); without them elsewhere ptxas hoists per-row addresses out of the loop: 128-row
+    # warpgroups lose a CTA per SM (qwen3 T=128 +3%), 8-warp prefill tiles run 1-3% slower (dsv3, qwen3).
+    LOOP_K_MASK: gl.constexpr = (not PARTIAL_K) or BLOCK_A * 4 > 64 * gl.num_warps()
     c, sc = _load_codes(w_words, ws_base, rows_w, rows_ok, stride_ww, stride_wsn, 0, k_words, k_groups, WORD3,
                         PARTIAL_K)
     # NOTES: step 0 is peeled (no wgmma to wait for yet): an async wgmma returns an accumulator token
