@@ -9,10 +9,9 @@ four per 32-k group r, so with this order its 16 loaded bytes are already its ow
 the Gluon kernel skips its quad exchange (54 of ~376 instructions per K step, benchmarks/NOTES.md).
 The Triton kernels undo the permutation in registers.
 Applied to every whole 64-byte block of tensors with K >= 128; when K % 128 != 0 the partial last
-block stays canonical and
-the kernels run their exchange / skip the undo for that one K step (gpt-oss, K = 2880). Results are
-bitwise the same in either layout. Measured on H100
-(benchmarks/NOTES.md "v4"): dsv3 T=128 -2%, T=512 -7%, qwen3 T=128 -10%, prefill unchanged.
+block stays canonical and the kernels run their exchange / skip the undo for that one K step (gpt-oss,
+K = 2880). Results are bitwise the same in either layout. Measured on H100 (benchmarks/NOTES.md "v4",
+"v7"): dsv3 T=128 -2%, T=512 -7%, qwen3 T=128 -10%, prefill unchanged; gpt-oss with v7's loads -10%.
 """
 from __future__ import annotations
 

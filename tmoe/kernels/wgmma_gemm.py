@@ -163,9 +163,8 @@ def num_tiles(offsets_ptr, num_local_experts, BLOCK_M: gl.constexpr, E_PAD: gl.c
     return gl.sum(ntiles, axis=0)
 
 
-def packing_unit(e_pad) -> int:
+def packing_unit(e_pad: int) -> int:
     """tile_of_program's int32 packing: expert count (<= E_PAD) * unit + tile count (< unit) < 2^31."""
-    e_pad = getattr(e_pad, "value", e_pad)
     return (1 << 30) // e_pad
 
 
@@ -260,10 +259,10 @@ def _next_a(acc, c, sc, w_words, ws_base, rows_w, rows_ok, stride_ww, stride_wsn
             BLOCK_A: gl.constexpr, WORD3: gl.constexpr, A_LAYOUT: gl.constexpr, QUAD: gl.constexpr,
             K_MASK: gl.constexpr):
     """K step i's A operand from its loaded codes (c, sc); issues step i+1's code loads if that step is a
-    whole one (< num_full; K_MASK: see _wgmma_gemm), returned for the next call. NOTES: the next step's codes are loaded first, so
-    their latency hides behind this step's decode. The wgmma of step i-1 is waited for *before* decoding:
-    it reads its A operand from registers until it completes, and ptxas reuses those registers for the next
-    decode (measured: wrong results when the decode ran first)."""
+    whole one (< num_full; K_MASK: see _wgmma_gemm), returned for the next call. NOTES: the next step's
+    codes are loaded first, so their latency hides behind this step's decode. The wgmma of step i-1 is
+    waited for *before* decoding: it reads its A operand from registers until it completes, and ptxas
+    reuses those registers for the next decode (measured: wrong results when the decode ran first)."""
     c_next, sc_next = _load_codes(w_words, ws_base, rows_w, rows_ok & (i + 1 < num_full), stride_ww, stride_wsn,
                                   (i + 1) * BLOCK_K, k_words, k_groups, WORD3, K_MASK)
     words = _exchange(c, WORD3, QUAD)
@@ -297,14 +296,15 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
                 MMA: gl.constexpr, B_LOAD: gl.constexpr, QUAD: gl.constexpr,
                 PARTIAL_K: gl.constexpr):
     """acc[BLOCK_A, BLOCK_M] = W[rows, :K_DIM] @ B[b_rows, :K_DIM]^T: fp32, k16 wgmmas in ascending k.
-    QUAD: the codes are stored in weight_layout's quad order, i.e. already as the exchange delivers them."""
+    QUAD: the codes are stored in weight_layout's quad order, i.e. already as the exchange delivers them.
+    PARTIAL_K: K % 128 != 0 (the last K step is partial; its block is canonical in either order)."""
     A_LAYOUT: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     WORD3: gl.constexpr = _word_layout(BLOCK_A, gl.num_warps())
     if PARTIAL_K:
         # NOTES: K % 32 == 0, so a code row is a whole number of 16-byte vectors (stride and K/8 are
         # multiples of 4 words). Said explicitly: a launch specializes only multiples of 16 (K % 128 == 0),
         # and without it K = 2880 (gpt-oss) loads each lane's 16 bytes as four 32-bit loads (sm_90 SASS,
-        # GEMM1 8x32: 438 instead of 408 instructions per K step).
+        # GEMM1 8x32: 438 instead of 411 instructions per K step).
         stride_ww = (stride_ww >> 2) << 2
         k_words = (k_words >> 2) << 2
     rows_w, rows_ok = _weight_rows(first, second, limit, BLOCK_A, GATE_UP,
