@@ -68,8 +68,8 @@ def ab_table(directory: str) -> str:
                     eff = row["efficiency"]
         med = {t: sorted(v)[len(v) // 2] for t, v in times.items()}
         ratio = f"{med['new'] / med['base']:.3f}" if {"new", "base"} <= med.keys() else "—"
-        lines.append(f"| {key[0]} | {key[1]} | {' | '.join(cells)} | {ratio} | "
-                     f"{eff:.2f} |" if eff is not None else f"| {key[0]} | {key[1]} | {' | '.join(cells)} | {ratio} | — |")
+        eff_cell = f"{eff:.2f}" if eff is not None else "—"
+        lines.append(f"| {key[0]} | {key[1]} | {' | '.join(cells)} | {ratio} | {eff_cell} |")
     return "\n".join(lines)
 
 

@@ -64,10 +64,11 @@ def _permute_blocks(codes: torch.Tensor, order: tuple) -> torch.Tensor:
                          f"{tuple(codes.shape)}")
     lead, half_k = codes.shape[:-1], codes.shape[-1]
     whole = half_k // QUAD_BLOCK_BYTES * QUAD_BLOCK_BYTES
-    out = codes.contiguous().clone()
+    out = torch.empty_like(codes, memory_format=torch.contiguous_format)
     blocks = codes[..., :whole].reshape(*lead, whole // QUAD_BLOCK_BYTES, 4, 4, 4)
     out[..., :whole] = blocks.permute(*range(len(lead) + 1), *(len(lead) + 1 + d for d in order)).reshape(
         *lead, whole)
+    out[..., whole:] = codes[..., whole:]
     return out
 
 
