@@ -22,6 +22,7 @@ from ceilings import measure_ceilings, time_graph  # noqa: E402
 from tmoe.workloads import TOKENS, WORKLOADS, make_routing, random_mxfp4_weights  # noqa: E402
 
 import tmoe  # noqa: E402
+from tmoe.compute import ExpertOptions, gemm_configs  # noqa: E402
 from tmoe.reference import MoEWeights, calc_diff, reference_moe  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -62,6 +63,12 @@ def _peer_times(wl, idx, x_bf16) -> tuple[float | None, float | None, str]:
     return bf16_us, fp8_us, note.strip()
 
 
+def _config_str(cfg) -> str:
+    """GemmConfig -> 'gluon 8x32 w4 s3' (+ ' tail32'): which tile config the cache or heuristic picked."""
+    return (f"{cfg.kernel} {cfg.block_m}x{cfg.block_n} w{cfg.num_warps} s{cfg.num_stages}"
+            + ("" if cfg.swap_ab else " noswap") + (f" tail{cfg.tail_block_m}" if cfg.tail_block_m else ""))
+
+
 def bench_workload(wl, tokens, routings, ceil, peers: bool, check_max_tokens: int) -> list[dict]:
     e, k, h, i = wl.num_experts, wl.topk, wl.hidden, wl.intermediate
     w1, w1_sf = random_mxfp4_weights(e, 2 * i, h, seed=1)
@@ -84,6 +91,8 @@ def bench_workload(wl, tokens, routings, ceil, peers: bool, check_max_tokens: in
             call()
             torch.cuda.synchronize()
             row = {"workload": wl.name, "tokens": t, "ep": 1, "routing": routing}
+            row["gemm1_config"], row["gemm2_config"] = (_config_str(c) for c in gemm_configs(
+                ExpertOptions(), t * k, e, y.device, False, num_experts=e, hidden=h, intermediate=i, topk=k))
             if t <= check_max_tokens:
                 ref = reference_moe(buf.x[:t], buf.x_sf[:t], idx, tw, MoEWeights(w1, w1_sf, w2, w2_sf),
                                     activation_clamp=wl.clamp)

@@ -4,9 +4,11 @@
 # Prepare the base tree here (the device has no git history), then call on the device:
 #   git archive <rev> tmoe | (mkdir -p ab_base && tar -x -C ab_base)
 #   bash benchmarks/run_ab.sh      # WORKLOADS=gptoss,dsv3 TOKENS=1,128 RUNS="new base new" TESTS="tests/x.py"
-# JSON per run under $OUT (layer-<n>-<new|base>.json); `python benchmarks/report.py --ab $OUT` prints the table.
+# JSON and full log per run under $OUT (layer-<n>-<new|base>.json / .log); `python benchmarks/report.py --ab $OUT` prints the table.
 set -u
-export PYTHONUNBUFFERED=1
+# NOTES: both trees read this checkout's autotune cache (a base tree copied without one would fall back to the
+# heuristic configs, so its runs would compare configs, not kernels)
+export PYTHONUNBUFFERED=1 TMOE_AUTOTUNE_CACHE=${TMOE_AUTOTUNE_CACHE:-$PWD/autotune_cache}
 OUT=${OUT:-/tmp/tmoe-out}; mkdir -p "$OUT"
 BASE=${BASE:-ab_base}
 [ -d "$BASE/tmoe" ] || { echo "no base tree at $BASE/tmoe (see the header)"; exit 2; }
@@ -21,5 +23,8 @@ for tree in ${RUNS:-new base new}; do
   path=.; [ "$tree" = base ] && path="$BASE:."
   PYTHONPATH=$path timeout "${BENCH_TIMEOUT:-150}" python benchmarks/bench_layer.py --no-peers \
       --workloads "${WORKLOADS:-gptoss,dsv3,qwen3}" --tokens "${TOKENS:-1,32,128,512}" \
-      --json "$OUT/layer-$run-$tree.json" 2>&1 | grep "^|" | tee "$OUT/layer-$run-$tree.log"
+      --json "$OUT/layer-$run-$tree.json" > "$OUT/layer-$run-$tree.log" 2>&1
+  rc=$?
+  grep "^|" "$OUT/layer-$run-$tree.log"
+  [ $rc = 0 ] || { echo "run $run ($tree) failed, rc=$rc:"; grep -v "^|" "$OUT/layer-$run-$tree.log" | tail -15; }
 done

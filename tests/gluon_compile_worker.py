@@ -83,7 +83,9 @@ def epilogue_race(ptx: str) -> bool:
     return first_store != -1 and (barrier == -1 or first_store < barrier)
 
 
-def inspect(compiled) -> dict:
+def inspect(compiled, scale_word_loads: int = 0) -> dict:
+    """`scale_word_loads`: the 32-bit scale loads a thread issues per K step (SCALE_WORDS: one per weight row
+    it holds); every other 32-bit load in the loop counts as a narrow code load."""
     with tempfile.TemporaryDirectory() as d:
         cubin, ptx = os.path.join(d, "k.cubin"), os.path.join(d, "k.ptx")
         with open(cubin, "wb") as f:
@@ -100,17 +102,19 @@ def inspect(compiled) -> dict:
     return {"regs": int(regs.group(1)) if regs else -1, "spills": int(spills.group(1)) if spills else 0,
             "hgmma": sum(t.startswith("HGMMA") for t in body), "loop_instructions": len(body),
             "a_reg_writes_in_flight": a_reg_hazards(body), "serialized": "C7515" in info,
-            "narrow_code_loads": sum(re.match(r"(@!?P\d+ )?LDG\.E ", t) is not None for t in body),
+            "narrow_code_loads": sum(re.match(r"(@!?P\d+ )?LDG\.E ", t) is not None for t in body) - scale_word_loads,
+            "uniform_copies": sum(re.match(r"IMAD\.U32 R\d+, RZ, RZ, UR\d+", t) is not None for t in body),
             "epilogue_race": epilogue_race(compiled.asm["ptx"])}
 
 
 def main() -> None:
     out = {}
-    g1_ptrs = {"x_ptr": "*bf16", "w1_ptr": "*i32", "w1_sf_ptr": "*u8", "offsets_ptr": "*i32", "sorted_ptr": "*i32",
+    g1_ptrs = {"x_ptr": "*bf16", "w1_ptr": "*i32", "w1_sf_ptr": "*u8", "lut_ptr": "*i32", "offsets_ptr": "*i32", "sorted_ptr": "*i32",
                "weights_ptr": "*fp32", "act_ptr": "*i16", "bias_ptr": "*fp32"}
-    g2_ptrs = {"act_ptr": "*bf16", "w2_ptr": "*i32", "w2_sf_ptr": "*u8", "offsets_ptr": "*i32", "sorted_ptr": "*i32",
+    g2_ptrs = {"act_ptr": "*bf16", "w2_ptr": "*i32", "w2_sf_ptr": "*u8", "lut_ptr": "*i32", "offsets_ptr": "*i32", "sorted_ptr": "*i32",
                "weights_ptr": "*fp32", "out_ptr": "*i16", "row_addr_ptr": "*i64", "bias_ptr": "*fp32"}
-    # (block_m, block_n, stages, bias, persistent / row_addr, quad, warps, K % 128 != 0 like gpt-oss's 2880)
+    # (block_m, block_n, stages, bias, persistent / row_addr, quad, warps, K % 128 != 0 like gpt-oss's 2880);
+    # scale rows loaded as 32-bit words except for bm16 (GEMM1) / bm32 (GEMM2): byte loads (' bytes')
     for bm, bn, stages, bias, persistent, quad, warps, partial in (
             (8, 32, 3, False, False, False, 4, False), (16, 64, 2, True, False, False, 4, False),
             (64, 32, 4, False, True, False, 4, False), (8, 32, 3, False, False, True, 4, False),
@@ -119,10 +123,12 @@ def main() -> None:
         const = dict(TOPK=8, BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_CLAMP=True, FAST_MATH=True, ACTIVATION=1,
                      HAS_BIAS=bias, STAGES=stages, PERSISTENT=persistent, QUAD=quad, PARTIAL_K=partial,
                      N_FASTEST=bm >= 128, SPLIT=wg.SPLIT_FULL.value if warps == 8 else 0, FULL_M=bm, TAIL_M=32,
-                     **wg._layouts(bm, warps))
-        name = f"gemm1 bm{bm} bn{bn} s{stages}{' w8' if warps == 8 else ''}{' k2880' if partial else ''}"
+                     SCALE_WORDS=bm != 16, **wg._layouts(bm, warps))
+        name = (f"gemm1 bm{bm} bn{bn} s{stages}{' w8' if warps == 8 else ''}{' k2880' if partial else ''}"
+                f"{'' if const['SCALE_WORDS'] else ' bytes'}")
         out[name + (" quad" if quad else "")] = inspect(compile_gluon(
-            wg._gemm1_wgmma_kernel, g1_ptrs, {"clamp", "alpha"}, const, warps, K2880_UNALIGNED if partial else set()))
+            wg._gemm1_wgmma_kernel, g1_ptrs, {"clamp", "alpha"}, const, warps, K2880_UNALIGNED if partial else set()),
+            2 * bn // (8 * warps) if const["SCALE_WORDS"] else 0)
     for bm, bn, stages, bias, row_addr, quad, warps, partial in (
             (8, 64, 3, False, False, False, 4, False), (32, 128, 2, True, True, False, 4, False),
             (8, 64, 3, False, False, True, 4, False), (8, 128, 3, False, False, True, 4, False),
@@ -130,11 +136,44 @@ def main() -> None:
             (8, 64, 3, True, False, False, 4, True), (8, 64, 3, True, False, True, 4, True)):
         const = dict(BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_BIAS=bias, ROW_ADDR=row_addr, STAGES=stages,
                      QUAD=quad, PARTIAL_K=partial, PERSISTENT=False, N_FASTEST=bm >= 128,
-                     SPLIT=wg.SPLIT_TAIL.value if warps == 8 else 0, FULL_M=256, TAIL_M=bm, **wg._layouts(bm, warps))
-        name = f"gemm2 bm{bm} bn{bn} s{stages}{' w8' if warps == 8 else ''}{' k2880' if partial else ''}"
+                     SPLIT=wg.SPLIT_TAIL.value if warps == 8 else 0, FULL_M=256, TAIL_M=bm, SCALE_WORDS=bm != 32,
+                     **wg._layouts(bm, warps))
+        name = (f"gemm2 bm{bm} bn{bn} s{stages}{' w8' if warps == 8 else ''}{' k2880' if partial else ''}"
+                f"{'' if const['SCALE_WORDS'] else ' bytes'}")
         out[name + (" quad" if quad else "")] = inspect(compile_gluon(
-            wg._gemm2_wgmma_kernel, g2_ptrs, set(), const, warps, K2880_UNALIGNED if partial else set()))
+            wg._gemm2_wgmma_kernel, g2_ptrs, set(), const, warps, K2880_UNALIGNED if partial else set()),
+            bn // (8 * warps) if const["SCALE_WORDS"] else 0)
+    out["triton quad b-operand"] = triton_quad_b_operand()
     print(json.dumps(out))
+
+
+def triton_quad_b_operand() -> dict:
+    """The Triton GEMM1 with quad weights as the MMA's B operand (128x128, swap_ab=False, 8 warps, qwen3's
+    H = 2048): compiles for sm_90 as launched, i.e. with the scale row stride unspecialized."""
+    from tmoe.kernels import grouped_gemm as gg
+    from triton.compiler import ASTSource
+    kernel = gg._gemm1_swiglu_kernel
+    ptrs = {"x_ptr": "*i16", "w1_ptr": "*u8", "w1_sf_ptr": "*u8", "offsets_ptr": "*i32", "sorted_ptr": "*i32",
+            "weights_ptr": "*fp32", "act_ptr": "*i16", "bias_ptr": "*fp32"}
+    const = dict(TOPK=8, BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, E_PAD=128, SWAP_AB=False, HAS_CLAMP=False,
+                 FAST_MATH=True, ACTIVATION=0, HAS_BIAS=False, SOFT=False, DECODE=1, FUSE_GATE_UP=False, QUAD=True,
+                 PERSISTENT=False)
+    sig, attrs = {}, {}
+    for i, name in enumerate(kernel.arg_names):
+        if name in const:
+            sig[name] = "constexpr"
+            continue
+        sig[name] = ptrs.get(name, "fp32" if name in ("clamp", "alpha") else "i32")
+        if name in ptrs or (name.startswith("stride") or name in ("hidden", "inter")) \
+                and name not in kernel.do_not_specialize:
+            attrs[(i,)] = [["tt.divisibility", 16]]
+    try:
+        triton.compile(ASTSource(kernel, sig, const, attrs), target=GPUTarget("cuda", 90, 32),
+                       options={"num_warps": 8, "num_stages": 3})
+        compiled = True
+    except Exception:   # noqa: BLE001 - reported, the test fails on it
+        compiled = False
+    return {"compiles": compiled, "unspecialized": sorted(kernel.do_not_specialize)}
 
 
 if __name__ == "__main__":

@@ -76,12 +76,16 @@ def run(asm: str, operands: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
             env[dst] = val(args[1])
         elif op == "and.b32":
             env[dst] = val(args[1]) & val(args[2])
-        elif op == "shr.u32":
+        elif op in ("shr.u32", "shr.b32"):
             env[dst] = val(args[1]) >> val(args[2])
         elif op == "shl.b32":
             env[dst] = val(args[1]) << val(args[2])
         elif op == "max.u32":
             env[dst] = np.maximum(val(args[1]), val(args[2]))
+        elif op == "max.u16x2":
+            a, b = val(args[1]), val(args[2])
+            lo = np.maximum(a & U32(0xFFFF), b & U32(0xFFFF))
+            env[dst] = lo | (np.maximum(a >> U32(16), b >> U32(16)) << U32(16))
         elif op == "prmt.b32":
             env[dst] = _prmt(val(args[1]), val(args[2]), val(args[3]))
         elif op == "lop3.b32":

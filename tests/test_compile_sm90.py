@@ -5,7 +5,6 @@ other CPU tests never lowers to PTX, so a lowering failure (e.g. Triton 3.6's sc
 [ROWS, 2] tile, first met on 2 x H200) would otherwise only show up on a GPU. Also checks that the
 NVLink copies use 16-byte stores and that the barriers use system-scope release / acquire atomics.
 """
-import ast
 import json
 import os
 import subprocess
@@ -36,6 +35,8 @@ def test_gluon_gemms_compile_for_sm90_without_register_hazards():
                          env=dict(os.environ, TRITON_INTERPRET="0"), timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
+    triton_b = result.pop("triton quad b-operand")
+    assert triton_b == {"compiles": True, "unspecialized": ["stride_wsn"]}, triton_b
     assert len(result) == 15
     # 128 weight rows per warpgroup: <= 168 registers keeps 3 CTAs (4 warps) per SM; the loop's row-only
     # masks would let ptxas hoist per-row addresses (174+ registers, 2 CTAs: qwen3 decode measured +3%)
@@ -47,23 +48,9 @@ def test_gluon_gemms_compile_for_sm90_without_register_hazards():
         # K = 2880 is not specialized as a multiple of 16 words: without the kernel's hint each lane's 16
         # code bytes load as four 32-bit loads
         assert c["narrow_code_loads"] == 0, f"{name}: code loads are not 128-bit ({c})"
+        # the lookup words loaded per thread stay in registers: as immediates ptxas copied them from a
+        # uniform register before every lookup (34 of 324 loop instructions, gpt-oss decode tile)
+        assert c["uniform_copies"] <= 4, f"{name}: per-step uniform -> vector register copies ({c})"
     for kernel in ("gemm1 bm8 bn32 s3", "gemm2 bm8 bn64 s3", "gemm1 bm8 bn32 s3 k2880", "gemm2 bm8 bn64 s3 k2880"):
         # quad-ordered weights: no exchange in the loop (K = 2880: only the peeled partial last step has one)
         assert result[kernel + " quad"]["loop_instructions"] < result[kernel]["loop_instructions"] - 40, kernel
-
-
-def test_warp_specialized_prefill_experiment_compiles_for_sm90():
-    """benchmarks/experiments/ws_gemm.py (not wired into the layer; GPU check: check_ws.py) still compiles
-    for sm_90 with wgmmas in the consumers' K loops, no writes to an in-flight wgmma's A registers,
-    no ptxas wgmma serialization, and no spills at 128-token tiles."""
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks", "experiments", "check_ws.py")
-    run = subprocess.run([sys.executable, script, "--offline"], capture_output=True, text=True,
-                         env=dict(os.environ, TRITON_INTERPRET="0"), timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    rows = [line for line in run.stdout.splitlines() if line.startswith("gemm")]
-    assert len(rows) == 4, run.stdout
-    for line in rows:
-        info = ast.literal_eval(line.split(": ", 1)[1])   # the dict printed by gluon_compile_worker.inspect
-        assert info["hgmma"] >= 8 and info["a_reg_writes_in_flight"] == 0 and not info["serialized"], line
-        if "bm128" in line:
-            assert info["spills"] == 0, line

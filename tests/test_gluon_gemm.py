@@ -124,6 +124,56 @@ def test_gluon_overflow_launch_and_graph(g1, g2):
     assert torch.equal(y_graph.view(torch.int16), y.view(torch.int16))
 
 
+def _poisoned_padding(scales):
+    """The scales in rows padded to 4 bytes whose padding holds 255 (a NaN scale): SCALE_WORDS reads it."""
+    e, n, groups = scales.shape
+    row = -(-groups // 4) * 4
+    whole = torch.full((e, n, row), 255, dtype=torch.uint8, device=scales.device)
+    whole[..., :groups] = scales
+    return whole[..., :groups]
+
+
+@pytest.mark.skipif(not ON_HOPPER, reason="Gluon wgmma kernels need an sm_90 GPU")
+@pytest.mark.parametrize("hidden,inter", [(352, 160), (2880, 2880)])
+def test_gluon_scale_words_and_bytes(hidden, inter):
+    """K/32 % 4 != 0: scale rows as 32-bit words (padded rows, the padding poisoned with 255) and as bytes
+    (unpadded rows) give the Triton kernel's bits, canonical and quad codes."""
+    from tmoe.kernels import grouped_gemm, weight_layout, wgmma_gemm
+    from tmoe.kernels.quant import mxfp8_to_bf16
+    from tmoe.kernels.routing import build_routing
+    import tmoe
+    from tmoe.layer import fill_buffer
+    dev = torch.device("cuda")
+    e, k, t = 8, 4, 96
+    weights = make_weights(e, hidden, inter, seed=11, device=dev)
+    x = make_tokens(t, hidden, seed=12, device=dev)
+    idx, w = make_routing(t, e, k, "hot_expert", seed=13, device=dev)
+    buf = tmoe.get_symm_buffer_for_mega_moe(None, e, t, k, hidden, inter, device=dev)
+    fill_buffer(buf, x, idx, w)
+    mxfp8_to_bf16(buf.x[:t], buf.x_sf[:t], buf.x_dq)
+    plan = build_routing(buf.topk_idx[:t], e, capacity_slots=t * k)
+
+    def run(w1, w1_sf, w2, w2_sf, g1, g2, quad):
+        buf.act.fill_(0)
+        buf.slot_out.fill_(0)
+        grouped_gemm.gemm1_swiglu(buf.x_dq, w1, w1_sf, plan, buf.topk_weights, buf.act, topk=k, clamp=7.0,
+                                  fast_math=True, cfg=g1, soft=False, quad=quad)
+        grouped_gemm.gemm2(buf.act, w2, w2_sf, plan, buf.slot_out, cfg=g2, soft=False, quad=quad)
+        return buf.act[: t * k].clone(), buf.slot_out[: t * k].clone()
+
+    w1, w2 = weights.w1.view(torch.uint8), weights.w2.view(torch.uint8)
+    want = run(w1, weights.w1_sf, w2, weights.w2_sf, TRITON_CFG, TRITON_CFG, False)
+    s1, s2 = _poisoned_padding(weights.w1_sf), _poisoned_padding(weights.w2_sf)
+    assert wgmma_gemm.scale_words(s1) and wgmma_gemm.scale_words(s2)
+    assert not wgmma_gemm.scale_words(weights.w1_sf) and not wgmma_gemm.scale_words(weights.w2_sf)
+    for c1, c2 in ((GLUON_G1[0], GLUON_G2[0]), (GLUON_G1[-2], GLUON_G2[-2])):
+        for scales in ((weights.w1_sf, weights.w2_sf), (s1, s2)):
+            got = run(w1, scales[0], w2, scales[1], c1, c2, False)
+            assert all(torch.equal(a.view(torch.int16), b.view(torch.int16)) for a, b in zip(got, want)), c1
+            got = run(weight_layout.to_quad(w1), scales[0], weight_layout.to_quad(w2), scales[1], c1, c2, True)
+            assert all(torch.equal(a.view(torch.int16), b.view(torch.int16)) for a, b in zip(got, want)), c1
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(swap_ab=False), "gluon kernel needs"), (dict(num_warps=2), "gluon kernel needs"),
     (dict(num_stages=1), "gluon kernel needs"), (dict(block_m=512), "gluon kernel needs"),

@@ -60,10 +60,11 @@ def test_quad_order_is_what_the_gluon_exchange_delivers():
         np.testing.assert_array_equal(out[r], quad_words[:, r])
 
 
-@pytest.mark.parametrize("hidden,inter", [(256, 128), (384, 192), (160, 64), (352, 96), (64, 32)])
+@pytest.mark.parametrize("hidden,inter", [(256, 128), (384, 192), (160, 64), (352, 96), (64, 32), (512, 512)])
 def test_layer_in_quad_order_matches_canonical_bitwise(device, hidden, inter, monkeypatch):
     """Whole and partial last K blocks (352 = 2 * 128 + 96, like gpt-oss's 2880 = 22 * 128 + 64); K < 128
-    stays canonical."""
+    stays canonical; K = 512: scale rows of 16 bytes (the stride the Triton B-operand tiles could not
+    compile with, grouped_gemm's do_not_specialize)."""
     weights = make_weights(4, hidden, inter, seed=hidden, device=device)
     x = make_tokens(11, hidden, seed=1, device=device)
     idx, w = make_routing(11, 4, 2, "duplicates", seed=2, device=device)
@@ -88,6 +89,29 @@ def test_layer_in_quad_order_matches_canonical_bitwise(device, hidden, inter, mo
         assert torch.equal(y.view(torch.int16), y_ref.view(torch.int16)), f"configs {cfg1} {cfg2}"
     ref = reference_moe(buf.x[:11], buf.x_sf[:11], idx, w, weights)
     assert calc_diff(y, ref) <= 1e-4
+
+
+@pytest.mark.parametrize("groups", [1, 3, 4, 5, 90, 224])
+def test_scale_rows_padded_for_word_loads(groups):
+    """pad_scale_rows: same values, rows 4-byte aligned, padding 127; wgmma_gemm.scale_words accepts exactly
+    the tensors whose 4-byte reads stay aligned and inside the storage (else the kernel loads bytes)."""
+    g = torch.Generator().manual_seed(groups)
+    sf = torch.randint(0, 256, (3, 5, groups), dtype=torch.uint8, generator=g)
+    padded = weight_layout.pad_scale_rows(sf)
+    row = -(-groups // 4) * 4
+    assert torch.equal(padded, sf) and padded.stride() == (5 * row, row, 1)
+    whole = padded.as_strided((3, 5, row), padded.stride())
+    assert (whole[..., groups:] == 127).all()
+    assert wgmma_gemm.scale_words(padded)
+    assert wgmma_gemm.scale_words(sf) == (groups % 4 == 0)
+    if groups % 4:      # aligned rows, but the last row's padding lies past the storage
+        tight = torch.zeros(14 * row + groups, dtype=torch.uint8).as_strided((3, 5, groups), (5 * row, row, 1))
+        assert not wgmma_gemm.scale_words(tight)
+        assert not wgmma_gemm.scale_words(whole[:, :, 1:])          # rows not 4-byte aligned
+    w = make_weights(2, 32 * groups, 96, seed=groups, device=torch.device("cpu"))
+    l1, l2 = tmoe.transform_weights_for_mega_moe((w.w1, w.w1_sf), (w.w2, w.w2_sf))
+    assert wgmma_gemm.scale_words(l1[1]) and wgmma_gemm.scale_words(l2[1])
+    assert torch.equal(l1[1], l1.canonical[1])
 
 
 def test_bad_layout_raises(monkeypatch):

@@ -33,12 +33,30 @@ def test_fp4_pairs_asm_is_exact(scale_range):
     lo, hi = scale_range
     scales = np.repeat(np.arange(lo, hi, dtype=U32), 1 + len(words) // (hi - lo))[: len(words)]
     rng.shuffle(scales)
-    out = ptx_subset.run(wgmma_gemm._FP4_PAIRS_ASM.value, {4: words, 12: scales})
+    pairs = ptx_subset.run(wgmma_gemm._SCALE_BYTE_ASM.value, {1: scales})[0]
+    th0, tl0 = wgmma_gemm.FP4_LUT_WORDS
+    out = ptx_subset.run(wgmma_gemm._FP4_PAIRS_ASM.value, {4: words, 12: pairs, 20: np.full_like(words, th0),
+                                                           28: np.full_like(words, tl0 & 0xFFFFFFFF)})
     got = np.stack([out[i] for i in range(4)], -1)
     want = _expected_pairs(words, scales)
     bad = np.argwhere(got != want)
     assert bad.size == 0, f"word {words[bad[0][0]]:#010x} scale {scales[bad[0][0]]} byte {bad[0][1]}: " \
                           f"{got[tuple(bad[0])]:#010x} != {want[tuple(bad[0])]:#010x}"
+
+
+def test_scale_word_asm_equals_byte_asm():
+    """_SCALE_WORD_ASM with the selector of group r (as wgmma_gemm._scale_pairs builds it) = _SCALE_BYTE_ASM of
+    byte r of the scale word, for every scale byte (incl. 0 -> the subnormal 2^-127) at every position."""
+    rng = np.random.default_rng(2)
+    every = np.arange(256, dtype=U32)
+    for r in range(4):
+        words = rng.integers(0, 2 ** 32, 256, dtype=np.uint64).astype(U32)
+        words = (words & ~U32(0xFF << (8 * r))) | (every << U32(8 * r))
+        sel = np.full_like(words, r * 0x1010 + 0x0404)
+        got = ptx_subset.run(wgmma_gemm._SCALE_WORD_ASM.value, {1: words, 2: sel})[0]
+        want = ptx_subset.run(wgmma_gemm._SCALE_BYTE_ASM.value, {1: every})[0]
+        np.testing.assert_array_equal(got, want, err_msg=f"group {r}")
+    np.testing.assert_array_equal(want[[0, 1, 127, 254]], [0x00400040, 0x00800080, 0x3F803F80, 0x7F007F00])
 
 
 def test_triton_decoder_asm_is_exact():

@@ -298,9 +298,9 @@ def transform_weights_for_mega_moe(l1_weights, l2_weights, *, backend: str | Non
     def triton_layout(codes, scales):
         codes = codes.view(torch.uint8)
         if layout == "quad" and weight_layout.can_quad(codes):
-            return TransformedWeights(weight_layout.to_quad(codes), scales.contiguous(), canonical=(codes, scales),
-                                      code_order="quad")
-        return TransformedWeights(codes.contiguous(), scales.contiguous())
+            return TransformedWeights(weight_layout.to_quad(codes), weight_layout.pad_scale_rows(scales),
+                                      canonical=(codes, scales), code_order="quad")
+        return TransformedWeights(codes.contiguous(), weight_layout.pad_scale_rows(scales))
     return triton_layout(w1, w1_sf), triton_layout(w2, w2_sf)
 
 

@@ -228,7 +228,12 @@ def _gemm1_epilogue(acc_g, acc_u, rows, row_ok, slot, n, n_ok, expert, weights_p
              mask=row_ok[:, None] & n_ok[None, :])
 
 
-@triton.jit
+# NOTES: stride_wsn (the scale row stride) is never specialized: with quad-ordered weights, tiles of >= 64
+# tokens that take the weights as the MMA's B operand (swap_ab=False, decode "asm") fail to compile on sm_90
+# when it is a multiple of 16 ("Illegal shared layout" in TritonGPUOptimizeDotOperands, Triton 3.6; found
+# with the H200 cache's 128x128 tiles at qwen3's H = 2048, checked offline: tests/test_compile_sm90.py).
+# The cost: a K step's 4 scale bytes of a row load as bytes instead of one word.
+@triton.jit(do_not_specialize=["stride_wsn"])
 def _gemm1_swiglu_kernel(
         x_ptr, stride_x,                                        # dequantized tokens: bf16 bits [T, H]
         w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,   # [E, 2I, H/2], [E, 2I, H/32]
@@ -317,7 +322,7 @@ def _gemm2_epilogue(acc, rows, row_ok, n, n_ok, expert, sorted_ptr, weights_ptr,
                  mask=row_ok[:, None] & n_ok[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["stride_wsn"])     # see _gemm1_swiglu_kernel
 def _gemm2_kernel(
         act_ptr, stride_act,                                    # dq intermediate: bf16 bits [S, I]
         w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,   # [E, H, I/2], [E, H, I/32]

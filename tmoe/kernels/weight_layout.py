@@ -1,4 +1,5 @@
-"""Byte order of the MXFP4 codes inside the Triton backend's transformed weights.
+"""Byte order of the MXFP4 codes inside the Triton backend's transformed weights, and the padding of
+their scale rows (`pad_scale_rows`).
 
 "canonical": DESIGN.md §2.2 (byte j of a row holds codes 2j, 2j+1).
 "quad" (the default on Hopper: `layout="auto"` picks it when the weights live on an sm_90 GPU;
@@ -87,3 +88,21 @@ def quad_to_canonical_tile(c, ROWS: tl.constexpr):
     """One whole K step's code tile [ROWS, 64] as loaded from quad-ordered weights -> canonical byte order
     (a partial last step is stored canonical: do not call this on it)."""
     return tl.reshape(tl.permute(tl.reshape(c, [ROWS, 4, 4, 4]), (0, 2, 3, 1)), [ROWS, 64])
+
+
+SCALE_ROW_ALIGN = 4
+
+
+def pad_scale_rows(scales: torch.Tensor) -> torch.Tensor:
+    """UE8M0 scales [..., K/32] -> the same values with every row starting SCALE_ROW_ALIGN-byte aligned:
+    a view of a buffer whose rows are padded with 127 (2^0) to a multiple of 4 bytes (contiguous as is
+    when K/32 % 4 == 0). NOTES: the Gluon kernels then load a K step's 4 scale bytes of a row as one
+    32-bit word (wgmma_gemm.scale_words; gpt-oss, K/32 = 90, needs the padding); the padding is never
+    used as a scale (the kernels mask it: 127 only keeps it harmless)."""
+    groups = scales.shape[-1]
+    padded = -(-groups // SCALE_ROW_ALIGN) * SCALE_ROW_ALIGN
+    if padded == groups:
+        return scales.contiguous()
+    out = torch.full((*scales.shape[:-1], padded), 127, dtype=scales.dtype, device=scales.device)
+    out[..., :groups] = scales
+    return out[..., :groups]

@@ -41,15 +41,17 @@ from .grouped_gemm import (BLOCK_K as _BLOCK_K, _gemm1_epilogue, _gemm2_epilogue
 BLOCK_K = gl.constexpr(_BLOCK_K)
 
 # NOTES (decode): one code word = bytes j, j+4, j+8, j+12 of a row (one 32-k scale group) + that
-# group's UE8M0 byte -> 4 bf16x2 registers, register i = (value of byte i's low nibble, of its high
+# group's scale as bf16x2 -> 4 bf16x2 registers, register i = (value of byte i's low nibble, of its high
 # nibble) = the A-operand pair (k, k+1), k = 2 * (j + 4i). Same lookup tables and the same exact
 # scale multiply as numerics._FP4_TO_BF16_ASM (hence bitwise the same values); the signs are merged
-# into the high-byte lookups 4 at a time and the pairs are selected directly. Operands: $4 = the
-# word, $12 = the scale byte (the other inputs are the broadcast copies an 8-wide pack carries).
+# into the high-byte lookups 4 at a time and the pairs are selected directly. Operands (each input is
+# packed 8 times): $4 = the word, $12 = the scale pair (`_scale_pairs`), $20 / $28 = th0 / tl0 of the
+# lookup held in registers (`_lookup_tables`).
 _FP4_PAIRS_ASM = gl.constexpr("""
 {
-.reg .b32 m, mh, w4, y0, y1, hb0, lb0, hb1, lb1, t0, t1, t2, t3, sc, th0, th1, tl0, tl1;
-""" + FP4_MAGNITUDE_LOOKUP_PTX + """shl.b32 w4, $4, 4;
+.reg .b32 m, mh, w4, y0, y1, hb0, lb0, hb1, lb1, t0, t1, t2, t3, th0, th1, tl0, tl1;
+""" + FP4_MAGNITUDE_LOOKUP_PTX.replace("mov.b32 th0, 0x3F3F3F00;", "mov.b32 th0, $20;").replace(
+    "mov.b32 tl0, 0xC0800000;", "mov.b32 tl0, $28;") + """shl.b32 w4, $4, 4;
 prmt.b32 y0, w4, $4, 0x5140;
 prmt.b32 y1, w4, $4, 0x7362;
 lop3.b32 hb0, hb0, y0, 0x80808080, 0xF8;
@@ -58,13 +60,32 @@ prmt.b32 t0, lb0, hb0, 0x5140;
 prmt.b32 t1, lb0, hb0, 0x7362;
 prmt.b32 t2, lb1, hb1, 0x5140;
 prmt.b32 t3, lb1, hb1, 0x7362;
-shl.b32 sc, $12, 7;
-max.u32 sc, sc, 0x40;
-prmt.b32 sc, sc, sc, 0x1010;
-mul.rn.bf16x2 $0, t0, sc;
-mul.rn.bf16x2 $1, t1, sc;
-mul.rn.bf16x2 $2, t2, sc;
-mul.rn.bf16x2 $3, t3, sc;
+mul.rn.bf16x2 $0, t0, $12;
+mul.rn.bf16x2 $1, t1, $12;
+mul.rn.bf16x2 $2, t2, $12;
+mul.rn.bf16x2 $3, t3, $12;
+}
+""")
+
+# NOTES (scales): UE8M0 byte s -> bf16x2 (2^(s-127), 2^(s-127)) = bits s << 7 in each half, s = 0 -> the
+# subnormal 0x0040 (2^-127) as in numerics. From a word of 4 scale bytes (SCALE_WORDS, one 32-bit load
+# per row and K step): $2 = selector putting byte r at bytes 1 and 3 (s << 8 in each half), then >> 1.
+# From one byte (unaligned scale rows): shift, then duplicate the half.
+_SCALE_WORD_ASM = gl.constexpr("""
+{
+.reg .b32 t, lo;
+mov.b32 lo, 0x00400040;
+prmt.b32 t, $1, 0, $2;
+shr.b32 t, t, 1;
+max.u16x2 $0, t, lo;
+}
+""")
+_SCALE_BYTE_ASM = gl.constexpr("""
+{
+.reg .b32 t;
+shl.b32 t, $1, 7;
+max.u32 t, t, 0x40;
+prmt.b32 $0, t, t, 0x1010;
 }
 """)
 
@@ -188,14 +209,29 @@ def tile_of_program(offsets_ptr, pid, num_local_experts, BLOCK_M: gl.constexpr, 
     return expert, row_start, gl.sum(gl.where(sel, hi, 0), axis=0), real
 
 
+# NOTES: th0 / tl0 of the lookup (FP4_MAGNITUDE_LOOKUP_PTX) are a PRMT's register operand (th1 / tl1 fit
+# the immediate slot). As PTX immediates ptxas re-materializes them from a uniform register before every
+# lookup (sm_90 SASS, gpt-oss GEMM1 decode tile: 34 of 324 instructions per K step); loaded from memory
+# per thread they stay in two registers for the whole loop.
+FP4_LUT_WORDS = (0x3F3F3F00, 0xC0800000 - (1 << 32))   # (th0, tl0) as int32
+
+
 @gluon.jit
-def _decode_a(words, scales, BLOCK_A: gl.constexpr, WORD3: gl.constexpr, A_LAYOUT: gl.constexpr):
+def _lookup_tables(lut_ptr, BLOCK_A: gl.constexpr, layout: gl.constexpr):
+    r = gl.arange(0, BLOCK_A, layout=layout) % 8
+    return gl.load(lut_ptr + r), gl.load(lut_ptr + 8 + r)
+
+
+@gluon.jit
+def _decode_a(words, scales, lut, BLOCK_A: gl.constexpr, WORD3: gl.constexpr, A_LAYOUT: gl.constexpr):
     """Exchanged code words + scale bytes (int32 [BLOCK_A, 16], slice of `_word_layout`) -> exact bf16
-    weights [BLOCK_A, 128] in the wgmma A-operand layout (the final conversion moves no data)."""
-    w3 = gl.broadcast(gl.expand_dims(words, 2), gl.expand_dims(scales, 2))
-    vals = gl.inline_asm_elementwise(_FP4_PAIRS_ASM, "=r,=r,=r,=r" + ",r" * 16,
-                                     [gl.broadcast(w3[0], gl.zeros([BLOCK_A, 16, 8], gl.int32, WORD3))[0],
-                                      gl.broadcast(w3[1], gl.zeros([BLOCK_A, 16, 8], gl.int32, WORD3))[0]],
+    weights [BLOCK_A, 128] in the wgmma A-operand layout (the final conversion moves no data).
+    `lut`: the two lookup words that must sit in registers (see `_lookup_tables`)."""
+    zeros = gl.zeros([BLOCK_A, 16, 8], gl.int32, WORD3)
+    ins = [gl.broadcast(gl.expand_dims(words, 2), zeros)[0], gl.broadcast(gl.expand_dims(scales, 2), zeros)[0],
+           gl.broadcast(gl.expand_dims(gl.expand_dims(lut[0], 1), 2), zeros)[0],
+           gl.broadcast(gl.expand_dims(gl.expand_dims(lut[1], 1), 2), zeros)[0]]
+    vals = gl.inline_asm_elementwise(_FP4_PAIRS_ASM, "=r,=r,=r,=r" + ",r" * 32, ins,
                                      dtype=gl.bfloat16, is_pure=True, pack=8)
     # [rows, col = 4 * t + group, 2 * q + nibble] -> k = 32 * group + 8 * q + 2 * t + nibble
     vals = gl.permute(gl.reshape(vals, [BLOCK_A, 4, 4, 4, 2]), (0, 2, 3, 1, 4))
@@ -221,23 +257,48 @@ def _weight_rows(first, second, limit, BLOCK_A: gl.constexpr, GATE_UP: gl.conste
 
 @gluon.jit
 def _load_codes(w_words, ws_base, rows_w, rows_ok, stride_ww, stride_wsn, k0, k_words, k_groups,
-                WORD3: gl.constexpr, K_MASK: gl.constexpr):
+                WORD3: gl.constexpr, K_MASK: gl.constexpr, SCALE_WORDS: gl.constexpr):
     """Issue one K step's loads: lane t's 16 code bytes of each of its rows (int32 words 4t..4t+3) and the
-    scale bytes of the 4 groups (the exchange hands lane t group r's bytes in register r).
-    K_MASK: the step may be partial (past K: codes 0, scales 127); without it only rows are masked."""
+    scales of the 4 groups (the exchange hands lane t group r's bytes in register r): SCALE_WORDS one
+    32-bit word per row (rows padded to 4 bytes, see weight_layout.pad_scale_rows), else 4 bytes.
+    K_MASK: the step may be partial (past K: codes 0, scales 127; scale words: see _scale_pairs);
+    without it only rows are masked."""
     L2: gl.constexpr = gl.SliceLayout(2, WORD3)
     col = gl.arange(0, 16, layout=gl.SliceLayout(0, L2))
     kw = k0 // 8 + col
-    kb = k0 // 32 + col % 4
     if K_MASK:
         c_ok = rows_ok[:, None] & (kw < k_words)[None, :]
-        s_ok = rows_ok[:, None] & (kb < k_groups)[None, :]
     else:
         c_ok = rows_ok[:, None]
-        s_ok = rows_ok[:, None]
     c = gl.load(w_words + rows_w[:, None] * stride_ww + kw[None, :], mask=c_ok, other=0)
-    s = gl.load(ws_base + rows_w[:, None] * stride_wsn + kb[None, :], mask=s_ok, other=127)
+    if SCALE_WORDS:
+        s = gl.load((ws_base + rows_w * stride_wsn + k0 // 32).to(gl.pointer_type(gl.int32)), mask=rows_ok,
+                    other=0x7F7F7F7F)
+    else:
+        kb = k0 // 32 + col % 4
+        if K_MASK:
+            s_ok = rows_ok[:, None] & (kb < k_groups)[None, :]
+        else:
+            s_ok = rows_ok[:, None]
+        s = gl.load(ws_base + rows_w[:, None] * stride_wsn + kb[None, :], mask=s_ok, other=127).to(gl.int32)
     return c, s
+
+
+@gluon.jit
+def _scale_pairs(s, k0, k_groups, WORD3: gl.constexpr, K_MASK: gl.constexpr, SCALE_WORDS: gl.constexpr):
+    """Loaded scales -> int32 [BLOCK_A, 16] bf16x2 scale of (row, col = 4t + group) (see _SCALE_WORD_ASM).
+    K_MASK with scale words: groups past K read the row's padding; 1.0 there whatever it holds (the codes
+    are 0, and 0 x 2^128 would be NaN)."""
+    col = gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(2, WORD3)))
+    if SCALE_WORDS:
+        words, sel = gl.broadcast(gl.expand_dims(s, 1), ((col % 4) * 0x1010 + 0x0404)[None, :])
+        pairs = gl.inline_asm_elementwise(_SCALE_WORD_ASM, "=r,r,r", [words, sel], dtype=gl.int32, is_pure=True,
+                                          pack=1)
+        if K_MASK:
+            pairs = gl.where((k0 // 32 + col % 4 < k_groups)[None, :], pairs, 0x3F803F80)
+    else:
+        pairs = gl.inline_asm_elementwise(_SCALE_BYTE_ASM, "=r,r", [s], dtype=gl.int32, is_pure=True, pack=1)
+    return pairs
 
 
 @gluon.jit
@@ -255,19 +316,20 @@ def _exchange(c, WORD3: gl.constexpr, QUAD: gl.constexpr):
 
 
 @gluon.jit
-def _next_a(acc, c, sc, w_words, ws_base, rows_w, rows_ok, stride_ww, stride_wsn, i, num_full, k_words, k_groups,
+def _next_a(acc, c, sc, lut, w_words, ws_base, rows_w, rows_ok, stride_ww, stride_wsn, i, num_full, k_words, k_groups,
             BLOCK_A: gl.constexpr, WORD3: gl.constexpr, A_LAYOUT: gl.constexpr, QUAD: gl.constexpr,
-            K_MASK: gl.constexpr):
+            K_MASK: gl.constexpr, SCALE_WORDS: gl.constexpr):
     """K step i's A operand from its loaded codes (c, sc); issues step i+1's code loads if that step is a
     whole one (< num_full; K_MASK: see _wgmma_gemm), returned for the next call. NOTES: the next step's
     codes are loaded first, so their latency hides behind this step's decode. The wgmma of step i-1 is
     waited for *before* decoding: it reads its A operand from registers until it completes, and ptxas
     reuses those registers for the next decode (measured: wrong results when the decode ran first)."""
     c_next, sc_next = _load_codes(w_words, ws_base, rows_w, rows_ok & (i + 1 < num_full), stride_ww, stride_wsn,
-                                  (i + 1) * BLOCK_K, k_words, k_groups, WORD3, K_MASK)
+                                  (i + 1) * BLOCK_K, k_words, k_groups, WORD3, K_MASK, SCALE_WORDS)
     words = _exchange(c, WORD3, QUAD)
+    pairs = _scale_pairs(sc, i * BLOCK_K, k_groups, WORD3, False, SCALE_WORDS)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-    a = _decode_a(words, sc.to(gl.int32), BLOCK_A, WORD3, A_LAYOUT)
+    a = _decode_a(words, pairs, lut, BLOCK_A, WORD3, A_LAYOUT)
     return acc, a, c_next, sc_next
 
 
@@ -291,10 +353,11 @@ def _b_ready(STAGES: gl.constexpr):
 @gluon.jit
 def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*, K_DIM], one per token column
                 w_words, ws_base, stride_ww, stride_wsn,        # this expert's codes (int32 words) / scales
+                lut_ptr,                                        # fp4_lut(): see _lookup_tables
                 first, second, limit, K_DIM, k_words, k_groups,  # A rows (see _weight_rows); K, K/8, K/32
                 BLOCK_A: gl.constexpr, GATE_UP: gl.constexpr, BLOCK_M: gl.constexpr, STAGES: gl.constexpr,
                 MMA: gl.constexpr, B_LOAD: gl.constexpr, QUAD: gl.constexpr,
-                PARTIAL_K: gl.constexpr):
+                PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr):
     """acc[BLOCK_A, BLOCK_M] = W[rows, :K_DIM] @ B[b_rows, :K_DIM]^T: fp32, k16 wgmmas in ascending k.
     QUAD: the codes are stored in weight_layout's quad order, i.e. already as the exchange delivers them.
     PARTIAL_K: K % 128 != 0 (the last K step is partial; its block is canonical in either order)."""
@@ -309,6 +372,7 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
         k_words = (k_words >> 2) << 2
     rows_w, rows_ok = _weight_rows(first, second, limit, BLOCK_A, GATE_UP,
                                    gl.SliceLayout(1, gl.SliceLayout(2, WORD3)))
+    lut = _lookup_tables(lut_ptr, BLOCK_A, gl.SliceLayout(1, gl.SliceLayout(2, WORD3)))
 
     B_SMEM: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, BLOCK_K], gl.bfloat16)
     b_smem = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BLOCK_M, BLOCK_K], B_SMEM)
@@ -325,12 +389,12 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
     # warpgroups lose a CTA per SM (qwen3 T=128 +3%), 8-warp prefill tiles run 1-3% slower (dsv3, qwen3).
     LOOP_K_MASK: gl.constexpr = (not PARTIAL_K) or BLOCK_A * 4 > 64 * gl.num_warps()
     c, sc = _load_codes(w_words, ws_base, rows_w, rows_ok, stride_ww, stride_wsn, 0, k_words, k_groups, WORD3,
-                        PARTIAL_K)
+                        PARTIAL_K, SCALE_WORDS)
     # NOTES: step 0 is peeled (no wgmma to wait for yet): an async wgmma returns an accumulator token
     # that the loop carries, and a loop that may run zero times leaves a path defining the accumulator
     # outside any wgmma, for which ptxas serializes every wgmma of the kernel (C7515).
     c_next, sc_next = _load_codes(w_words, ws_base, rows_w, rows_ok & (num_full > 1), stride_ww, stride_wsn, BLOCK_K,
-                                  k_words, k_groups, WORD3, False)
+                                  k_words, k_groups, WORD3, False, SCALE_WORDS)
     if PARTIAL_K:
         if num_full == 0:       # K < 128: the one (partial) step
             words = _exchange(c, WORD3, False)
@@ -338,7 +402,7 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
             words = _exchange(c, WORD3, QUAD)
     else:
         words = _exchange(c, WORD3, QUAD)
-    a = _decode_a(words, sc.to(gl.int32), BLOCK_A, WORD3, A_LAYOUT)
+    a = _decode_a(words, _scale_pairs(sc, 0, k_groups, WORD3, PARTIAL_K, SCALE_WORDS), lut, BLOCK_A, WORD3, A_LAYOUT)
     _b_ready(STAGES)
     _issue_b(b_smem, b_base, bk, b_ok, STAGES - 1, K_DIM, STAGES)
     acc = warpgroup_mma(a, b_smem.index(0).permute((1, 0)), gl.zeros([BLOCK_A, BLOCK_M], gl.float32, MMA),
@@ -346,18 +410,19 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
     c = c_next
     sc = sc_next
     for i in range(1, num_full):
-        acc, a, c, sc = _next_a(acc, c, sc, w_words, ws_base, rows_w, rows_ok, stride_ww, stride_wsn, i, num_full,
-                                k_words, k_groups, BLOCK_A, WORD3, A_LAYOUT, QUAD, LOOP_K_MASK)
+        acc, a, c, sc = _next_a(acc, c, sc, lut, w_words, ws_base, rows_w, rows_ok, stride_ww, stride_wsn, i, num_full,
+                                k_words, k_groups, BLOCK_A, WORD3, A_LAYOUT, QUAD, LOOP_K_MASK, SCALE_WORDS)
         _b_ready(STAGES)
         _issue_b(b_smem, b_base, bk, b_ok, i + STAGES - 1, K_DIM, STAGES)
         acc = warpgroup_mma(a, b_smem.index(i % STAGES).permute((1, 0)), acc, is_async=True)
     if PARTIAL_K:
         if num_full > 0:
             c, sc = _load_codes(w_words, ws_base, rows_w, rows_ok, stride_ww, stride_wsn, num_full * BLOCK_K, k_words,
-                                k_groups, WORD3, True)
+                                k_groups, WORD3, True, SCALE_WORDS)
             words = _exchange(c, WORD3, False)
+            pairs = _scale_pairs(sc, num_full * BLOCK_K, k_groups, WORD3, True, SCALE_WORDS)
             acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-            a = _decode_a(words, sc.to(gl.int32), BLOCK_A, WORD3, A_LAYOUT)
+            a = _decode_a(words, pairs, lut, BLOCK_A, WORD3, A_LAYOUT)
             _b_ready(STAGES)
             acc = warpgroup_mma(a, b_smem.index(num_full % STAGES).permute((1, 0)), acc, is_async=True)
     async_copy.wait_group(0)
@@ -422,14 +487,43 @@ def _check(kernel: str, t: torch.Tensor, cfg, words: torch.Tensor, scales: torch
     configs.check_gpu_config(cfg, kernel, hopper=configs.is_hopper(t.device))
 
 
+def scale_words(scales: torch.Tensor) -> bool:
+    """Whether the kernel may load a K step's 4 scale bytes of a row as one aligned 32-bit word: rows start
+    4-byte aligned and the last row's padding up to the next 4 bytes is inside the tensor's storage
+    (weight_layout.pad_scale_rows makes transformed weights so). Otherwise it loads bytes."""
+    e, n, groups = scales.shape
+    padded = -(-groups // 4) * 4
+    if scales.stride(2) != 1 or scales.stride(1) % 4 or scales.stride(0) % 4 or scales.data_ptr() % 4:
+        return False
+    if e * n == 0:
+        return True
+    last = scales.storage_offset() + (e - 1) * scales.stride(0) + (n - 1) * scales.stride(1) + padded
+    return scales.stride(1) >= padded and last <= scales.untyped_storage().nbytes()
+
+
+_LUT: dict = {}
+
+
+def fp4_lut(device: torch.device) -> torch.Tensor:
+    """The lookup words of `_lookup_tables` (int32 [16]: th0 x 8, tl0 x 8) on `device`, made once (by fills,
+    so that a first call inside CUDA-graph capture works)."""
+    key = (device.type, device.index if device.index is not None else torch.cuda.current_device())
+    if key not in _LUT:
+        lut = torch.empty(16, dtype=torch.int32, device=device)
+        lut[:8].fill_(FP4_LUT_WORDS[0])
+        lut[8:].fill_(FP4_LUT_WORDS[1])
+        _LUT[key] = lut
+    return _LUT[key]
+
+
 @gluon.jit
-def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse,
+def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse,
                       stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
                       stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups,
                       TOPK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr,
                       HAS_CLAMP: gl.constexpr, FAST_MATH: gl.constexpr, ACTIVATION: gl.constexpr,
                       HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                      EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SPLIT: gl.constexpr,
+                      EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, SPLIT: gl.constexpr,
                       FULL_M: gl.constexpr,
                       TAIL_M: gl.constexpr):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD,
@@ -441,8 +535,8 @@ def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we,
         n0 = nblk * BLOCK_N
         acc = _wgmma_gemm(x_ptr, tok64, tok_ok, stride_x,
                           w1_ptr + expert.to(gl.int64) * stride_we, w1_sf_ptr + expert.to(gl.int64) * stride_wse,
-                          stride_wn, stride_wsn, n0, inter + n0, inter - n0, hidden, k_words, k_groups,
-                          2 * BLOCK_N, True, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K)
+                          stride_wn, stride_wsn, lut_ptr, n0, inter + n0, inter - n0, hidden, k_words, k_groups,
+                          2 * BLOCK_N, True, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K, SCALE_WORDS)
         # A-tile row r = 16 * a + 8 * part + b holds channel n0 + 8 * a + b of gate (part 0) / up (part 1)
         acc = gl.permute(gl.reshape(acc, [2 * BLOCK_N // 16, 2, 8, BLOCK_M]), (3, 0, 2, 1))
         acc_g, acc_u = gl.split(gl.reshape(acc, [BLOCK_M, BLOCK_N, 2]))
@@ -458,13 +552,13 @@ def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we,
 
 
 @gluon.jit
-def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,
+def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse, stride_wsn,
                         offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr, stride_bias,
                         num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups, tile_offset,
                         TOPK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr,
                         HAS_CLAMP: gl.constexpr, FAST_MATH: gl.constexpr, ACTIVATION: gl.constexpr,
                         HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                        EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr,
+                        EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
                         PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr,
                         SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr):
     pid, npid, nblk = _tile_pids(N_FASTEST)
@@ -473,26 +567,26 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn
     if PERSISTENT:
         for tile in range(tile_offset + pid, num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD, SPLIT,
                                                        FULL_M, TAIL_M), npid):
-            _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse,
+            _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse,
                               stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
                               stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups,
                               TOPK, BLOCK_M, BLOCK_N, E_PAD, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES,
-                              MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SPLIT, FULL_M, TAIL_M)
+                              MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, SPLIT, FULL_M, TAIL_M)
     else:
-        _gemm1_wgmma_tile(pid, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse,
+        _gemm1_wgmma_tile(pid, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse,
                           stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
                           stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups, TOPK,
                           BLOCK_M, BLOCK_N, E_PAD, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA,
-                          B_LOAD, EPI, QUAD, PARTIAL_K, SPLIT, FULL_M, TAIL_M)
+                          B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, SPLIT, FULL_M, TAIL_M)
 
 
 @gluon.jit
-def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse,
+def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse,
                       stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr, bias_ptr,
                       stride_bias, num_local_experts, hidden, inter, k_words, k_groups,
                       BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr, HAS_BIAS: gl.constexpr,
                       ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                      EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SPLIT: gl.constexpr,
+                      EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, SPLIT: gl.constexpr,
                       FULL_M: gl.constexpr,
                       TAIL_M: gl.constexpr):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD,
@@ -502,8 +596,8 @@ def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride
         n0 = nblk * BLOCK_N
         acc = _wgmma_gemm(act_ptr, (row_start + m).to(gl.int64), row_start + m < row_end, stride_act,
                           w2_ptr + expert.to(gl.int64) * stride_we, w2_sf_ptr + expert.to(gl.int64) * stride_wse,
-                          stride_wn, stride_wsn, n0, n0, hidden - n0, inter, k_words, k_groups,
-                          BLOCK_N, False, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K)
+                          stride_wn, stride_wsn, lut_ptr, n0, n0, hidden - n0, inter, k_words, k_groups,
+                          BLOCK_N, False, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K, SCALE_WORDS)
         acc = gl.convert_layout(gl.permute(acc, (1, 0)), EPI)
         rows = row_start + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, EPI))
         n = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, EPI))
@@ -512,29 +606,29 @@ def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride
 
 
 @gluon.jit
-def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,
+def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse, stride_wsn,
                         offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr, bias_ptr,
                         stride_bias, num_local_experts, hidden, inter, k_words, k_groups, tile_offset,
                         BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr, HAS_BIAS: gl.constexpr,
                         ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                        EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr,
+                        EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
                         PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr,
                         SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr):
     pid, npid, nblk = _tile_pids(N_FASTEST)
     if PERSISTENT:      # see _gemm1_wgmma_kernel
         for tile in range(tile_offset + pid, num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD, SPLIT,
                                                        FULL_M, TAIL_M), npid):
-            _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse,
+            _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse,
                               stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr,
                               bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups, BLOCK_M,
-                              BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SPLIT,
+                              BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, SPLIT,
                               FULL_M,
                               TAIL_M)
     else:
-        _gemm2_wgmma_tile(pid, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse,
+        _gemm2_wgmma_tile(pid, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse,
                           stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr,
                           bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups, BLOCK_M,
-                          BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SPLIT, FULL_M,
+                          BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, SPLIT, FULL_M,
                           TAIL_M)
 
 
@@ -548,14 +642,14 @@ def gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int,
     w1_words = _as_words(w1)
     _check("gemm1", x_bits, cfg, w1_words, w1_sf)
     args = (x_bits.view(torch.bfloat16), x_bits.stride(0),
-            w1_words, w1_sf, w1_words.stride(0), w1_words.stride(1), w1_sf.stride(0), w1_sf.stride(1),
+            w1_words, w1_sf, fp4_lut(x_bits.device), w1_words.stride(0), w1_words.stride(1), w1_sf.stride(0), w1_sf.stride(1),
             plan.expert_offsets, plan.sorted_slots, topk_weights,
             act, act.stride(0),
             bias if bias is not None else topk_weights, bias.stride(0) if bias is not None else 0,
             e_local, hidden, inter, float(clamp) if clamp is not None else 0.0, float(alpha), hidden // 8, hidden // 32)
     kwargs = dict(TOPK=topk, BLOCK_N=cfg.block_n, E_PAD=expert_pad(e_local),
                   HAS_CLAMP=clamp is not None, FAST_MATH=fast_math, ACTIVATION=ACTIVATIONS.index(activation),
-                  HAS_BIAS=bias is not None, STAGES=cfg.num_stages, QUAD=quad, PARTIAL_K=hidden % _BLOCK_K != 0,
+                  HAS_BIAS=bias is not None, STAGES=cfg.num_stages, QUAD=quad, PARTIAL_K=hidden % _BLOCK_K != 0, SCALE_WORDS=scale_words(w1_sf),
                   num_warps=cfg.num_warps)
     return _launch(_gemm1_wgmma_kernel, triton.cdiv(inter, cfg.block_n), plan.num_slots, e_local, cfg,
                    expected_slots, args, kwargs)
@@ -569,13 +663,14 @@ def gemm2_wgmma(act, w2, w2_sf, plan, out_bits, *, cfg, topk_weights=None, bias=
     w2_words = _as_words(w2)
     _check("gemm2", act, cfg, w2_words, w2_sf)
     args = (act.view(torch.bfloat16), act.stride(0),
-            w2_words, w2_sf, w2_words.stride(0), w2_words.stride(1), w2_sf.stride(0), w2_sf.stride(1),
+            w2_words, w2_sf, fp4_lut(act.device), w2_words.stride(0), w2_words.stride(1), w2_sf.stride(0), w2_sf.stride(1),
             plan.expert_offsets, plan.sorted_slots, topk_weights if topk_weights is not None else out_bits,
             out_bits, out_bits.stride(0), out_row_addr if out_row_addr is not None else out_bits,
             bias if bias is not None else out_bits, bias.stride(0) if bias is not None else 0,
             e_local, hidden, inter, inter // 8, inter // 32)
     kwargs = dict(BLOCK_N=cfg.block_n, E_PAD=expert_pad(e_local),
                   HAS_BIAS=bias is not None, ROW_ADDR=out_row_addr is not None, STAGES=cfg.num_stages,
-                  QUAD=quad, PARTIAL_K=inter % _BLOCK_K != 0, num_warps=cfg.num_warps)
+                  QUAD=quad, PARTIAL_K=inter % _BLOCK_K != 0, SCALE_WORDS=scale_words(w2_sf),
+                  num_warps=cfg.num_warps)
     return _launch(_gemm2_wgmma_kernel, triton.cdiv(hidden, cfg.block_n), plan.num_slots, e_local, cfg,
                    expected_slots, args, kwargs)
