@@ -114,7 +114,8 @@ def main() -> None:
     g2_ptrs = {"act_ptr": "*bf16", "w2_ptr": "*i32", "w2_sf_ptr": "*u8", "lut_ptr": "*i32", "offsets_ptr": "*i32", "sorted_ptr": "*i32",
                "weights_ptr": "*fp32", "out_ptr": "*i16", "row_addr_ptr": "*i64", "bias_ptr": "*fp32"}
     # (block_m, block_n, stages, bias, persistent / row_addr, quad, warps, K % 128 != 0 like gpt-oss's 2880);
-    # scale rows loaded as 32-bit words except for bm16 (GEMM1) / bm32 (GEMM2): byte loads (' bytes')
+    # scale rows loaded as 32-bit words except for bm16 (GEMM1) / bm32 (GEMM2): byte loads (' bytes');
+    # the quad variants read the tiled layout (weight_layout.to_tiled, the default on Hopper)
     for bm, bn, stages, bias, persistent, quad, warps, partial in (
             (8, 32, 3, False, False, False, 4, False), (16, 64, 2, True, False, False, 4, False),
             (64, 32, 4, False, True, False, 4, False), (8, 32, 3, False, False, True, 4, False),
@@ -123,7 +124,7 @@ def main() -> None:
         const = dict(TOPK=8, BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_CLAMP=True, FAST_MATH=True, ACTIVATION=1,
                      HAS_BIAS=bias, STAGES=stages, PERSISTENT=persistent, QUAD=quad, PARTIAL_K=partial,
                      N_FASTEST=bm >= 128, SPLIT=wg.SPLIT_FULL.value if warps == 8 else 0, FULL_M=bm, TAIL_M=32,
-                     SCALE_WORDS=bm != 16, **wg._layouts(bm, warps))
+                     SCALE_WORDS=bm != 16, TILED=quad, **wg._layouts(bm, warps))
         name = (f"gemm1 bm{bm} bn{bn} s{stages}{' w8' if warps == 8 else ''}{' k2880' if partial else ''}"
                 f"{'' if const['SCALE_WORDS'] else ' bytes'}")
         out[name + (" quad" if quad else "")] = inspect(compile_gluon(
@@ -136,7 +137,7 @@ def main() -> None:
             (8, 64, 3, True, False, False, 4, True), (8, 64, 3, True, False, True, 4, True)):
         const = dict(BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_BIAS=bias, ROW_ADDR=row_addr, STAGES=stages,
                      QUAD=quad, PARTIAL_K=partial, PERSISTENT=False, N_FASTEST=bm >= 128,
-                     SPLIT=wg.SPLIT_TAIL.value if warps == 8 else 0, FULL_M=256, TAIL_M=bm, SCALE_WORDS=bm != 32,
+                     SPLIT=wg.SPLIT_TAIL.value if warps == 8 else 0, FULL_M=256, TAIL_M=bm, SCALE_WORDS=bm != 32, TILED=quad,
                      **wg._layouts(bm, warps))
         name = (f"gemm2 bm{bm} bn{bn} s{stages}{' w8' if warps == 8 else ''}{' k2880' if partial else ''}"
                 f"{'' if const['SCALE_WORDS'] else ' bytes'}")
@@ -149,15 +150,20 @@ def main() -> None:
 
 def triton_quad_b_operand() -> dict:
     """The Triton GEMM1 with quad weights as the MMA's B operand (128x128, swap_ab=False, 8 warps, qwen3's
-    H = 2048): compiles for sm_90 as launched, i.e. with the scale row stride unspecialized."""
+    H = 2048), row-major and tiled: compiles for sm_90 as launched (the scale row stride unspecialized)."""
     from tmoe.kernels import grouped_gemm as gg
-    from triton.compiler import ASTSource
     kernel = gg._gemm1_swiglu_kernel
     ptrs = {"x_ptr": "*i16", "w1_ptr": "*u8", "w1_sf_ptr": "*u8", "offsets_ptr": "*i32", "sorted_ptr": "*i32",
             "weights_ptr": "*fp32", "act_ptr": "*i16", "bias_ptr": "*fp32"}
+    return {"compiles": [_compile_triton_b_operand(kernel, ptrs, tiled) for tiled in (False, True)],
+            "unspecialized": sorted(kernel.do_not_specialize)}
+
+
+def _compile_triton_b_operand(kernel, ptrs: dict, tiled: bool) -> bool:
+    from triton.compiler import ASTSource
     const = dict(TOPK=8, BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, E_PAD=128, SWAP_AB=False, HAS_CLAMP=False,
                  FAST_MATH=True, ACTIVATION=0, HAS_BIAS=False, SOFT=False, DECODE=1, FUSE_GATE_UP=False, QUAD=True,
-                 PERSISTENT=False)
+                 TILED=tiled, PERSISTENT=False)
     sig, attrs = {}, {}
     for i, name in enumerate(kernel.arg_names):
         if name in const:
@@ -170,10 +176,9 @@ def triton_quad_b_operand() -> dict:
     try:
         triton.compile(ASTSource(kernel, sig, const, attrs), target=GPUTarget("cuda", 90, 32),
                        options={"num_warps": 8, "num_stages": 3})
-        compiled = True
+        return True
     except Exception:   # noqa: BLE001 - reported, the test fails on it
-        compiled = False
-    return {"compiles": compiled, "unspecialized": sorted(kernel.do_not_specialize)}
+        return False
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ def test_gluon_overflow_launch_and_graph(g1, g2):
     from tmoe.kernels import grouped_gemm
     from tmoe.kernels.quant import mxfp8_to_bf16
     from tmoe.kernels.routing import build_routing
-    from tmoe.kernels.weight_layout import is_quad
+    from tmoe.kernels.weight_layout import is_quad, is_tiled
     import tmoe
     from tmoe.layer import fill_buffer
     dev = torch.device("cuda")
@@ -105,9 +105,10 @@ def test_gluon_overflow_launch_and_graph(g1, g2):
         buf.act.fill_(0)
         buf.slot_out.fill_(0)
         grouped_gemm.gemm1_swiglu(buf.x_dq, l1[0], l1[1], plan, buf.topk_weights, buf.act, topk=k, clamp=None,
-                                  fast_math=True, cfg=g1, soft=False, expected_slots=expected, quad=is_quad(l1))
+                                  fast_math=True, cfg=g1, soft=False, expected_slots=expected, quad=is_quad(l1),
+                                  tiled=is_tiled(l1))
         grouped_gemm.gemm2(buf.act, l2[0], l2[1], plan, buf.slot_out, cfg=g2, soft=False, expected_slots=expected,
-                           quad=is_quad(l2))
+                           quad=is_quad(l2), tiled=is_tiled(l2))
         outs.append(buf.slot_out[: t * k].clone())
     assert torch.equal(outs[0], outs[1])
     y, _ = run_layer(weights, x, idx, w, gemm1_config=g1, gemm2_config=g2)
@@ -137,7 +138,7 @@ def _poisoned_padding(scales):
 @pytest.mark.parametrize("hidden,inter", [(352, 160), (2880, 2880)])
 def test_gluon_scale_words_and_bytes(hidden, inter):
     """K/32 % 4 != 0: scale rows as 32-bit words (padded rows, the padding poisoned with 255) and as bytes
-    (unpadded rows) give the Triton kernel's bits, canonical and quad codes."""
+    (unpadded rows) give the Triton kernel's bits, canonical, quad and tiled codes."""
     from tmoe.kernels import grouped_gemm, weight_layout, wgmma_gemm
     from tmoe.kernels.quant import mxfp8_to_bf16
     from tmoe.kernels.routing import build_routing
@@ -153,12 +154,12 @@ def test_gluon_scale_words_and_bytes(hidden, inter):
     mxfp8_to_bf16(buf.x[:t], buf.x_sf[:t], buf.x_dq)
     plan = build_routing(buf.topk_idx[:t], e, capacity_slots=t * k)
 
-    def run(w1, w1_sf, w2, w2_sf, g1, g2, quad):
+    def run(w1, w1_sf, w2, w2_sf, g1, g2, quad, tiled=False):
         buf.act.fill_(0)
         buf.slot_out.fill_(0)
         grouped_gemm.gemm1_swiglu(buf.x_dq, w1, w1_sf, plan, buf.topk_weights, buf.act, topk=k, clamp=7.0,
-                                  fast_math=True, cfg=g1, soft=False, quad=quad)
-        grouped_gemm.gemm2(buf.act, w2, w2_sf, plan, buf.slot_out, cfg=g2, soft=False, quad=quad)
+                                  fast_math=True, cfg=g1, soft=False, quad=quad, tiled=tiled)
+        grouped_gemm.gemm2(buf.act, w2, w2_sf, plan, buf.slot_out, cfg=g2, soft=False, quad=quad, tiled=tiled)
         return buf.act[: t * k].clone(), buf.slot_out[: t * k].clone()
 
     w1, w2 = weights.w1.view(torch.uint8), weights.w2.view(torch.uint8)
@@ -171,6 +172,9 @@ def test_gluon_scale_words_and_bytes(hidden, inter):
             got = run(w1, scales[0], w2, scales[1], c1, c2, False)
             assert all(torch.equal(a.view(torch.int16), b.view(torch.int16)) for a, b in zip(got, want)), c1
             got = run(weight_layout.to_quad(w1), scales[0], weight_layout.to_quad(w2), scales[1], c1, c2, True)
+            assert all(torch.equal(a.view(torch.int16), b.view(torch.int16)) for a, b in zip(got, want)), c1
+            got = run(weight_layout.to_tiled(w1), scales[0], weight_layout.to_tiled(w2), scales[1], c1, c2, True,
+                      True)
             assert all(torch.equal(a.view(torch.int16), b.view(torch.int16)) for a, b in zip(got, want)), c1
 
 

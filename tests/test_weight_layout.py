@@ -41,6 +41,25 @@ def test_partial_last_block_stays_canonical(half_k):
     assert torch.equal(weight_layout.from_quad(quad), codes)
 
 
+@pytest.mark.parametrize("half_k", [64, 96, 1440])
+def test_tiled_layout_chunks(half_k):
+    """to_tiled: step s of 32-row block b is one contiguous chunk of 32 quad-ordered 64-byte rows (the partial
+    last step: 32 rows of K/2 % 64 bytes after the whole steps); from_tiled inverts it."""
+    codes = torch.randint(0, 256, (2, 96, half_k), dtype=torch.uint8)
+    tiled, quad = weight_layout.to_tiled(codes), weight_layout.to_quad(codes)
+    assert tiled.shape == codes.shape and tiled.is_contiguous()
+    assert torch.equal(weight_layout.from_tiled(tiled), codes)
+    whole, flat = half_k // 64 * 64, tiled.reshape(2, -1)
+    for b in range(3):
+        for s in range(whole // 64):
+            chunk = flat[1, b * 32 * half_k + s * 2048:][:2048].reshape(32, 64)
+            assert torch.equal(chunk, quad[1, 32 * b:32 * b + 32, 64 * s:64 * s + 64])
+        rest = flat[1, b * 32 * half_k + 32 * whole:][:32 * (half_k - whole)].reshape(32, half_k - whole)
+        assert torch.equal(rest, codes[1, 32 * b:32 * b + 32, whole:])
+    with pytest.raises(ValueError, match="N % 32 == 0"):
+        weight_layout.to_tiled(torch.zeros(2, 48, 64, dtype=torch.uint8))
+
+
 def test_quad_order_is_what_the_gluon_exchange_delivers():
     """Lane t's 16 bytes of a quad-ordered block = the exchange's output from canonical bytes, so
     the Gluon kernel can skip the exchange (QUAD) and decode the same words."""
@@ -60,8 +79,9 @@ def test_quad_order_is_what_the_gluon_exchange_delivers():
         np.testing.assert_array_equal(out[r], quad_words[:, r])
 
 
+@pytest.mark.parametrize("layout", ["quad", "tiled"])
 @pytest.mark.parametrize("hidden,inter", [(256, 128), (384, 192), (160, 64), (352, 96), (64, 32), (512, 512)])
-def test_layer_in_quad_order_matches_canonical_bitwise(device, hidden, inter, monkeypatch):
+def test_layer_in_quad_order_matches_canonical_bitwise(device, hidden, inter, layout, monkeypatch):
     """Whole and partial last K blocks (352 = 2 * 128 + 96, like gpt-oss's 2880 = 22 * 128 + 64); K < 128
     stays canonical; K = 512: scale rows of 16 bytes (the stride the Triton B-operand tiles could not
     compile with, grouped_gemm's do_not_specialize)."""
@@ -69,9 +89,9 @@ def test_layer_in_quad_order_matches_canonical_bitwise(device, hidden, inter, mo
     x = make_tokens(11, hidden, seed=1, device=device)
     idx, w = make_routing(11, 4, 2, "duplicates", seed=2, device=device)
     l1, l2 = tmoe.transform_weights_for_mega_moe((weights.w1, weights.w1_sf), (weights.w2, weights.w2_sf),
-                                                 layout="quad")
-    assert l1.code_order == ("quad" if hidden >= 128 else "canonical")
-    assert l2.code_order == ("quad" if inter >= 128 else "canonical")
+                                                 layout=layout)
+    assert l1.code_order == (layout if hidden >= 128 else "canonical")
+    assert l2.code_order == (layout if inter >= 128 else "canonical")
     cfgs = [(None, None)] if device.type == "cpu" else [
         (None, None), (GemmConfig(16, 64, True, 4, 3),) * 2, (GemmConfig(128, 128, False, 8, 3),) * 2]
     if device.type != "cpu" and is_hopper(device):      # (gemm1, gemm2) Gluon pairs: 4 / 8 warps, tail tiles
@@ -123,16 +143,28 @@ def test_bad_layout_raises(monkeypatch):
         tmoe.transform_weights_for_mega_moe((w.w1, w.w1_sf), (w.w2, w.w2_sf))
 
 
-def test_auto_layout_is_quad_only_on_hopper(device, monkeypatch):
-    """The default ("auto") stores quad codes exactly when the weights sit on an sm_90 GPU."""
+def test_auto_layout_is_tiled_only_on_hopper(device, monkeypatch):
+    """The default ("auto") stores tiled codes exactly when the weights sit on an sm_90 GPU."""
     monkeypatch.delenv("TMOE_WEIGHT_LAYOUT", raising=False)
     w = make_weights(2, 128, 128, seed=0, device=device)
     l1, l2 = tmoe.transform_weights_for_mega_moe((w.w1, w.w1_sf), (w.w2, w.w2_sf))
-    want = "quad" if is_hopper(device) else "canonical"
+    want = "tiled" if is_hopper(device) else "canonical"
     assert (l1.code_order, l2.code_order) == (want, want)
-    codes = weight_layout.from_quad(l1[0]) if want == "quad" else l1[0]
+    codes = weight_layout.from_tiled(l1[0]) if want == "tiled" else l1[0]
     assert torch.equal(codes, w.w1.view(torch.uint8))
-    forced, _ = tmoe.transform_weights_for_mega_moe((w.w1, w.w1_sf), (w.w2, w.w2_sf), layout="quad")
-    assert forced.code_order == "quad"
+    for layout in ("quad", "tiled"):
+        forced, _ = tmoe.transform_weights_for_mega_moe((w.w1, w.w1_sf), (w.w2, w.w2_sf), layout=layout)
+        assert forced.code_order == layout
+        assert weight_layout.is_quad(forced) and weight_layout.is_tiled(forced) == (layout == "tiled")
     monkeypatch.setenv("TMOE_WEIGHT_LAYOUT", "canonical")
     assert tmoe.transform_weights_for_mega_moe((w.w1, w.w1_sf), (w.w2, w.w2_sf))[0].code_order == "canonical"
+
+
+def test_tiled_codes_must_be_whole_contiguous_experts():
+    from tmoe.kernels import grouped_gemm
+    codes = torch.zeros(2, 64, 128, dtype=torch.uint8)
+    grouped_gemm.check_tiled("w1", codes, True)
+    grouped_gemm.check_tiled("w1", codes[:, :48], False)            # only checked for tiled codes
+    for bad in (codes[:, :48], codes[:, :, :64], torch.zeros(2, 64, 48, dtype=torch.uint8)):
+        with pytest.raises(ValueError, match="tiled codes must be contiguous"):
+            grouped_gemm.check_tiled("w1", bad, True)

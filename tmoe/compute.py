@@ -75,10 +75,10 @@ def compute_slots(scratch, x_fp8: Optional[torch.Tensor], x_sf: Optional[torch.T
     if x_fp8 is not None:
         mxfp8_to_bf16(x_fp8, x_sf, scratch.x_dq)
     grouped_gemm.gemm1_swiglu(scratch.x_dq, l1[0], l1[1], plan, topk_weights, scratch.act, topk=k,
-                              quad=weight_layout.is_quad(l1),
+                              quad=weight_layout.is_quad(l1), tiled=weight_layout.is_tiled(l1),
                               clamp=opts.activation_clamp, fast_math=opts.fast_math, cfg=cfg1, soft=soft,
                               activation=opts.activation, alpha=opts.activation_alpha, bias=opts.l1_bias,
                               expected_slots=expected)
     grouped_gemm.gemm2(scratch.act, l2[0], l2[1], plan, scratch.slot_out, cfg=cfg2, soft=soft,
-                       quad=weight_layout.is_quad(l2),
+                       quad=weight_layout.is_quad(l2), tiled=weight_layout.is_tiled(l2),
                        topk_weights=topk_weights, bias=opts.l2_bias, expected_slots=expected, out_row_addr=out_row_addr)

@@ -271,8 +271,9 @@ def transform_weights_for_mega_moe(l1_weights, l2_weights, *, backend: str | Non
     `TransformedWeights`; the canonical tensors are not modified. The backend is chosen as in
     `get_symm_buffer_for_mega_moe` (pass the same `backend=` to both). `layout` (Triton backend;
     default TMOE_WEIGHT_LAYOUT or "auto"): "quad" stores the codes in the lane-quad byte order of
-    kernels/weight_layout.py (tensors with K % 128 == 0; same results, faster Gluon kernels),
-    "canonical" keeps DESIGN.md's order, "auto" picks quad for weights on an sm_90 GPU.
+    kernels/weight_layout.py (tensors with K >= 128; same results, faster Gluon kernels), "tiled" also
+    stores each 32-row block K step by K step (contiguous decode reads), "canonical" keeps DESIGN.md's
+    order, "auto" picks tiled for weights on an sm_90 GPU. Scale rows are padded to 4 bytes.
     """
     from .kernels import weight_layout
     layout = layout if layout is not None else weight_layout.default_layout()
@@ -297,7 +298,10 @@ def transform_weights_for_mega_moe(l1_weights, l2_weights, *, backend: str | Non
 
     def triton_layout(codes, scales):
         codes = codes.view(torch.uint8)
-        if layout == "quad" and weight_layout.can_quad(codes):
+        if layout == "tiled" and weight_layout.can_tile(codes):
+            return TransformedWeights(weight_layout.to_tiled(codes), weight_layout.pad_scale_rows(scales),
+                                      canonical=(codes, scales), code_order="tiled")
+        if layout in ("quad", "tiled") and weight_layout.can_quad(codes):
             return TransformedWeights(weight_layout.to_quad(codes), weight_layout.pad_scale_rows(scales),
                                       canonical=(codes, scales), code_order="quad")
         return TransformedWeights(codes.contiguous(), weight_layout.pad_scale_rows(scales))

@@ -218,10 +218,12 @@ class TuningProblem:
         if kernel == "gemm1":
             grouped_gemm.gemm1_swiglu(b.x_dq, self.l1[0], self.l1[1], self.plan, b.topk_weights, b.act, topk=self.k,
                                       clamp=self.clamp, fast_math=True, cfg=cfg, soft=self.soft,
-                                      activation=self.activation, quad=weight_layout.is_quad(self.l1))
+                                      activation=self.activation, quad=weight_layout.is_quad(self.l1),
+                                      tiled=weight_layout.is_tiled(self.l1))
         else:
             grouped_gemm.gemm2(b.act, self.l2[0], self.l2[1], self.plan, b.slot_out, cfg=cfg, soft=self.soft,
-                               topk_weights=b.topk_weights, quad=weight_layout.is_quad(self.l2))
+                               topk_weights=b.topk_weights, quad=weight_layout.is_quad(self.l2),
+                               tiled=weight_layout.is_tiled(self.l2))
 
     def output(self, kernel: str) -> torch.Tensor:
         return (self.buf.act if kernel == "gemm1" else self.buf.slot_out)[:self.slots]

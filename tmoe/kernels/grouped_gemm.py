@@ -25,6 +25,7 @@ import triton
 import triton.language as tl
 
 from ..reference import ACTIVATIONS
+from . import weight_layout
 from .weight_layout import quad_to_canonical_tile
 from .numerics import (bf16_bits_to_f32, dequant_fp4_tile, dequant_fp4_tile_bf16, dequant_fp8_tile,
                        f32_to_bf16_bits, mxfp8_quantize_tile, round_to_bf16)
@@ -81,13 +82,25 @@ def _load_bf16_tile(ptr, rows64, row_ok, stride, k0, K_DIM, BLOCK_M: tl.constexp
 
 @triton.jit
 def _load_weight_codes(w_ptr, wsf_ptr, rows64, row_ok, stride_w, stride_wsf, k0, K_DIM,
-                       BLOCK_K: tl.constexpr, QUAD: tl.constexpr):
+                       BLOCK_K: tl.constexpr, QUAD: tl.constexpr, TILED: tl.constexpr):
     """Raw MXFP4 rows at column k0: codes uint8 [BLOCK_N, BLOCK_K/2] (canonical byte order, also when
-    the weights are stored in the QUAD order of weight_layout.py), scales uint8 [BLOCK_N, BLOCK_K/32]."""
+    the weights are stored in the QUAD order of weight_layout.py), scales uint8 [BLOCK_N, BLOCK_K/32].
+    TILED: the codes are in weight_layout.to_tiled's layout (quad order, 32-row blocks stored K step by K
+    step; the row stride inside a step is that step's byte count)."""
     kh = k0 // 2 + tl.arange(0, BLOCK_K // 2)
     kb = k0 // 32 + tl.arange(0, BLOCK_K // 32)
-    c = tl.load(w_ptr + rows64[:, None] * stride_w + kh[None, :],
-                mask=row_ok[:, None] & (kh < K_DIM // 2)[None, :], other=0)
+    if TILED:
+        step_bytes = tl.minimum(BLOCK_K // 2, K_DIM // 2 - k0 // 2)
+        # NOTES: every row starts 16-byte aligned (K % 32 == 0); said explicitly, or Triton loads the tile in
+        # narrow pieces and the non-swap-AB tiles of >= 64 tokens fail to compile on sm_90 (as with the
+        # specialized scale stride, see _gemm1_swiglu_kernel)
+        rows_off = tl.multiple_of((rows64 // 32) * (32 * (K_DIM // 2)) + 32 * (k0 // 2) + (rows64 % 32) * step_bytes,
+                                  16)
+        c = tl.load(w_ptr + rows_off[:, None] + (kh - k0 // 2)[None, :],
+                    mask=row_ok[:, None] & (kh < K_DIM // 2)[None, :], other=0)
+    else:
+        c = tl.load(w_ptr + rows64[:, None] * stride_w + kh[None, :],
+                    mask=row_ok[:, None] & (kh < K_DIM // 2)[None, :], other=0)
     s = tl.load(wsf_ptr + rows64[:, None] * stride_wsf + kb[None, :],
                 mask=row_ok[:, None] & (kb < K_DIM // 32)[None, :], other=127)
     if QUAD:
@@ -138,7 +151,7 @@ def _gemm1_tile(
         TOPK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
         E_PAD: tl.constexpr, SWAP_AB: tl.constexpr, HAS_CLAMP: tl.constexpr, FAST_MATH: tl.constexpr,
         ACTIVATION: tl.constexpr, HAS_BIAS: tl.constexpr, SOFT: tl.constexpr, DECODE: tl.constexpr,
-        FUSE_GATE_UP: tl.constexpr, QUAD: tl.constexpr):
+        FUSE_GATE_UP: tl.constexpr, QUAD: tl.constexpr, TILED: tl.constexpr):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts,
                                                        BLOCK_M, E_PAD)
     if real:
@@ -166,7 +179,7 @@ def _gemm1_tile(
             for k0 in range(0, hidden, BLOCK_K):
                 a = _load_bf16_tile(x_ptr, tok64, row_ok, stride_x, k0, hidden, BLOCK_M, BLOCK_K, SOFT)
                 c, sc = _load_weight_codes(w_base, ws_base, both_rows, both_ok, stride_wn, stride_wsn, k0, hidden,
-                                           BLOCK_K, QUAD)
+                                           BLOCK_K, QUAD, TILED)
                 acc = _mx_mma(acc, a, c, sc, 2 * BLOCK_N, BLOCK_K, SWAP_AB, SOFT, DECODE)
             if SWAP_AB:
                 acc = tl.trans(acc)                                         # [BLOCK_M, 2 * BLOCK_N]
@@ -180,10 +193,10 @@ def _gemm1_tile(
             for k0 in range(0, hidden, BLOCK_K):
                 a = _load_bf16_tile(x_ptr, tok64, row_ok, stride_x, k0, hidden, BLOCK_M, BLOCK_K, SOFT)
                 cg, sg = _load_weight_codes(w_base, ws_base, gate_rows, n_ok, stride_wn, stride_wsn, k0, hidden,
-                                            BLOCK_K, QUAD)
+                                            BLOCK_K, QUAD, TILED)
                 acc_g = _mx_mma(acc_g, a, cg, sg, BLOCK_N, BLOCK_K, SWAP_AB, SOFT, DECODE)
                 cu, su = _load_weight_codes(w_base, ws_base, up_rows, n_ok, stride_wn, stride_wsn, k0, hidden, BLOCK_K,
-                                            QUAD)
+                                            QUAD, TILED)
                 acc_u = _mx_mma(acc_u, a, cu, su, BLOCK_N, BLOCK_K, SWAP_AB, SOFT, DECODE)
             if SWAP_AB:
                 acc_g = tl.trans(acc_g)
@@ -245,7 +258,7 @@ def _gemm1_swiglu_kernel(
         TOPK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
         E_PAD: tl.constexpr, SWAP_AB: tl.constexpr, HAS_CLAMP: tl.constexpr, FAST_MATH: tl.constexpr,
         ACTIVATION: tl.constexpr, HAS_BIAS: tl.constexpr, SOFT: tl.constexpr, DECODE: tl.constexpr,
-        FUSE_GATE_UP: tl.constexpr, QUAD: tl.constexpr,
+        FUSE_GATE_UP: tl.constexpr, QUAD: tl.constexpr, TILED: tl.constexpr,
         PERSISTENT: tl.constexpr):
     # NOTES: PERSISTENT = the overflow launch of a grid sized below the worst case (see
     # `_launch_over_tiles`): its programs loop over the real tiles from `tile_offset` on.
@@ -255,12 +268,12 @@ def _gemm1_swiglu_kernel(
             _gemm1_tile(tile, x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse, stride_wsn,
                 offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr, stride_bias,
                 num_local_experts, hidden, inter, clamp, alpha, TOPK, BLOCK_M, BLOCK_N, BLOCK_K, E_PAD, SWAP_AB,
-                HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, SOFT, DECODE, FUSE_GATE_UP, QUAD)
+                HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, SOFT, DECODE, FUSE_GATE_UP, QUAD, TILED)
     else:
         _gemm1_tile(tl.program_id(0), x_ptr, stride_x, w1_ptr, w1_sf_ptr, stride_we, stride_wn, stride_wse,
             stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr, stride_bias,
             num_local_experts, hidden, inter, clamp, alpha, TOPK, BLOCK_M, BLOCK_N, BLOCK_K, E_PAD, SWAP_AB,
-            HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, SOFT, DECODE, FUSE_GATE_UP, QUAD)
+            HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, SOFT, DECODE, FUSE_GATE_UP, QUAD, TILED)
 
 
 @triton.jit
@@ -275,7 +288,7 @@ def _gemm2_tile(
         num_local_experts, hidden, inter,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, E_PAD: tl.constexpr,
         SWAP_AB: tl.constexpr, HAS_BIAS: tl.constexpr, SOFT: tl.constexpr, DECODE: tl.constexpr,
-        ROW_ADDR: tl.constexpr, QUAD: tl.constexpr):
+        ROW_ADDR: tl.constexpr, QUAD: tl.constexpr, TILED: tl.constexpr):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts,
                                                        BLOCK_M, E_PAD)
     if real:
@@ -293,7 +306,7 @@ def _gemm2_tile(
         for k0 in range(0, inter, BLOCK_K):
             a = _load_bf16_tile(act_ptr, rows64, row_ok, stride_act, k0, inter, BLOCK_M, BLOCK_K, SOFT)
             c, s = _load_weight_codes(w_base, ws_base, n.to(tl.int64), n_ok, stride_wn, stride_wsn, k0, inter, BLOCK_K,
-                                      QUAD)
+                                      QUAD, TILED)
             acc = _mx_mma(acc, a, c, s, BLOCK_N, BLOCK_K, SWAP_AB, SOFT, DECODE)
         if SWAP_AB:
             acc = tl.trans(acc)
@@ -334,7 +347,7 @@ def _gemm2_kernel(
         tile_offset,                                            # PERSISTENT: first tile of this launch
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, E_PAD: tl.constexpr,
         SWAP_AB: tl.constexpr, HAS_BIAS: tl.constexpr, SOFT: tl.constexpr, DECODE: tl.constexpr,
-        ROW_ADDR: tl.constexpr, QUAD: tl.constexpr, PERSISTENT: tl.constexpr):
+        ROW_ADDR: tl.constexpr, QUAD: tl.constexpr, TILED: tl.constexpr, PERSISTENT: tl.constexpr):
     # NOTES: PERSISTENT = the overflow launch of a grid sized below the worst case (see
     # `_launch_over_tiles`): its programs loop over the real tiles from `tile_offset` on.
     if PERSISTENT:
@@ -343,12 +356,12 @@ def _gemm2_kernel(
             _gemm2_tile(tile, act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse,
                 stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr, bias_ptr,
                 stride_bias, num_local_experts, hidden, inter, BLOCK_M, BLOCK_N, BLOCK_K, E_PAD, SWAP_AB, HAS_BIAS,
-                SOFT, DECODE, ROW_ADDR, QUAD)
+                SOFT, DECODE, ROW_ADDR, QUAD, TILED)
     else:
         _gemm2_tile(tl.program_id(0), act_ptr, stride_act, w2_ptr, w2_sf_ptr, stride_we, stride_wn, stride_wse,
             stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr, bias_ptr,
             stride_bias, num_local_experts, hidden, inter, BLOCK_M, BLOCK_N, BLOCK_K, E_PAD, SWAP_AB, HAS_BIAS,
-            SOFT, DECODE, ROW_ADDR, QUAD)
+            SOFT, DECODE, ROW_ADDR, QUAD, TILED)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -386,17 +399,29 @@ def _launch_over_tiles(kernel, grid_n: int, num_slots: int, e_local: int, block_
     return handle
 
 
+def check_tiled(name: str, codes: torch.Tensor, tiled: bool) -> None:
+    """Tiled codes (weight_layout.to_tiled) are addressed from each expert's start: they must be contiguous
+    per expert with N a multiple of 32 and K >= 128."""
+    if tiled and (codes.stride(-1) != 1 or codes.stride(-2) != codes.shape[-1]
+                  or codes.shape[-2] % weight_layout.TILE_ROWS or codes.shape[-1] < weight_layout.QUAD_BLOCK_BYTES):
+        raise ValueError(f"{name}: tiled codes must be contiguous experts with N % {weight_layout.TILE_ROWS} == 0 and "
+                         f"K >= 128, got shape {tuple(codes.shape)} strides {codes.stride()}")
+
+
 def gemm1_swiglu(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp: float | None,
                  fast_math: bool, cfg, soft: bool, activation: str = "swiglu",
-                 alpha: float = 1.702, bias=None, expected_slots: int | None = None, quad: bool = False):
+                 alpha: float = 1.702, bias=None, expected_slots: int | None = None, quad: bool = False,
+                 tiled: bool = False):
     """Launch GEMM1 + SwiGLU + requant: x_bits int16 [T, H] (bf16 bits of the dequantized tokens),
-    w1 uint8 [E, 2I, H/2] (`quad`: in weight_layout's quad byte order), w1_sf uint8 [E, 2I, H/32]
-    -> act int16 [S, I] (sorted slot rows)."""
+    w1 uint8 [E, 2I, H/2] (`quad`: in weight_layout's quad byte order; `tiled`: its tiled layout, which
+    implies quad), w1_sf uint8 [E, 2I, H/32] -> act int16 [S, I] (sorted slot rows)."""
+    quad = quad or tiled
+    check_tiled("w1", w1, tiled)
     if cfg.kernel == "gluon" and not soft:
         from .wgmma_gemm import gemm1_swiglu_wgmma
         return gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, topk=topk, clamp=clamp,
                                   fast_math=fast_math, cfg=cfg, activation=activation, alpha=alpha, bias=bias,
-                                  expected_slots=expected_slots, quad=quad)
+                                  expected_slots=expected_slots, quad=quad, tiled=tiled)
     e_local, two_i, half_h = w1.shape
     inter, hidden = two_i // 2, half_h * 2
     e_pad = expert_pad(e_local)
@@ -409,21 +434,24 @@ def gemm1_swiglu(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp
     kwargs = dict(TOPK=topk, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=BLOCK_K, E_PAD=e_pad,
                   SWAP_AB=cfg.swap_ab, HAS_CLAMP=clamp is not None, FAST_MATH=fast_math,
                   ACTIVATION=ACTIVATIONS.index(activation), HAS_BIAS=bias is not None, SOFT=soft,
-                  DECODE=cfg.decode_mode, FUSE_GATE_UP=cfg.fuse_gate_up, QUAD=quad,
+                  DECODE=cfg.decode_mode, FUSE_GATE_UP=cfg.fuse_gate_up, QUAD=quad, TILED=tiled,
                   num_warps=cfg.num_warps, num_stages=cfg.num_stages, **cfg.launch_options)
     return _launch_over_tiles(_gemm1_swiglu_kernel, triton.cdiv(inter, cfg.block_n), plan.num_slots, e_local,
                               cfg.block_m, expected_slots, args, kwargs)
 
 
 def gemm2(act, w2, w2_sf, plan, out_bits, *, cfg, soft: bool, topk_weights=None,
-          bias=None, expected_slots: int | None = None, out_row_addr=None, quad: bool = False):
+          bias=None, expected_slots: int | None = None, out_row_addr=None, quad: bool = False,
+          tiled: bool = False):
     """Launch GEMM2: act int16 [S, I] (bf16 bits) x w2 [E, H, I/2] -> out_bits int16 [T*K, H] at row slot.
     `out_row_addr` (int64 [T*K]): write slot s's row at that absolute address instead (e.g. a peer's
-    memory); out_bits is then unused."""
+    memory); out_bits is then unused. `quad` / `tiled`: as in gemm1_swiglu."""
+    quad = quad or tiled
+    check_tiled("w2", w2, tiled)
     if cfg.kernel == "gluon" and not soft:
         from .wgmma_gemm import gemm2_wgmma
         return gemm2_wgmma(act, w2, w2_sf, plan, out_bits, cfg=cfg, topk_weights=topk_weights, bias=bias,
-                           expected_slots=expected_slots, out_row_addr=out_row_addr, quad=quad)
+                           expected_slots=expected_slots, out_row_addr=out_row_addr, quad=quad, tiled=tiled)
     e_local, hidden, half_i = w2.shape
     inter = half_i * 2
     e_pad = expert_pad(e_local)
@@ -435,7 +463,7 @@ def gemm2(act, w2, w2_sf, plan, out_bits, *, cfg, soft: bool, topk_weights=None,
             e_local, hidden, inter)
     kwargs = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=BLOCK_K, E_PAD=e_pad,
                   SWAP_AB=cfg.swap_ab, HAS_BIAS=bias is not None, SOFT=soft, DECODE=cfg.decode_mode,
-                  ROW_ADDR=out_row_addr is not None, QUAD=quad,
+                  ROW_ADDR=out_row_addr is not None, QUAD=quad, TILED=tiled,
                   num_warps=cfg.num_warps, num_stages=cfg.num_stages, **cfg.launch_options)
     return _launch_over_tiles(_gemm2_kernel, triton.cdiv(hidden, cfg.block_n), plan.num_slots, e_local,
                               cfg.block_m, expected_slots, args, kwargs)

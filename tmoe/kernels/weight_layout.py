@@ -2,8 +2,12 @@
 their scale rows (`pad_scale_rows`).
 
 "canonical": DESIGN.md §2.2 (byte j of a row holds codes 2j, 2j+1).
-"quad" (the default on Hopper: `layout="auto"` picks it when the weights live on an sm_90 GPU;
-force either with `transform_weights_for_mega_moe(..., layout=...)` or TMOE_WEIGHT_LAYOUT): inside
+"tiled" (the default on Hopper: `layout="auto"` picks it when the weights live on an sm_90 GPU; force
+any layout with `transform_weights_for_mega_moe(..., layout=...)` or TMOE_WEIGHT_LAYOUT): the quad
+order below, with the rows in blocks of 32 stored K step by K step (`to_tiled`), so that a decode
+tile reads one contiguous 2 KB run per 32 rows and K step instead of 64-byte pieces K/2 bytes apart.
+Measured on H100 (benchmarks/NOTES.md "v8"): decode T=128 gpt-oss 958 -> 751 µs, dsv3 3284 -> 2538.
+"quad": inside
 every 64-byte block of a row (one 128-k GEMM step), the byte for logical position j = 16r + 4q + t
 sits at 16t + 4r + q. Lane t of a wgmma A fragment (t = lane % 4) needs exactly bytes j = t (mod 4),
 four per 32-k group r, so with this order its 16 loaded bytes are already its own, in decode order:
@@ -22,8 +26,9 @@ import torch
 import triton
 import triton.language as tl
 
-LAYOUTS = ("auto", "canonical", "quad")
+LAYOUTS = ("auto", "canonical", "quad", "tiled")
 QUAD_BLOCK_BYTES = 64
+TILE_ROWS = 32
 
 
 def default_layout() -> str:
@@ -34,20 +39,26 @@ def default_layout() -> str:
 
 
 def resolve_layout(layout: str, device: torch.device) -> str:
-    """"auto" -> "quad" for weights on an sm_90 GPU (the Gluon kernels gain from it), else
-    "canonical" (CPU / interpreter, other GPUs: no Gluon kernel reads it there)."""
+    """"auto" -> "tiled" for weights on an sm_90 GPU (the Gluon kernels gain from it: quad order, and
+    each decode tile's K step one 2 KB run per 32 rows), else "canonical" (CPU / interpreter, other GPUs:
+    no Gluon kernel reads it there)."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if layout != "auto":
         return layout
     hopper = device.type == "cuda" and torch.cuda.get_device_capability(device)[0] == 9
-    return "quad" if hopper else "canonical"
+    return "tiled" if hopper else "canonical"
 
 
 def is_quad(weights) -> bool:
-    """Whether transformed weights (a TransformedWeights pair) hold their codes in the quad order;
-    pass it as `quad=` to the grouped-GEMM launchers."""
-    return getattr(weights, "code_order", "canonical") == "quad"
+    """Whether transformed weights (a TransformedWeights pair) hold their codes in the quad order (also
+    inside the tiled layout); pass it as `quad=` to the grouped-GEMM launchers."""
+    return getattr(weights, "code_order", "canonical") in ("quad", "tiled")
+
+
+def is_tiled(weights) -> bool:
+    """Whether transformed weights hold their codes in the tiled layout (`to_tiled`); pass it as `tiled=`."""
+    return getattr(weights, "code_order", "canonical") == "tiled"
 
 
 def can_quad(codes: torch.Tensor) -> bool:
@@ -106,3 +117,39 @@ def pad_scale_rows(scales: torch.Tensor) -> torch.Tensor:
     out = torch.full((*scales.shape[:-1], padded), 127, dtype=scales.dtype, device=scales.device)
     out[..., :groups] = scales
     return out[..., :groups]
+
+
+def can_tile(codes: torch.Tensor) -> bool:
+    """The tiled layout: quad order (`can_quad`) and whole 32-row blocks (N % 32 == 0, always true for the
+    layer's weights: N is 2I or H)."""
+    return can_quad(codes) and codes.shape[-2] % TILE_ROWS == 0
+
+
+def to_tiled(codes: torch.Tensor) -> torch.Tensor:
+    """Canonical codes [..., N, K/2] -> the tiled layout, same shape, contiguous: the quad order, with each
+    32-row block's bytes stored K step by K step — step s of rows 32b..32b+31 is one contiguous 2 KB chunk
+    (row r at byte 64 * (r % 32)), the partial last step (K % 128 != 0) a chunk of 32 shorter rows after
+    the whole ones. NOTES: a decode tile then reads 2 KB runs per K step instead of 64-byte pieces of 32
+    rows K/2 bytes apart (the kernels: wgmma_gemm._code_rows, grouped_gemm._load_weight_codes)."""
+    if not can_tile(codes):
+        raise ValueError(f"tiled layout needs K >= 128, K % 32 == 0 and N % {TILE_ROWS} == 0, got codes shape "
+                         f"{tuple(codes.shape)}")
+    quad = to_quad(codes)
+    *lead, n, half_k = quad.shape
+    whole = half_k // QUAD_BLOCK_BYTES * QUAD_BLOCK_BYTES
+    blocks = quad[..., :whole].reshape(*lead, n // TILE_ROWS, TILE_ROWS, whole // QUAD_BLOCK_BYTES, QUAD_BLOCK_BYTES)
+    parts = [blocks.transpose(-3, -2).reshape(*lead, n // TILE_ROWS, TILE_ROWS * whole),
+             quad[..., whole:].reshape(*lead, n // TILE_ROWS, TILE_ROWS * (half_k - whole))]
+    return torch.cat(parts, -1).reshape(*lead, n, half_k)
+
+
+def from_tiled(codes: torch.Tensor) -> torch.Tensor:
+    """The tiled layout -> canonical codes (the inverse of `to_tiled`)."""
+    *lead, n, half_k = codes.shape
+    whole = half_k // QUAD_BLOCK_BYTES * QUAD_BLOCK_BYTES
+    flat = codes.reshape(*lead, n // TILE_ROWS, TILE_ROWS * half_k)
+    blocks = flat[..., :TILE_ROWS * whole].reshape(*lead, n // TILE_ROWS, whole // QUAD_BLOCK_BYTES, TILE_ROWS,
+                                                    QUAD_BLOCK_BYTES)
+    rows = torch.cat([blocks.transpose(-3, -2).reshape(*lead, n // TILE_ROWS, TILE_ROWS, whole),
+                      flat[..., TILE_ROWS * whole:].reshape(*lead, n // TILE_ROWS, TILE_ROWS, half_k - whole)], -1)
+    return from_quad(rows.reshape(*lead, n, half_k))

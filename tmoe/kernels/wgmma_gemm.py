@@ -256,9 +256,20 @@ def _weight_rows(first, second, limit, BLOCK_A: gl.constexpr, GATE_UP: gl.conste
 
 
 @gluon.jit
-def _load_codes(w_words, ws_base, rows_w, rows_ok, stride_ww, stride_wsn, k0, k_words, k_groups,
-                WORD3: gl.constexpr, K_MASK: gl.constexpr, SCALE_WORDS: gl.constexpr):
-    """Issue one K step's loads: lane t's 16 code bytes of each of its rows (int32 words 4t..4t+3) and the
+def _code_rows(rows_w, stride_ww, k_words, step_words, TILED: gl.constexpr):
+    """Word offset of each A-tile row's first code word within the expert: row-major rows, or (TILED,
+    weight_layout.to_tiled) the row's place in its 32-row block's chunk of rows of `step_words` words
+    (16 for whole K steps, fewer for the partial last one). The step's start is added per load."""
+    if TILED:
+        return (rows_w // 32) * (32 * k_words) + (rows_w % 32) * step_words
+    return rows_w * stride_ww
+
+
+@gluon.jit
+def _load_codes(w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, k0, k_words, k_groups,
+                WORD3: gl.constexpr, K_MASK: gl.constexpr, SCALE_WORDS: gl.constexpr, STEP_MULT: gl.constexpr):
+    """Issue one K step's loads: lane t's 16 code bytes of each of its rows (int32 words 4t..4t+3; row r's
+    step starts at word code_rows[r] + STEP_MULT * k0 / 8, see _code_rows) and the
     scales of the 4 groups (the exchange hands lane t group r's bytes in register r): SCALE_WORDS one
     32-bit word per row (rows padded to 4 bytes, see weight_layout.pad_scale_rows), else 4 bytes.
     K_MASK: the step may be partial (past K: codes 0, scales 127; scale words: see _scale_pairs);
@@ -270,7 +281,7 @@ def _load_codes(w_words, ws_base, rows_w, rows_ok, stride_ww, stride_wsn, k0, k_
         c_ok = rows_ok[:, None] & (kw < k_words)[None, :]
     else:
         c_ok = rows_ok[:, None]
-    c = gl.load(w_words + rows_w[:, None] * stride_ww + kw[None, :], mask=c_ok, other=0)
+    c = gl.load(w_words + (code_rows[:, None] + (k0 // 8) * STEP_MULT) + col[None, :], mask=c_ok, other=0)
     if SCALE_WORDS:
         s = gl.load((ws_base + rows_w * stride_wsn + k0 // 32).to(gl.pointer_type(gl.int32)), mask=rows_ok,
                     other=0x7F7F7F7F)
@@ -316,16 +327,16 @@ def _exchange(c, WORD3: gl.constexpr, QUAD: gl.constexpr):
 
 
 @gluon.jit
-def _next_a(acc, c, sc, lut, w_words, ws_base, rows_w, rows_ok, stride_ww, stride_wsn, i, num_full, k_words, k_groups,
+def _next_a(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, i, num_full, k_words, k_groups,
             BLOCK_A: gl.constexpr, WORD3: gl.constexpr, A_LAYOUT: gl.constexpr, QUAD: gl.constexpr,
-            K_MASK: gl.constexpr, SCALE_WORDS: gl.constexpr):
+            K_MASK: gl.constexpr, SCALE_WORDS: gl.constexpr, STEP_MULT: gl.constexpr):
     """K step i's A operand from its loaded codes (c, sc); issues step i+1's code loads if that step is a
     whole one (< num_full; K_MASK: see _wgmma_gemm), returned for the next call. NOTES: the next step's
     codes are loaded first, so their latency hides behind this step's decode. The wgmma of step i-1 is
     waited for *before* decoding: it reads its A operand from registers until it completes, and ptxas
     reuses those registers for the next decode (measured: wrong results when the decode ran first)."""
-    c_next, sc_next = _load_codes(w_words, ws_base, rows_w, rows_ok & (i + 1 < num_full), stride_ww, stride_wsn,
-                                  (i + 1) * BLOCK_K, k_words, k_groups, WORD3, K_MASK, SCALE_WORDS)
+    c_next, sc_next = _load_codes(w_words, ws_base, code_rows, rows_w, rows_ok & (i + 1 < num_full), stride_wsn,
+                                  (i + 1) * BLOCK_K, k_words, k_groups, WORD3, K_MASK, SCALE_WORDS, STEP_MULT)
     words = _exchange(c, WORD3, QUAD)
     pairs = _scale_pairs(sc, i * BLOCK_K, k_groups, WORD3, False, SCALE_WORDS)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
@@ -357,7 +368,7 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
                 first, second, limit, K_DIM, k_words, k_groups,  # A rows (see _weight_rows); K, K/8, K/32
                 BLOCK_A: gl.constexpr, GATE_UP: gl.constexpr, BLOCK_M: gl.constexpr, STAGES: gl.constexpr,
                 MMA: gl.constexpr, B_LOAD: gl.constexpr, QUAD: gl.constexpr,
-                PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr):
+                PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr):
     """acc[BLOCK_A, BLOCK_M] = W[rows, :K_DIM] @ B[b_rows, :K_DIM]^T: fp32, k16 wgmmas in ascending k.
     QUAD: the codes are stored in weight_layout's quad order, i.e. already as the exchange delivers them.
     PARTIAL_K: K % 128 != 0 (the last K step is partial; its block is canonical in either order)."""
@@ -373,6 +384,8 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
     rows_w, rows_ok = _weight_rows(first, second, limit, BLOCK_A, GATE_UP,
                                    gl.SliceLayout(1, gl.SliceLayout(2, WORD3)))
     lut = _lookup_tables(lut_ptr, BLOCK_A, gl.SliceLayout(1, gl.SliceLayout(2, WORD3)))
+    STEP_MULT: gl.constexpr = 32 if TILED else 1
+    code_rows = _code_rows(rows_w, stride_ww, k_words, BLOCK_K // 8, TILED)
 
     B_SMEM: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, BLOCK_K], gl.bfloat16)
     b_smem = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BLOCK_M, BLOCK_K], B_SMEM)
@@ -388,13 +401,13 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
     # (layer T=128 -3%); without them elsewhere ptxas hoists per-row addresses out of the loop: 128-row
     # warpgroups lose a CTA per SM (qwen3 T=128 +3%), 8-warp prefill tiles run 1-3% slower (dsv3, qwen3).
     LOOP_K_MASK: gl.constexpr = (not PARTIAL_K) or BLOCK_A * 4 > 64 * gl.num_warps()
-    c, sc = _load_codes(w_words, ws_base, rows_w, rows_ok, stride_ww, stride_wsn, 0, k_words, k_groups, WORD3,
-                        PARTIAL_K, SCALE_WORDS)
+    c, sc = _load_codes(w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, 0, k_words, k_groups, WORD3,
+                        PARTIAL_K, SCALE_WORDS, STEP_MULT)
     # NOTES: step 0 is peeled (no wgmma to wait for yet): an async wgmma returns an accumulator token
     # that the loop carries, and a loop that may run zero times leaves a path defining the accumulator
     # outside any wgmma, for which ptxas serializes every wgmma of the kernel (C7515).
-    c_next, sc_next = _load_codes(w_words, ws_base, rows_w, rows_ok & (num_full > 1), stride_ww, stride_wsn, BLOCK_K,
-                                  k_words, k_groups, WORD3, False, SCALE_WORDS)
+    c_next, sc_next = _load_codes(w_words, ws_base, code_rows, rows_w, rows_ok & (num_full > 1), stride_wsn, BLOCK_K,
+                                  k_words, k_groups, WORD3, False, SCALE_WORDS, STEP_MULT)
     if PARTIAL_K:
         if num_full == 0:       # K < 128: the one (partial) step
             words = _exchange(c, WORD3, False)
@@ -410,15 +423,18 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
     c = c_next
     sc = sc_next
     for i in range(1, num_full):
-        acc, a, c, sc = _next_a(acc, c, sc, lut, w_words, ws_base, rows_w, rows_ok, stride_ww, stride_wsn, i, num_full,
-                                k_words, k_groups, BLOCK_A, WORD3, A_LAYOUT, QUAD, LOOP_K_MASK, SCALE_WORDS)
+        acc, a, c, sc = _next_a(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, i,
+                                num_full, k_words, k_groups, BLOCK_A, WORD3, A_LAYOUT, QUAD, LOOP_K_MASK, SCALE_WORDS,
+                                STEP_MULT)
         _b_ready(STAGES)
         _issue_b(b_smem, b_base, bk, b_ok, i + STAGES - 1, K_DIM, STAGES)
         acc = warpgroup_mma(a, b_smem.index(i % STAGES).permute((1, 0)), acc, is_async=True)
     if PARTIAL_K:
         if num_full > 0:
-            c, sc = _load_codes(w_words, ws_base, rows_w, rows_ok, stride_ww, stride_wsn, num_full * BLOCK_K, k_words,
-                                k_groups, WORD3, True, SCALE_WORDS)
+            if TILED:   # the partial step's chunk: rows of k_words - 16 * num_full words
+                code_rows = _code_rows(rows_w, stride_ww, k_words, k_words - num_full * (BLOCK_K // 8), TILED)
+            c, sc = _load_codes(w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, num_full * BLOCK_K,
+                                k_words, k_groups, WORD3, True, SCALE_WORDS, STEP_MULT)
             words = _exchange(c, WORD3, False)
             pairs = _scale_pairs(sc, num_full * BLOCK_K, k_groups, WORD3, True, SCALE_WORDS)
             acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
@@ -523,7 +539,7 @@ def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, s
                       TOPK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr,
                       HAS_CLAMP: gl.constexpr, FAST_MATH: gl.constexpr, ACTIVATION: gl.constexpr,
                       HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                      EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, SPLIT: gl.constexpr,
+                      EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, SPLIT: gl.constexpr,
                       FULL_M: gl.constexpr,
                       TAIL_M: gl.constexpr):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD,
@@ -536,7 +552,7 @@ def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, s
         acc = _wgmma_gemm(x_ptr, tok64, tok_ok, stride_x,
                           w1_ptr + expert.to(gl.int64) * stride_we, w1_sf_ptr + expert.to(gl.int64) * stride_wse,
                           stride_wn, stride_wsn, lut_ptr, n0, inter + n0, inter - n0, hidden, k_words, k_groups,
-                          2 * BLOCK_N, True, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K, SCALE_WORDS)
+                          2 * BLOCK_N, True, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K, SCALE_WORDS, TILED)
         # A-tile row r = 16 * a + 8 * part + b holds channel n0 + 8 * a + b of gate (part 0) / up (part 1)
         acc = gl.permute(gl.reshape(acc, [2 * BLOCK_N // 16, 2, 8, BLOCK_M]), (3, 0, 2, 1))
         acc_g, acc_u = gl.split(gl.reshape(acc, [BLOCK_M, BLOCK_N, 2]))
@@ -558,7 +574,7 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, 
                         TOPK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr,
                         HAS_CLAMP: gl.constexpr, FAST_MATH: gl.constexpr, ACTIVATION: gl.constexpr,
                         HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                        EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
+                        EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr,
                         PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr,
                         SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr):
     pid, npid, nblk = _tile_pids(N_FASTEST)
@@ -571,13 +587,13 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, 
                               stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
                               stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups,
                               TOPK, BLOCK_M, BLOCK_N, E_PAD, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES,
-                              MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, SPLIT, FULL_M, TAIL_M)
+                              MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M)
     else:
         _gemm1_wgmma_tile(pid, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse,
                           stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
                           stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups, TOPK,
                           BLOCK_M, BLOCK_N, E_PAD, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA,
-                          B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, SPLIT, FULL_M, TAIL_M)
+                          B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M)
 
 
 @gluon.jit
@@ -586,7 +602,7 @@ def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_pt
                       stride_bias, num_local_experts, hidden, inter, k_words, k_groups,
                       BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr, HAS_BIAS: gl.constexpr,
                       ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                      EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, SPLIT: gl.constexpr,
+                      EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, SPLIT: gl.constexpr,
                       FULL_M: gl.constexpr,
                       TAIL_M: gl.constexpr):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD,
@@ -597,7 +613,7 @@ def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_pt
         acc = _wgmma_gemm(act_ptr, (row_start + m).to(gl.int64), row_start + m < row_end, stride_act,
                           w2_ptr + expert.to(gl.int64) * stride_we, w2_sf_ptr + expert.to(gl.int64) * stride_wse,
                           stride_wn, stride_wsn, lut_ptr, n0, n0, hidden - n0, inter, k_words, k_groups,
-                          BLOCK_N, False, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K, SCALE_WORDS)
+                          BLOCK_N, False, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K, SCALE_WORDS, TILED)
         acc = gl.convert_layout(gl.permute(acc, (1, 0)), EPI)
         rows = row_start + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, EPI))
         n = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, EPI))
@@ -611,7 +627,7 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_
                         stride_bias, num_local_experts, hidden, inter, k_words, k_groups, tile_offset,
                         BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr, HAS_BIAS: gl.constexpr,
                         ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                        EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
+                        EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr,
                         PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr,
                         SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr):
     pid, npid, nblk = _tile_pids(N_FASTEST)
@@ -621,21 +637,21 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_
             _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse,
                               stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr,
                               bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups, BLOCK_M,
-                              BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, SPLIT,
+                              BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT,
                               FULL_M,
                               TAIL_M)
     else:
         _gemm2_wgmma_tile(pid, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse,
                           stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr,
                           bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups, BLOCK_M,
-                          BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, SPLIT, FULL_M,
+                          BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M,
                           TAIL_M)
 
 
 # ----------------------------------------------------------------------------- launchers
 def gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp: float | None,
                        fast_math: bool, cfg, activation: str = "swiglu", alpha: float = 1.702, bias=None,
-                       expected_slots: int | None = None, quad: bool = False):
+                       expected_slots: int | None = None, quad: bool = False, tiled: bool = False):
     """`grouped_gemm.gemm1_swiglu` with this file's kernel (same arguments, bitwise the same result)."""
     e_local, two_i, half_h = w1.shape
     inter, hidden = two_i // 2, half_h * 2
@@ -649,14 +665,14 @@ def gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int,
             e_local, hidden, inter, float(clamp) if clamp is not None else 0.0, float(alpha), hidden // 8, hidden // 32)
     kwargs = dict(TOPK=topk, BLOCK_N=cfg.block_n, E_PAD=expert_pad(e_local),
                   HAS_CLAMP=clamp is not None, FAST_MATH=fast_math, ACTIVATION=ACTIVATIONS.index(activation),
-                  HAS_BIAS=bias is not None, STAGES=cfg.num_stages, QUAD=quad, PARTIAL_K=hidden % _BLOCK_K != 0, SCALE_WORDS=scale_words(w1_sf),
+                  HAS_BIAS=bias is not None, STAGES=cfg.num_stages, QUAD=quad, PARTIAL_K=hidden % _BLOCK_K != 0, SCALE_WORDS=scale_words(w1_sf), TILED=tiled,
                   num_warps=cfg.num_warps)
     return _launch(_gemm1_wgmma_kernel, triton.cdiv(inter, cfg.block_n), plan.num_slots, e_local, cfg,
                    expected_slots, args, kwargs)
 
 
 def gemm2_wgmma(act, w2, w2_sf, plan, out_bits, *, cfg, topk_weights=None, bias=None,
-                expected_slots: int | None = None, out_row_addr=None, quad: bool = False):
+                expected_slots: int | None = None, out_row_addr=None, quad: bool = False, tiled: bool = False):
     """`grouped_gemm.gemm2` with this file's kernel (same arguments, bitwise the same result)."""
     e_local, hidden, half_i = w2.shape
     inter = half_i * 2
@@ -670,7 +686,7 @@ def gemm2_wgmma(act, w2, w2_sf, plan, out_bits, *, cfg, topk_weights=None, bias=
             e_local, hidden, inter, inter // 8, inter // 32)
     kwargs = dict(BLOCK_N=cfg.block_n, E_PAD=expert_pad(e_local),
                   HAS_BIAS=bias is not None, ROW_ADDR=out_row_addr is not None, STAGES=cfg.num_stages,
-                  QUAD=quad, PARTIAL_K=inter % _BLOCK_K != 0, SCALE_WORDS=scale_words(w2_sf),
+                  QUAD=quad, PARTIAL_K=inter % _BLOCK_K != 0, SCALE_WORDS=scale_words(w2_sf), TILED=tiled,
                   num_warps=cfg.num_warps)
     return _launch(_gemm2_wgmma_kernel, triton.cdiv(hidden, cfg.block_n), plan.num_slots, e_local, cfg,
                    expected_slots, args, kwargs)
