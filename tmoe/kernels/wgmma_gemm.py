@@ -19,8 +19,10 @@ and, per k16 block, k pairs (2t, 2t+1) and (2t+8, 2t+9) with g = lane / 4, t = l
 register directly from one byte (`_FP4_PAIRS_ASM`): no interleaving shuffles. The bytes a thread
 needs (j = t mod 4 of the 64-byte row slice of a K step) are strided, so each lane loads 16
 contiguous bytes and the lanes of a quad swap bytes (`_QUAD_EXCHANGE_ASM`).
-The loop is bound by instruction issue (~376 per K step and thread, benchmarks/NOTES.md), not by
-memory: the H100 and the H200 stream weights at the same ~1.8 TB/s.
+A K step is ~270 instructions per thread (4 warps, 64 weight rows). With row-major weights both the H100
+and the H200 streamed them at 55-60% of their read bandwidth — an access-pattern limit (64-byte pieces
+of rows K/2 bytes apart); the tiled layout (weight_layout.to_tiled: 2 KB runs per 32 rows and K step)
+reaches ~80% on the H100 (benchmarks/NOTES.md "v8").
 GPU only (sm_90): the Triton interpreter cannot run Gluon; CPU runs use `grouped_gemm` (same bits).
 """
 from __future__ import annotations
@@ -218,6 +220,8 @@ FP4_LUT_WORDS = (0x3F3F3F00, 0xC0800000 - (1 << 32))   # (th0, tl0) as int32
 
 @gluon.jit
 def _lookup_tables(lut_ptr, BLOCK_A: gl.constexpr, layout: gl.constexpr):
+    """(th0, tl0) per row of the A tile. NOTES: the addresses depend on the lane on purpose — loaded from
+    one uniform address, ptxas moved the value into a uniform register and copied it back as before."""
     r = gl.arange(0, BLOCK_A, layout=layout) % 8
     return gl.load(lut_ptr + r), gl.load(lut_ptr + 8 + r)
 
@@ -371,7 +375,8 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
                 PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr):
     """acc[BLOCK_A, BLOCK_M] = W[rows, :K_DIM] @ B[b_rows, :K_DIM]^T: fp32, k16 wgmmas in ascending k.
     QUAD: the codes are stored in weight_layout's quad order, i.e. already as the exchange delivers them.
-    PARTIAL_K: K % 128 != 0 (the last K step is partial; its block is canonical in either order)."""
+    PARTIAL_K: K % 128 != 0 (the last K step is partial; its block is canonical in either order).
+    SCALE_WORDS: see _load_codes. TILED: the codes in weight_layout.to_tiled's layout (see _code_rows)."""
     A_LAYOUT: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     WORD3: gl.constexpr = _word_layout(BLOCK_A, gl.num_warps())
     if PARTIAL_K:
