@@ -97,3 +97,17 @@ def test_quad_exchange_asm_delivers_each_lanes_bytes():
 def test_ptx_subset_rejects_unknown_instructions():
     with pytest.raises(NotImplementedError, match="add.u32"):
         ptx_subset.run("add.u32 $0, $1, $1;", {1: np.zeros(32, dtype=U32)})
+
+
+def test_lookup_words_come_from_registers():
+    """_FP4_PAIRS_ASM takes th0 / tl0 as operands $20 / $28 (not numerics' immediates, which ptxas would copy
+    from a uniform register before every lookup), and fp4_lut holds exactly numerics' words."""
+    import re
+    from tmoe.kernels import numerics
+    asm = wgmma_gemm._FP4_PAIRS_ASM.value
+    assert "mov.b32 th0, $20;" in asm and "mov.b32 tl0, $28;" in asm
+    imm = dict(re.findall(r"mov\.b32 (th0|tl0), (0x[0-9A-Fa-f]+);", numerics.FP4_MAGNITUDE_LOOKUP_PTX))
+    th0, tl0 = wgmma_gemm.FP4_LUT_WORDS
+    assert (th0 & 0xFFFFFFFF, tl0 & 0xFFFFFFFF) == (int(imm["th0"], 16), int(imm["tl0"], 16))
+    lut = wgmma_gemm.fp4_lut(torch.device("cpu"))
+    assert lut.tolist() == [th0] * 8 + [tl0] * 8 and wgmma_gemm.fp4_lut(torch.device("cpu")) is lut

@@ -295,6 +295,9 @@ def transform_weights_for_mega_moe(l1_weights, l2_weights, *, backend: str | Non
         return (TransformedWeights(*dl1, backend="deepgemm", canonical=(w1, w1_sf)),
                 TransformedWeights(*dl2, backend="deepgemm", canonical=(w2, w2_sf)))
     layout = weight_layout.resolve_layout(layout, w1.device)
+    if configs.is_hopper(w1.device):
+        from .kernels.wgmma_gemm import fp4_lut
+        fp4_lut(w1.device)      # the Gluon kernels' table, made here: outside any CUDA-graph capture
 
     def triton_layout(codes, scales):
         codes = codes.view(torch.uint8)

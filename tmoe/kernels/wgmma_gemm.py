@@ -526,10 +526,17 @@ _LUT: dict = {}
 
 
 def fp4_lut(device: torch.device) -> torch.Tensor:
-    """The lookup words of `_lookup_tables` (int32 [16]: th0 x 8, tl0 x 8) on `device`, made once (by fills,
-    so that a first call inside CUDA-graph capture works)."""
-    key = (device.type, device.index if device.index is not None else torch.cuda.current_device())
+    """The lookup words of `_lookup_tables` (int32 [16]: th0 x 8, tl0 x 8) on `device`, made once
+    (`transform_weights_for_mega_moe` makes it for CUDA weights). NOTES: not inside CUDA-graph capture —
+    captured fills would run only at replay, so eager calls before that would read garbage."""
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    key = (device.type, device.index)
     if key not in _LUT:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("tmoe: the Gluon kernels' lookup table does not exist yet on "
+                               f"{device}; run the layer (or transform_weights_for_mega_moe) once on this device "
+                               "before capturing it in a CUDA graph")
         lut = torch.empty(16, dtype=torch.int32, device=device)
         lut[:8].fill_(FP4_LUT_WORDS[0])
         lut[8:].fill_(FP4_LUT_WORDS[1])
