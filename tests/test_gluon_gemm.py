@@ -74,6 +74,23 @@ def test_gluon_full_and_tail_tiles(tail):
         assert torch.equal(y.view(torch.int16), y_ref.view(torch.int16)), f"{g1} / {g2}"
 
 
+def _routed_buffer(e, h, i, k, t, seeds):
+    """(weights, x, idx, w, buffer with the tokens quantized and dequantized, routing plan) of t tokens
+    routed "hot_expert" over e experts (GPU); seeds = (weights, tokens, routing)."""
+    from tmoe.kernels.quant import mxfp8_to_bf16
+    from tmoe.kernels.routing import build_routing
+    import tmoe
+    from tmoe.layer import fill_buffer
+    dev = torch.device("cuda")
+    weights = make_weights(e, h, i, seed=seeds[0], device=dev)
+    x = make_tokens(t, h, seed=seeds[1], device=dev)
+    idx, w = make_routing(t, e, k, "hot_expert", seed=seeds[2], device=dev)
+    buf = tmoe.get_symm_buffer_for_mega_moe(None, e, t, k, h, i, device=dev)
+    fill_buffer(buf, x, idx, w)
+    mxfp8_to_bf16(buf.x[:t], buf.x_sf[:t], buf.x_dq)
+    return weights, x, idx, w, buf, build_routing(buf.topk_idx[:t], e, capacity_slots=t * k)
+
+
 @pytest.mark.skipif(not ON_HOPPER, reason="Gluon wgmma kernels need an sm_90 GPU")
 @pytest.mark.parametrize("g1,g2", [(GemmConfig(16, 32, True, 4, 3, kernel="gluon"),
                                     GemmConfig(16, 64, True, 4, 3, kernel="gluon")),
@@ -85,21 +102,12 @@ def test_gluon_overflow_launch_and_graph(g1, g2):
     """The EP launch shape (a plain grid for the expected slots + a looping overflow launch) and CUDA-graph
     replay give the same bits as one plain launch."""
     from tmoe.kernels import grouped_gemm
-    from tmoe.kernels.quant import mxfp8_to_bf16
-    from tmoe.kernels.routing import build_routing
     from tmoe.kernels.weight_layout import is_quad, is_tiled
     import tmoe
     from tmoe.layer import fill_buffer
-    dev = torch.device("cuda")
     e, h, i, k, t = 16, 512, 256, 4, 200
-    weights = make_weights(e, h, i, seed=5, device=dev)
+    weights, x, idx, w, buf, plan = _routed_buffer(e, h, i, k, t, seeds=(5, 6, 8))
     l1, l2 = tmoe.transform_weights_for_mega_moe((weights.w1, weights.w1_sf), (weights.w2, weights.w2_sf))
-    x = make_tokens(t, h, seed=6, device=dev)
-    idx, w = make_routing(t, e, k, "hot_expert", seed=8, device=dev)
-    buf = tmoe.get_symm_buffer_for_mega_moe(None, e, t, k, h, i, device=dev)
-    fill_buffer(buf, x, idx, w)
-    mxfp8_to_bf16(buf.x[:t], buf.x_sf[:t], buf.x_dq)
-    plan = build_routing(buf.topk_idx[:t], e, capacity_slots=t * k)
     outs = []
     for expected in (None, 8):
         buf.act.fill_(0)
@@ -113,7 +121,7 @@ def test_gluon_overflow_launch_and_graph(g1, g2):
     assert torch.equal(outs[0], outs[1])
     y, _ = run_layer(weights, x, idx, w, gemm1_config=g1, gemm2_config=g2)
     y_graph = torch.full_like(y, float("nan"))
-    buf2 = tmoe.get_symm_buffer_for_mega_moe(None, e, t, k, h, i, device=dev)
+    buf2 = tmoe.get_symm_buffer_for_mega_moe(None, e, t, k, h, i, device=x.device)
     fill_buffer(buf2, x, idx, w)
     tmoe.fp8_fp4_mega_moe(y_graph, l1, l2, buf2, gemm1_config=g1, gemm2_config=g2)   # compile outside capture
     graph = torch.cuda.CUDAGraph()
@@ -140,19 +148,8 @@ def test_gluon_scale_words_and_bytes(hidden, inter):
     """K/32 % 4 != 0: scale rows as 32-bit words (padded rows, the padding poisoned with 255) and as bytes
     (unpadded rows) give the Triton kernel's bits, canonical, quad and tiled codes."""
     from tmoe.kernels import grouped_gemm, weight_layout, wgmma_gemm
-    from tmoe.kernels.quant import mxfp8_to_bf16
-    from tmoe.kernels.routing import build_routing
-    import tmoe
-    from tmoe.layer import fill_buffer
-    dev = torch.device("cuda")
     e, k, t = 8, 4, 96
-    weights = make_weights(e, hidden, inter, seed=11, device=dev)
-    x = make_tokens(t, hidden, seed=12, device=dev)
-    idx, w = make_routing(t, e, k, "hot_expert", seed=13, device=dev)
-    buf = tmoe.get_symm_buffer_for_mega_moe(None, e, t, k, hidden, inter, device=dev)
-    fill_buffer(buf, x, idx, w)
-    mxfp8_to_bf16(buf.x[:t], buf.x_sf[:t], buf.x_dq)
-    plan = build_routing(buf.topk_idx[:t], e, capacity_slots=t * k)
+    weights, _, _, _, buf, plan = _routed_buffer(e, hidden, inter, k, t, seeds=(11, 12, 13))
 
     def run(w1, w1_sf, w2, w2_sf, g1, g2, quad, tiled=False):
         buf.act.fill_(0)
