@@ -21,6 +21,7 @@ and programs past the last tile exit at once. SWAP_AB puts the weight rows on th
 """
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 
