@@ -109,10 +109,11 @@ def inspect(compiled, scale_word_loads: int = 0) -> dict:
 
 def main() -> None:
     out = {}
-    g1_ptrs = {"x_ptr": "*bf16", "w1_ptr": "*i32", "w1_sf_ptr": "*u8", "lut_ptr": "*i32", "offsets_ptr": "*i32", "sorted_ptr": "*i32",
-               "weights_ptr": "*fp32", "act_ptr": "*i16", "bias_ptr": "*fp32"}
-    g2_ptrs = {"act_ptr": "*bf16", "w2_ptr": "*i32", "w2_sf_ptr": "*u8", "lut_ptr": "*i32", "offsets_ptr": "*i32", "sorted_ptr": "*i32",
-               "weights_ptr": "*fp32", "out_ptr": "*i16", "row_addr_ptr": "*i64", "bias_ptr": "*fp32"}
+    g1_ptrs = {"x_ptr": "*bf16", "w1_ptr": "*i32", "w1_sf_ptr": "*u8", "lut_ptr": "*i32", "offsets_ptr": "*i32",
+               "sorted_ptr": "*i32", "weights_ptr": "*fp32", "act_ptr": "*i16", "bias_ptr": "*fp32"}
+    g2_ptrs = {"act_ptr": "*bf16", "w2_ptr": "*i32", "w2_sf_ptr": "*u8", "lut_ptr": "*i32", "offsets_ptr": "*i32",
+               "sorted_ptr": "*i32", "weights_ptr": "*fp32", "out_ptr": "*i16", "row_addr_ptr": "*i64",
+               "bias_ptr": "*fp32"}
     # (block_m, block_n, stages, bias, persistent / row_addr, quad, warps, K % 128 != 0 like gpt-oss's 2880);
     # scale rows loaded as 32-bit words except for bm16 (GEMM1) / bm32 (GEMM2): byte loads (' bytes');
     # the quad variants read the tiled layout (weight_layout.to_tiled, the default on Hopper)
@@ -137,7 +138,8 @@ def main() -> None:
             (8, 64, 3, True, False, False, 4, True), (8, 64, 3, True, False, True, 4, True)):
         const = dict(BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_BIAS=bias, ROW_ADDR=row_addr, STAGES=stages,
                      QUAD=quad, PARTIAL_K=partial, PERSISTENT=False, N_FASTEST=bm >= 128,
-                     SPLIT=wg.SPLIT_TAIL.value if warps == 8 else 0, FULL_M=256, TAIL_M=bm, SCALE_WORDS=bm != 32, TILED=quad,
+                     SPLIT=wg.SPLIT_TAIL.value if warps == 8 else 0, FULL_M=256, TAIL_M=bm, SCALE_WORDS=bm != 32,
+                     TILED=quad,
                      **wg._layouts(bm, warps))
         name = (f"gemm2 bm{bm} bn{bn} s{stages}{' w8' if warps == 8 else ''}{' k2880' if partial else ''}"
                 f"{'' if const['SCALE_WORDS'] else ' bytes'}")

@@ -35,7 +35,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (async_copy, fence_
                                                               warpgroup_mma_wait)
 
 from ..reference import ACTIVATIONS
-from . import configs
+from . import configs, weight_layout
 from .numerics import FP4_MAGNITUDE_LOOKUP_PTX
 from .grouped_gemm import (BLOCK_K as _BLOCK_K, _gemm1_epilogue, _gemm2_epilogue, _launch_over_tiles, _max_tiles,
                            expert_pad)
@@ -513,8 +513,9 @@ def scale_words(scales: torch.Tensor) -> bool:
     4-byte aligned and the last row's padding up to the next 4 bytes is inside the tensor's storage
     (weight_layout.pad_scale_rows makes transformed weights so). Otherwise it loads bytes."""
     e, n, groups = scales.shape
-    padded = -(-groups // 4) * 4
-    if scales.stride(2) != 1 or scales.stride(1) % 4 or scales.stride(0) % 4 or scales.data_ptr() % 4:
+    align = weight_layout.SCALE_ROW_ALIGN
+    padded = -(-groups // align) * align
+    if scales.stride(2) != 1 or scales.stride(1) % align or scales.stride(0) % align or scales.data_ptr() % align:
         return False
     if e * n == 0:
         return True
@@ -551,9 +552,8 @@ def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, s
                       TOPK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr,
                       HAS_CLAMP: gl.constexpr, FAST_MATH: gl.constexpr, ACTIVATION: gl.constexpr,
                       HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                      EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, SPLIT: gl.constexpr,
-                      FULL_M: gl.constexpr,
-                      TAIL_M: gl.constexpr):
+                      EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
+                      TILED: gl.constexpr, SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD,
                                                        SPLIT, FULL_M, TAIL_M)
     if real:
@@ -586,8 +586,8 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, 
                         TOPK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr,
                         HAS_CLAMP: gl.constexpr, FAST_MATH: gl.constexpr, ACTIVATION: gl.constexpr,
                         HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                        EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr,
-                        PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr,
+                        EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
+                        TILED: gl.constexpr, PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr,
                         SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr):
     pid, npid, nblk = _tile_pids(N_FASTEST)
     # NOTES: PERSISTENT = the overflow launch of `_launch_over_tiles`. The plain launch keeps its own
@@ -614,9 +614,8 @@ def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_pt
                       stride_bias, num_local_experts, hidden, inter, k_words, k_groups,
                       BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr, HAS_BIAS: gl.constexpr,
                       ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                      EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, SPLIT: gl.constexpr,
-                      FULL_M: gl.constexpr,
-                      TAIL_M: gl.constexpr):
+                      EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
+                      TILED: gl.constexpr, SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD,
                                                        SPLIT, FULL_M, TAIL_M)
     if real:
@@ -639,25 +638,24 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_
                         stride_bias, num_local_experts, hidden, inter, k_words, k_groups, tile_offset,
                         BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr, HAS_BIAS: gl.constexpr,
                         ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                        EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr,
-                        PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr,
+                        EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
+                        TILED: gl.constexpr, PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr,
                         SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr):
     pid, npid, nblk = _tile_pids(N_FASTEST)
     if PERSISTENT:      # see _gemm1_wgmma_kernel
         for tile in range(tile_offset + pid, num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD, SPLIT,
                                                        FULL_M, TAIL_M), npid):
-            _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse,
-                              stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr,
-                              bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups, BLOCK_M,
-                              BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT,
-                              FULL_M,
-                              TAIL_M)
+            _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_we, stride_wn,
+                              stride_wse, stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out,
+                              row_addr_ptr, bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups,
+                              BLOCK_M, BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, PARTIAL_K,
+                              SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M)
     else:
         _gemm2_wgmma_tile(pid, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse,
                           stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr,
                           bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups, BLOCK_M,
-                          BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M,
-                          TAIL_M)
+                          BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS,
+                          TILED, SPLIT, FULL_M, TAIL_M)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -670,15 +668,16 @@ def gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int,
     w1_words = _as_words(w1)
     _check("gemm1", x_bits, cfg, w1_words, w1_sf)
     args = (x_bits.view(torch.bfloat16), x_bits.stride(0),
-            w1_words, w1_sf, fp4_lut(x_bits.device), w1_words.stride(0), w1_words.stride(1), w1_sf.stride(0), w1_sf.stride(1),
+            w1_words, w1_sf, fp4_lut(x_bits.device),
+            w1_words.stride(0), w1_words.stride(1), w1_sf.stride(0), w1_sf.stride(1),
             plan.expert_offsets, plan.sorted_slots, topk_weights,
             act, act.stride(0),
             bias if bias is not None else topk_weights, bias.stride(0) if bias is not None else 0,
             e_local, hidden, inter, float(clamp) if clamp is not None else 0.0, float(alpha), hidden // 8, hidden // 32)
     kwargs = dict(TOPK=topk, BLOCK_N=cfg.block_n, E_PAD=expert_pad(e_local),
                   HAS_CLAMP=clamp is not None, FAST_MATH=fast_math, ACTIVATION=ACTIVATIONS.index(activation),
-                  HAS_BIAS=bias is not None, STAGES=cfg.num_stages, QUAD=quad, PARTIAL_K=hidden % _BLOCK_K != 0, SCALE_WORDS=scale_words(w1_sf), TILED=tiled,
-                  num_warps=cfg.num_warps)
+                  HAS_BIAS=bias is not None, STAGES=cfg.num_stages, QUAD=quad, PARTIAL_K=hidden % _BLOCK_K != 0,
+                  SCALE_WORDS=scale_words(w1_sf), TILED=tiled, num_warps=cfg.num_warps)
     return _launch(_gemm1_wgmma_kernel, triton.cdiv(inter, cfg.block_n), plan.num_slots, e_local, cfg,
                    expected_slots, args, kwargs)
 
@@ -691,7 +690,8 @@ def gemm2_wgmma(act, w2, w2_sf, plan, out_bits, *, cfg, topk_weights=None, bias=
     w2_words = _as_words(w2)
     _check("gemm2", act, cfg, w2_words, w2_sf)
     args = (act.view(torch.bfloat16), act.stride(0),
-            w2_words, w2_sf, fp4_lut(act.device), w2_words.stride(0), w2_words.stride(1), w2_sf.stride(0), w2_sf.stride(1),
+            w2_words, w2_sf, fp4_lut(act.device),
+            w2_words.stride(0), w2_words.stride(1), w2_sf.stride(0), w2_sf.stride(1),
             plan.expert_offsets, plan.sorted_slots, topk_weights if topk_weights is not None else out_bits,
             out_bits, out_bits.stride(0), out_row_addr if out_row_addr is not None else out_bits,
             bias if bias is not None else out_bits, bias.stride(0) if bias is not None else 0,
