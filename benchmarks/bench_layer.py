@@ -64,9 +64,11 @@ def _peer_times(wl, idx, x_bf16) -> tuple[float | None, float | None, str]:
 
 
 def _config_str(cfg) -> str:
-    """GemmConfig -> 'gluon 8x32 w4 s3' (+ ' tail32'): which tile config the cache or heuristic picked."""
+    """GemmConfig -> 'gluon 8x32 w4 s3' (+ ' tail32', ' overlap', ' maxnreg128'): which tile config the cache or
+    heuristic picked."""
     return (f"{cfg.kernel} {cfg.block_m}x{cfg.block_n} w{cfg.num_warps} s{cfg.num_stages}"
-            + ("" if cfg.swap_ab else " noswap") + (f" tail{cfg.tail_block_m}" if cfg.tail_block_m else ""))
+            + ("" if cfg.swap_ab else " noswap") + (f" tail{cfg.tail_block_m}" if cfg.tail_block_m else "")
+            + (" overlap" if cfg.overlap else "") + (f" maxnreg{cfg.maxnreg}" if cfg.maxnreg else ""))
 
 
 def bench_workload(wl, tokens, routings, ceil, peers: bool, check_max_tokens: int) -> list[dict]:

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 
 import torch
 
@@ -19,10 +20,27 @@ from tmoe.workloads import WORKLOADS, make_routing, random_mxfp4_weights  # noqa
 
 import tmoe  # noqa: E402
 from tmoe.kernels import grouped_gemm  # noqa: E402
-from tmoe.kernels.configs import GemmConfig  # noqa: E402
+from tmoe.kernels.configs import GemmConfig, select_config  # noqa: E402
 from tmoe.kernels.quant import mxfp8_to_bf16  # noqa: E402
 from tmoe.kernels.routing import build_routing  # noqa: E402
-from tmoe.kernels.weight_layout import is_quad  # noqa: E402
+from tmoe.kernels.weight_layout import is_quad, is_tiled  # noqa: E402
+
+
+def overlap_candidates(base: GemmConfig) -> list[GemmConfig]:
+    """`base` (the shipped pick), then with `overlap` (decode while the previous wgmma runs): 3 and 4 stages,
+    with the compiler's registers and capped (4 warps: 168 = 3 CTAs per SM; 8 warps: 128 = 2). A 256-token base is
+    compared with 128-token overlap tiles (at 256 tokens the second operand spills, offline SASS)."""
+    if base.kernel != "gluon":
+        return [base]
+    bm = min(base.block_m, 128)
+    out = [base]
+    for stages in (3, 4):
+        if stages * bm * 256 > 196608:
+            continue
+        for maxnreg in (None, 128 if base.num_warps == 8 else 168):
+            out.append(replace(base, block_m=bm, num_stages=stages, overlap=True, maxnreg=maxnreg,
+                               tail_block_m=base.tail_block_m if (base.tail_block_m or 0) < bm else None))
+    return out
 
 
 def candidates(per_expert: float, regcap: bool = False, gluon: bool = False, kernel: str = "gemm1") -> list[GemmConfig]:
@@ -73,6 +91,8 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--regcap", action="store_true", help="decode configs with / without maxnreg=128")
     ap.add_argument("--gluon", action="store_true", help="the Gluon decode kernels vs the Triton decode config")
+    ap.add_argument("--overlap", action="store_true",
+                    help="the shipped config (autotune cache or heuristic) vs its overlap=True variants")
     args = ap.parse_args()
     wl = WORKLOADS[args.workload]
     e, k, h, i = wl.num_experts, wl.topk, wl.hidden, wl.intermediate
@@ -90,17 +110,25 @@ def main() -> None:
         touched = int(torch.unique(idx).numel())
         per_expert = t * k / e
         ref1 = ref2 = None
+        shipped = {kn: select_config(kn, t * k, e, False, num_experts=e, hidden=h, intermediate=i, topk=k,
+                                     device_name=torch.cuda.get_device_name(), hopper=True)
+                   for kn in ("gemm1", "gemm2")}
+
+        def configs(kernel):
+            if args.overlap:
+                return overlap_candidates(shipped[kernel])
+            return candidates(per_expert, args.regcap, args.gluon, kernel)
         for kernel in ("gemm1", "gemm2"):
-            for cfg in candidates(per_expert, args.regcap, args.gluon, kernel):
+            for cfg in configs(kernel):
                 if kernel == "gemm1":
                     fn = lambda: grouped_gemm.gemm1_swiglu(buf.x_dq, l1[0], l1[1], plan, buf.topk_weights, buf.act,
                                                            topk=k, clamp=wl.clamp, fast_math=True, cfg=cfg, soft=False,
-                                                           quad=is_quad(l1))
+                                                           quad=is_quad(l1), tiled=is_tiled(l1))
                     out = buf.act
                     wbytes = touched * 2 * i * h * (0.5 + 1 / 32)
                 else:
                     fn = lambda: grouped_gemm.gemm2(buf.act, l2[0], l2[1], plan, buf.slot_out, cfg=cfg, soft=False,
-                                                    quad=is_quad(l2))
+                                                    quad=is_quad(l2), tiled=is_tiled(l2))
                     out = buf.slot_out
                     wbytes = touched * i * h * (0.5 + 1 / 32)
                 try:
@@ -125,14 +153,15 @@ def main() -> None:
                 results.append(row)
                 print(f"{kernel} T={t:5} bm={cfg.block_m:3} bn={cfg.block_n:3} swap={int(cfg.swap_ab)} "
                       f"w={cfg.num_warps} s={cfg.num_stages} fuse={int(cfg.fuse_gate_up)} maxnreg={cfg.maxnreg} "
-                      f"tail={cfg.tail_block_m} {cfg.kernel:6}: "
+                      f"tail={cfg.tail_block_m} ovl={int(cfg.overlap)} {cfg.kernel:6}: "
                       f"{us:9.1f} us "
                       f"{row['weight_gbps']:6.0f} GB/s {row['tflops']:6.1f} TFLOP/s same={same} | {info}", flush=True)
             if kernel == "gemm1":
                 # GEMM2 must see one fixed intermediate: recompute it with the first config.
-                first = candidates(per_expert, args.regcap, args.gluon)[0]
+                first = configs("gemm1")[0]
                 grouped_gemm.gemm1_swiglu(buf.x_dq, l1[0], l1[1], plan, buf.topk_weights, buf.act, topk=k,
-                                          clamp=wl.clamp, fast_math=True, cfg=first, soft=False, quad=is_quad(l1))
+                                          clamp=wl.clamp, fast_math=True, cfg=first, soft=False, quad=is_quad(l1),
+                                          tiled=is_tiled(l1))
         buf.destroy()
     if args.json:
         with open(args.json, "w") as f:

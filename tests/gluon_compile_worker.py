@@ -29,7 +29,8 @@ ALIGNED = {"stride_x", "stride_act", "stride_we", "stride_wn", "stride_wse", "st
 K2880_UNALIGNED = {"stride_wn", "k_words", "k_groups"}
 
 
-def compile_gluon(kernel, ptr_types: dict, floats: set, const: dict, num_warps: int = 4, unaligned: set = frozenset()):
+def compile_gluon(kernel, ptr_types: dict, floats: set, const: dict, num_warps: int = 4, unaligned: set = frozenset(),
+                  maxnreg: int | None = None):
     sig, attrs = {}, {}
     for i, name in enumerate(kernel.arg_names):
         if name in const:
@@ -42,7 +43,7 @@ def compile_gluon(kernel, ptr_types: dict, floats: set, const: dict, num_warps: 
             if name in ALIGNED - unaligned:
                 attrs[(i,)] = [["tt.divisibility", 16]]
     return triton.compile(GluonASTSource(kernel, sig, const, attrs), target=GPUTarget("cuda", 90, 32),
-                          options={"num_warps": num_warps})
+                          options={"num_warps": num_warps, **({"maxnreg": maxnreg} if maxnreg else {})})
 
 
 def k_loop(sass: str) -> list:
@@ -58,20 +59,37 @@ def k_loop(sass: str) -> list:
     return [t for a, t in ins if lo <= a <= hi]
 
 
-def a_reg_hazards(body: list) -> int:
-    a_regs = set()
-    for text in body:
-        m = re.match(r"HGMMA\S*\s+R\d+,\s*R(\d+)", text)
-        if m:
-            a_regs |= set(range(int(m.group(1)), int(m.group(1)) + 4))
-    hgmma = [i for i, t in enumerate(body) if t.startswith("HGMMA")]
-    depbar = [i for i, t in enumerate(body) if "WARPGROUP.DEPBAR" in t]
+def _written(text: str) -> set:
+    """Registers an instruction writes (its first operand; 64/128-bit loads write 2/4)."""
+    m = re.match(r"(?:@!?U?P\w+\s+)?([A-Z0-9_.]+)\s+R(\d+)", text)
+    if not m or m.group(1).startswith(("ST", "HGMMA", "RED", "LDGSTS")):
+        return set()
+    op, reg = m.group(1), int(m.group(2))
+    width = 4 if ".128" in op else (2 if (op.startswith("LD") and ".64" in op) or op.startswith("IMAD.WIDE") else 1)
+    return set(range(reg, reg + width))
 
-    def dest(text):
-        m = re.match(r"(?:@!?U?P\w+\s+)?[A-Z0-9_.]+\s+R(\d+)", text)
-        return int(m.group(1)) if m else None
-    return sum(1 for i, t in enumerate(body)
-               if (i > hgmma[-1] or i < depbar[0]) and not t.startswith("HGMMA") and dest(t) in a_regs)
+
+def a_reg_hazards(body: list) -> int:
+    """Writes to a register that an in-flight wgmma group reads as its A operand, walking the K loop twice
+    (the first pass only sets up what is in flight at the back edge). A group ends at the HGMMA marked
+    gsb0; WARPGROUP.DEPBAR.LE gsb0, n leaves the newest n groups in flight (OVERLAP: n = 1)."""
+    in_flight, group, hazards = [], set(), 0
+    for walk in range(2):
+        for text in body:
+            m = re.match(r"HGMMA\S*\s+R\d+,\s*R(\d+)", text)
+            if m:
+                group |= set(range(int(m.group(1)), int(m.group(1)) + 4))
+                if "gsb0" in text:
+                    in_flight, group = in_flight + [group], set()
+                continue
+            m = re.search(r"WARPGROUP\.DEPBAR\.LE\s+gsb0,\s*0x(\d+)", text)
+            if m:
+                keep = int(m.group(1), 16)
+                in_flight = in_flight[len(in_flight) - keep:] if keep else []
+                continue
+            if walk and any(_written(text) & g for g in in_flight):
+                hazards += 1
+    return hazards
 
 
 def epilogue_race(ptx: str) -> bool:
@@ -125,7 +143,7 @@ def main() -> None:
         const = dict(TOPK=8, BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_CLAMP=True, FAST_MATH=True, ACTIVATION=1,
                      HAS_BIAS=bias, STAGES=stages, PERSISTENT=persistent, QUAD=quad, PARTIAL_K=partial,
                      N_FASTEST=bm >= 128, SPLIT=wg.SPLIT_FULL.value if warps == 8 else 0, FULL_M=bm, TAIL_M=32,
-                     SCALE_WORDS=bm != 16, TILED=quad, **wg._layouts(bm, warps))
+                     SCALE_WORDS=bm != 16, TILED=quad, OVERLAP=False, **wg._layouts(bm, warps))
         name = (f"gemm1 bm{bm} bn{bn} s{stages}{' w8' if warps == 8 else ''}{' k2880' if partial else ''}"
                 f"{'' if const['SCALE_WORDS'] else ' bytes'}")
         out[name + (" quad" if quad else "")] = inspect(compile_gluon(
@@ -139,13 +157,22 @@ def main() -> None:
         const = dict(BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_BIAS=bias, ROW_ADDR=row_addr, STAGES=stages,
                      QUAD=quad, PARTIAL_K=partial, PERSISTENT=False, N_FASTEST=bm >= 128,
                      SPLIT=wg.SPLIT_TAIL.value if warps == 8 else 0, FULL_M=256, TAIL_M=bm, SCALE_WORDS=bm != 32,
-                     TILED=quad,
+                     TILED=quad, OVERLAP=False,
                      **wg._layouts(bm, warps))
         name = (f"gemm2 bm{bm} bn{bn} s{stages}{' w8' if warps == 8 else ''}{' k2880' if partial else ''}"
                 f"{'' if const['SCALE_WORDS'] else ' bytes'}")
         out[name + (" quad" if quad else "")] = inspect(compile_gluon(
             wg._gemm2_wgmma_kernel, g2_ptrs, set(), const, warps, K2880_UNALIGNED if partial else set()),
             bn // (8 * warps) if const["SCALE_WORDS"] else 0)
+    # OVERLAP (decode while the previous wgmma runs, a 2x unrolled loop with two A operands): the hazard check
+    # walks the loop twice with the in-flight wgmma groups of each DEPBAR
+    for bm, bn, stages, warps, partial in ((128, 128, 4, 8, False), (16, 64, 3, 4, True)):
+        const = dict(BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_BIAS=True, ROW_ADDR=False, STAGES=stages, QUAD=True,
+                     PARTIAL_K=partial, PERSISTENT=False, N_FASTEST=bm >= 128, SPLIT=0, FULL_M=256, TAIL_M=bm,
+                     SCALE_WORDS=True, TILED=True, OVERLAP=True, **wg._layouts(bm, warps))
+        name = f"gemm2 bm{bm} bn{bn} s{stages}{' w8' if warps == 8 else ''}{' k2880' if partial else ''} quad overlap"
+        out[name] = inspect(compile_gluon(wg._gemm2_wgmma_kernel, g2_ptrs, set(), const, warps,
+                                          K2880_UNALIGNED if partial else set()), 2 * bn // (8 * warps))
     out["triton quad b-operand"] = triton_quad_b_operand()
     print(json.dumps(out))
 

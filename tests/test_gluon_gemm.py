@@ -12,13 +12,17 @@ from moe_cases import make_routing, make_tokens, make_weights, run_layer
 
 ON_HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
 TRITON_CFG = GemmConfig(16, 64, True, 4, 3)
-# (block_m, block_n, warps, stages); block_m >= 128 also runs the N-block-major grid (wgmma_gemm._tile_pids)
-GLUON_G1 = [GemmConfig(bm, bn, True, w, s, kernel="gluon") for bm, bn, w, s in
-            ((8, 32, 4, 2), (16, 32, 4, 3), (16, 64, 4, 3), (32, 32, 4, 4), (64, 64, 4, 2), (128, 32, 4, 3),
-             (64, 64, 8, 3), (128, 64, 8, 2), (256, 64, 8, 2))]
-GLUON_G2 = [GemmConfig(bm, bn, True, w, s, kernel="gluon") for bm, bn, w, s in
-            ((8, 64, 4, 2), (16, 64, 4, 3), (16, 128, 4, 3), (32, 64, 4, 4), (64, 128, 4, 2), (128, 64, 4, 3),
-             (64, 128, 8, 3), (128, 128, 8, 2), (256, 128, 8, 2))]
+# (block_m, block_n, warps, stages); block_m >= 128 also runs the N-block-major grid (wgmma_gemm._tile_pids);
+# the last two pairs decode each K step while the previous wgmma runs (overlap, with and without a register cap)
+OVERLAP = dict(overlap=True)
+GLUON_G1 = [GemmConfig(bm, bn, True, w, s, kernel="gluon", **kw) for bm, bn, w, s, kw in
+            ((8, 32, 4, 2, {}), (16, 32, 4, 3, {}), (16, 64, 4, 3, {}), (32, 32, 4, 4, {}), (64, 64, 4, 2, {}),
+             (128, 32, 4, 3, {}), (64, 64, 8, 3, {}), (128, 64, 8, 2, {}), (256, 64, 8, 2, {}),
+             (32, 32, 4, 3, OVERLAP), (64, 64, 8, 4, dict(OVERLAP, maxnreg=128)))]
+GLUON_G2 = [GemmConfig(bm, bn, True, w, s, kernel="gluon", **kw) for bm, bn, w, s, kw in
+            ((8, 64, 4, 2, {}), (16, 64, 4, 3, {}), (16, 128, 4, 3, {}), (32, 64, 4, 4, {}), (64, 128, 4, 2, {}),
+             (128, 64, 4, 3, {}), (64, 128, 8, 3, {}), (128, 128, 8, 2, {}), (256, 128, 8, 2, {}),
+             (64, 128, 4, 4, dict(OVERLAP, maxnreg=128)), (128, 128, 8, 3, OVERLAP))]
 
 
 def _biases(e, h, i, seed, device):
@@ -27,8 +31,11 @@ def _biases(e, h, i, seed, device):
 
 
 @pytest.mark.skipif(not ON_HOPPER, reason="Gluon wgmma kernels need an sm_90 GPU")
+# whole K steps of 128 (GEMM1 / GEMM2): 2 / 1, 3 / 5 (odd: overlap's unrolled pairs end exactly), 56 / 16,
+# 22 + a partial one / the same, 1 + partial / partial only
 @pytest.mark.parametrize("hidden,inter,num_experts,topk,gptoss", [
-    (256, 128, 8, 2, False), (7168, 2048, 8, 8, False), (2880, 2880, 4, 4, True), (160, 96, 4, 3, True)])
+    (256, 128, 8, 2, False), (384, 640, 8, 2, False), (7168, 2048, 8, 8, False), (2880, 2880, 4, 4, True),
+    (160, 96, 4, 3, True)])
 @pytest.mark.parametrize("num_tokens,pattern", [(1, "uniform"), (5, "masked"), (64, "hot_expert"),
                                                 (300, "duplicates"), (33, "all_masked")])
 def test_gluon_bitwise_equals_triton(hidden, inter, num_experts, topk, gptoss, num_tokens, pattern):
@@ -164,7 +171,7 @@ def test_gluon_scale_words_and_bytes(hidden, inter):
     s1, s2 = _poisoned_padding(weights.w1_sf), _poisoned_padding(weights.w2_sf)
     assert wgmma_gemm.scale_words(s1) and wgmma_gemm.scale_words(s2)
     assert not wgmma_gemm.scale_words(weights.w1_sf) and not wgmma_gemm.scale_words(weights.w2_sf)
-    for c1, c2 in ((GLUON_G1[0], GLUON_G2[0]), (GLUON_G1[-2], GLUON_G2[-2])):
+    for c1, c2 in ((GLUON_G1[0], GLUON_G2[0]), (GLUON_G1[7], GLUON_G2[7]), (GLUON_G1[-1], GLUON_G2[-1])):
         for scales in ((weights.w1_sf, weights.w2_sf), (s1, s2)):
             got = run(w1, scales[0], w2, scales[1], c1, c2, False)
             assert all(torch.equal(a.view(torch.int16), b.view(torch.int16)) for a, b in zip(got, want)), c1
@@ -179,7 +186,8 @@ def test_gluon_scale_words_and_bytes(hidden, inter):
     (dict(swap_ab=False), "gluon kernel needs"), (dict(num_warps=2), "gluon kernel needs"),
     (dict(num_stages=1), "gluon kernel needs"), (dict(block_m=512), "gluon kernel needs"),
     (dict(block_n=96), "gluon kernel needs"), (dict(num_warps=8, block_n=32), "gluon kernel needs"),
-    (dict(decode="arith"), "gluon kernel needs"), (dict(maxnreg=128), "gluon kernel needs"),
+    (dict(decode="arith"), "gluon kernel needs"), (dict(overlap=True, num_stages=2), "overlap=True"),
+    (dict(kernel="triton", swap_ab=True, overlap=True), "overlap=True"),
     (dict(tail_block_m=16), "tail_block_m=16"), (dict(tail_block_m=24), "tail_block_m=24"),
     (dict(block_m=64, num_warps=8, tail_block_m=16), "tail_block_m=16"),
     (dict(kernel="triton", tail_block_m=8), "tail_block_m=8")])

@@ -28,6 +28,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -67,7 +68,7 @@ def _distance(cfg, base) -> float:
             + 0.5 * abs(cfg.num_stages - base.num_stages)
             + 2.0 * (cfg.decode != base.decode) + 0.25 * DECODE_MODES.index(cfg.decode)
             + 0.75 * (cfg.fuse_gate_up != base.fuse_gate_up) + 0.75 * (cfg.maxnreg != base.maxnreg)
-            + 1.0 * (cfg.kernel != base.kernel))
+            + 1.0 * (cfg.kernel != base.kernel) + 0.5 * (cfg.overlap != base.overlap))
 
 
 def candidate_space(kernel: str, num_tokens: int, *, num_experts: int, hidden: int, intermediate: int, topk: int,
@@ -130,6 +131,12 @@ def candidate_space(kernel: str, num_tokens: int, *, num_experts: int, hidden: i
                   for bm, warps, bn, stages, tail in gluon
                   if (bm <= max(rows_cap // 2, 8) or bm == base.block_m) and stages * bm * 256 <= 196608
                   and accumulators * bn * bm / (32 * warps) <= (64 if warps == 4 else 128)]
+        # NOTES: decode overlapped with the previous wgmma (`overlap`) only pays where one 8-warp CTA fills
+        # an SM (H100, dsv3 T=2048 GEMM2 128x128: -11%); smaller tiles already overlap across CTAs and lose
+        # occupancy to the second operand's registers, 256-token tiles spill (benchmarks/NOTES.md "v9").
+        if rows_cap // 2 >= 128:
+            cands += [GemmConfig(128, bn, True, 8, stages, kernel="gluon", tail_block_m=tail, overlap=True)
+                      for bn in gluon_block_n(kernel, 8) for stages in (3, 4) for tail in (None, 32)]
     if base in cands:
         cands.remove(base)
     cands.sort(key=lambda c: (_distance(c, base), c.block_m, c.block_n, c.swap_ab, c.num_warps, c.num_stages,
@@ -137,11 +144,11 @@ def candidate_space(kernel: str, num_tokens: int, *, num_experts: int, hidden: i
     # NOTES: a truncated search (--max-candidates) should still see every family (kernel, warps, block_n,
     # tail split) once: the nearest config of each family first, then the rest, each part by distance.
     def family(c):
-        return (c.kernel, c.num_warps, c.block_n, c.tail_block_m is None, c.swap_ab)
+        return (c.kernel, c.num_warps, c.block_n, c.tail_block_m is None, c.swap_ab, c.overlap)
     seen = {family(base)}
     heads = [c for c in cands if family(c) not in seen and not seen.add(family(c))]
-    heads.sort(key=lambda c: c.kernel != base.kernel)          # the heuristic's kernel (Gluon on Hopper) first
     cands = heads + [c for c in cands if c not in heads]
+    cands.sort(key=lambda c: c.kernel != base.kernel)          # the heuristic's kernel (Gluon on Hopper) first
     triton_base = heuristic_config(kernel, slots, e_local, soft)
     if triton_base != base:      # always time the Triton kernel's heuristic config against the Gluon one
         cands.remove(triton_base)
@@ -153,7 +160,7 @@ def short(cfg) -> str:
     return (f"bm={cfg.block_m} bn={cfg.block_n} swap={int(cfg.swap_ab)} w={cfg.num_warps} "
             f"s={cfg.num_stages} {cfg.decode if cfg.kernel == 'triton' else 'gluon'}"
             + (" fused" if cfg.fuse_gate_up else "") + (f" maxnreg={cfg.maxnreg}" if cfg.maxnreg else "")
-            + (f" tail={cfg.tail_block_m}" if cfg.tail_block_m else ""))
+            + (f" tail={cfg.tail_block_m}" if cfg.tail_block_m else "") + (" overlap" if cfg.overlap else ""))
 
 
 # ----------------------------------------------------------------------------- the problem
@@ -582,6 +589,16 @@ def main(argv=None) -> int:
     hopper = gpu and is_hopper(torch.device("cuda"))
     spaces = {(kern, t): candidate_space(kern, t, num_experts=e, hidden=h, intermediate=i, topk=k, soft=soft,
                                          hopper=hopper) for t in tokens for kern in kernels}
+    if gpu:     # the cache's current pick (nearest bucket) is timed second: a short search never loses it
+        name = torch.cuda.get_device_name()
+        for (kern, t), cands in spaces.items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", cache.AutotuneCacheWarning)
+                current = cache.lookup(kern, name, e, h, i, k, t)
+            if current is not None and current != cands[0]:
+                if current in cands:
+                    cands.remove(current)
+                cands.insert(1, current)
     if args.list_candidates:
         for (kern, t), cands in spaces.items():
             use = cands[:args.max_candidates]

@@ -36,6 +36,8 @@ class GemmConfig:
                                 # decoded straight into the wgmma register operand)
     tail_block_m: int | None = None  # gluon: each expert's last <= tail_block_m rows in a second launch of
                                      # tail_block_m-token tiles, the rest in block_m tiles (wgmma_gemm.SPLIT_*)
+    overlap: bool = False       # gluon: decode each K step while the previous step's wgmma runs (a second A
+                                # operand's registers; the ring keeps num_stages - 2 tiles ahead)
 
     @property
     def decode_mode(self) -> int:
@@ -53,13 +55,15 @@ class GemmConfig:
         if self.kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
         if self.kernel == "gluon" and (not self.swap_ab or self.num_warps not in (4, 8) or self.num_stages < 2
-                                       or not 8 <= self.block_m <= 256 or self.maxnreg is not None
+                                       or not 8 <= self.block_m <= 256
                                        or self.decode != "asm" or self.fuse_gate_up
                                        or self.block_n not in (gluon_block_n("gemm1", self.num_warps)
                                                                + gluon_block_n("gemm2", self.num_warps))):
             raise ValueError(f"{self}: the gluon kernel needs swap_ab=True, num_warps 4 or 8, num_stages >= 2, "
-                             f"8 <= block_m <= 256, decode='asm', no maxnreg / fuse_gate_up, and block_n in "
+                             f"8 <= block_m <= 256, decode='asm', no fuse_gate_up, and block_n in "
                              f"{GLUON_BLOCK_N} (4 warps) / {GLUON_BLOCK_N_8_WARPS} (8 warps)")
+        if self.overlap and (self.kernel != "gluon" or self.num_stages < 3):
+            raise ValueError(f"overlap=True needs kernel='gluon' and num_stages >= 3, got {self}")
         if self.tail_block_m is not None and (
                 self.kernel != "gluon" or self.tail_block_m not in (16, 32, 64, 128)
                 or self.tail_block_m >= self.block_m or self.tail_block_m < 4 * self.num_warps):

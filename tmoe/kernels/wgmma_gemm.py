@@ -333,17 +333,19 @@ def _exchange(c, WORD3: gl.constexpr, QUAD: gl.constexpr):
 @gluon.jit
 def _next_a(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, i, num_full, k_words, k_groups,
             BLOCK_A: gl.constexpr, WORD3: gl.constexpr, A_LAYOUT: gl.constexpr, QUAD: gl.constexpr,
-            K_MASK: gl.constexpr, SCALE_WORDS: gl.constexpr, STEP_MULT: gl.constexpr):
+            K_MASK: gl.constexpr, SCALE_WORDS: gl.constexpr, STEP_MULT: gl.constexpr, OVERLAP: gl.constexpr):
     """K step i's A operand from its loaded codes (c, sc); issues step i+1's code loads if that step is a
     whole one (< num_full; K_MASK: see _wgmma_gemm), returned for the next call. NOTES: the next step's
-    codes are loaded first, so their latency hides behind this step's decode. The wgmma of step i-1 is
-    waited for *before* decoding: it reads its A operand from registers until it completes, and ptxas
-    reuses those registers for the next decode (measured: wrong results when the decode ran first)."""
+    codes are loaded first, so their latency hides behind this step's decode. Unless OVERLAP, the wgmma of
+    step i-1 is waited for *before* decoding: it reads its A operand from registers until it completes, and
+    ptxas reuses those registers for the next decode (measured: wrong results when the decode ran first).
+    OVERLAP: the caller keeps step i-1's operand alive past its wgmma (see _overlap_step)."""
     c_next, sc_next = _load_codes(w_words, ws_base, code_rows, rows_w, rows_ok & (i + 1 < num_full), stride_wsn,
                                   (i + 1) * BLOCK_K, k_words, k_groups, WORD3, K_MASK, SCALE_WORDS, STEP_MULT)
     words = _exchange(c, WORD3, QUAD)
     pairs = _scale_pairs(sc, i * BLOCK_K, k_groups, WORD3, False, SCALE_WORDS)
-    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+    if not OVERLAP:
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
     a = _decode_a(words, pairs, lut, BLOCK_A, WORD3, A_LAYOUT)
     return acc, a, c_next, sc_next
 
@@ -358,11 +360,32 @@ def _issue_b(b_smem, b_base, bk, b_ok, step, K_DIM, STAGES: gl.constexpr):
 
 
 @gluon.jit
-def _b_ready(STAGES: gl.constexpr):
-    """The oldest outstanding activation tile has landed and is visible to the wgmma (async proxy)."""
-    async_copy.wait_group(STAGES - 2)
+def _b_ready(AHEAD: gl.constexpr):
+    """The oldest of the AHEAD outstanding activation tiles has landed and is visible to the wgmma (async
+    proxy); the barrier also orders every warpgroup's earlier wgmma waits before the next ring write."""
+    async_copy.wait_group(AHEAD - 1)
     gl.thread_barrier()
     fence_async_shared()
+
+
+@gluon.jit
+def _overlap_step(acc, a_prev, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, i, num_full,
+                  k_words, k_groups, b_smem, b_base, bk, b_ok, K_DIM, BLOCK_A: gl.constexpr, WORD3: gl.constexpr,
+                  A_LAYOUT: gl.constexpr, QUAD: gl.constexpr, K_MASK: gl.constexpr, SCALE_WORDS: gl.constexpr,
+                  STEP_MULT: gl.constexpr, STAGES: gl.constexpr, AHEAD: gl.constexpr):
+    """OVERLAP K step i: decode while step i-1's wgmma runs, issue step i's wgmma, then wait for step i-1's
+    only. NOTES: `a_prev` (step i-1's A operand) is a dependency of that wait, so ptxas keeps its registers
+    until the wgmma reading them is done; the caller alternates two operands (a 2x unrolled loop), so each
+    operand's registers are rewritten only after its own wgmma retired (a rolled loop would read one fixed
+    register set and copy into it while in flight). The ring is one slot shallower: slot i-1 may still be
+    read, so the tile issued here goes to slot i-2 (retired by every warpgroup before the barrier)."""
+    acc, a, c, sc = _next_a(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, i, num_full,
+                            k_words, k_groups, BLOCK_A, WORD3, A_LAYOUT, QUAD, K_MASK, SCALE_WORDS, STEP_MULT, True)
+    _b_ready(AHEAD)
+    _issue_b(b_smem, b_base, bk, b_ok, i + AHEAD, K_DIM, STAGES)
+    acc = warpgroup_mma(a, b_smem.index(i % STAGES).permute((1, 0)), acc, is_async=True)
+    acc, a_prev = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a_prev))
+    return acc, a, c, sc
 
 
 @gluon.jit
@@ -372,11 +395,13 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
                 first, second, limit, K_DIM, k_words, k_groups,  # A rows (see _weight_rows); K, K/8, K/32
                 BLOCK_A: gl.constexpr, GATE_UP: gl.constexpr, BLOCK_M: gl.constexpr, STAGES: gl.constexpr,
                 MMA: gl.constexpr, B_LOAD: gl.constexpr, QUAD: gl.constexpr,
-                PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr):
+                PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, OVERLAP: gl.constexpr):
     """acc[BLOCK_A, BLOCK_M] = W[rows, :K_DIM] @ B[b_rows, :K_DIM]^T: fp32, k16 wgmmas in ascending k.
     QUAD: the codes are stored in weight_layout's quad order, i.e. already as the exchange delivers them.
     PARTIAL_K: K % 128 != 0 (the last K step is partial; its block is canonical in either order).
-    SCALE_WORDS: see _load_codes. TILED: the codes in weight_layout.to_tiled's layout (see _code_rows)."""
+    SCALE_WORDS: see _load_codes. TILED: the codes in weight_layout.to_tiled's layout (see _code_rows).
+    OVERLAP (STAGES >= 3): each step's decode runs while the previous step's wgmma does (_overlap_step):
+    the same wgmmas in the same order (same bits), a second A operand's registers, one ring slot less."""
     A_LAYOUT: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     WORD3: gl.constexpr = _word_layout(BLOCK_A, gl.num_warps())
     if PARTIAL_K:
@@ -397,7 +422,8 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
     bk = gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, B_LOAD))
     b_base = b_ptr + b_rows64[:, None] * stride_b
     num_full = K_DIM // BLOCK_K
-    for s in gl.static_range(STAGES - 1):
+    AHEAD: gl.constexpr = STAGES - 1 - OVERLAP          # activation tiles in flight ahead of the current step
+    for s in gl.static_range(AHEAD):
         _issue_b(b_smem, b_base, bk, b_ok, s, K_DIM, STAGES)
     # NOTES: the loop runs the whole steps only; PARTIAL_K (K % 128 != 0): the partial last step is peeled
     # after it, loads its own codes with k masks and runs the exchange (weight_layout keeps that block
@@ -421,19 +447,41 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
     else:
         words = _exchange(c, WORD3, QUAD)
     a = _decode_a(words, _scale_pairs(sc, 0, k_groups, WORD3, PARTIAL_K, SCALE_WORDS), lut, BLOCK_A, WORD3, A_LAYOUT)
-    _b_ready(STAGES)
-    _issue_b(b_smem, b_base, bk, b_ok, STAGES - 1, K_DIM, STAGES)
+    _b_ready(AHEAD)
+    _issue_b(b_smem, b_base, bk, b_ok, AHEAD, K_DIM, STAGES)
     acc = warpgroup_mma(a, b_smem.index(0).permute((1, 0)), gl.zeros([BLOCK_A, BLOCK_M], gl.float32, MMA),
                         is_async=True)
     c = c_next
     sc = sc_next
-    for i in range(1, num_full):
-        acc, a, c, sc = _next_a(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, i,
-                                num_full, k_words, k_groups, BLOCK_A, WORD3, A_LAYOUT, QUAD, LOOP_K_MASK, SCALE_WORDS,
-                                STEP_MULT)
-        _b_ready(STAGES)
-        _issue_b(b_smem, b_base, bk, b_ok, i + STAGES - 1, K_DIM, STAGES)
-        acc = warpgroup_mma(a, b_smem.index(i % STAGES).permute((1, 0)), acc, is_async=True)
+    if OVERLAP:
+        # Steps (i, i + 1) with operands (a_odd, a): the loop carries the operand in flight at its end. The
+        # wait below returns at once (one wgmma in flight); it makes `acc` the type _overlap_step returns.
+        acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
+        for i in range(1, num_full - 1, 2):
+            acc, a_odd, c, sc = _overlap_step(acc, a, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok,
+                                              stride_wsn, i, num_full, k_words, k_groups, b_smem, b_base, bk, b_ok,
+                                              K_DIM, BLOCK_A, WORD3, A_LAYOUT, QUAD, LOOP_K_MASK, SCALE_WORDS,
+                                              STEP_MULT, STAGES, AHEAD)
+            acc, a, c, sc = _overlap_step(acc, a_odd, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok,
+                                          stride_wsn, i + 1, num_full, k_words, k_groups, b_smem, b_base, bk, b_ok,
+                                          K_DIM, BLOCK_A, WORD3, A_LAYOUT, QUAD, LOOP_K_MASK, SCALE_WORDS,
+                                          STEP_MULT, STAGES, AHEAD)
+        if (num_full % 2 == 0) & (num_full > 0):   # one step left: num_full - 1
+            acc, a_odd, c, sc = _overlap_step(acc, a, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok,
+                                              stride_wsn, num_full - 1, num_full, k_words, k_groups, b_smem, b_base,
+                                              bk, b_ok, K_DIM, BLOCK_A, WORD3, A_LAYOUT, QUAD, LOOP_K_MASK,
+                                              SCALE_WORDS, STEP_MULT, STAGES, AHEAD)
+            acc, a_odd = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a_odd))
+        else:
+            acc, a = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a))
+    else:
+        for i in range(1, num_full):
+            acc, a, c, sc = _next_a(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, i,
+                                    num_full, k_words, k_groups, BLOCK_A, WORD3, A_LAYOUT, QUAD, LOOP_K_MASK,
+                                    SCALE_WORDS, STEP_MULT, False)
+            _b_ready(AHEAD)
+            _issue_b(b_smem, b_base, bk, b_ok, i + AHEAD, K_DIM, STAGES)
+            acc = warpgroup_mma(a, b_smem.index(i % STAGES).permute((1, 0)), acc, is_async=True)
     if PARTIAL_K:
         if num_full > 0:
             if TILED:   # the partial step's chunk: rows of k_words - 16 * num_full words
@@ -444,8 +492,10 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
             pairs = _scale_pairs(sc, num_full * BLOCK_K, k_groups, WORD3, True, SCALE_WORDS)
             acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
             a = _decode_a(words, pairs, lut, BLOCK_A, WORD3, A_LAYOUT)
-            _b_ready(STAGES)
+            _b_ready(AHEAD)
             acc = warpgroup_mma(a, b_smem.index(num_full % STAGES).permute((1, 0)), acc, is_async=True)
+            if OVERLAP:     # `acc` left the overlapped loop waited for (a tensor): the same type here
+                acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
     async_copy.wait_group(0)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
     # NOTES: the epilogue's layout conversion reuses the ring's shared memory; with 8 warps the other
@@ -553,7 +603,8 @@ def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, s
                       HAS_CLAMP: gl.constexpr, FAST_MATH: gl.constexpr, ACTIVATION: gl.constexpr,
                       HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
                       EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
-                      TILED: gl.constexpr, SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr):
+                      TILED: gl.constexpr, SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr,
+                      OVERLAP: gl.constexpr):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD,
                                                        SPLIT, FULL_M, TAIL_M)
     if real:
@@ -564,7 +615,8 @@ def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, s
         acc = _wgmma_gemm(x_ptr, tok64, tok_ok, stride_x,
                           w1_ptr + expert.to(gl.int64) * stride_we, w1_sf_ptr + expert.to(gl.int64) * stride_wse,
                           stride_wn, stride_wsn, lut_ptr, n0, inter + n0, inter - n0, hidden, k_words, k_groups,
-                          2 * BLOCK_N, True, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K, SCALE_WORDS, TILED)
+                          2 * BLOCK_N, True, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K, SCALE_WORDS, TILED,
+                          OVERLAP)
         # A-tile row r = 16 * a + 8 * part + b holds channel n0 + 8 * a + b of gate (part 0) / up (part 1)
         acc = gl.permute(gl.reshape(acc, [2 * BLOCK_N // 16, 2, 8, BLOCK_M]), (3, 0, 2, 1))
         acc_g, acc_u = gl.split(gl.reshape(acc, [BLOCK_M, BLOCK_N, 2]))
@@ -588,7 +640,7 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, 
                         HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
                         EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
                         TILED: gl.constexpr, PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr,
-                        SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr):
+                        SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr, OVERLAP: gl.constexpr):
     pid, npid, nblk = _tile_pids(N_FASTEST)
     # NOTES: PERSISTENT = the overflow launch of `_launch_over_tiles`. The plain launch keeps its own
     # straight-line body: the same call inside a loop costs ~60 registers (offline SASS).
@@ -599,13 +651,13 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, 
                               stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
                               stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups,
                               TOPK, BLOCK_M, BLOCK_N, E_PAD, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES,
-                              MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M)
+                              MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, OVERLAP)
     else:
         _gemm1_wgmma_tile(pid, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse,
                           stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
                           stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups, TOPK,
                           BLOCK_M, BLOCK_N, E_PAD, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA,
-                          B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M)
+                          B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, OVERLAP)
 
 
 @gluon.jit
@@ -615,7 +667,8 @@ def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_pt
                       BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr, HAS_BIAS: gl.constexpr,
                       ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
                       EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
-                      TILED: gl.constexpr, SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr):
+                      TILED: gl.constexpr, SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr,
+                      OVERLAP: gl.constexpr):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD,
                                                        SPLIT, FULL_M, TAIL_M)
     if real:
@@ -624,7 +677,8 @@ def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_pt
         acc = _wgmma_gemm(act_ptr, (row_start + m).to(gl.int64), row_start + m < row_end, stride_act,
                           w2_ptr + expert.to(gl.int64) * stride_we, w2_sf_ptr + expert.to(gl.int64) * stride_wse,
                           stride_wn, stride_wsn, lut_ptr, n0, n0, hidden - n0, inter, k_words, k_groups,
-                          BLOCK_N, False, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K, SCALE_WORDS, TILED)
+                          BLOCK_N, False, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K, SCALE_WORDS, TILED,
+                          OVERLAP)
         acc = gl.convert_layout(gl.permute(acc, (1, 0)), EPI)
         rows = row_start + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, EPI))
         n = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, EPI))
@@ -640,7 +694,7 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_
                         ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
                         EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
                         TILED: gl.constexpr, PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr,
-                        SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr):
+                        SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr, OVERLAP: gl.constexpr):
     pid, npid, nblk = _tile_pids(N_FASTEST)
     if PERSISTENT:      # see _gemm1_wgmma_kernel
         for tile in range(tile_offset + pid, num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD, SPLIT,
@@ -649,13 +703,13 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_
                               stride_wse, stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out,
                               row_addr_ptr, bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups,
                               BLOCK_M, BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, PARTIAL_K,
-                              SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M)
+                              SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, OVERLAP)
     else:
         _gemm2_wgmma_tile(pid, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse,
                           stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr,
                           bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups, BLOCK_M,
                           BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS,
-                          TILED, SPLIT, FULL_M, TAIL_M)
+                          TILED, SPLIT, FULL_M, TAIL_M, OVERLAP)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -677,7 +731,8 @@ def gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int,
     kwargs = dict(TOPK=topk, BLOCK_N=cfg.block_n, E_PAD=expert_pad(e_local),
                   HAS_CLAMP=clamp is not None, FAST_MATH=fast_math, ACTIVATION=ACTIVATIONS.index(activation),
                   HAS_BIAS=bias is not None, STAGES=cfg.num_stages, QUAD=quad, PARTIAL_K=hidden % _BLOCK_K != 0,
-                  SCALE_WORDS=scale_words(w1_sf), TILED=tiled, num_warps=cfg.num_warps)
+                  SCALE_WORDS=scale_words(w1_sf), TILED=tiled, OVERLAP=cfg.overlap, num_warps=cfg.num_warps,
+                  **cfg.launch_options)
     return _launch(_gemm1_wgmma_kernel, triton.cdiv(inter, cfg.block_n), plan.num_slots, e_local, cfg,
                    expected_slots, args, kwargs)
 
@@ -699,6 +754,6 @@ def gemm2_wgmma(act, w2, w2_sf, plan, out_bits, *, cfg, topk_weights=None, bias=
     kwargs = dict(BLOCK_N=cfg.block_n, E_PAD=expert_pad(e_local),
                   HAS_BIAS=bias is not None, ROW_ADDR=out_row_addr is not None, STAGES=cfg.num_stages,
                   QUAD=quad, PARTIAL_K=inter % _BLOCK_K != 0, SCALE_WORDS=scale_words(w2_sf), TILED=tiled,
-                  num_warps=cfg.num_warps)
+                  OVERLAP=cfg.overlap, num_warps=cfg.num_warps, **cfg.launch_options)
     return _launch(_gemm2_wgmma_kernel, triton.cdiv(hidden, cfg.block_n), plan.num_slots, e_local, cfg,
                    expected_slots, args, kwargs)
