@@ -28,8 +28,8 @@ from tmoe.kernels.weight_layout import is_quad, is_tiled  # noqa: E402
 
 def overlap_candidates(base: GemmConfig) -> list[GemmConfig]:
     """`base` (the shipped pick), then with `overlap` (decode while the previous wgmma runs): 3 and 4 stages,
-    with the compiler's registers and capped (4 warps: 168 = 3 CTAs per SM; 8 warps: 128 = 2). A 256-token base is
-    compared with 128-token overlap tiles (at 256 tokens the second operand spills, offline SASS)."""
+    with the compiler's registers and capped (4 warps: 128 / 168 = 4 / 3 CTAs per SM; 8 warps: 128 = 2).
+    A 256-token base is compared with 128-token overlap tiles (at 256 tokens the second operand spills)."""
     if base.kernel != "gluon":
         return [base]
     bm = min(base.block_m, 128)
@@ -37,7 +37,7 @@ def overlap_candidates(base: GemmConfig) -> list[GemmConfig]:
     for stages in (3, 4):
         if stages * bm * 256 > 196608:
             continue
-        for maxnreg in (None, 128 if base.num_warps == 8 else 168):
+        for maxnreg in ((None, 128) if base.num_warps == 8 else (None, 128, 168)):
             out.append(replace(base, block_m=bm, num_stages=stages, overlap=True, maxnreg=maxnreg,
                                tail_block_m=base.tail_block_m if (base.tail_block_m or 0) < bm else None))
     return out
