@@ -3,9 +3,9 @@ SASS (run in a subprocess with TRITON_INTERPRET=0, see test_compile_sm90.py). Pr
 {config: {regs, spills, hgmma, a_reg_writes_in_flight, serialized}}.
 
 `a_reg_writes_in_flight` counts instructions in the K loop that write a register an in-flight wgmma
-reads as its A operand (between the loop's last HGMMA and the next WARPGROUP.DEPBAR): ptxas does not
-protect those registers, and any such write corrupts results (found on an H100: decoding the next
-step before waiting for the previous wgmma). `serialized`: ptxas warning C7515 (every wgmma
+reads as its A operand (sass_hazards.a_reg_hazards): ptxas protects those registers only as long as
+the program uses them later (`warpgroup_mma_wait` deps), and a write corrupts results (found on an
+H100: decoding the next step before waiting for the previous wgmma). `serialized`: ptxas warning C7515 (every wgmma
 waited). `epilogue_race`: see `epilogue_race` (found on an H100 with the 8-warp variant).
 """
 import json
@@ -21,6 +21,8 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
 
 from tmoe.kernels import wgmma_gemm as wg  # noqa: E402
+
+from sass_hazards import a_reg_hazards  # noqa: E402
 
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 ALIGNED = {"stride_x", "stride_act", "stride_we", "stride_wn", "stride_wse", "stride_out", "hidden", "inter",
@@ -57,39 +59,6 @@ def k_loop(sass: str) -> list:
     lo, hi = min((lp for lp in loops if any("HGMMA" in t for a, t in ins if lp[0] <= a <= lp[1])),
                  key=lambda lp: lp[1] - lp[0])                       # the innermost loop with wgmmas: K
     return [t for a, t in ins if lo <= a <= hi]
-
-
-def _written(text: str) -> set:
-    """Registers an instruction writes (its first operand; 64/128-bit loads write 2/4)."""
-    m = re.match(r"(?:@!?U?P\w+\s+)?([A-Z0-9_.]+)\s+R(\d+)", text)
-    if not m or m.group(1).startswith(("ST", "HGMMA", "RED", "LDGSTS")):
-        return set()
-    op, reg = m.group(1), int(m.group(2))
-    width = 4 if ".128" in op else (2 if (op.startswith("LD") and ".64" in op) or op.startswith("IMAD.WIDE") else 1)
-    return set(range(reg, reg + width))
-
-
-def a_reg_hazards(body: list) -> int:
-    """Writes to a register that an in-flight wgmma group reads as its A operand, walking the K loop twice
-    (the first pass only sets up what is in flight at the back edge). A group ends at the HGMMA marked
-    gsb0; WARPGROUP.DEPBAR.LE gsb0, n leaves the newest n groups in flight (OVERLAP: n = 1)."""
-    in_flight, group, hazards = [], set(), 0
-    for walk in range(2):
-        for text in body:
-            m = re.match(r"HGMMA\S*\s+R\d+,\s*R(\d+)", text)
-            if m:
-                group |= set(range(int(m.group(1)), int(m.group(1)) + 4))
-                if "gsb0" in text:
-                    in_flight, group = in_flight + [group], set()
-                continue
-            m = re.search(r"WARPGROUP\.DEPBAR\.LE\s+gsb0,\s*0x(\d+)", text)
-            if m:
-                keep = int(m.group(1), 16)
-                in_flight = in_flight[len(in_flight) - keep:] if keep else []
-                continue
-            if walk and any(_written(text) & g for g in in_flight):
-                hazards += 1
-    return hazards
 
 
 def epilogue_race(ptx: str) -> bool:

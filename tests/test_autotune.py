@@ -193,6 +193,37 @@ def test_candidate_space():
     assert "block_k" not in GemmConfig.__dataclass_fields__      # the reduction order is not a tunable
 
 
+def test_candidate_space_hopper_order_and_overlap():
+    """On Hopper: the heuristic (Gluon) first, then the Triton heuristic, then every Gluon candidate before
+    the other Triton ones; overlapped 8-warp 128-token tiles only where 128-token tiles fit the rows."""
+    for kernel in ("gemm1", "gemm2"):
+        for t in (8, 2048, 8192):
+            space = cli.candidate_space(kernel, t, num_experts=256, hidden=7168, intermediate=2048, topk=8,
+                                        soft=False, hopper=True)
+            assert space[0].kernel == "gluon" and space[1] == configs.heuristic_config(kernel, t * 8, 256, False)
+            kinds = [c.kernel for c in space[2:]]
+            assert kinds == sorted(kinds, key=lambda k: k != "gluon")
+            overlap = [c for c in space if c.overlap]
+            assert all(c.block_m == 128 and c.num_warps == 8 and c.num_stages >= 3 for c in overlap)
+            assert bool(overlap) == (t >= 2048)
+
+
+def test_seed_current_picks_times_the_cached_config_second(tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.ENV_VAR, str(tmp_path))
+    cache.clear_memory_cache()
+    space = cli.candidate_space("gemm1", 128, soft=False, **TINY)
+    current = space[-1]
+    cache.save(_doc(buckets={"100": {"best": _entry(current, 5.0), "runner_up": None}}))
+    spaces = {("gemm1", 128): list(space), ("gemm1", 4096): list(space)}
+    cli.seed_current_picks(spaces, FAKE_GPU, 4, 64, 32, 2)
+    for t in (128, 4096):                     # the nearest bucket serves every token count
+        assert spaces[("gemm1", t)][:2] == [space[0], current] and len(spaces[("gemm1", t)]) == len(space)
+    untouched = {("gemm1", 128): list(space)}
+    cli.seed_current_picks(untouched, "Some Other GPU", 4, 64, 32, 2)     # no file for that device
+    assert untouched[("gemm1", 128)] == space
+    cache.clear_memory_cache()
+
+
 @pytest.fixture(scope="module")
 def tiny_problem(device):
     weights = cli.random_weights(4, 64, 32, device, seed=3)

@@ -26,6 +26,24 @@ def test_symm_mem_kernels_compile_for_sm90():
             assert c["release_sys"] >= 1 and c["acquire"] >= 1, f"R={world} {name}: barrier atomics ({c})"
 
 
+def test_a_reg_hazard_check_finds_writes_to_in_flight_operands():
+    """The SASS checker itself: a write to an A register of a wgmma group that is still in flight (also
+    across the loop's back edge) counts, a write after the DEPBAR that retired that group does not."""
+    from sass_hazards import a_reg_hazards
+    hgmma = "HGMMA.64x8x16.F32.BF16 R24, R{}, gdesc[UR4], R24, gsb0"
+    # the bug found on an H100: the next step decoded (R40 written) before waiting for the previous wgmma
+    assert a_reg_hazards(["PRMT R40, R1, 0x5140, R2", "WARPGROUP.DEPBAR.LE gsb0, 0x0", hgmma.format(40)]) == 1
+    assert a_reg_hazards(["WARPGROUP.DEPBAR.LE gsb0, 0x0", "PRMT R40, R1, 0x5140, R2", hgmma.format(40)]) == 0
+    # overlap: two operands, each rewritten only after DEPBAR.LE 1 retired its group; a 128-bit load into
+    # the other operand while its group runs is a hazard
+    overlap = ["PRMT R40, R1, 0x5140, R2", hgmma.format(40), "WARPGROUP.DEPBAR.LE gsb0, 0x1",
+               "PRMT R60, R1, 0x5140, R2", hgmma.format(60), "WARPGROUP.DEPBAR.LE gsb0, 0x1"]
+    assert a_reg_hazards(overlap) == 0
+    assert a_reg_hazards(overlap[:3] + ["LDG.E.128 R60, desc[UR4][R2.64]"] + overlap[3:]) == 0
+    assert a_reg_hazards(["LDG.E.128 R58, desc[UR4][R2.64]"] + overlap) == 1       # R60's group from the last walk
+    assert a_reg_hazards(overlap[:2] + ["IMAD.MOV.U32 R41, RZ, RZ, R3"] + overlap[2:]) == 1
+
+
 def test_gluon_gemms_compile_for_sm90_without_register_hazards():
     """The Gluon decode GEMMs compile for sm_90 (tile configs incl. bias / fused-return / persistent
     variants) with wgmmas in the K loop, no spills, no ptxas wgmma serialization, and no write to an

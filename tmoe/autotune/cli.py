@@ -156,6 +156,21 @@ def candidate_space(kernel: str, num_tokens: int, *, num_experts: int, hidden: i
     return [base] + cands
 
 
+def seed_current_picks(spaces: dict, device_name: str, num_experts: int, hidden: int, intermediate: int,
+                       topk: int) -> None:
+    """Put the config the cache currently holds for each (kernel, tokens) (nearest bucket) second in its
+    candidate list, right after the heuristic's: a short re-tuning search never loses the current pick."""
+    from . import cache
+    for (kern, t), cands in spaces.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", cache.AutotuneCacheWarning)
+            current = cache.lookup(kern, device_name, num_experts, hidden, intermediate, topk, t)
+        if current is not None and current != cands[0]:
+            if current in cands:
+                cands.remove(current)
+            cands.insert(1, current)
+
+
 def short(cfg) -> str:
     return (f"bm={cfg.block_m} bn={cfg.block_n} swap={int(cfg.swap_ab)} w={cfg.num_warps} "
             f"s={cfg.num_stages} {cfg.decode if cfg.kernel == 'triton' else 'gluon'}"
@@ -589,16 +604,8 @@ def main(argv=None) -> int:
     hopper = gpu and is_hopper(torch.device("cuda"))
     spaces = {(kern, t): candidate_space(kern, t, num_experts=e, hidden=h, intermediate=i, topk=k, soft=soft,
                                          hopper=hopper) for t in tokens for kern in kernels}
-    if gpu:     # the cache's current pick (nearest bucket) is timed second: a short search never loses it
-        name = torch.cuda.get_device_name()
-        for (kern, t), cands in spaces.items():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", cache.AutotuneCacheWarning)
-                current = cache.lookup(kern, name, e, h, i, k, t)
-            if current is not None and current != cands[0]:
-                if current in cands:
-                    cands.remove(current)
-                cands.insert(1, current)
+    if gpu:
+        seed_current_picks(spaces, torch.cuda.get_device_name(), e, h, i, k)
     if args.list_candidates:
         for (kern, t), cands in spaces.items():
             use = cands[:args.max_candidates]
