@@ -131,9 +131,10 @@ def candidate_space(kernel: str, num_tokens: int, *, num_experts: int, hidden: i
                   for bm, warps, bn, stages, tail in gluon
                   if (bm <= max(rows_cap // 2, 8) or bm == base.block_m) and stages * bm * 256 <= 196608
                   and accumulators * bn * bm / (32 * warps) <= (64 if warps == 4 else 128)]
-        # NOTES: decode overlapped with the previous wgmma (`overlap`) only pays where one 8-warp CTA fills
-        # an SM (H100, dsv3 T=2048 GEMM2 128x128: -11%); smaller tiles already overlap across CTAs and lose
-        # occupancy to the second operand's registers, 256-token tiles spill (benchmarks/NOTES.md "v9").
+        # NOTES: decode overlapped with the previous wgmma (`overlap`) can only pay where one 8-warp CTA fills
+        # an SM (H100, dsv3 T=2048 GEMM2 128x128: -11% against the same tile, ~1% against the best plain
+        # one); smaller tiles already overlap across CTAs and lose occupancy to the second operand's
+        # registers, 256-token tiles spill (benchmarks/NOTES.md "v9").
         if rows_cap // 2 >= 128:
             cands += [GemmConfig(128, bn, True, 8, stages, kernel="gluon", tail_block_m=tail, overlap=True)
                       for bn in gluon_block_n(kernel, 8) for stages in (3, 4) for tail in (None, 32)]
@@ -142,7 +143,8 @@ def candidate_space(kernel: str, num_tokens: int, *, num_experts: int, hidden: i
     cands.sort(key=lambda c: (_distance(c, base), c.block_m, c.block_n, c.swap_ab, c.num_warps, c.num_stages,
                               DECODE_MODES.index(c.decode), c.fuse_gate_up, c.maxnreg or 0, c.kernel))
     # NOTES: a truncated search (--max-candidates) should still see every family (kernel, warps, block_n,
-    # tail split) once: the nearest config of each family first, then the rest, each part by distance.
+    # tail split, overlap) once: the nearest config of each family first, then the rest, each part by
+    # distance, the heuristic's kernel first.
     def family(c):
         return (c.kernel, c.num_warps, c.block_n, c.tail_block_m is None, c.swap_ab, c.overlap)
     seen = {family(base)}
