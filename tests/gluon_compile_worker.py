@@ -7,6 +7,7 @@ reads as its A operand (sass_hazards.a_reg_hazards): ptxas protects those regist
 the program uses them later (`warpgroup_mma_wait` deps), and a write corrupts results (found on an
 H100: decoding the next step before waiting for the previous wgmma). `serialized`: ptxas warning C7515 (every wgmma
 waited). `epilogue_race`: see `epilogue_race` (found on an H100 with the 8-warp variant).
+`compile_gluon(..., maxnreg=N)` compiles under a register cap (the capped overlap numbers of NOTES "v9").
 """
 import json
 import os
