@@ -71,25 +71,38 @@ def _config_str(cfg) -> str:
             + (" overlap" if cfg.overlap else "") + (f" maxnreg{cfg.maxnreg}" if cfg.maxnreg else ""))
 
 
+def layer_weights(wl):
+    """Random canonical MXFP4 weights of `wl` (seeded) and their transformed layer form:
+    ((w1, w1_sf, w2, w2_sf), (l1, l2))."""
+    w1, w1_sf = random_mxfp4_weights(wl.num_experts, 2 * wl.intermediate, wl.hidden, seed=1)
+    w2, w2_sf = random_mxfp4_weights(wl.num_experts, wl.hidden, wl.intermediate, seed=2)
+    return (w1, w1_sf, w2, w2_sf), tmoe.transform_weights_for_mega_moe((w1, w1_sf), (w2, w2_sf))
+
+
+def layer_call(wl, l1, l2, buf, num_tokens: int, routing: str):
+    """The benchmarked call at `num_tokens` (quantize the bf16 input into `buf`, then the layer) and its
+    inputs: (call, topk_idx, topk_weights, x_bf16, y). Routing seeded by the token count."""
+    idx, tw = make_routing(num_tokens, wl.num_experts, wl.topk, routing, seed=num_tokens)
+    x = torch.randn(num_tokens, wl.hidden, device="cuda").to(torch.bfloat16)
+    buf.topk_idx[:num_tokens].copy_(idx)
+    buf.topk_weights[:num_tokens].copy_(tw)
+    y = torch.empty(num_tokens, wl.hidden, dtype=torch.bfloat16, device="cuda")
+
+    def call():
+        tmoe.per_token_cast_to_fp8(x, out=(buf.x, buf.x_sf))
+        tmoe.fp8_fp4_mega_moe(y, l1, l2, buf, activation_clamp=wl.clamp)
+
+    return call, idx, tw, x, y
+
+
 def bench_workload(wl, tokens, routings, ceil, peers: bool, check_max_tokens: int) -> list[dict]:
     e, k, h, i = wl.num_experts, wl.topk, wl.hidden, wl.intermediate
-    w1, w1_sf = random_mxfp4_weights(e, 2 * i, h, seed=1)
-    w2, w2_sf = random_mxfp4_weights(e, h, i, seed=2)
-    l1, l2 = tmoe.transform_weights_for_mega_moe((w1, w1_sf), (w2, w2_sf))
+    (w1, w1_sf, w2, w2_sf), (l1, l2) = layer_weights(wl)
     buf = tmoe.get_symm_buffer_for_mega_moe(None, e, max(tokens), k, h, i)
     rows = []
     for routing in routings:
         for t in tokens:
-            idx, tw = make_routing(t, e, k, routing, seed=t)
-            x = torch.randn(t, h, device="cuda").to(torch.bfloat16)
-            buf.topk_idx[:t].copy_(idx)
-            buf.topk_weights[:t].copy_(tw)
-            y = torch.empty(t, h, dtype=torch.bfloat16, device="cuda")
-
-            def call():
-                tmoe.per_token_cast_to_fp8(x, out=(buf.x, buf.x_sf))
-                tmoe.fp8_fp4_mega_moe(y, l1, l2, buf, activation_clamp=wl.clamp)
-
+            call, idx, tw, x, y = layer_call(wl, l1, l2, buf, t, routing)
             call()
             torch.cuda.synchronize()
             row = {"workload": wl.name, "tokens": t, "ep": 1, "routing": routing}

@@ -25,3 +25,32 @@ def test_bench_ep_cpu_smoke(tmp_path):
         assert row["ep"] == 2 and row["transport"] == "collective"
         for key in ("us", "dispatch_us", "combine_us", "nccl_a2a_us", "offrank_gbps"):
             assert key in row and row[key] == row[key], key      # present and not NaN
+
+
+def test_profile_layer_cases():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from profile_layer import parse_cases
+    assert parse_cases("dsv3:128, gptoss:8:zipf") == [("dsv3", 128, "uniform"), ("gptoss", 8, "zipf")]
+    for bad in ("dsv3", "dsv9:8", "dsv3:0", "dsv3:x", "qwen3:8:skewed", "dsv3:8:zipf:1"):
+        with pytest.raises(ValueError, match="case"):
+            parse_cases(bad)
+
+
+def test_ncu_summary_tables(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from ncu_summary import summarize_raw, summarize_sass
+    raw = tmp_path / "raw.csv"
+    raw.write_text('"ID","Kernel Name","gpu__time_duration.sum",'
+                   '"smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio",'
+                   '"smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio"\n'
+                   '"","","us","ratio","ratio"\n"0","_gemm1_kernel","812.5","3.5","0.25"\n')
+    text = summarize_raw(str(raw))
+    assert "_gemm1_kernel" in text and "µs 812.5 us" in text
+    assert "long_scoreboard 3.50, barrier 0.25" in text          # largest first
+    sass = tmp_path / "sass.csv"
+    sass.write_text('"Address","Source","Warp Stall Sampling (All Samples)"\n'
+                    '"0x10","LDG.E.128 R4, [R2.64]","30"\n"0x20","HGMMA.64x8x16.F32.BF16 R24, gdesc[UR4]","70"\n'
+                    '"0x30","PRMT R5, R4, 0x5140, R6","0"\n')
+    text = summarize_sass(str(sass), top=2)
+    assert text.splitlines()[0].startswith("3 instructions, 100 stall samples; by opcode: HGMMA 70.0%, LDG 30.0%")
+    assert "70.0%  HGMMA" in text and "PRMT R5" not in text

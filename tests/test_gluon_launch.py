@@ -117,9 +117,12 @@ def test_int32_row_offsets_are_checked_before_any_launch():
     small = torch.zeros(1, 8, 4, dtype=torch.int32)
     huge = torch.zeros(32, dtype=torch.int32).as_strided((1, 8, 4), (2 ** 31, 4, 1))   # one expert: no byte read
     with pytest.raises(ValueError, match="int32"):
-        wgmma_gemm._check("gemm1", small, cfg, huge, torch.zeros(1, 8, 1, dtype=torch.uint8))
+        wgmma_gemm._check("gemm1", small, cfg, huge, torch.zeros(1, 8, 1, dtype=torch.uint8), False)
     with pytest.raises(ValueError, match="needs a Hopper GPU"):     # small sizes pass on to the config check
-        wgmma_gemm._check("gemm1", small, cfg, small, torch.zeros(1, 8, 1, dtype=torch.uint8))
+        wgmma_gemm._check("gemm1", small, cfg, small, torch.zeros(1, 8, 1, dtype=torch.uint8), False)
+    # quad-ordered codes: K >= 128 (step 0 is decoded as a whole quad step)
+    with pytest.raises(ValueError, match="K >= 128.*K = 32"):
+        wgmma_gemm._check("gemm1", small, cfg, small, torch.zeros(1, 8, 1, dtype=torch.uint8), True)
 
 
 def test_tile_count_limit_of_the_packed_tile_search():

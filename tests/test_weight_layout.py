@@ -22,11 +22,26 @@ def test_round_trip_and_mapping():
     blk, qblk = codes[1, 2, 64:128], quad[1, 2, 64:128]
     for t in range(4):
         for r in range(4):
-            for q in range(4):
-                assert qblk[16 * t + 4 * r + q] == blk[16 * r + 4 * q + t]
+            for q in range(4):       # the magnitudes move with their bytes (the signs: test_sign_bits_in_words)
+                assert qblk[16 * t + 4 * r + q] & 0x77 == blk[16 * r + 4 * q + t] & 0x77
     for half_k in (72, 48):                      # K % 32 != 0; K < 128
         with pytest.raises(ValueError, match="K >= 128 and K % 32 == 0"):
             weight_layout.to_quad(torch.zeros(2, half_k, dtype=torch.uint8))
+
+
+def test_sign_bits_in_words():
+    """Inside each 32-bit word of a quad-ordered block (the 8 codes of one lane's A-fragment word), code j's
+    sign sits at bit 8j + 7 (j < 4) and code 4 + j's at bit 8j + 3; magnitudes stay in their nibbles."""
+    codes = torch.randint(0, 256, (2, 3, 128), dtype=torch.uint8)
+    words = weight_layout._permute_blocks(codes, (2, 0, 1)).reshape(-1, 4).to(torch.int64)
+    moved = weight_layout.to_quad(codes).reshape(-1, 4).to(torch.int64)
+    word = sum(words[:, i] << (8 * i) for i in range(4))
+    got = sum(moved[:, i] << (8 * i) for i in range(4))
+    assert torch.equal(got & 0x77777777, word & 0x77777777)
+    for n in range(8):
+        at = 8 * n + 7 if n < 4 else 8 * (n - 4) + 3
+        assert torch.equal((got >> at) & 1, (word >> (4 * n + 3)) & 1), n
+    assert torch.equal(weight_layout.from_quad(weight_layout.to_quad(codes)), codes)
 
 
 @pytest.mark.parametrize("half_k", [64, 80, 96, 1440])
@@ -61,8 +76,8 @@ def test_tiled_layout_chunks(half_k):
 
 
 def test_quad_order_is_what_the_gluon_exchange_delivers():
-    """Lane t's 16 bytes of a quad-ordered block = the exchange's output from canonical bytes, so
-    the Gluon kernel can skip the exchange (QUAD) and decode the same words."""
+    """Lane t's 16 bytes of a quad-ordered block = the exchange's output from canonical bytes with the signs
+    moved, so the Gluon kernel skips the exchange (QUAD) and decodes the same values (_FP4_PAIRS_SIGNED_ASM)."""
     rng = np.random.default_rng(2)
     chunk = rng.integers(0, 256, (8, 64), dtype=np.uint8)
     quad = weight_layout.to_quad(torch.from_numpy(chunk)).numpy()
@@ -74,9 +89,10 @@ def test_quad_order_is_what_the_gluon_exchange_delivers():
         p = (t ^ r).astype(U32)
         ops[8 + r] = (p + U32(4)) * U32(16) + p
     out = ptx_subset.run(wgmma_gemm._QUAD_EXCHANGE_ASM.value, ops)
-    quad_words = quad[g].reshape(32, 4, 16)[lane, t].copy().view(np.uint32)
-    for r in range(4):
-        np.testing.assert_array_equal(out[r], quad_words[:, r])
+    exchanged = np.stack([out[r] for r in range(4)], -1).view(np.uint8).reshape(32, 16)
+    signed = weight_layout._move_signs(torch.from_numpy(np.tile(exchanged, (1, 4))), True).numpy()[:, :16]
+    quad_words = quad[g].reshape(32, 4, 16)[lane, t].copy()            # + the signs moved (_move_signs)
+    np.testing.assert_array_equal(signed.reshape(32, 4, 4), quad_words.reshape(32, 4, 4))
 
 
 @pytest.mark.parametrize("layout", ["quad", "tiled"])

@@ -8,7 +8,7 @@ import torch
 
 import ptx_subset
 from tmoe import formats
-from tmoe.kernels import wgmma_gemm
+from tmoe.kernels import weight_layout, wgmma_gemm
 
 U32 = np.uint32
 
@@ -35,13 +35,17 @@ def test_fp4_pairs_asm_is_exact(scale_range):
     rng.shuffle(scales)
     pairs = ptx_subset.run(wgmma_gemm._SCALE_BYTE_ASM.value, {1: scales})[0]
     th0, tl0 = wgmma_gemm.FP4_LUT_WORDS
-    out = ptx_subset.run(wgmma_gemm._FP4_PAIRS_ASM.value, {4: words, 12: pairs, 20: np.full_like(words, th0),
-                                                           28: np.full_like(words, tl0 & 0xFFFFFFFF)})
-    got = np.stack([out[i] for i in range(4)], -1)
     want = _expected_pairs(words, scales)
-    bad = np.argwhere(got != want)
-    assert bad.size == 0, f"word {words[bad[0][0]]:#010x} scale {scales[bad[0][0]]} byte {bad[0][1]}: " \
-                          f"{got[tuple(bad[0])]:#010x} != {want[tuple(bad[0])]:#010x}"
+    # the canonical word, and the same codes with the signs moved as in quad-ordered weights
+    signed = weight_layout._move_signs(torch.from_numpy(np.tile(words.view(np.uint8).reshape(-1, 4), (1, 16))),
+                                       True).numpy()[:, :4].copy().view(U32)[:, 0]
+    for asm, ins in ((wgmma_gemm._FP4_PAIRS_ASM, words), (wgmma_gemm._FP4_PAIRS_SIGNED_ASM, signed)):
+        out = ptx_subset.run(asm.value, {4: ins, 12: pairs, 20: np.full_like(words, th0),
+                                         28: np.full_like(words, tl0 & 0xFFFFFFFF)})
+        got = np.stack([out[i] for i in range(4)], -1)
+        bad = np.argwhere(got != want)
+        assert bad.size == 0, f"word {words[bad[0][0]]:#010x} scale {scales[bad[0][0]]} byte {bad[0][1]}: " \
+                              f"{got[tuple(bad[0])]:#010x} != {want[tuple(bad[0])]:#010x}"
 
 
 def test_scale_word_asm_equals_byte_asm():
@@ -52,7 +56,7 @@ def test_scale_word_asm_equals_byte_asm():
     for r in range(4):
         words = rng.integers(0, 2 ** 32, 256, dtype=np.uint64).astype(U32)
         words = (words & ~U32(0xFF << (8 * r))) | (every << U32(8 * r))
-        sel = np.full_like(words, r * 0x1010 + 0x0404)
+        sel = np.full_like(words, r * 0x0101 + 0x4040)
         got = ptx_subset.run(wgmma_gemm._SCALE_WORD_ASM.value, {1: words, 2: sel})[0]
         want = ptx_subset.run(wgmma_gemm._SCALE_BYTE_ASM.value, {1: every})[0]
         np.testing.assert_array_equal(got, want, err_msg=f"group {r}")

@@ -84,20 +84,46 @@ def _permute_blocks(codes: torch.Tensor, order: tuple) -> torch.Tensor:
     return out
 
 
+def _move_signs(codes: torch.Tensor, to_signed: bool) -> torch.Tensor:
+    """The sign bits inside every 32-bit word (4 bytes, little endian) of whole 64-byte blocks, in place.
+    A word's nibble n is code n (byte n // 2, low nibble first). Canonical: code n's sign at bit 4n + 3.
+    Signed (quad order): the magnitudes stay, the sign of code j (j < 4) moves to bit 8j + 7 and that of code
+    4 + j to bit 8j + 3 — where the Gluon decode merges them into its high-byte lookups without shuffles
+    (wgmma_gemm._FP4_PAIRS_SIGNED_ASM)."""
+    whole = codes.shape[-1] // QUAD_BLOCK_BYTES * QUAD_BLOCK_BYTES
+    b = codes[..., :whole].reshape(*codes.shape[:-1], whole // 4, 4).to(torch.int32) & 0xFF
+    if to_signed:     # sign of code n: byte n // 2, bit 3 (n even) / 7 (n odd)
+        sign = [(b[..., n // 2] >> (3 + 4 * (n % 2))) & 1 for n in range(8)]
+        new = [(b[..., j] & 0x77) | (sign[4 + j] << 3) | (sign[j] << 7) for j in range(4)]
+    else:             # byte j: bit 7 = sign of code j, bit 3 = sign of code 4 + j
+        sign = [(b[..., n % 4] >> (7 if n < 4 else 3)) & 1 for n in range(8)]
+        new = [(b[..., i] & 0x77) | (sign[2 * i] << 3) | (sign[2 * i + 1] << 7) for i in range(4)]
+    codes[..., :whole] = torch.stack(new, -1).reshape(*codes.shape[:-1], whole).to(torch.uint8).view(codes.dtype)
+    return codes
+
+
 def to_quad(codes: torch.Tensor) -> torch.Tensor:
-    """Canonical codes [..., K/2] -> quad order (a new contiguous tensor)."""
-    return _permute_blocks(codes, (2, 0, 1))        # logical (r, q, t) -> stored (t, r, q)
+    """Canonical codes [..., K/2] -> quad order (a new contiguous tensor): the bytes permuted, then the signs
+    moved (`_move_signs`) in every whole 64-byte block."""
+    return _move_signs(_permute_blocks(codes, (2, 0, 1)), True)     # logical (r, q, t) -> stored (t, r, q)
 
 
 def from_quad(codes: torch.Tensor) -> torch.Tensor:
     """Quad order -> canonical (the inverse of `to_quad`)."""
-    return _permute_blocks(codes, (1, 2, 0))        # stored (t, r, q) -> logical (r, q, t)
+    return _permute_blocks(_move_signs(codes.clone(), False), (1, 2, 0))   # stored (t, r, q) -> (r, q, t)
 
 
 @triton.jit
 def quad_to_canonical_tile(c, ROWS: tl.constexpr):
     """One whole K step's code tile [ROWS, 64] as loaded from quad-ordered weights -> canonical byte order
-    (a partial last step is stored canonical: do not call this on it)."""
+    (a partial last step is stored canonical: do not call this on it): the signs put back in each 32-bit
+    word (`_move_signs`), then the bytes."""
+    pos = tl.arange(0, 4)[None, None, :]
+    b = tl.reshape(c, [ROWS, 16, 4]).to(tl.uint32) & 0xFF
+    w = tl.sum(b << (8 * pos).to(tl.uint32), axis=2)                 # the words (little endian), disjoint bits
+    canon = ((w & 0x77777777) | ((w >> 4) & 0x8) | ((w >> 8) & 0x80) | ((w >> 12) & 0x800) | ((w >> 16) & 0x8000)
+             | ((w << 16) & 0x80000) | ((w << 12) & 0x800000) | ((w << 8) & 0x8000000) | ((w << 4) & 0x80000000))
+    c = tl.reshape(((canon[:, :, None] >> (8 * pos).to(tl.uint32)) & 0xFF).to(c.dtype), [ROWS, 64])
     return tl.reshape(tl.permute(tl.reshape(c, [ROWS, 4, 4, 4]), (0, 2, 3, 1)), [ROWS, 64])
 
 

@@ -69,16 +69,39 @@ mul.rn.bf16x2 $3, t3, $12;
 }
 """)
 
+# NOTES (decode, quad-ordered words: weight_layout.to_quad moves the signs): the magnitudes stay in the
+# nibbles, but the sign of value j (nibble j, j < 4) sits at bit 8j + 7 and that of value 4 + j at bit 8j + 3,
+# so the signs merge into the high-byte lookups straight from the word (hb0) and from the word << 4 (hb1):
+# per word 2 prmt fewer than _FP4_PAIRS_ASM on the ALU pipe, which bounds the decode loop (ncu on H100: ALU
+# pipe 80% busy, benchmarks/NOTES.md "v10"); ptxas issues the shift on the FMA pipe (IMAD.SHL) here.
+_FP4_PAIRS_SIGNED_ASM = gl.constexpr("""
+{
+.reg .b32 m, mh, w4, hb0, lb0, hb1, lb1, t0, t1, t2, t3, th0, th1, tl0, tl1;
+""" + FP4_MAGNITUDE_LOOKUP_PTX.replace("mov.b32 th0, 0x3F3F3F00;", "mov.b32 th0, $20;").replace(
+    "mov.b32 tl0, 0xC0800000;", "mov.b32 tl0, $28;") + """shl.b32 w4, $4, 4;
+lop3.b32 hb0, hb0, $4, 0x80808080, 0xF8;
+lop3.b32 hb1, hb1, w4, 0x80808080, 0xF8;
+prmt.b32 t0, lb0, hb0, 0x5140;
+prmt.b32 t1, lb0, hb0, 0x7362;
+prmt.b32 t2, lb1, hb1, 0x5140;
+prmt.b32 t3, lb1, hb1, 0x7362;
+mul.rn.bf16x2 $0, t0, $12;
+mul.rn.bf16x2 $1, t1, $12;
+mul.rn.bf16x2 $2, t2, $12;
+mul.rn.bf16x2 $3, t3, $12;
+}
+""")
+
 # NOTES (scales): UE8M0 byte s -> bf16x2 (2^(s-127), 2^(s-127)) = bits s << 7 in each half, s = 0 -> the
 # subnormal 0x0040 (2^-127) as in numerics. From a word of 4 scale bytes (SCALE_WORDS, one 32-bit load
-# per row and K step): $2 = selector putting byte r at bytes 1 and 3 (s << 8 in each half), then >> 1.
-# From one byte (unaligned scale rows): shift, then duplicate the half.
+# per row and K step): $2 = selector putting byte r at bytes 0 and 2 (s in each half), then << 7 (ptxas: IMAD.SHL,
+# the FMA pipe, not the busy ALU pipe). From one byte (unaligned scale rows): shift, then duplicate the half.
 _SCALE_WORD_ASM = gl.constexpr("""
 {
 .reg .b32 t, lo;
 mov.b32 lo, 0x00400040;
 prmt.b32 t, $1, 0, $2;
-shr.b32 t, t, 1;
+shl.b32 t, t, 7;
 max.u16x2 $0, t, lo;
 }
 """)
@@ -227,15 +250,17 @@ def _lookup_tables(lut_ptr, BLOCK_A: gl.constexpr, layout: gl.constexpr):
 
 
 @gluon.jit
-def _decode_a(words, scales, lut, BLOCK_A: gl.constexpr, WORD3: gl.constexpr, A_LAYOUT: gl.constexpr):
+def _decode_a(words, scales, lut, BLOCK_A: gl.constexpr, WORD3: gl.constexpr, A_LAYOUT: gl.constexpr,
+              SIGNED: gl.constexpr):
     """Exchanged code words + scale bytes (int32 [BLOCK_A, 16], slice of `_word_layout`) -> exact bf16
     weights [BLOCK_A, 128] in the wgmma A-operand layout (the final conversion moves no data).
-    `lut`: the two lookup words that must sit in registers (see `_lookup_tables`)."""
+    `lut`: the two lookup words that must sit in registers (see `_lookup_tables`). SIGNED: the words are
+    a whole K step of quad-ordered weights, signs moved (_FP4_PAIRS_SIGNED_ASM); else canonical words."""
     zeros = gl.zeros([BLOCK_A, 16, 8], gl.int32, WORD3)
     ins = [gl.broadcast(gl.expand_dims(words, 2), zeros)[0], gl.broadcast(gl.expand_dims(scales, 2), zeros)[0],
            gl.broadcast(gl.expand_dims(gl.expand_dims(lut[0], 1), 2), zeros)[0],
            gl.broadcast(gl.expand_dims(gl.expand_dims(lut[1], 1), 2), zeros)[0]]
-    vals = gl.inline_asm_elementwise(_FP4_PAIRS_ASM, "=r,=r,=r,=r" + ",r" * 32, ins,
+    vals = gl.inline_asm_elementwise(_FP4_PAIRS_SIGNED_ASM if SIGNED else _FP4_PAIRS_ASM, "=r,=r,=r,=r" + ",r" * 32, ins,
                                      dtype=gl.bfloat16, is_pure=True, pack=8)
     # [rows, col = 4 * t + group, 2 * q + nibble] -> k = 32 * group + 8 * q + 2 * t + nibble
     vals = gl.permute(gl.reshape(vals, [BLOCK_A, 4, 4, 4, 2]), (0, 2, 3, 1, 4))
@@ -306,7 +331,7 @@ def _scale_pairs(s, k0, k_groups, WORD3: gl.constexpr, K_MASK: gl.constexpr, SCA
     are 0, and 0 x 2^128 would be NaN)."""
     col = gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(2, WORD3)))
     if SCALE_WORDS:
-        words, sel = gl.broadcast(gl.expand_dims(s, 1), ((col % 4) * 0x1010 + 0x0404)[None, :])
+        words, sel = gl.broadcast(gl.expand_dims(s, 1), ((col % 4) * 0x0101 + 0x4040)[None, :])
         pairs = gl.inline_asm_elementwise(_SCALE_WORD_ASM, "=r,r,r", [words, sel], dtype=gl.int32, is_pure=True,
                                           pack=1)
         if K_MASK:
@@ -346,7 +371,7 @@ def _next_a(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, strid
     pairs = _scale_pairs(sc, i * BLOCK_K, k_groups, WORD3, False, SCALE_WORDS)
     if not OVERLAP:
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-    a = _decode_a(words, pairs, lut, BLOCK_A, WORD3, A_LAYOUT)
+    a = _decode_a(words, pairs, lut, BLOCK_A, WORD3, A_LAYOUT, QUAD)
     return acc, a, c_next, sc_next
 
 
@@ -439,14 +464,9 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
     # outside any wgmma, for which ptxas serializes every wgmma of the kernel (C7515).
     c_next, sc_next = _load_codes(w_words, ws_base, code_rows, rows_w, rows_ok & (num_full > 1), stride_wsn, BLOCK_K,
                                   k_words, k_groups, WORD3, False, SCALE_WORDS, STEP_MULT)
-    if PARTIAL_K:
-        if num_full == 0:       # K < 128: the one (partial) step
-            words = _exchange(c, WORD3, False)
-        else:
-            words = _exchange(c, WORD3, QUAD)
-    else:
-        words = _exchange(c, WORD3, QUAD)
-    a = _decode_a(words, _scale_pairs(sc, 0, k_groups, WORD3, PARTIAL_K, SCALE_WORDS), lut, BLOCK_A, WORD3, A_LAYOUT)
+    pairs = _scale_pairs(sc, 0, k_groups, WORD3, PARTIAL_K, SCALE_WORDS)
+    # NOTES: QUAD implies K >= 128 (weight_layout.can_quad; the launchers check), so step 0 is a whole one
+    a = _decode_a(_exchange(c, WORD3, QUAD), pairs, lut, BLOCK_A, WORD3, A_LAYOUT, QUAD)
     _b_ready(AHEAD)
     _issue_b(b_smem, b_base, bk, b_ok, AHEAD, K_DIM, STAGES)
     acc = warpgroup_mma(a, b_smem.index(0).permute((1, 0)), gl.zeros([BLOCK_A, BLOCK_M], gl.float32, MMA),
@@ -491,7 +511,7 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
             words = _exchange(c, WORD3, False)
             pairs = _scale_pairs(sc, num_full * BLOCK_K, k_groups, WORD3, True, SCALE_WORDS)
             acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-            a = _decode_a(words, pairs, lut, BLOCK_A, WORD3, A_LAYOUT)
+            a = _decode_a(words, pairs, lut, BLOCK_A, WORD3, A_LAYOUT, False)
             _b_ready(AHEAD)
             acc = warpgroup_mma(a, b_smem.index(num_full % STAGES).permute((1, 0)), acc, is_async=True)
             if OVERLAP:     # `acc` left the overlapped loop waited for (a tensor): the same type here
@@ -551,7 +571,10 @@ def _launch(kernel, grid_n: int, num_slots: int, e_local: int, cfg, expected_slo
     return handle
 
 
-def _check(kernel: str, t: torch.Tensor, cfg, words: torch.Tensor, scales: torch.Tensor) -> None:
+def _check(kernel: str, t: torch.Tensor, cfg, words: torch.Tensor, scales: torch.Tensor, quad: bool) -> None:
+    if quad and words.shape[-1] < weight_layout.QUAD_BLOCK_BYTES // 4:   # _wgmma_gemm decodes step 0 as quad
+        raise ValueError(f"{kernel}: quad-ordered weights need K >= 128 (weight_layout.can_quad), got K = "
+                         f"{words.shape[-1] * 8}")
     if max(words.stride(0), scales.stride(0)) >= 2 ** 31:     # _weight_rows: int32 offsets within an expert
         raise ValueError(f"{kernel}: one expert's weights span {words.stride(0)} words / {scales.stride(0)} scale "
                          "bytes; the gluon kernel addresses them with int32 (< 2^31)")
@@ -720,7 +743,7 @@ def gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int,
     e_local, two_i, half_h = w1.shape
     inter, hidden = two_i // 2, half_h * 2
     w1_words = _as_words(w1)
-    _check("gemm1", x_bits, cfg, w1_words, w1_sf)
+    _check("gemm1", x_bits, cfg, w1_words, w1_sf, quad)
     args = (x_bits.view(torch.bfloat16), x_bits.stride(0),
             w1_words, w1_sf, fp4_lut(x_bits.device),
             w1_words.stride(0), w1_words.stride(1), w1_sf.stride(0), w1_sf.stride(1),
@@ -743,7 +766,7 @@ def gemm2_wgmma(act, w2, w2_sf, plan, out_bits, *, cfg, topk_weights=None, bias=
     e_local, hidden, half_i = w2.shape
     inter = half_i * 2
     w2_words = _as_words(w2)
-    _check("gemm2", act, cfg, w2_words, w2_sf)
+    _check("gemm2", act, cfg, w2_words, w2_sf, quad)
     args = (act.view(torch.bfloat16), act.stride(0),
             w2_words, w2_sf, fp4_lut(act.device),
             w2_words.stride(0), w2_words.stride(1), w2_sf.stride(0), w2_sf.stride(1),
