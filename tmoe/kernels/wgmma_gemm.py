@@ -273,14 +273,16 @@ def _weight_rows(first, second, limit, BLOCK_A: gl.constexpr, GATE_UP: gl.conste
     Plain: row first + r. GATE_UP (GEMM1): bit 3 of r picks gate (first + c) or up (second + c),
     c = 8 * (r // 16) + r % 8. NOTES: the wgmma accumulator puts rows r and r + 8 in one thread, so
     each thread then holds a channel's gate and up sums side by side (the epilogue needs no shuffle).
+    Rows past `limit` read the last valid row (so the K loop's loads need no masks; the epilogues drop them).
     int32: a row offset within one expert (rows * K/8 words) stays far below 2^31 (the launchers check)."""
     r = gl.arange(0, BLOCK_A, layout=layout)
     if GATE_UP:
         c = (r // 16) * 8 + r % 8
-        rows = gl.where((r // 8) % 2 == 0, first + c, second + c)
+        cc = gl.minimum(c, limit - 1)
+        rows = gl.where((r // 8) % 2 == 0, first + cc, second + cc)
     else:
         c = r
-        rows = first + c
+        rows = first + gl.minimum(c, limit - 1)
     return rows, c < limit
 
 
@@ -325,6 +327,21 @@ def _load_codes(w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, k0, k_
 
 
 @gluon.jit
+def _load_codes_unmasked(w_words, ws_base, code_rows, rows_w, stride_wsn, k0, WORD3: gl.constexpr,
+                         SCALE_WORDS: gl.constexpr, STEP_MULT: gl.constexpr):
+    """_load_codes without masks: every row and the step k0 must be inside the expert's weights."""
+    L2: gl.constexpr = gl.SliceLayout(2, WORD3)
+    col = gl.arange(0, 16, layout=gl.SliceLayout(0, L2))
+    c = gl.load(w_words + (code_rows[:, None] + (k0 // 8) * STEP_MULT) + col[None, :])
+    if SCALE_WORDS:
+        s = gl.load((ws_base + rows_w * stride_wsn + k0 // 32).to(gl.pointer_type(gl.int32)))
+    else:
+        kb = k0 // 32 + col % 4
+        s = gl.load(ws_base + rows_w[:, None] * stride_wsn + kb[None, :]).to(gl.int32)
+    return c, s
+
+
+@gluon.jit
 def _scale_pairs(s, k0, k_groups, WORD3: gl.constexpr, K_MASK: gl.constexpr, SCALE_WORDS: gl.constexpr):
     """Loaded scales -> int32 [BLOCK_A, 16] bf16x2 scale of (row, col = 4t + group) (see _SCALE_WORD_ASM).
     K_MASK with scale words: groups past K read the row's padding; 1.0 there whatever it holds (the codes
@@ -356,17 +373,17 @@ def _exchange(c, WORD3: gl.constexpr, QUAD: gl.constexpr):
 
 
 @gluon.jit
-def _next_a(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, i, num_full, k_words, k_groups,
+def _next_a(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, stride_wsn, i, num_full, k_groups,
             BLOCK_A: gl.constexpr, WORD3: gl.constexpr, A_LAYOUT: gl.constexpr, QUAD: gl.constexpr,
-            K_MASK: gl.constexpr, SCALE_WORDS: gl.constexpr, STEP_MULT: gl.constexpr, OVERLAP: gl.constexpr):
-    """K step i's A operand from its loaded codes (c, sc); issues step i+1's code loads if that step is a
-    whole one (< num_full; K_MASK: see _wgmma_gemm), returned for the next call. NOTES: the next step's
-    codes are loaded first, so their latency hides behind this step's decode. Unless OVERLAP, the wgmma of
+            SCALE_WORDS: gl.constexpr, STEP_MULT: gl.constexpr, OVERLAP: gl.constexpr):
+    """K step i's A operand from its loaded codes (c, sc); issues the code loads of step i+1 (of the last
+    whole step again when i+1 is not one: unmasked loads, see _wgmma_gemm), returned for the next call. NOTES:
+    the next step's codes are loaded first, so their latency hides behind this step's decode. Unless OVERLAP, the wgmma of
     step i-1 is waited for *before* decoding: it reads its A operand from registers until it completes, and
     ptxas reuses those registers for the next decode (measured: wrong results when the decode ran first).
     OVERLAP: the caller keeps step i-1's operand alive past its wgmma (see _overlap_step)."""
-    c_next, sc_next = _load_codes(w_words, ws_base, code_rows, rows_w, rows_ok & (i + 1 < num_full), stride_wsn,
-                                  (i + 1) * BLOCK_K, k_words, k_groups, WORD3, K_MASK, SCALE_WORDS, STEP_MULT)
+    c_next, sc_next = _load_codes_unmasked(w_words, ws_base, code_rows, rows_w, stride_wsn,
+                                           gl.minimum(i + 1, num_full - 1) * BLOCK_K, WORD3, SCALE_WORDS, STEP_MULT)
     words = _exchange(c, WORD3, QUAD)
     pairs = _scale_pairs(sc, i * BLOCK_K, k_groups, WORD3, False, SCALE_WORDS)
     if not OVERLAP:
@@ -394,9 +411,9 @@ def _b_ready(AHEAD: gl.constexpr):
 
 
 @gluon.jit
-def _overlap_step(acc, a_prev, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, i, num_full,
-                  k_words, k_groups, b_smem, b_base, bk, b_ok, K_DIM, BLOCK_A: gl.constexpr, WORD3: gl.constexpr,
-                  A_LAYOUT: gl.constexpr, QUAD: gl.constexpr, K_MASK: gl.constexpr, SCALE_WORDS: gl.constexpr,
+def _overlap_step(acc, a_prev, c, sc, lut, w_words, ws_base, code_rows, rows_w, stride_wsn, i, num_full,
+                  k_groups, b_smem, b_base, bk, b_ok, K_DIM, BLOCK_A: gl.constexpr, WORD3: gl.constexpr,
+                  A_LAYOUT: gl.constexpr, QUAD: gl.constexpr, SCALE_WORDS: gl.constexpr,
                   STEP_MULT: gl.constexpr, STAGES: gl.constexpr, AHEAD: gl.constexpr):
     """OVERLAP K step i: decode while step i-1's wgmma runs, issue step i's wgmma, then wait for step i-1's
     only. NOTES: `a_prev` (step i-1's A operand) is a dependency of that wait, so ptxas keeps its registers
@@ -404,8 +421,8 @@ def _overlap_step(acc, a_prev, c, sc, lut, w_words, ws_base, code_rows, rows_w, 
     operand's registers are rewritten only after its own wgmma retired (a rolled loop would read one fixed
     register set and copy into it while in flight). The ring is one slot shallower: slot i-1 may still be
     read, so the tile issued here goes to slot i-2 (retired by every warpgroup before the barrier)."""
-    acc, a, c, sc = _next_a(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, i, num_full,
-                            k_words, k_groups, BLOCK_A, WORD3, A_LAYOUT, QUAD, K_MASK, SCALE_WORDS, STEP_MULT, True)
+    acc, a, c, sc = _next_a(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, stride_wsn, i, num_full,
+                            k_groups, BLOCK_A, WORD3, A_LAYOUT, QUAD, SCALE_WORDS, STEP_MULT, True)
     _b_ready(AHEAD)
     _issue_b(b_smem, b_base, bk, b_ok, i + AHEAD, K_DIM, STAGES)
     acc = warpgroup_mma(a, b_smem.index(i % STAGES).permute((1, 0)), acc, is_async=True)
@@ -452,11 +469,9 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
         _issue_b(b_smem, b_base, bk, b_ok, s, K_DIM, STAGES)
     # NOTES: the loop runs the whole steps only; PARTIAL_K (K % 128 != 0): the partial last step is peeled
     # after it, loads its own codes with k masks and runs the exchange (weight_layout keeps that block
-    # canonical). The loop's loads keep their k masks (always true there) except for PARTIAL_K with 64 rows
-    # per warpgroup, measured on H100: gpt-oss decode tiles without them 362 -> 324 instructions per step
-    # (layer T=128 -3%); without them elsewhere ptxas hoists per-row addresses out of the loop: 128-row
-    # warpgroups lose a CTA per SM (qwen3 T=128 +3%), 8-warp prefill tiles run 1-3% slower (dsv3, qwen3).
-    LOOP_K_MASK: gl.constexpr = (not PARTIAL_K) or BLOCK_A * 4 > 64 * gl.num_warps()
+    # canonical). The loop's loads have no masks at all: rows past the tile's channels read its last valid
+    # row (_weight_rows; the epilogues discard them) and the load after the last whole step re-reads that
+    # step. Measured (H200, NOTES "v10"): 8-13 instructions per step fewer (3-5%), layer -2..-6% at decode.
     c, sc = _load_codes(w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, 0, k_words, k_groups, WORD3,
                         PARTIAL_K, SCALE_WORDS, STEP_MULT)
     # NOTES: step 0 is peeled (no wgmma to wait for yet): an async wgmma returns an accumulator token
@@ -478,26 +493,26 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
         # wait below returns at once (one wgmma in flight); it makes `acc` the type _overlap_step returns.
         acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
         for i in range(1, num_full - 1, 2):
-            acc, a_odd, c, sc = _overlap_step(acc, a, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok,
-                                              stride_wsn, i, num_full, k_words, k_groups, b_smem, b_base, bk, b_ok,
-                                              K_DIM, BLOCK_A, WORD3, A_LAYOUT, QUAD, LOOP_K_MASK, SCALE_WORDS,
+            acc, a_odd, c, sc = _overlap_step(acc, a, c, sc, lut, w_words, ws_base, code_rows, rows_w,
+                                              stride_wsn, i, num_full, k_groups, b_smem, b_base, bk, b_ok,
+                                              K_DIM, BLOCK_A, WORD3, A_LAYOUT, QUAD, SCALE_WORDS,
                                               STEP_MULT, STAGES, AHEAD)
-            acc, a, c, sc = _overlap_step(acc, a_odd, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok,
-                                          stride_wsn, i + 1, num_full, k_words, k_groups, b_smem, b_base, bk, b_ok,
-                                          K_DIM, BLOCK_A, WORD3, A_LAYOUT, QUAD, LOOP_K_MASK, SCALE_WORDS,
+            acc, a, c, sc = _overlap_step(acc, a_odd, c, sc, lut, w_words, ws_base, code_rows, rows_w,
+                                          stride_wsn, i + 1, num_full, k_groups, b_smem, b_base, bk, b_ok,
+                                          K_DIM, BLOCK_A, WORD3, A_LAYOUT, QUAD, SCALE_WORDS,
                                           STEP_MULT, STAGES, AHEAD)
         if (num_full % 2 == 0) & (num_full > 0):   # one step left: num_full - 1
-            acc, a_odd, c, sc = _overlap_step(acc, a, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok,
-                                              stride_wsn, num_full - 1, num_full, k_words, k_groups, b_smem, b_base,
-                                              bk, b_ok, K_DIM, BLOCK_A, WORD3, A_LAYOUT, QUAD, LOOP_K_MASK,
-                                              SCALE_WORDS, STEP_MULT, STAGES, AHEAD)
+            acc, a_odd, c, sc = _overlap_step(acc, a, c, sc, lut, w_words, ws_base, code_rows, rows_w,
+                                              stride_wsn, num_full - 1, num_full, k_groups, b_smem, b_base,
+                                              bk, b_ok, K_DIM, BLOCK_A, WORD3, A_LAYOUT, QUAD, SCALE_WORDS,
+                                              STEP_MULT, STAGES, AHEAD)
             acc, a_odd = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a_odd))
         else:
             acc, a = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a))
     else:
         for i in range(1, num_full):
-            acc, a, c, sc = _next_a(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, i,
-                                    num_full, k_words, k_groups, BLOCK_A, WORD3, A_LAYOUT, QUAD, LOOP_K_MASK,
+            acc, a, c, sc = _next_a(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, stride_wsn, i,
+                                    num_full, k_groups, BLOCK_A, WORD3, A_LAYOUT, QUAD,
                                     SCALE_WORDS, STEP_MULT, False)
             _b_ready(AHEAD)
             _issue_b(b_smem, b_base, bk, b_ok, i + AHEAD, K_DIM, STAGES)
