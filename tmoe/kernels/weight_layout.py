@@ -89,16 +89,23 @@ def _move_signs(codes: torch.Tensor, to_signed: bool) -> torch.Tensor:
     A word's nibble n is code n (byte n // 2, low nibble first). Canonical: code n's sign at bit 4n + 3.
     Signed (quad order): the magnitudes stay, the sign of code j (j < 4) moves to bit 8j + 7 and that of code
     4 + j to bit 8j + 3 — where the Gluon decode merges them into its high-byte lookups without shuffles
-    (wgmma_gemm._FP4_PAIRS_SIGNED_ASM)."""
+    (wgmma_gemm._FP4_PAIRS_SIGNED_ASM). NOTES: int64 temporaries, one leading index at a time (a whole
+    dsv3 w1 at once would need ~8x its 3.8 GB)."""
+    if not codes.is_contiguous():
+        raise ValueError("_move_signs works in place on a contiguous tensor")
     whole = codes.shape[-1] // QUAD_BLOCK_BYTES * QUAD_BLOCK_BYTES
-    b = codes[..., :whole].reshape(*codes.shape[:-1], whole // 4, 4).to(torch.int32) & 0xFF
-    if to_signed:     # sign of code n: byte n // 2, bit 3 (n even) / 7 (n odd)
-        sign = [(b[..., n // 2] >> (3 + 4 * (n % 2))) & 1 for n in range(8)]
-        new = [(b[..., j] & 0x77) | (sign[4 + j] << 3) | (sign[j] << 7) for j in range(4)]
-    else:             # byte j: bit 7 = sign of code j, bit 3 = sign of code 4 + j
-        sign = [(b[..., n % 4] >> (7 if n < 4 else 3)) & 1 for n in range(8)]
-        new = [(b[..., i] & 0x77) | (sign[2 * i] << 3) | (sign[2 * i + 1] << 7) for i in range(4)]
-    codes[..., :whole] = torch.stack(new, -1).reshape(*codes.shape[:-1], whole).to(torch.uint8).view(codes.dtype)
+    moves = [(4 * j + 3, 8 * j + 7) for j in range(4)] + [(16 + 4 * j + 3, 8 * j + 3) for j in range(4)]
+    if not to_signed:
+        moves = [(dst, src) for src, dst in moves]
+    flat = codes.reshape(-1, codes.shape[-2] if codes.dim() > 1 else 1, codes.shape[-1])
+    for part in flat:                       # views of `codes`
+        b = part[:, :whole].reshape(part.shape[0], whole // 4, 4).to(torch.int64) & 0xFF
+        w = b[..., 0] | (b[..., 1] << 8) | (b[..., 2] << 16) | (b[..., 3] << 24)
+        out = w & 0x77777777
+        for src, dst in moves:
+            out |= ((w >> src) & 1) << dst
+        part[:, :whole] = torch.stack([(out >> (8 * i)) & 0xFF for i in range(4)], -1).reshape(
+            part.shape[0], whole).to(torch.uint8).view(codes.dtype)
     return codes
 
 
@@ -110,7 +117,7 @@ def to_quad(codes: torch.Tensor) -> torch.Tensor:
 
 def from_quad(codes: torch.Tensor) -> torch.Tensor:
     """Quad order -> canonical (the inverse of `to_quad`)."""
-    return _permute_blocks(_move_signs(codes.clone(), False), (1, 2, 0))   # stored (t, r, q) -> (r, q, t)
+    return _permute_blocks(_move_signs(codes.clone(memory_format=torch.contiguous_format), False), (1, 2, 0))   # stored (t, r, q) -> (r, q, t)
 
 
 @triton.jit
