@@ -117,7 +117,8 @@ def to_quad(codes: torch.Tensor) -> torch.Tensor:
 
 def from_quad(codes: torch.Tensor) -> torch.Tensor:
     """Quad order -> canonical (the inverse of `to_quad`)."""
-    return _permute_blocks(_move_signs(codes.clone(memory_format=torch.contiguous_format), False), (1, 2, 0))   # stored (t, r, q) -> (r, q, t)
+    unsigned = _move_signs(codes.clone(memory_format=torch.contiguous_format), False)
+    return _permute_blocks(unsigned, (1, 2, 0))     # stored (t, r, q) -> logical (r, q, t)
 
 
 @triton.jit

@@ -260,8 +260,8 @@ def _decode_a(words, scales, lut, BLOCK_A: gl.constexpr, WORD3: gl.constexpr, A_
     ins = [gl.broadcast(gl.expand_dims(words, 2), zeros)[0], gl.broadcast(gl.expand_dims(scales, 2), zeros)[0],
            gl.broadcast(gl.expand_dims(gl.expand_dims(lut[0], 1), 2), zeros)[0],
            gl.broadcast(gl.expand_dims(gl.expand_dims(lut[1], 1), 2), zeros)[0]]
-    vals = gl.inline_asm_elementwise(_FP4_PAIRS_SIGNED_ASM if SIGNED else _FP4_PAIRS_ASM, "=r,=r,=r,=r" + ",r" * 32, ins,
-                                     dtype=gl.bfloat16, is_pure=True, pack=8)
+    asm: gl.constexpr = _FP4_PAIRS_SIGNED_ASM if SIGNED else _FP4_PAIRS_ASM
+    vals = gl.inline_asm_elementwise(asm, "=r,=r,=r,=r" + ",r" * 32, ins, dtype=gl.bfloat16, is_pure=True, pack=8)
     # [rows, col = 4 * t + group, 2 * q + nibble] -> k = 32 * group + 8 * q + 2 * t + nibble
     vals = gl.permute(gl.reshape(vals, [BLOCK_A, 4, 4, 4, 2]), (0, 2, 3, 1, 4))
     return gl.convert_layout(gl.reshape(vals, [BLOCK_A, BLOCK_K]), A_LAYOUT, assert_trivial=True)
@@ -373,17 +373,24 @@ def _exchange(c, WORD3: gl.constexpr, QUAD: gl.constexpr):
 
 
 @gluon.jit
-def _next_a(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, stride_wsn, i, num_full, k_groups,
-            BLOCK_A: gl.constexpr, WORD3: gl.constexpr, A_LAYOUT: gl.constexpr, QUAD: gl.constexpr,
-            SCALE_WORDS: gl.constexpr, STEP_MULT: gl.constexpr, OVERLAP: gl.constexpr):
-    """K step i's A operand from its loaded codes (c, sc); issues the code loads of step i+1 (of the last
-    whole step again when i+1 is not one: unmasked loads, see _wgmma_gemm), returned for the next call. NOTES:
-    the next step's codes are loaded first, so their latency hides behind this step's decode. Unless OVERLAP, the wgmma of
+def _next_a(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, i, num_full, k_words,
+            k_groups, BLOCK_A: gl.constexpr, WORD3: gl.constexpr, A_LAYOUT: gl.constexpr, QUAD: gl.constexpr,
+            K_MASK: gl.constexpr, SCALE_WORDS: gl.constexpr, STEP_MULT: gl.constexpr, OVERLAP: gl.constexpr,
+            LEAN: gl.constexpr):
+    """K step i's A operand from its loaded codes (c, sc); issues step i+1's code loads, returned for the next
+    call. LEAN (4-warp tiles): unmasked loads, of the last whole step again when i+1 is not one (see _wgmma_gemm);
+    else masked ones (rows_ok, K_MASK: k < K), nothing past the last whole step. NOTES: the next step's
+    codes are loaded first, so their latency hides behind this step's decode. Unless OVERLAP, the wgmma of
     step i-1 is waited for *before* decoding: it reads its A operand from registers until it completes, and
     ptxas reuses those registers for the next decode (measured: wrong results when the decode ran first).
     OVERLAP: the caller keeps step i-1's operand alive past its wgmma (see _overlap_step)."""
-    c_next, sc_next = _load_codes_unmasked(w_words, ws_base, code_rows, rows_w, stride_wsn,
-                                           gl.minimum(i + 1, num_full - 1) * BLOCK_K, WORD3, SCALE_WORDS, STEP_MULT)
+    if LEAN:
+        c_next, sc_next = _load_codes_unmasked(w_words, ws_base, code_rows, rows_w, stride_wsn,
+                                               gl.minimum(i + 1, num_full - 1) * BLOCK_K, WORD3, SCALE_WORDS,
+                                               STEP_MULT)
+    else:
+        c_next, sc_next = _load_codes(w_words, ws_base, code_rows, rows_w, rows_ok & (i + 1 < num_full), stride_wsn,
+                                      (i + 1) * BLOCK_K, k_words, k_groups, WORD3, K_MASK, SCALE_WORDS, STEP_MULT)
     words = _exchange(c, WORD3, QUAD)
     pairs = _scale_pairs(sc, i * BLOCK_K, k_groups, WORD3, False, SCALE_WORDS)
     if not OVERLAP:
@@ -411,9 +418,9 @@ def _b_ready(AHEAD: gl.constexpr):
 
 
 @gluon.jit
-def _overlap_step(acc, a_prev, c, sc, lut, w_words, ws_base, code_rows, rows_w, stride_wsn, i, num_full,
-                  k_groups, b_smem, b_base, bk, b_ok, K_DIM, BLOCK_A: gl.constexpr, WORD3: gl.constexpr,
-                  A_LAYOUT: gl.constexpr, QUAD: gl.constexpr, SCALE_WORDS: gl.constexpr,
+def _overlap_step(acc, a_prev, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, i, num_full,
+                  k_words, k_groups, b_smem, b_base, bk, b_ok, K_DIM, BLOCK_A: gl.constexpr, WORD3: gl.constexpr,
+                  A_LAYOUT: gl.constexpr, QUAD: gl.constexpr, K_MASK: gl.constexpr, SCALE_WORDS: gl.constexpr,
                   STEP_MULT: gl.constexpr, STAGES: gl.constexpr, AHEAD: gl.constexpr):
     """OVERLAP K step i: decode while step i-1's wgmma runs, issue step i's wgmma, then wait for step i-1's
     only. NOTES: `a_prev` (step i-1's A operand) is a dependency of that wait, so ptxas keeps its registers
@@ -421,8 +428,9 @@ def _overlap_step(acc, a_prev, c, sc, lut, w_words, ws_base, code_rows, rows_w, 
     operand's registers are rewritten only after its own wgmma retired (a rolled loop would read one fixed
     register set and copy into it while in flight). The ring is one slot shallower: slot i-1 may still be
     read, so the tile issued here goes to slot i-2 (retired by every warpgroup before the barrier)."""
-    acc, a, c, sc = _next_a(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, stride_wsn, i, num_full,
-                            k_groups, BLOCK_A, WORD3, A_LAYOUT, QUAD, SCALE_WORDS, STEP_MULT, True)
+    acc, a, c, sc = _next_a(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, i, num_full,
+                            k_words, k_groups, BLOCK_A, WORD3, A_LAYOUT, QUAD, K_MASK, SCALE_WORDS, STEP_MULT, True,
+                            gl.num_warps() == 4)
     _b_ready(AHEAD)
     _issue_b(b_smem, b_base, bk, b_ok, i + AHEAD, K_DIM, STAGES)
     acc = warpgroup_mma(a, b_smem.index(i % STAGES).permute((1, 0)), acc, is_async=True)
@@ -469,9 +477,13 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
         _issue_b(b_smem, b_base, bk, b_ok, s, K_DIM, STAGES)
     # NOTES: the loop runs the whole steps only; PARTIAL_K (K % 128 != 0): the partial last step is peeled
     # after it, loads its own codes with k masks and runs the exchange (weight_layout keeps that block
-    # canonical). The loop's loads have no masks at all: rows past the tile's channels read its last valid
-    # row (_weight_rows; the epilogues discard them) and the load after the last whole step re-reads that
-    # step. Measured (H200, NOTES "v10"): 8-13 instructions per step fewer (3-5%), layer -2..-6% at decode.
+    # canonical). With 4 warps the loop's loads have no masks (`_next_a` LEAN): rows past the tile's channels
+    # read its last valid row (_weight_rows; the epilogues drop them) and the load after the last whole step
+    # re-reads that step: 8-13 instructions per step fewer (3-5%; same H100: dsv3 / qwen3 T=2048 -1..-4%).
+    # 8-warp tiles keep the masks: without them the prefill tiles ran 3-4% slower (H100, dsv3 / v4flash
+    # T=8192, benchmarks/NOTES.md "v10"; v7 saw ptxas hoist per-row addresses out of such loops), and their
+    # k masks (always true there) except with PARTIAL_K (v7, gpt-oss: 362 -> 324 instructions per step).
+    LOOP_K_MASK: gl.constexpr = (not PARTIAL_K) or BLOCK_A * 4 > 64 * gl.num_warps()
     c, sc = _load_codes(w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, 0, k_words, k_groups, WORD3,
                         PARTIAL_K, SCALE_WORDS, STEP_MULT)
     # NOTES: step 0 is peeled (no wgmma to wait for yet): an async wgmma returns an accumulator token
@@ -493,27 +505,27 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
         # wait below returns at once (one wgmma in flight); it makes `acc` the type _overlap_step returns.
         acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
         for i in range(1, num_full - 1, 2):
-            acc, a_odd, c, sc = _overlap_step(acc, a, c, sc, lut, w_words, ws_base, code_rows, rows_w,
-                                              stride_wsn, i, num_full, k_groups, b_smem, b_base, bk, b_ok,
-                                              K_DIM, BLOCK_A, WORD3, A_LAYOUT, QUAD, SCALE_WORDS,
+            acc, a_odd, c, sc = _overlap_step(acc, a, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok,
+                                              stride_wsn, i, num_full, k_words, k_groups, b_smem, b_base, bk, b_ok,
+                                              K_DIM, BLOCK_A, WORD3, A_LAYOUT, QUAD, LOOP_K_MASK, SCALE_WORDS,
                                               STEP_MULT, STAGES, AHEAD)
-            acc, a, c, sc = _overlap_step(acc, a_odd, c, sc, lut, w_words, ws_base, code_rows, rows_w,
-                                          stride_wsn, i + 1, num_full, k_groups, b_smem, b_base, bk, b_ok,
-                                          K_DIM, BLOCK_A, WORD3, A_LAYOUT, QUAD, SCALE_WORDS,
+            acc, a, c, sc = _overlap_step(acc, a_odd, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok,
+                                          stride_wsn, i + 1, num_full, k_words, k_groups, b_smem, b_base, bk, b_ok,
+                                          K_DIM, BLOCK_A, WORD3, A_LAYOUT, QUAD, LOOP_K_MASK, SCALE_WORDS,
                                           STEP_MULT, STAGES, AHEAD)
         if (num_full % 2 == 0) & (num_full > 0):   # one step left: num_full - 1
-            acc, a_odd, c, sc = _overlap_step(acc, a, c, sc, lut, w_words, ws_base, code_rows, rows_w,
-                                              stride_wsn, num_full - 1, num_full, k_groups, b_smem, b_base,
-                                              bk, b_ok, K_DIM, BLOCK_A, WORD3, A_LAYOUT, QUAD, SCALE_WORDS,
-                                              STEP_MULT, STAGES, AHEAD)
+            acc, a_odd, c, sc = _overlap_step(acc, a, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok,
+                                              stride_wsn, num_full - 1, num_full, k_words, k_groups, b_smem, b_base,
+                                              bk, b_ok, K_DIM, BLOCK_A, WORD3, A_LAYOUT, QUAD, LOOP_K_MASK,
+                                              SCALE_WORDS, STEP_MULT, STAGES, AHEAD)
             acc, a_odd = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a_odd))
         else:
             acc, a = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a))
     else:
         for i in range(1, num_full):
-            acc, a, c, sc = _next_a(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, stride_wsn, i,
-                                    num_full, k_groups, BLOCK_A, WORD3, A_LAYOUT, QUAD,
-                                    SCALE_WORDS, STEP_MULT, False)
+            acc, a, c, sc = _next_a(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, i,
+                                    num_full, k_words, k_groups, BLOCK_A, WORD3, A_LAYOUT, QUAD, LOOP_K_MASK,
+                                    SCALE_WORDS, STEP_MULT, False, gl.num_warps() == 4)
             _b_ready(AHEAD)
             _issue_b(b_smem, b_base, bk, b_ok, i + AHEAD, K_DIM, STAGES)
             acc = warpgroup_mma(a, b_smem.index(i % STAGES).permute((1, 0)), acc, is_async=True)
