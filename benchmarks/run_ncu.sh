@@ -2,12 +2,13 @@
 # One single-GPU device call: Nsight Compute on the layer's kernels, one report per case
 # (benchmarks/profile_layer.py), then text exports and short tables (benchmarks/ncu_summary.py).
 #   CASES="dsv3:128 gptoss:8 dsv3:1 dsv3:2048" bash benchmarks/run_ncu.sh
+#   KERNEL_FILTER=regex:wgmma: only the GEMMs; PYTHONPATH=other_tree:. profiles another checkout's kernels
 # Under $OUT: ncu-summary.txt (every case's table) and ncu.tar.gz (per case: the .ncu-rep, the raw metrics CSV,
 # the details page and the SASS page with per-instruction stall samples).
 # NOTES: --clock-control none (the device guide: never change clocks), so times vary with boost like any run;
 # the replays serialize each kernel, so compare stall shares and throughputs, not launch overheads.
 set -u
-export PYTHONPATH=. PYTHONUNBUFFERED=1
+export PYTHONPATH=${PYTHONPATH:-.} PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/tmoe-out}; mkdir -p "$OUT/ncu"
 SECTIONS=${SECTIONS:-"SpeedOfLight MemoryWorkloadAnalysis ComputeWorkloadAnalysis InstructionStats LaunchStats Occupancy SchedulerStats WarpStateStats SourceCounters"}
 sect=(); for s in $SECTIONS; do sect+=(--section "$s"); done
