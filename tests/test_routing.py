@@ -52,3 +52,19 @@ def test_many_chunks_single_expert(device):
     order, offsets = _oracle(idx, 8, 0)
     assert plan.expert_offsets.cpu().tolist() == offsets
     assert plan.sorted_slots[: offsets[-1]].cpu().tolist() == order
+
+
+def test_one_chunk_and_chunk_boundaries(device):
+    """T * K at, just below and just above one chunk (64 slots under the interpreter, 128 on a GPU): the
+    one-program path (`_single_chunk_kernel`) and the three-launch path agree with the oracle, stats included."""
+    chunk = 64 if device.type == "cpu" else 128
+    g = torch.Generator().manual_seed(5)
+    for slots in (1, chunk - 1, chunk, chunk + 1):
+        idx = torch.randint(-1, 24, (slots, 1), generator=g)
+        idx[0, 0] = 9                                          # at least one local slot
+        stats = torch.zeros(8, dtype=torch.int32, device=device)
+        plan = build_routing(idx.to(device), 8, expert_start=8, stats=stats)
+        order, offsets = _oracle(idx, 8, 8)
+        assert plan.expert_offsets.cpu().tolist() == offsets, slots
+        assert plan.sorted_slots[: offsets[-1]].cpu().tolist() == order, slots
+        assert stats.cpu().tolist() == [b - a for a, b in zip(offsets, offsets[1:])], slots

@@ -8,7 +8,8 @@ A *slot* is one (token, k) pair, index `t * K + k`. From `topk_idx` [T, K] (glob
   slots routed to local expert e in ascending slot order (stable, so deterministic);
 * optionally adds the counts to `cumulative_local_expert_recv_stats` int32 [E_local].
 
-Three launches, each sized from T (never from counts), so the whole thing is graph-capturable:
+Three launches (one, `_single_chunk_kernel`, when all slots fit one chunk), each sized from T (never from
+counts), so the whole thing is graph-capturable:
   1. per chunk of CHUNK slots, a histogram over experts           -> chunk_counts [C, E_PAD]
   2. one program: per-expert scan over chunks + prefix over experts -> chunk_base, expert_offsets
   3. per chunk, each slot's rank among equal experts in the chunk   -> sorted_slots
@@ -90,6 +91,27 @@ def _scatter_kernel(idx_ptr, chunk_base_ptr, offsets_ptr, sorted_ptr, num_slots,
     tl.store(sorted_ptr + start + base + rank, slots, mask=local)
 
 
+@triton.jit
+def _single_chunk_kernel(idx_ptr, offsets_ptr, sorted_ptr, stats_ptr, num_slots, expert_start, num_local_experts,
+                         CHUNK: tl.constexpr, E_PAD: tl.constexpr, HAS_STATS: tl.constexpr):
+    """All three steps in one program when every slot fits one chunk (decode: T * K <= CHUNK). NOTES: saves two
+    launches (~2-3 µs each in a CUDA graph) from calls that take ~40-130 µs in all (benchmarks/NOTES.md)."""
+    lane = tl.arange(0, CHUNK)
+    experts = tl.arange(0, E_PAD)
+    e, local = _local_expert(idx_ptr, lane, num_slots, expert_start, num_local_experts, E_PAD)
+    real = experts < num_local_experts
+    totals = tl.where(real, tl.histogram(e, E_PAD), 0)
+    tl.store(offsets_ptr + experts, tl.cumsum(totals, axis=0) - totals, mask=real)
+    tl.store(offsets_ptr + num_local_experts, tl.sum(totals, axis=0))
+    if HAS_STATS:
+        prev = tl.load(stats_ptr + experts, mask=real, other=0)
+        tl.store(stats_ptr + experts, prev + totals, mask=real)
+    start = tl.sum(tl.where(experts[None, :] < e[:, None], totals[None, :], 0), axis=1)   # offsets[e]
+    same_before = (e[:, None] == e[None, :]) & (lane[None, :] < lane[:, None])
+    rank = tl.sum(same_before.to(tl.int32), axis=1)
+    tl.store(sorted_ptr + start + rank, lane, mask=local)
+
+
 def build_routing(topk_idx: torch.Tensor, num_local_experts: int, expert_start: int = 0,
                   capacity_slots: int | None = None, stats: torch.Tensor | None = None,
                   workspace: dict | None = None) -> RoutingPlan:
@@ -118,11 +140,16 @@ def build_routing(topk_idx: torch.Tensor, num_local_experts: int, expert_start: 
             buf = workspace[name] = torch.empty(need, dtype=dtype, device=dev)
         return buf[:need].view(shape)
 
-    chunk_counts = scratch("chunk_counts", (num_chunks, e_pad), torch.int32)
-    chunk_base = scratch("chunk_base", (num_chunks, e_pad), torch.int32)
     offsets = scratch("expert_offsets", (num_local_experts + 1,), torch.int32)
     sorted_slots = scratch("sorted_slots", (capacity_slots,), torch.int32)
     idx = topk_idx.reshape(-1)
+    if num_slots <= chunk:
+        _single_chunk_kernel[(1,)](idx, offsets, sorted_slots, stats if stats is not None else offsets, num_slots,
+                                   expert_start, num_local_experts, CHUNK=chunk, E_PAD=e_pad,
+                                   HAS_STATS=stats is not None)
+        return RoutingPlan(offsets, sorted_slots, num_slots, num_local_experts)
+    chunk_counts = scratch("chunk_counts", (num_chunks, e_pad), torch.int32)
+    chunk_base = scratch("chunk_base", (num_chunks, e_pad), torch.int32)
     _chunk_histogram_kernel[(num_chunks,)](idx, chunk_counts, num_slots, expert_start, num_local_experts,
                                            CHUNK=chunk, E_PAD=e_pad)
     _scan_kernel[(1,)](chunk_counts, chunk_base, offsets, stats if stats is not None else offsets,
