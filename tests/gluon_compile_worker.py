@@ -104,14 +104,15 @@ def main() -> None:
                "bias_ptr": "*fp32"}
     # (block_m, block_n, stages, bias, persistent / row_addr, quad, warps, K % 128 != 0 like gpt-oss's 2880);
     # scale rows loaded as 32-bit words except for bm16 (GEMM1) / bm32 (GEMM2): byte loads (' bytes');
-    # the quad variants read the tiled layout (weight_layout.to_tiled, the default on Hopper)
+    # the quad variants read the tiled layout (weight_layout.to_tiled, the default on Hopper) with the "arith"
+    # word bits (QUAD=2, GEMM1) / the "signed" ones (QUAD=1, GEMM2 and the overlap variants)
     for bm, bn, stages, bias, persistent, quad, warps, partial in (
             (8, 32, 3, False, False, False, 4, False), (16, 64, 2, True, False, False, 4, False),
             (64, 32, 4, False, True, False, 4, False), (8, 32, 3, False, False, True, 4, False),
             (128, 64, 2, False, True, True, 8, False), (8, 32, 3, True, False, False, 4, True),
             (8, 32, 3, True, False, True, 4, True), (256, 64, 2, True, False, True, 8, True)):
         const = dict(TOPK=8, BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_CLAMP=True, FAST_MATH=True, ACTIVATION=1,
-                     HAS_BIAS=bias, STAGES=stages, PERSISTENT=persistent, QUAD=quad, PARTIAL_K=partial,
+                     HAS_BIAS=bias, STAGES=stages, PERSISTENT=persistent, QUAD=2 * quad, PARTIAL_K=partial,
                      N_FASTEST=bm >= 128, SPLIT=wg.SPLIT_FULL.value if warps == 8 else 0, FULL_M=bm, TAIL_M=32,
                      SCALE_WORDS=bm != 16, TILED=quad, OVERLAP=False, **wg._layouts(bm, warps))
         name = (f"gemm1 bm{bm} bn{bn} s{stages}{' w8' if warps == 8 else ''}{' k2880' if partial else ''}"

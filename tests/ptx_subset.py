@@ -80,6 +80,8 @@ def run(asm: str, operands: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
             env[dst] = val(args[1]) >> val(args[2])
         elif op == "shl.b32":
             env[dst] = val(args[1]) << val(args[2])
+        elif op == "mad.lo.u32":
+            env[dst] = val(args[1]) * val(args[2]) + val(args[3])        # uint32 arithmetic wraps like the GPU
         elif op == "max.u32":
             env[dst] = np.maximum(val(args[1]), val(args[2]))
         elif op == "max.u16x2":

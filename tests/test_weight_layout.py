@@ -29,19 +29,43 @@ def test_round_trip_and_mapping():
             weight_layout.to_quad(torch.zeros(2, half_k, dtype=torch.uint8))
 
 
-def test_sign_bits_in_words():
-    """Inside each 32-bit word of a quad-ordered block (the 8 codes of one lane's A-fragment word), code j's
-    sign sits at bit 8j + 7 (j < 4) and code 4 + j's at bit 8j + 3; magnitudes stay in their nibbles."""
+def _words(codes: torch.Tensor) -> torch.Tensor:
+    b = codes.reshape(-1, 4).to(torch.int64)
+    return sum(b[:, i] << (8 * i) for i in range(4))
+
+
+def test_signed_word_bits():
+    """"signed" (the default): inside each 32-bit word of a quad-ordered block (the 8 codes of one lane's
+    A-fragment word), code j's sign sits at bit 8j + 7 (j < 4) and code 4 + j's at bit 8j + 3; magnitudes
+    stay in their nibbles."""
     codes = torch.randint(0, 256, (2, 3, 128), dtype=torch.uint8)
-    words = weight_layout._permute_blocks(codes, (2, 0, 1)).reshape(-1, 4).to(torch.int64)
-    moved = weight_layout.to_quad(codes).reshape(-1, 4).to(torch.int64)
-    word = sum(words[:, i] << (8 * i) for i in range(4))
-    got = sum(moved[:, i] << (8 * i) for i in range(4))
+    word = _words(weight_layout._permute_blocks(codes, (2, 0, 1)))
+    got = _words(weight_layout.to_quad(codes))
     assert torch.equal(got & 0x77777777, word & 0x77777777)
     for n in range(8):
         at = 8 * n + 7 if n < 4 else 8 * (n - 4) + 3
         assert torch.equal((got >> at) & 1, (word >> (4 * n + 3)) & 1), n
     assert torch.equal(weight_layout.from_quad(weight_layout.to_quad(codes)), codes)
+
+
+def test_arith_word_bits_give_the_decoders_registers():
+    """"arith": the shifts and masks of wgmma_gemm._FP4_PAIRS_ARITH_ASM turn a word into the four registers
+    (codes 2i, 2i+1), each code as sign << 15 | magnitude << 6 (+16 for the second code of the pair)."""
+    codes = torch.randint(0, 256, (2, 3, 128), dtype=torch.uint8)
+    word = _words(weight_layout._permute_blocks(codes, (2, 0, 1)))
+    w = _words(weight_layout.to_quad(codes, "arith"))
+    m = 0x81C081C0
+    regs = [w & m, (w << 3) & m, (w << 6) & m,
+            ((w >> 4) & 0x00400040) | ((w >> 6) & 0x01800180) | ((w << 4) & 0x80008000)]
+    for i, reg in enumerate(regs):
+        want = 0
+        for half, code in enumerate((2 * i, 2 * i + 1)):
+            nib = (word >> (4 * code)) & 0xF
+            want = want | ((((nib >> 3) << 15) | ((nib & 7) << 6)) << (16 * half))
+        assert torch.equal(reg & 0xFFFFFFFF, want), i
+    assert torch.equal(weight_layout.from_quad(weight_layout.to_quad(codes, "arith"), "arith"), codes)
+    assert weight_layout.word_bits_for(torch.tensor([0, 128], dtype=torch.uint8)) == "arith"
+    assert weight_layout.word_bits_for(torch.tensor([0, 129], dtype=torch.uint8)) == "signed"
 
 
 @pytest.mark.parametrize("half_k", [64, 80, 96, 1440])
@@ -90,24 +114,29 @@ def test_quad_order_is_what_the_gluon_exchange_delivers():
         ops[8 + r] = (p + U32(4)) * U32(16) + p
     out = ptx_subset.run(wgmma_gemm._QUAD_EXCHANGE_ASM.value, ops)
     exchanged = np.stack([out[r] for r in range(4)], -1).view(np.uint8).reshape(32, 16)
-    signed = weight_layout._move_signs(torch.from_numpy(np.tile(exchanged, (1, 4))), True).numpy()[:, :16]
-    quad_words = quad[g].reshape(32, 4, 16)[lane, t].copy()            # + the signs moved (_move_signs)
+    signed = weight_layout._permute_word_bits(torch.from_numpy(np.tile(exchanged, (1, 4))), "signed",
+                                              True).numpy()[:, :16]
+    quad_words = quad[g].reshape(32, 4, 16)[lane, t].copy()            # + the word bits ("signed", the default)
     np.testing.assert_array_equal(signed.reshape(32, 4, 4), quad_words.reshape(32, 4, 4))
 
 
 @pytest.mark.parametrize("layout", ["quad", "tiled"])
-@pytest.mark.parametrize("hidden,inter", [(256, 128), (384, 192), (160, 64), (352, 96), (64, 32), (512, 512)])
-def test_layer_in_quad_order_matches_canonical_bitwise(device, hidden, inter, layout, monkeypatch):
+@pytest.mark.parametrize("hidden,inter,weight_scale", [(256, 128, 0.05), (384, 192, 0.05), (160, 64, 0.05),
+                                                       (352, 96, 0.05), (64, 32, 0.05), (512, 512, 0.05),
+                                                       (256, 128, 40.0), (352, 96, 40.0)])
+def test_layer_in_quad_order_matches_canonical_bitwise(device, hidden, inter, weight_scale, layout, monkeypatch):
     """Whole and partial last K blocks (352 = 2 * 128 + 96, like gpt-oss's 2880 = 22 * 128 + 64); K < 128
     stays canonical; K = 512: scale rows of 16 bytes (the stride the Triton B-operand tiles could not
     compile with, grouped_gemm's do_not_specialize)."""
-    weights = make_weights(4, hidden, inter, seed=hidden, device=device)
+    weights = make_weights(4, hidden, inter, seed=hidden, device=device, scale=weight_scale)
     x = make_tokens(11, hidden, seed=1, device=device)
     idx, w = make_routing(11, 4, 2, "duplicates", seed=2, device=device)
     l1, l2 = tmoe.transform_weights_for_mega_moe((weights.w1, weights.w1_sf), (weights.w2, weights.w2_sf),
                                                  layout=layout)
     assert l1.code_order == (layout if hidden >= 128 else "canonical")
     assert l2.code_order == (layout if inter >= 128 else "canonical")
+    bits = "arith" if weight_scale < 1 else "signed"        # scales > 128 (weights > 12) need the lookup decode
+    assert (l1.code_bits if hidden >= 128 else bits) == bits and (l2.code_bits if inter >= 128 else bits) == bits
     cfgs = [(None, None)] if device.type == "cpu" else [
         (None, None), (GemmConfig(16, 64, True, 4, 3),) * 2, (GemmConfig(128, 128, False, 8, 3),) * 2]
     if device.type != "cpu" and is_hopper(device):      # (gemm1, gemm2) Gluon pairs: 4 / 8 warps, tail tiles
@@ -166,7 +195,7 @@ def test_auto_layout_is_tiled_only_on_hopper(device, monkeypatch):
     l1, l2 = tmoe.transform_weights_for_mega_moe((w.w1, w.w1_sf), (w.w2, w.w2_sf))
     want = "tiled" if is_hopper(device) else "canonical"
     assert (l1.code_order, l2.code_order) == (want, want)
-    codes = weight_layout.from_tiled(l1[0]) if want == "tiled" else l1[0]
+    codes = weight_layout.from_tiled(l1[0], l1.code_bits) if want == "tiled" else l1[0]
     assert torch.equal(codes, w.w1.view(torch.uint8))
     for layout in ("quad", "tiled"):
         forced, _ = tmoe.transform_weights_for_mega_moe((w.w1, w.w1_sf), (w.w2, w.w2_sf), layout=layout)

@@ -23,8 +23,17 @@ def _expected_pairs(words: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return bits[..., 0] | (bits[..., 1] << U32(16))
 
 
-@pytest.mark.parametrize("scale_range", [(1, 255), (0, 1)])
-def test_fp4_pairs_asm_is_exact(scale_range):
+def _word_bits(words: np.ndarray, bits: str) -> np.ndarray:
+    """Canonical code words -> the same codes laid out as weight_layout.WORD_BITS[bits] (via a 64-byte block)."""
+    tiled = torch.from_numpy(np.tile(words.view(np.uint8).reshape(-1, 4), (1, 16)))
+    return weight_layout._permute_word_bits(tiled, bits, True).numpy()[:, :4].copy().view(U32)[:, 0]
+
+
+@pytest.mark.parametrize("bits,scale_range", [("canonical", (1, 255)), ("canonical", (0, 1)), ("signed", (1, 255)),
+                                              ("signed", (0, 1)), ("arith", (0, 129))])
+def test_fp4_pairs_asm_is_exact(bits, scale_range):
+    """Each decoder (canonical words, "signed" and "arith" quad words) against tmoe.formats for every code
+    byte at every position and every scale it accepts ("arith": s <= 128, with its own scale pair)."""
     rng = np.random.default_rng(0)
     every_byte = np.arange(256, dtype=U32)
     words = np.concatenate([every_byte * U32(0x01010101), every_byte | (every_byte[::-1] << U32(8)) |
@@ -33,19 +42,32 @@ def test_fp4_pairs_asm_is_exact(scale_range):
     lo, hi = scale_range
     scales = np.repeat(np.arange(lo, hi, dtype=U32), 1 + len(words) // (hi - lo))[: len(words)]
     rng.shuffle(scales)
-    pairs = ptx_subset.run(wgmma_gemm._SCALE_BYTE_ASM.value, {1: scales})[0]
+    scale_asm = wgmma_gemm._SCALE_BYTE_ARITH_ASM if bits == "arith" else wgmma_gemm._SCALE_BYTE_ASM
+    pairs = ptx_subset.run(scale_asm.value, {1: scales})[0]
     th0, tl0 = wgmma_gemm.FP4_LUT_WORDS
+    asm = {"canonical": wgmma_gemm._FP4_PAIRS_ASM, "signed": wgmma_gemm._FP4_PAIRS_SIGNED_ASM,
+           "arith": wgmma_gemm._FP4_PAIRS_ARITH_ASM}[bits]
+    ins = words if bits == "canonical" else _word_bits(words, bits)
+    out = ptx_subset.run(asm.value, {4: ins, 12: pairs, 20: np.full_like(words, th0),
+                                     28: np.full_like(words, tl0 & 0xFFFFFFFF)})
+    got = np.stack([out[i] for i in range(4)], -1)
     want = _expected_pairs(words, scales)
-    # the canonical word, and the same codes with the signs moved as in quad-ordered weights
-    signed = weight_layout._move_signs(torch.from_numpy(np.tile(words.view(np.uint8).reshape(-1, 4), (1, 16))),
-                                       True).numpy()[:, :4].copy().view(U32)[:, 0]
-    for asm, ins in ((wgmma_gemm._FP4_PAIRS_ASM, words), (wgmma_gemm._FP4_PAIRS_SIGNED_ASM, signed)):
-        out = ptx_subset.run(asm.value, {4: ins, 12: pairs, 20: np.full_like(words, th0),
-                                         28: np.full_like(words, tl0 & 0xFFFFFFFF)})
-        got = np.stack([out[i] for i in range(4)], -1)
-        bad = np.argwhere(got != want)
-        assert bad.size == 0, f"word {words[bad[0][0]]:#010x} scale {scales[bad[0][0]]} byte {bad[0][1]}: " \
-                              f"{got[tuple(bad[0])]:#010x} != {want[tuple(bad[0])]:#010x}"
+    bad = np.argwhere(got != want)
+    assert bad.size == 0, f"word {words[bad[0][0]]:#010x} scale {scales[bad[0][0]]} byte {bad[0][1]}: " \
+                          f"{got[tuple(bad[0])]:#010x} != {want[tuple(bad[0])]:#010x}"
+
+
+def test_arith_scale_pairs():
+    """2^(s-1) in both halves for every s <= 128 (s = 0: 2^-1), from a byte and from each byte of a word."""
+    every = np.arange(129, dtype=U32)
+    want = np.array([int(torch.tensor(2.0 ** (s - 1), dtype=torch.bfloat16).view(torch.int16)) & 0xFFFF
+                     for s in range(129)], dtype=U32) * U32(0x10001)
+    np.testing.assert_array_equal(ptx_subset.run(wgmma_gemm._SCALE_BYTE_ARITH_ASM.value, {1: every})[0], want)
+    for r in range(4):
+        words = (every << U32(8 * r)) | U32(0x55555555 & ~(0xFF << (8 * r)))
+        sel = np.full_like(words, r * 0x0101 + 0x4040)
+        got = ptx_subset.run(wgmma_gemm._SCALE_WORD_ARITH_ASM.value, {1: words, 2: sel})[0]
+        np.testing.assert_array_equal(got, want, err_msg=f"group {r}")
 
 
 def test_scale_word_asm_equals_byte_asm():

@@ -231,15 +231,17 @@ class TransformedWeights(tuple):
 
     `backend` names the layout ("triton" or "deepgemm"); `canonical` keeps the canonical
     (codes, scales) pair the layout was made from (the cross-check runs Triton from it);
-    `code_order` is the Triton backend's byte order of the codes (kernels/weight_layout.py).
+    `code_order` is the Triton backend's byte order of the codes and `code_bits` (quad / tiled orders) the bit
+    layout inside each code word (kernels/weight_layout.py: WORD_BITS, chosen by `word_bits_for`).
     """
 
     def __new__(cls, codes: torch.Tensor, scales: torch.Tensor, backend: str = "triton", canonical=None,
-                code_order: str = "canonical"):
+                code_order: str = "canonical", code_bits: str | None = None):
         obj = super().__new__(cls, (codes, scales))
         obj.backend = backend
         obj.canonical = canonical if canonical is not None else (codes, scales)
         obj.code_order = code_order
+        obj.code_bits = code_bits
         return obj
 
 
@@ -302,11 +304,13 @@ def transform_weights_for_mega_moe(l1_weights, l2_weights, *, backend: str | Non
     def triton_layout(codes, scales):
         codes = codes.view(torch.uint8)
         if layout == "tiled" and weight_layout.can_tile(codes):
-            return TransformedWeights(weight_layout.to_tiled(codes), weight_layout.pad_scale_rows(scales),
-                                      canonical=(codes, scales), code_order="tiled")
+            bits = weight_layout.word_bits_for(scales)
+            return TransformedWeights(weight_layout.to_tiled(codes, bits), weight_layout.pad_scale_rows(scales),
+                                      canonical=(codes, scales), code_order="tiled", code_bits=bits)
         if layout in ("quad", "tiled") and weight_layout.can_quad(codes):
-            return TransformedWeights(weight_layout.to_quad(codes), weight_layout.pad_scale_rows(scales),
-                                      canonical=(codes, scales), code_order="quad")
+            bits = weight_layout.word_bits_for(scales)
+            return TransformedWeights(weight_layout.to_quad(codes, bits), weight_layout.pad_scale_rows(scales),
+                                      canonical=(codes, scales), code_order="quad", code_bits=bits)
         return TransformedWeights(codes.contiguous(), weight_layout.pad_scale_rows(scales))
     return triton_layout(w1, w1_sf), triton_layout(w2, w2_sf)
 

@@ -85,7 +85,8 @@ def _load_bf16_tile(ptr, rows64, row_ok, stride, k0, K_DIM, BLOCK_M: tl.constexp
 def _load_weight_codes(w_ptr, wsf_ptr, rows64, row_ok, stride_w, stride_wsf, k0, K_DIM,
                        BLOCK_K: tl.constexpr, QUAD: tl.constexpr, TILED: tl.constexpr):
     """Raw MXFP4 rows at column k0: codes uint8 [BLOCK_N, BLOCK_K/2] (canonical byte order, also when
-    the weights are stored in the QUAD order of weight_layout.py), scales uint8 [BLOCK_N, BLOCK_K/32].
+    the weights are stored in the QUAD order of weight_layout.py; QUAD == 2: with the "arith" word bits),
+    scales uint8 [BLOCK_N, BLOCK_K/32].
     TILED: the codes are in weight_layout.to_tiled's layout (quad order, 32-row blocks stored K step by K
     step; the row stride inside a step is that step's byte count)."""
     kh = k0 // 2 + tl.arange(0, BLOCK_K // 2)
@@ -106,7 +107,7 @@ def _load_weight_codes(w_ptr, wsf_ptr, rows64, row_ok, stride_w, stride_wsf, k0,
                 mask=row_ok[:, None] & (kb < K_DIM // 32)[None, :], other=127)
     if QUAD:
         if k0 + BLOCK_K <= K_DIM:       # a partial last block is stored canonical (weight_layout.py)
-            c = quad_to_canonical_tile(c, rows64.shape[0])
+            c = quad_to_canonical_tile(c, rows64.shape[0], QUAD == 2)
     return c, s
 
 

@@ -51,10 +51,20 @@ def resolve_layout(layout: str, device: torch.device) -> str:
     return "tiled" if hopper else "canonical"
 
 
-def is_quad(weights) -> bool:
+def is_quad(weights) -> int:
     """Whether transformed weights (a TransformedWeights pair) hold their codes in the quad order (also
-    inside the tiled layout); pass it as `quad=` to the grouped-GEMM launchers."""
-    return getattr(weights, "code_order", "canonical") in ("quad", "tiled")
+    inside the tiled layout), and with which word bits: 0 no (canonical), 1 WORD_BITS["signed"], 2 ["arith"].
+    Pass it as `quad=` to the grouped-GEMM launchers (a kernel constexpr; truthy = quad order)."""
+    if getattr(weights, "code_order", "canonical") not in ("quad", "tiled"):
+        return 0
+    return 2 if getattr(weights, "code_bits", "signed") == "arith" else 1
+
+
+def word_bits_for(scales: torch.Tensor) -> str:
+    """The word bits of quad-ordered codes with these UE8M0 scales: "arith" when every scale byte is <= 128
+    (the arithmetic decode multiplies by 2^(s-1), a normal bf16 only up to s = 128; weights up to 12 in
+    magnitude, i.e. every checkpoint seen), else "signed" (the lookup decode, any scale). One device sync."""
+    return "arith" if scales.numel() == 0 or int(scales.max()) <= 128 else "signed"
 
 
 def is_tiled(weights) -> bool:
@@ -85,53 +95,93 @@ def _permute_blocks(codes: torch.Tensor, order: tuple) -> torch.Tensor:
     return out
 
 
-def _move_signs(codes: torch.Tensor, to_signed: bool) -> torch.Tensor:
-    """The sign bits inside every 32-bit word (4 bytes, little endian) of whole 64-byte blocks, in place.
-    A word's nibble n is code n (byte n // 2, low nibble first). Canonical: code n's sign at bit 4n + 3.
-    Signed (quad order): the magnitudes stay, the sign of code j (j < 4) moves to bit 8j + 7 and that of code
-    4 + j to bit 8j + 3 — where the Gluon decode merges them into its high-byte lookups without shuffles
-    (wgmma_gemm._FP4_PAIRS_SIGNED_ASM). NOTES: int64 temporaries, one leading index at a time (a whole
-    dsv3 w1 at once would need ~8x its 3.8 GB)."""
+# Bit layouts inside each 32-bit word (4 bytes, little endian) of a whole quad-ordered 64-byte block. A word
+# holds 8 codes; canonically code n is nibble n (bit 4n: mantissa, 4n+1 / 4n+2: exponent, 4n+3: sign) and the
+# Gluon decode turns codes (2i, 2i+1) into A register i. WORD_BITS[name][b] = where canonical bit b goes.
+# "signed": magnitudes stay, the sign of code j (j < 4) at bit 8j + 7, of code 4 + j at bit 8j + 3, where the
+#   lookup decode (wgmma_gemm._FP4_PAIRS_SIGNED_ASM) merges them without shuffles.
+# "arith": register i's two codes at the bf16 positions mantissa 6 / exponent 7, 8 / sign 15 (+16 for the
+#   second code), shifted: register 0 as is, 1 by -3, 2 by -6, register 3 gathered from the remaining bits
+#   (wgmma_gemm._FP4_PAIRS_ARITH_ASM: a few shifts and masks instead of table lookups; needs scales <= 2^1).
+def _arith_bits() -> tuple:
+    out = [0] * 32
+    for i, shift in enumerate((0, 3, 6)):
+        for half, code in enumerate((2 * i, 2 * i + 1)):
+            for b, pos in enumerate((6, 7, 8, 15)):
+                out[4 * code + b] = pos + 16 * half - shift
+    for half, code in enumerate((6, 7)):                  # mantissa, exponent bits, sign -> the leftover bits
+        for b, pos in enumerate((10, 13, 14, 11)):
+            out[4 * code + b] = pos + 16 * half
+    return tuple(out)
+
+
+WORD_BITS = {
+    "signed": tuple(4 * n + b if b < 3 else (8 * n + 7 if n < 4 else 8 * (n - 4) + 3)
+                    for n in range(8) for b in range(4)),
+    "arith": _arith_bits(),
+}
+CODE_BITS = tuple(WORD_BITS)
+
+
+def _permute_word_bits(codes: torch.Tensor, bits: str, forward: bool) -> torch.Tensor:
+    """Canonical <-> WORD_BITS[bits] inside every word of the whole 64-byte blocks of `codes`, in place.
+    NOTES: int64 temporaries, one leading index at a time (a whole dsv3 w1 at once would need ~8x its 3.8 GB)."""
+    if bits not in WORD_BITS:
+        raise ValueError(f"bits must be one of {CODE_BITS}, got {bits!r}")
     if not codes.is_contiguous():
-        raise ValueError("_move_signs works in place on a contiguous tensor")
+        raise ValueError("_permute_word_bits works in place on a contiguous tensor")
     whole = codes.shape[-1] // QUAD_BLOCK_BYTES * QUAD_BLOCK_BYTES
-    moves = [(4 * j + 3, 8 * j + 7) for j in range(4)] + [(16 + 4 * j + 3, 8 * j + 3) for j in range(4)]
-    if not to_signed:
-        moves = [(dst, src) for src, dst in moves]
+    moves = list(enumerate(WORD_BITS[bits])) if forward else [(d, s) for s, d in enumerate(WORD_BITS[bits])]
+    groups: dict = {}                       # one shift + mask per distance
+    for src, dst in moves:
+        groups[dst - src] = groups.get(dst - src, 0) | (1 << src)
     flat = codes.reshape(-1, codes.shape[-2] if codes.dim() > 1 else 1, codes.shape[-1])
     for part in flat:                       # views of `codes`
         b = part[:, :whole].reshape(part.shape[0], whole // 4, 4).to(torch.int64) & 0xFF
         w = b[..., 0] | (b[..., 1] << 8) | (b[..., 2] << 16) | (b[..., 3] << 24)
-        out = w & 0x77777777
-        for src, dst in moves:
-            out |= ((w >> src) & 1) << dst
+        out = torch.zeros_like(w)
+        for dist, mask in groups.items():
+            out |= ((w & mask) << dist) if dist >= 0 else ((w & mask) >> -dist)
         part[:, :whole] = torch.stack([(out >> (8 * i)) & 0xFF for i in range(4)], -1).reshape(
             part.shape[0], whole).to(torch.uint8).view(codes.dtype)
     return codes
 
 
-def to_quad(codes: torch.Tensor) -> torch.Tensor:
-    """Canonical codes [..., K/2] -> quad order (a new contiguous tensor): the bytes permuted, then the signs
-    moved (`_move_signs`) in every whole 64-byte block."""
-    return _move_signs(_permute_blocks(codes, (2, 0, 1)), True)     # logical (r, q, t) -> stored (t, r, q)
+def to_quad(codes: torch.Tensor, bits: str = "signed") -> torch.Tensor:
+    """Canonical codes [..., K/2] -> quad order (a new contiguous tensor): the bytes permuted, then the bits
+    of every word of the whole 64-byte blocks laid out as WORD_BITS[bits]."""
+    return _permute_word_bits(_permute_blocks(codes, (2, 0, 1)), bits, True)   # logical (r, q, t) -> (t, r, q)
 
 
-def from_quad(codes: torch.Tensor) -> torch.Tensor:
-    """Quad order -> canonical (the inverse of `to_quad`)."""
-    unsigned = _move_signs(codes.clone(memory_format=torch.contiguous_format), False)
-    return _permute_blocks(unsigned, (1, 2, 0))     # stored (t, r, q) -> logical (r, q, t)
+def from_quad(codes: torch.Tensor, bits: str = "signed") -> torch.Tensor:
+    """Quad order -> canonical (the inverse of `to_quad` with the same `bits`)."""
+    unpermuted = _permute_word_bits(codes.clone(memory_format=torch.contiguous_format), bits, False)
+    return _permute_blocks(unpermuted, (1, 2, 0))     # stored (t, r, q) -> logical (r, q, t)
 
 
 @triton.jit
-def quad_to_canonical_tile(c, ROWS: tl.constexpr):
+def _canonical_words(w, ARITH: tl.constexpr):
+    """uint32 words laid out as WORD_BITS["arith"] (ARITH) or ["signed"] -> canonical (one shift + mask per
+    distance, generated from WORD_BITS; tests/test_weight_layout.py checks it against `from_quad`)."""
+    if ARITH:
+        return (((w & 0x80000000) >> 24) | ((w & 0x1c00000) >> 18) | ((w & 0x10000000) >> 13) | ((w & 0x8000) >> 12)
+                | ((w & 0x380000) >> 7) | ((w & 0x1c0) >> 6) | ((w & 0x2000000) >> 2) | ((w & 0x1000) >> 1)
+                | (w & 0x60000000) | ((w & 0x4000000) << 2) | ((w & 0x8070000) << 4) | ((w & 0x38) << 5)
+                | ((w & 0x200) << 10) | ((w & 0x6000) << 12) | ((w & 0x400) << 14) | ((w & 0x807) << 16))
+    return (((w & 0x80000000) >> 16) | ((w & 0x800000) >> 12) | ((w & 0x8000) >> 8) | ((w & 0x80) >> 4)
+            | (w & 0x77777777) | ((w & 0x8000000) << 4) | ((w & 0x80000) << 8) | ((w & 0x800) << 12)
+            | ((w & 0x8) << 16))
+
+
+@triton.jit
+def quad_to_canonical_tile(c, ROWS: tl.constexpr, ARITH: tl.constexpr):
     """One whole K step's code tile [ROWS, 64] as loaded from quad-ordered weights -> canonical byte order
-    (a partial last step is stored canonical: do not call this on it): the signs put back in each 32-bit
-    word (`_move_signs`), then the bytes."""
+    (a partial last step is stored canonical: do not call this on it): each 32-bit word's bits put back
+    (`_permute_word_bits`), then the bytes."""
     pos = tl.arange(0, 4)[None, None, :]
     b = tl.reshape(c, [ROWS, 16, 4]).to(tl.uint32) & 0xFF
     w = tl.sum(b << (8 * pos).to(tl.uint32), axis=2)                 # the words (little endian), disjoint bits
-    canon = ((w & 0x77777777) | ((w >> 4) & 0x8) | ((w >> 8) & 0x80) | ((w >> 12) & 0x800) | ((w >> 16) & 0x8000)
-             | ((w << 16) & 0x80000) | ((w << 12) & 0x800000) | ((w << 8) & 0x8000000) | ((w << 4) & 0x80000000))
+    canon = _canonical_words(w, ARITH)
     c = tl.reshape(((canon[:, :, None] >> (8 * pos).to(tl.uint32)) & 0xFF).to(c.dtype), [ROWS, 64])
     return tl.reshape(tl.permute(tl.reshape(c, [ROWS, 4, 4, 4]), (0, 2, 3, 1)), [ROWS, 64])
 
@@ -160,7 +210,7 @@ def can_tile(codes: torch.Tensor) -> bool:
     return can_quad(codes) and codes.shape[-2] % TILE_ROWS == 0
 
 
-def to_tiled(codes: torch.Tensor) -> torch.Tensor:
+def to_tiled(codes: torch.Tensor, bits: str = "signed") -> torch.Tensor:
     """Canonical codes [..., N, K/2] -> the tiled layout, same shape, contiguous: the quad order, with each
     32-row block's bytes stored K step by K step — step s of rows 32b..32b+31 is one contiguous 2 KB chunk
     (row r at byte 64 * (r % 32)), the partial last step (K % 128 != 0) a chunk of 32 shorter rows after
@@ -169,7 +219,7 @@ def to_tiled(codes: torch.Tensor) -> torch.Tensor:
     if not can_tile(codes):
         raise ValueError(f"tiled layout needs K >= 128, K % 32 == 0 and N % {TILE_ROWS} == 0, got codes shape "
                          f"{tuple(codes.shape)}")
-    quad = to_quad(codes)
+    quad = to_quad(codes, bits)
     *lead, n, half_k = quad.shape
     whole = half_k // QUAD_BLOCK_BYTES * QUAD_BLOCK_BYTES
     blocks = quad[..., :whole].reshape(*lead, n // TILE_ROWS, TILE_ROWS, whole // QUAD_BLOCK_BYTES, QUAD_BLOCK_BYTES)
@@ -178,7 +228,7 @@ def to_tiled(codes: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, -1).reshape(*lead, n, half_k)
 
 
-def from_tiled(codes: torch.Tensor) -> torch.Tensor:
+def from_tiled(codes: torch.Tensor, bits: str = "signed") -> torch.Tensor:
     """The tiled layout -> canonical codes (the inverse of `to_tiled`)."""
     *lead, n, half_k = codes.shape
     whole = half_k // QUAD_BLOCK_BYTES * QUAD_BLOCK_BYTES
@@ -187,4 +237,4 @@ def from_tiled(codes: torch.Tensor) -> torch.Tensor:
                                                     QUAD_BLOCK_BYTES)
     rows = torch.cat([blocks.transpose(-3, -2).reshape(*lead, n // TILE_ROWS, TILE_ROWS, whole),
                       flat[..., TILE_ROWS * whole:].reshape(*lead, n // TILE_ROWS, TILE_ROWS, half_k - whole)], -1)
-    return from_quad(rows.reshape(*lead, n, half_k))
+    return from_quad(rows.reshape(*lead, n, half_k), bits)

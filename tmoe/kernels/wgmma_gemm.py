@@ -93,6 +93,34 @@ mul.rn.bf16x2 $3, t3, $12;
 }
 """)
 
+# NOTES (decode, "arith" quad words: weight_layout.WORD_BITS["arith"], scales <= 128): no lookup at all. The bf16
+# with bits n << 6 (n = the 3 magnitude bits e1 e0 m) is exactly E2M1(n) x 2^-126 (n = 1: the subnormal 2^-127),
+# so a code's bf16 is its sign at bit 15 and n at bits 6..8, times 2^(s-1) (the scale pair of
+# _SCALE_WORD_ARITH_ASM; exact: a power of two, results down to 2^-128 are bf16 subnormals). The layout puts
+# registers 0 / 1 / 2 at those positions shifted by 0 / -3 / -6 (a mask, a shift and a mask), register 3 in the
+# remaining bits (two shifts, two muxes). Per word 8 ALU + 3 FMA-pipe instructions instead of 12 + 1 (sm_90
+# SASS, GEMM1 decode tile: 243 -> 219 loop instructions, 127 -> 95 on the ALU pipe; NOTES "v10").
+_FP4_PAIRS_ARITH_ASM = gl.constexpr("""
+{
+.reg .b32 a, b, c, t;
+and.b32 t, $4, 0x81C081C0;
+mul.rn.bf16x2 $0, t, $12;
+shl.b32 a, $4, 3;
+and.b32 a, a, 0x81C081C0;
+mul.rn.bf16x2 $1, a, $12;
+shl.b32 b, $4, 6;
+and.b32 b, b, 0x81C081C0;
+mul.rn.bf16x2 $2, b, $12;
+shr.b32 a, $4, 4;
+shr.b32 b, $4, 6;
+shl.b32 c, $4, 4;
+and.b32 c, c, 0x80008000;
+lop3.b32 t, a, b, 0x00400040, 0xE4;
+lop3.b32 t, t, c, 0x01C001C0, 0xE4;
+mul.rn.bf16x2 $3, t, $12;
+}
+""")
+
 # NOTES (scales): UE8M0 byte s -> bf16x2 (2^(s-127), 2^(s-127)) = bits s << 7 in each half, s = 0 -> the
 # subnormal 0x0040 (2^-127) as in numerics. From a word of 4 scale bytes (SCALE_WORDS, one 32-bit load
 # per row and K step): $2 = selector putting byte r at bytes 0 and 2 (s in each half), then << 7 (ptxas: IMAD.SHL,
@@ -104,6 +132,22 @@ mov.b32 lo, 0x00400040;
 prmt.b32 t, $1, 0, $2;
 shl.b32 t, t, 7;
 max.u16x2 $0, t, lo;
+}
+""")
+# The arithmetic decode's scale pair: 2^(s-1) = bf16 bits (s + 126) << 7 in each half (s <= 128: normal;
+# s = 0 needs no special case).
+_SCALE_WORD_ARITH_ASM = gl.constexpr("""
+{
+.reg .b32 t;
+prmt.b32 t, $1, 0, $2;
+mad.lo.u32 $0, t, 128, 0x3F003F00;
+}
+""")
+_SCALE_BYTE_ARITH_ASM = gl.constexpr("""
+{
+.reg .b32 t;
+mad.lo.u32 t, $1, 128, 0x3F00;
+prmt.b32 $0, t, t, 0x1010;
 }
 """)
 _SCALE_BYTE_ASM = gl.constexpr("""
@@ -256,12 +300,18 @@ def _decode_a(words, scales, lut, BLOCK_A: gl.constexpr, WORD3: gl.constexpr, A_
     """Exchanged code words + scale bytes (int32 [BLOCK_A, 16], slice of `_word_layout`) -> exact bf16
     weights [BLOCK_A, 128] in the wgmma A-operand layout (the final conversion moves no data).
     `lut`: the two lookup words that must sit in registers (see `_lookup_tables`). SIGNED: the words are
-    a whole K step of quad-ordered weights, signs moved (_FP4_PAIRS_SIGNED_ASM); else canonical words."""
+    a whole K step of quad-ordered weights with WORD_BITS "signed" (1, _FP4_PAIRS_SIGNED_ASM) or "arith" (2,
+    _FP4_PAIRS_ARITH_ASM, scales from _scale_pairs(ARITH=True)); 0: canonical words."""
     zeros = gl.zeros([BLOCK_A, 16, 8], gl.int32, WORD3)
     ins = [gl.broadcast(gl.expand_dims(words, 2), zeros)[0], gl.broadcast(gl.expand_dims(scales, 2), zeros)[0],
            gl.broadcast(gl.expand_dims(gl.expand_dims(lut[0], 1), 2), zeros)[0],
            gl.broadcast(gl.expand_dims(gl.expand_dims(lut[1], 1), 2), zeros)[0]]
-    asm: gl.constexpr = _FP4_PAIRS_SIGNED_ASM if SIGNED else _FP4_PAIRS_ASM
+    if SIGNED == 2:
+        asm: gl.constexpr = _FP4_PAIRS_ARITH_ASM
+    elif SIGNED:
+        asm: gl.constexpr = _FP4_PAIRS_SIGNED_ASM
+    else:
+        asm: gl.constexpr = _FP4_PAIRS_ASM
     vals = gl.inline_asm_elementwise(asm, "=r,=r,=r,=r" + ",r" * 32, ins, dtype=gl.bfloat16, is_pure=True, pack=8)
     # [rows, col = 4 * t + group, 2 * q + nibble] -> k = 32 * group + 8 * q + 2 * t + nibble
     vals = gl.permute(gl.reshape(vals, [BLOCK_A, 4, 4, 4, 2]), (0, 2, 3, 1, 4))
@@ -343,19 +393,22 @@ def _load_codes_unmasked(w_words, ws_base, code_rows, rows_w, stride_wsn, k0, WO
 
 
 @gluon.jit
-def _scale_pairs(s, k0, k_groups, WORD3: gl.constexpr, K_MASK: gl.constexpr, SCALE_WORDS: gl.constexpr):
-    """Loaded scales -> int32 [BLOCK_A, 16] bf16x2 scale of (row, col = 4t + group) (see _SCALE_WORD_ASM).
+def _scale_pairs(s, k0, k_groups, WORD3: gl.constexpr, K_MASK: gl.constexpr, SCALE_WORDS: gl.constexpr,
+                 ARITH: gl.constexpr = False):
+    """Loaded scales -> int32 [BLOCK_A, 16] bf16x2 scale of (row, col = 4t + group) (see _SCALE_WORD_ASM);
+    ARITH: 2^(s-1) for the arithmetic decode (_SCALE_WORD_ARITH_ASM; whole quad steps only).
     K_MASK with scale words: groups past K read the row's padding; 1.0 there whatever it holds (the codes
     are 0, and 0 x 2^128 would be NaN)."""
     col = gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(2, WORD3)))
     if SCALE_WORDS:
         words, sel = gl.broadcast(gl.expand_dims(s, 1), ((col % 4) * 0x0101 + 0x4040)[None, :])
-        pairs = gl.inline_asm_elementwise(_SCALE_WORD_ASM, "=r,r,r", [words, sel], dtype=gl.int32, is_pure=True,
-                                          pack=1)
+        asm: gl.constexpr = _SCALE_WORD_ARITH_ASM if ARITH else _SCALE_WORD_ASM
+        pairs = gl.inline_asm_elementwise(asm, "=r,r,r", [words, sel], dtype=gl.int32, is_pure=True, pack=1)
         if K_MASK:
             pairs = gl.where((k0 // 32 + col % 4 < k_groups)[None, :], pairs, 0x3F803F80)
     else:
-        pairs = gl.inline_asm_elementwise(_SCALE_BYTE_ASM, "=r,r", [s], dtype=gl.int32, is_pure=True, pack=1)
+        asm: gl.constexpr = _SCALE_BYTE_ARITH_ASM if ARITH else _SCALE_BYTE_ASM
+        pairs = gl.inline_asm_elementwise(asm, "=r,r", [s], dtype=gl.int32, is_pure=True, pack=1)
     return pairs
 
 
@@ -393,7 +446,7 @@ def _next_a(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, strid
         c_next, sc_next = _load_codes(w_words, ws_base, code_rows, rows_w, rows_ok & (i + 1 < num_full), stride_wsn,
                                       (i + 1) * BLOCK_K, k_words, k_groups, WORD3, K_MASK, SCALE_WORDS, STEP_MULT)
     words = _exchange(c, WORD3, QUAD)
-    pairs = _scale_pairs(sc, i * BLOCK_K, k_groups, WORD3, False, SCALE_WORDS)
+    pairs = _scale_pairs(sc, i * BLOCK_K, k_groups, WORD3, False, SCALE_WORDS, QUAD == 2)
     if not OVERLAP:
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
     a = _decode_a(words, pairs, lut, BLOCK_A, WORD3, A_LAYOUT, QUAD)
@@ -448,7 +501,8 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
                 MMA: gl.constexpr, B_LOAD: gl.constexpr, QUAD: gl.constexpr,
                 PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, OVERLAP: gl.constexpr):
     """acc[BLOCK_A, BLOCK_M] = W[rows, :K_DIM] @ B[b_rows, :K_DIM]^T: fp32, k16 wgmmas in ascending k.
-    QUAD: the codes are stored in weight_layout's quad order, i.e. already as the exchange delivers them.
+    QUAD: the codes are stored in weight_layout's quad order, i.e. already as the exchange delivers them
+    (1: WORD_BITS "signed", 2: "arith", see _decode_a).
     PARTIAL_K: K % 128 != 0 (the last K step is partial; its block is canonical in either order).
     SCALE_WORDS: see _load_codes. TILED: the codes in weight_layout.to_tiled's layout (see _code_rows).
     OVERLAP (STAGES >= 3): each step's decode runs while the previous step's wgmma does (_overlap_step):
@@ -492,7 +546,7 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
     # outside any wgmma, for which ptxas serializes every wgmma of the kernel (C7515).
     c_next, sc_next = _load_codes(w_words, ws_base, code_rows, rows_w, rows_ok & (num_full > 1), stride_wsn, BLOCK_K,
                                   k_words, k_groups, WORD3, False, SCALE_WORDS, STEP_MULT)
-    pairs = _scale_pairs(sc, 0, k_groups, WORD3, PARTIAL_K, SCALE_WORDS)
+    pairs = _scale_pairs(sc, 0, k_groups, WORD3, PARTIAL_K, SCALE_WORDS, QUAD == 2)
     # NOTES: QUAD implies K >= 128 (weight_layout.can_quad; the launchers check), so step 0 is a whole one
     a = _decode_a(_exchange(c, WORD3, QUAD), pairs, lut, BLOCK_A, WORD3, A_LAYOUT, QUAD)
     _b_ready(AHEAD)
