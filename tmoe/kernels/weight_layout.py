@@ -12,8 +12,8 @@ every 64-byte block of a row (one 128-k GEMM step), the byte for logical positio
 sits at 16t + 4r + q. Lane t of a wgmma A fragment (t = lane % 4) needs exactly bytes j = t (mod 4),
 four per 32-k group r, so with this order its 16 loaded bytes are already its own, in decode order:
 the Gluon kernel skips its quad exchange (54 of ~376 instructions per K step, benchmarks/NOTES.md).
-Inside each 32-bit word of such a block the FP4 sign bits are moved too (`_move_signs`), to where the Gluon
-decode merges them without shuffles (NOTES "v10"). The Triton kernels undo both in registers.
+Inside each 32-bit word of such a block the bits are laid out for the Gluon decode too (WORD_BITS: "arith"
+when every scale is <= 2^1, else "signed"; NOTES "v10"). The Triton kernels undo both in registers.
 Applied to every whole 64-byte block of tensors with K >= 128; when K % 128 != 0 the partial last
 block stays canonical and the kernels run their exchange / skip the undo for that one K step (gpt-oss,
 K = 2880). Results are bitwise the same in either layout. Measured on H100 (benchmarks/NOTES.md "v4",

@@ -19,8 +19,8 @@ and, per k16 block, k pairs (2t, 2t+1) and (2t+8, 2t+9) with g = lane / 4, t = l
 register directly from one byte (`_FP4_PAIRS_ASM`): no interleaving shuffles. The bytes a thread
 needs (j = t mod 4 of the 64-byte row slice of a K step) are strided, so each lane loads 16
 contiguous bytes and the lanes of a quad swap bytes (`_QUAD_EXCHANGE_ASM`).
-A K step is ~245 instructions per thread (4 warps, 64 weight rows; ~127 of them on the ALU pipe, which
-binds the decode: benchmarks/NOTES.md "v10"). With row-major weights both the H100
+A K step is ~220 instructions per thread (4 warps, 64 weight rows; ~95 of them on the ALU pipe, which bound
+the table-lookup decode: benchmarks/NOTES.md "v10"). With row-major weights both the H100
 and the H200 streamed them at 55-60% of their read bandwidth — an access-pattern limit (64-byte pieces
 of rows K/2 bytes apart); the tiled layout (weight_layout.to_tiled: 2 KB runs per 32 rows and K step)
 reaches ~80% on the H100 (benchmarks/NOTES.md "v8").
