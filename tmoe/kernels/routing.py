@@ -94,8 +94,8 @@ def _scatter_kernel(idx_ptr, chunk_base_ptr, offsets_ptr, sorted_ptr, num_slots,
 @triton.jit
 def _single_chunk_kernel(idx_ptr, offsets_ptr, sorted_ptr, stats_ptr, num_slots, expert_start, num_local_experts,
                          CHUNK: tl.constexpr, E_PAD: tl.constexpr, HAS_STATS: tl.constexpr):
-    """All three steps in one program when every slot fits one chunk (decode: T * K <= CHUNK). NOTES: saves two
-    launches (~2-3 µs each in a CUDA graph) from calls that take ~40-130 µs in all (benchmarks/NOTES.md)."""
+    """All three steps in one program when every slot fits one chunk (decode: T * K <= CHUNK): two launches
+    fewer (measured in the graph-timed layer on an H100: qwen3 T = 1 -0.8 µs, the rest within noise)."""
     lane = tl.arange(0, CHUNK)
     experts = tl.arange(0, E_PAD)
     e, local = _local_expert(idx_ptr, lane, num_slots, expert_start, num_local_experts, E_PAD)
