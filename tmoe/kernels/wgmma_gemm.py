@@ -50,16 +50,13 @@ BLOCK_K = gl.constexpr(_BLOCK_K)
 # into the high-byte lookups 4 at a time and the pairs are selected directly. Operands (each input is
 # packed 8 times): $4 = the word, $12 = the scale pair (`_scale_pairs`), $20 / $28 = th0 / tl0 of the
 # lookup held in registers (`_lookup_tables`).
-_FP4_PAIRS_ASM = gl.constexpr("""
+# The lookup decoders share the table lookups (head) and the pair selection + exact scale multiply (tail).
+_LOOKUP_HEAD = """
 {
 .reg .b32 m, mh, w4, y0, y1, hb0, lb0, hb1, lb1, t0, t1, t2, t3, th0, th1, tl0, tl1;
 """ + FP4_MAGNITUDE_LOOKUP_PTX.replace("mov.b32 th0, 0x3F3F3F00;", "mov.b32 th0, $20;").replace(
-    "mov.b32 tl0, 0xC0800000;", "mov.b32 tl0, $28;") + """shl.b32 w4, $4, 4;
-prmt.b32 y0, w4, $4, 0x5140;
-prmt.b32 y1, w4, $4, 0x7362;
-lop3.b32 hb0, hb0, y0, 0x80808080, 0xF8;
-lop3.b32 hb1, hb1, y1, 0x80808080, 0xF8;
-prmt.b32 t0, lb0, hb0, 0x5140;
+    "mov.b32 tl0, 0xC0800000;", "mov.b32 tl0, $28;") + "shl.b32 w4, $4, 4;\n"
+_LOOKUP_TAIL = """prmt.b32 t0, lb0, hb0, 0x5140;
 prmt.b32 t1, lb0, hb0, 0x7362;
 prmt.b32 t2, lb1, hb1, 0x5140;
 prmt.b32 t3, lb1, hb1, 0x7362;
@@ -68,30 +65,21 @@ mul.rn.bf16x2 $1, t1, $12;
 mul.rn.bf16x2 $2, t2, $12;
 mul.rn.bf16x2 $3, t3, $12;
 }
-""")
+"""
+_FP4_PAIRS_ASM = gl.constexpr(_LOOKUP_HEAD + """prmt.b32 y0, w4, $4, 0x5140;
+prmt.b32 y1, w4, $4, 0x7362;
+lop3.b32 hb0, hb0, y0, 0x80808080, 0xF8;
+lop3.b32 hb1, hb1, y1, 0x80808080, 0xF8;
+""" + _LOOKUP_TAIL)
 
 # NOTES (decode, quad-ordered words: weight_layout.to_quad moves the signs): the magnitudes stay in the
 # nibbles, but the sign of value j (nibble j, j < 4) sits at bit 8j + 7 and that of value 4 + j at bit 8j + 3,
 # so the signs merge into the high-byte lookups straight from the word (hb0) and from the word << 4 (hb1):
 # per word 2 prmt fewer than _FP4_PAIRS_ASM on the ALU pipe, which bounds the decode loop (ncu on H100: ALU
 # pipe 80% busy, benchmarks/NOTES.md "v10"); ptxas issues the shift on the FMA pipe (IMAD.SHL) here.
-_FP4_PAIRS_SIGNED_ASM = gl.constexpr("""
-{
-.reg .b32 m, mh, w4, hb0, lb0, hb1, lb1, t0, t1, t2, t3, th0, th1, tl0, tl1;
-""" + FP4_MAGNITUDE_LOOKUP_PTX.replace("mov.b32 th0, 0x3F3F3F00;", "mov.b32 th0, $20;").replace(
-    "mov.b32 tl0, 0xC0800000;", "mov.b32 tl0, $28;") + """shl.b32 w4, $4, 4;
-lop3.b32 hb0, hb0, $4, 0x80808080, 0xF8;
+_FP4_PAIRS_SIGNED_ASM = gl.constexpr(_LOOKUP_HEAD + """lop3.b32 hb0, hb0, $4, 0x80808080, 0xF8;
 lop3.b32 hb1, hb1, w4, 0x80808080, 0xF8;
-prmt.b32 t0, lb0, hb0, 0x5140;
-prmt.b32 t1, lb0, hb0, 0x7362;
-prmt.b32 t2, lb1, hb1, 0x5140;
-prmt.b32 t3, lb1, hb1, 0x7362;
-mul.rn.bf16x2 $0, t0, $12;
-mul.rn.bf16x2 $1, t1, $12;
-mul.rn.bf16x2 $2, t2, $12;
-mul.rn.bf16x2 $3, t3, $12;
-}
-""")
+""" + _LOOKUP_TAIL)
 
 # NOTES (decode, "arith" quad words: weight_layout.WORD_BITS["arith"], scales <= 128): no lookup at all. The bf16
 # with bits n << 6 (n = the 3 magnitude bits e1 e0 m) is exactly E2M1(n) x 2^-126 (n = 1: the subnormal 2^-127),
@@ -349,46 +337,37 @@ def _code_rows(rows_w, stride_ww, k_words, step_words, TILED: gl.constexpr):
 
 @gluon.jit
 def _load_codes(w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, k0, k_words, k_groups,
-                WORD3: gl.constexpr, K_MASK: gl.constexpr, SCALE_WORDS: gl.constexpr, STEP_MULT: gl.constexpr):
+                WORD3: gl.constexpr, K_MASK: gl.constexpr, SCALE_WORDS: gl.constexpr, STEP_MULT: gl.constexpr,
+                ROW_MASK: gl.constexpr = True):
     """Issue one K step's loads: lane t's 16 code bytes of each of its rows (int32 words 4t..4t+3; row r's
     step starts at word code_rows[r] + STEP_MULT * k0 / 8, see _code_rows) and the
     scales of the 4 groups (the exchange hands lane t group r's bytes in register r): SCALE_WORDS one
     32-bit word per row (rows padded to 4 bytes, see weight_layout.pad_scale_rows), else 4 bytes.
     K_MASK: the step may be partial (past K: codes 0, scales 127; scale words: see _scale_pairs);
-    without it only rows are masked."""
+    without it only rows are masked. Not ROW_MASK (and not K_MASK): no masks at all — every row and the
+    step must be inside the expert's weights (`rows_ok` unused)."""
     L2: gl.constexpr = gl.SliceLayout(2, WORD3)
     col = gl.arange(0, 16, layout=gl.SliceLayout(0, L2))
     kw = k0 // 8 + col
+    kb = k0 // 32 + col % 4
     if K_MASK:
         c_ok = rows_ok[:, None] & (kw < k_words)[None, :]
-    else:
+        s_ok = rows_ok[:, None] & (kb < k_groups)[None, :]
+    elif ROW_MASK:
         c_ok = rows_ok[:, None]
-    c = gl.load(w_words + (code_rows[:, None] + (k0 // 8) * STEP_MULT) + col[None, :], mask=c_ok, other=0)
-    if SCALE_WORDS:
-        s = gl.load((ws_base + rows_w * stride_wsn + k0 // 32).to(gl.pointer_type(gl.int32)), mask=rows_ok,
-                    other=0x7F7F7F7F)
+        s_ok = rows_ok[:, None]
     else:
-        kb = k0 // 32 + col % 4
-        if K_MASK:
-            s_ok = rows_ok[:, None] & (kb < k_groups)[None, :]
-        else:
-            s_ok = rows_ok[:, None]
-        s = gl.load(ws_base + rows_w[:, None] * stride_wsn + kb[None, :], mask=s_ok, other=127).to(gl.int32)
-    return c, s
-
-
-@gluon.jit
-def _load_codes_unmasked(w_words, ws_base, code_rows, rows_w, stride_wsn, k0, WORD3: gl.constexpr,
-                         SCALE_WORDS: gl.constexpr, STEP_MULT: gl.constexpr):
-    """_load_codes without masks: every row and the step k0 must be inside the expert's weights."""
-    L2: gl.constexpr = gl.SliceLayout(2, WORD3)
-    col = gl.arange(0, 16, layout=gl.SliceLayout(0, L2))
-    c = gl.load(w_words + (code_rows[:, None] + (k0 // 8) * STEP_MULT) + col[None, :])
+        c_ok = None
+        s_ok = None
+    c = gl.load(w_words + (code_rows[:, None] + (k0 // 8) * STEP_MULT) + col[None, :], mask=c_ok,
+                other=0 if ROW_MASK or K_MASK else None)
     if SCALE_WORDS:
-        s = gl.load((ws_base + rows_w * stride_wsn + k0 // 32).to(gl.pointer_type(gl.int32)))
+        s = gl.load((ws_base + rows_w * stride_wsn + k0 // 32).to(gl.pointer_type(gl.int32)),
+                    mask=rows_ok if ROW_MASK or K_MASK else None,
+                    other=0x7F7F7F7F if ROW_MASK or K_MASK else None)
     else:
-        kb = k0 // 32 + col % 4
-        s = gl.load(ws_base + rows_w[:, None] * stride_wsn + kb[None, :]).to(gl.int32)
+        s = gl.load(ws_base + rows_w[:, None] * stride_wsn + kb[None, :], mask=s_ok,
+                    other=127 if ROW_MASK or K_MASK else None).to(gl.int32)
     return c, s
 
 
@@ -439,9 +418,9 @@ def _next_a(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, strid
     ptxas reuses those registers for the next decode (measured: wrong results when the decode ran first).
     OVERLAP: the caller keeps step i-1's operand alive past its wgmma (see _overlap_step)."""
     if LEAN:
-        c_next, sc_next = _load_codes_unmasked(w_words, ws_base, code_rows, rows_w, stride_wsn,
-                                               gl.minimum(i + 1, num_full - 1) * BLOCK_K, WORD3, SCALE_WORDS,
-                                               STEP_MULT)
+        c_next, sc_next = _load_codes(w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn,
+                                      gl.minimum(i + 1, num_full - 1) * BLOCK_K, k_words, k_groups, WORD3, False,
+                                      SCALE_WORDS, STEP_MULT, False)
     else:
         c_next, sc_next = _load_codes(w_words, ws_base, code_rows, rows_w, rows_ok & (i + 1 < num_full), stride_wsn,
                                       (i + 1) * BLOCK_K, k_words, k_groups, WORD3, K_MASK, SCALE_WORDS, STEP_MULT)
