@@ -4,14 +4,19 @@
   * `nccl`: all_to_all_single of the same bytes;
   * `push` (= dispatch) / `return`: the transport's kernels for several (rows per step, warps, programs);
   * the copies use a symmetric scratch of their own, sized for the bytes moved;
-  * dispatch / combine as the layer runs them.
+  * dispatch / combine as the layer runs them;
+  * with --base OLD_SYMM_MEM_PY: an older version of `tmoe/dispatch/symm_mem.py` (e.g. from
+    `git show REV:tmoe/dispatch/symm_mem.py`) on the same symmetric buffer, its push / return timed
+    alternately with the current ones (an A/B in one process group).
 
     python benchmarks/sweep_ep_copy.py --ranks 4 --tokens 128,4096 --json out.json
+    python benchmarks/sweep_ep_copy.py --ranks 4 --tokens 1,128,4096 --no-ceilings --base /tmp/old_symm_mem.py
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import itertools
 import json
 import os
@@ -53,6 +58,19 @@ def _block_copy_kernel(local_ptr, peer_ptrs, remote_off, words_per_peer, rank, R
             tl.store(remote + w, tl.load(local + w, mask=m), mask=m)
 
 
+def _load_base(path: str):
+    """An older symm_mem.py as a module of its own (its package-relative imports pointed at tmoe)."""
+    src = open(path).read().replace("from .. import ", "from tmoe import ").replace("from ..", "from tmoe.")
+    copy = os.path.join(tempfile.mkdtemp(), "base_symm_mem.py")     # triton.jit reads the source file
+    with open(copy, "w") as f:
+        f.write(src)
+    spec = importlib.util.spec_from_file_location("base_symm_mem", copy)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["base_symm_mem"] = module        # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
 def _eager_us(fn, reps=10) -> float:
     return time_eager(fn, reps=reps, warmup=1, before=dist.barrier)
 
@@ -74,6 +92,10 @@ def _rank(rank, world, init_file, args):
     buf = tmoe.get_symm_buffer_for_mega_moe(dist.group.WORLD, e, max(tokens), k, h, i, device=dev, backend="triton",
                                             transport="symm_mem")
     sm = buf.symm
+    base_tr = None
+    if args.base:
+        base = _load_base(args.base)
+        base_tr = base.SymmMemTransport(sm.layout, sm.rank, sm.num_experts, sm.words, sm.peer_ptrs, sm.handle)
     rows = []
     for t in tokens:
         idx, tw = make_routing(t, e, k, "uniform", seed=1000 * rank + t, device=dev)
@@ -85,7 +107,7 @@ def _rank(rank, world, init_file, args):
         row_bytes = sm.layout.row_words * 4
         res = {"tokens": t, "offrank_rows": offrank["dispatch"], "offrank_slots_back": offrank["combine"]}
         # ceilings: plain block copy and NCCL of the same off-rank bytes
-        for what, width in (("dispatch", row_bytes), ("combine", 2 * h)):
+        for what, width in ((("dispatch", row_bytes), ("combine", 2 * h)) if args.ceilings else ()):
             words_per_peer = max(offrank[what] // (world - 1), 1) * width // 4 // 4 * 4
             src = torch.zeros((world - 1) * words_per_peer, dtype=torch.int32, device=dev)
             # A symmetric scratch of its own: the copies must not run past the layer buffer's regions.
@@ -107,13 +129,21 @@ def _rank(rank, world, init_file, args):
         if args.copies_only:
             rows.append(res)
             continue
-        base = (sm.rows_per_step, sm.num_warps, sm.grid)
-        for rows_per_step, warps, grid in itertools.product((4, 8, 16), (4, 8), (132,)):
+        shipped = (sm.rows_per_step, sm.num_warps, sm.grid)
+
+        def time_kernels(tr, tag):
+            res[f"push_{tag}_us"] = _graph_us(
+                lambda: tr.dispatch(buf.x, buf.x_sf, buf.topk_idx[:t], buf.topk_weights[:t]), 10)
+            res[f"return_{tag}_us"] = _graph_us(lambda: tr.return_results(buf.slot_out), 10)
+
+        if base_tr is not None:      # A/B: old and current kernels alternately, the shipped knobs
+            for run in (1, 2):
+                time_kernels(base_tr, f"base{run}")
+                time_kernels(sm, f"new{run}")
+        for rows_per_step, warps, grid in itertools.product((4, 8, 16), (4, 8), (sm.grid,)):
             sm.rows_per_step, sm.num_warps, sm.grid = rows_per_step, warps, grid
-            res[f"push_r{rows_per_step}_w{warps}_g{grid}_us"] = _graph_us(
-                lambda: sm.dispatch(buf.x, buf.x_sf, buf.topk_idx[:t], buf.topk_weights[:t]), 10)
-            res[f"return_r{rows_per_step}_w{warps}_g{grid}_us"] = _graph_us(lambda: sm.return_results(buf.slot_out), 10)
-        sm.rows_per_step, sm.num_warps, sm.grid = base
+            time_kernels(sm, f"r{rows_per_step}_w{warps}_g{grid}")
+        sm.rows_per_step, sm.num_warps, sm.grid = shipped
         y = torch.empty(t, h, dtype=torch.bfloat16, device=dev)
         res["combine_kernel_us"] = _graph_us(lambda: combine(sm.home, buf.topk_idx[:t], y), 10)
         res["unpack_us"] = _graph_us(lambda: sm.unpack(buf.x_dq), 10)
@@ -144,6 +174,9 @@ def main():
     ap.add_argument("--tokens", default="128,4096")
     ap.add_argument("--json", default=None)
     ap.add_argument("--copies-only", action="store_true", help="only the copy ceilings and NCCL")
+    ap.add_argument("--no-ceilings", dest="ceilings", action="store_false",
+                    help="skip the block-copy ceilings and NCCL (only the transport's kernels)")
+    ap.add_argument("--base", default=None, help="an older symm_mem.py to time against the current one")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         mp.spawn(_rank, args=(args.ranks, os.path.join(d, "init"), args), nprocs=args.ranks, join=True)

@@ -183,6 +183,15 @@ def _destinations(idx_ptr, tok, tok_ok, num_local_experts, K: tl.constexpr, K_PA
 
 
 @triton.jit
+def _row_pointer(row_at, peers, dest: tl.constexpr):
+    """Column `dest` of a [ROWS, R] tile of byte addresses, as 16-byte aligned int32 row pointers."""
+    addr = tl.sum(tl.where(peers[None, :] == dest, row_at, 0), axis=1)
+    # NOTES: peer bases and row starts are 16-byte aligned (rows are a multiple of 4 words); the
+    # hint lets the compiler use 16-byte stores over NVLink.
+    return tl.multiple_of(addr.to(tl.pointer_type(tl.int32)), 16)
+
+
+@triton.jit
 def _push_kernel(x_ptr, sf_ptr, idx_ptr, w_ptr, peer_ptrs, err_ptr, num_tokens, rank, num_local_experts, cap_rows,
                  spin_limit, rows_off, count_off, signal_off,
                  K: tl.constexpr, K_PAD: tl.constexpr, X_WORDS: tl.constexpr, SF_WORDS: tl.constexpr,
@@ -214,38 +223,50 @@ def _push_kernel(x_ptr, sf_ptr, idx_ptr, w_ptr, peer_ptrs, err_ptr, num_tokens, 
     kk = tl.arange(0, K_PAD)
     words = tl.arange(0, BLOCK_W)
     sf_cols = tl.arange(0, SF_PAD)
+    # Row segment of this rank on every peer (int64 addresses, [R]); a row pointer per destination is
+    # picked out of [ROWS, R] tiles below, so no peer pointer is re-read behind a remote store.
+    seg_base = tl.load(peer_ptrs + peers) + (rows_off.to(tl.int64) + rank * cap_rows * ROW_WORDS) * 4
     # NOTES: rank among this step's earlier tokens by a pairwise mask; tl.cumsum over a [ROWS, 2]
     # tile trips an assertion in Triton 3.6's scan lowering (R = 2 on sm_90).
     earlier = (r_ids[None, :] < r_ids[:, None]).to(tl.int32)                     # [ROWS, ROWS]
     for c0 in range(start, end, ROWS):
         tok = c0 + r_ids
         tok_ok = tok < end
+        tok64 = tok.to(tl.int64)
+        # NOTES: each token's payload is loaded once (before the routing, on which it does not depend)
+        # and stored to each of its destinations: at small T the push is a chain of load latencies,
+        # and re-loading the row per destination behind the previous destination's stores made it
+        # 2R + 1 latencies long instead of 2.
+        x_row = x_ptr + tok64[:, None] * X_WORDS + words[None, :]
+        x_first = tl.load(x_row, mask=tok_ok[:, None] & (words < X_WORDS)[None, :])
+        sm = (sf_cols < SF_WORDS)[None, :]
+        sf = tl.load(sf_ptr + tok64[:, None] * SF_WORDS + sf_cols[None, :], mask=tok_ok[:, None] & sm)
+        w = tl.load(w_ptr + tok64[:, None] * K + kk[None, :], mask=tok_ok[:, None] & (kk < K)[None, :], other=0.0)
         e, d, hit = _destinations(idx_ptr, tok, tok_ok, num_local_experts, K, K_PAD, R)
         pos = base[None, :] + tl.sum(earlier[:, :, None] * hit[None, :, :], axis=1)   # [ROWS, R]
         base += tl.sum(hit, axis=0)
-        tok64 = tok.to(tl.int64)
-        w = tl.load(w_ptr + tok64[:, None] * K + kk[None, :], mask=tok_ok[:, None] & (kk < K)[None, :], other=0.0)
+        row_at = seg_base[None, :] + pos.to(tl.int64) * (ROW_WORDS * 4)               # [ROWS, R] byte addresses
+        for c in tl.static_range(0, X_WORDS, BLOCK_W):
+            cm = (c + words < X_WORDS)[None, :]
+            if c == 0:
+                v = x_first
+            else:
+                v = tl.load(x_row + c, mask=tok_ok[:, None] & cm)
+            for dest in tl.static_range(R):
+                row = _row_pointer(row_at, peers, dest)
+                ok = tl.sum(tl.where(peers[None, :] == dest, hit, 0), axis=1) > 0
+                tl.store(row[:, None] + c + words[None, :], v, mask=ok[:, None] & cm)
+        wbits = w.to(tl.int32, bitcast=True)
         for dest in tl.static_range(R):
+            row = _row_pointer(row_at, peers, dest)
             ok = tl.sum(tl.where(peers[None, :] == dest, hit, 0), axis=1) > 0
-            p = tl.sum(tl.where(peers[None, :] == dest, pos, 0), axis=1)
-            # NOTES: peer bases and row starts are 16-byte aligned (rows are a multiple of 4
-            # words); the hint lets the compiler use 16-byte stores over NVLink.
-            row = (tl.load(peer_ptrs + dest).to(tl.pointer_type(tl.int32)) + rows_off.to(tl.int64)
-                   + (rank * cap_rows + p).to(tl.int64) * ROW_WORDS)
-            row = tl.multiple_of(row, 16)
-            for c in tl.static_range(0, X_WORDS, BLOCK_W):
-                m = ok[:, None] & (c + words < X_WORDS)[None, :]
-                v = tl.load(x_ptr + tok64[:, None] * X_WORDS + c + words[None, :], mask=m)
-                tl.store(row[:, None] + c + words[None, :], v, mask=m)
-            m = ok[:, None] & (sf_cols < SF_WORDS)[None, :]
-            v = tl.load(sf_ptr + tok64[:, None] * SF_WORDS + sf_cols[None, :], mask=m)
-            tl.store(row[:, None] + X_WORDS + sf_cols[None, :], v, mask=m)
+            tl.store(row[:, None] + X_WORDS + sf_cols[None, :], sf, mask=ok[:, None] & sm)
             meta = row + X_WORDS + SF_WORDS
             tl.store(meta, tok, mask=ok)
             local = tl.where(d == dest, e - dest * num_local_experts, -1).to(tl.int32)
             km = ok[:, None] & (kk < K)[None, :]
             tl.store(meta[:, None] + 1 + kk[None, :], local, mask=km)
-            tl.store(meta[:, None] + 1 + K + kk[None, :], w.to(tl.int32, bitcast=True), mask=km)
+            tl.store(meta[:, None] + 1 + K + kk[None, :], wbits, mask=km)
     if pid == num_programs - 1:
         # Totals, into every peer's recv_count[rank] (also 0: the peer must not keep stale counts).
         tl.store((tl.load(peer_ptrs + peers) + (count_off.to(tl.int64) + rank) * 4).to(tl.pointer_type(tl.int32)),
@@ -319,6 +340,25 @@ def _unpack_kernel(rows_ptr, count_ptr, xdq_ptr, idx_ptr, w_ptr, addr_ptr, peer_
 
 
 @triton.jit
+def _return_pairs(j, last, starts, lanes, rows_ptr, peer_ptrs, cap_rows, home_off, K: tl.constexpr,
+                  X_WORDS: tl.constexpr, SF_WORDS: tl.constexpr, ROW_WORDS: tl.constexpr, OUT_WORDS: tl.constexpr,
+                  R: tl.constexpr):
+    """(received row, k) pairs j [ROWS] -> (computed?, result row n * K + k, int32 pointer to its
+    `home` row on the source rank)."""
+    in_range = j < last
+    src, pos = _segment_of(j // K, starts, lanes, R - 1)
+    k = j % K
+    n = (src * cap_rows + pos).to(tl.int64)
+    meta = rows_ptr + n * ROW_WORDS + X_WORDS + SF_WORDS
+    # NOTES: the three loads depend only on the pair, so they are in flight together (masking the
+    # token and the peer base by the slot's expert made them one latency after it).
+    ok = in_range & (tl.load(meta + 1 + k, mask=in_range, other=-1) >= 0)
+    src_tok = tl.load(meta, mask=in_range, other=0).to(tl.int64)
+    home = tl.load(peer_ptrs + src, mask=in_range, other=0).to(tl.pointer_type(tl.int32)) + home_off.to(tl.int64)
+    return ok, n * K + k, tl.multiple_of(home + (src_tok * K + k) * OUT_WORDS, 16)   # 16-byte stores (_row_pointer)
+
+
+@triton.jit
 def _return_kernel(rows_ptr, count_ptr, out_ptr, peer_ptrs, err_ptr, rank, cap_rows, spin_limit, home_off,
                    signal_off, K: tl.constexpr, X_WORDS: tl.constexpr, SF_WORDS: tl.constexpr,
                    ROW_WORDS: tl.constexpr, OUT_WORDS: tl.constexpr, R: tl.constexpr, R1_PAD: tl.constexpr,
@@ -338,21 +378,19 @@ def _return_kernel(rows_ptr, count_ptr, out_ptr, peer_ptrs, err_ptr, rank, cap_r
     last = tl.minimum(first + per_program, total_pairs)
     r_ids = tl.arange(0, ROWS)
     words = tl.arange(0, BLOCK_W)
+    # NOTES: software-pipelined by one step: the next step's pair loads are issued before this
+    # step's result rows are read and stored, so the loop pays one load latency per step, not two.
+    ok, slot, dst = _return_pairs(first + r_ids, last, starts, lanes, rows_ptr, peer_ptrs, cap_rows, home_off,
+                                  K, X_WORDS, SF_WORDS, ROW_WORDS, OUT_WORDS, R)
     for j0 in range(first, last, ROWS):
-        j = j0 + r_ids
-        in_range = j < last
-        src, pos = _segment_of(j // K, starts, lanes, R - 1)
-        k = j % K
-        n = (src * cap_rows + pos).to(tl.int64)
-        meta = rows_ptr + n * ROW_WORDS + X_WORDS + SF_WORDS
-        ok = in_range & (tl.load(meta + 1 + k, mask=in_range, other=-1) >= 0)
-        src_tok = tl.load(meta, mask=ok, other=0).to(tl.int64)
-        home = tl.load(peer_ptrs + src, mask=ok, other=0).to(tl.pointer_type(tl.int32)) + home_off.to(tl.int64)
-        dst = tl.multiple_of(home + (src_tok * K + k) * OUT_WORDS, 16)    # 16-byte stores (see _push_kernel)
+        ok_next, slot_next, dst_next = _return_pairs(j0 + ROWS + r_ids, last, starts, lanes, rows_ptr, peer_ptrs,
+                                                     cap_rows, home_off, K, X_WORDS, SF_WORDS, ROW_WORDS,
+                                                     OUT_WORDS, R)
         for c in tl.static_range(0, OUT_WORDS, BLOCK_W):
             m = ok[:, None] & (c + words < OUT_WORDS)[None, :]
-            v = tl.load(out_ptr + (n * K + k)[:, None] * OUT_WORDS + c + words[None, :], mask=m)
+            v = tl.load(out_ptr + slot[:, None] * OUT_WORDS + c + words[None, :], mask=m)
             tl.store(dst[:, None] + c + words[None, :], v, mask=m)
+        ok, slot, dst = ok_next, slot_next, dst_next
     _barrier(peer_ptrs, err_ptr, rank, 1, spin_limit, signal_off, R, MAX_BLOCKS, SIGNAL, WAIT)
 
 
