@@ -43,6 +43,13 @@ def overlap_candidates(base: GemmConfig) -> list[GemmConfig]:
     return out
 
 
+def n_blocks_candidates(base: GemmConfig) -> list[GemmConfig]:
+    """`base` (the shipped pick), then with 2 and 4 channel blocks per program (`n_blocks`)."""
+    if base.kernel != "gluon":
+        return [base]
+    return [base] + [replace(base, n_blocks=nb) for nb in (2, 4)]
+
+
 def candidates(per_expert: float, regcap: bool = False, gluon: bool = False, kernel: str = "gemm1") -> list[GemmConfig]:
     """Configs to compare (BLOCK_K is fixed in grouped_gemm: never a tunable). `regcap`: the decode
     configs with and without a 128-register cap (4 CTAs of 128 threads per SM instead of 3), and an
@@ -93,6 +100,8 @@ def main() -> None:
     ap.add_argument("--gluon", action="store_true", help="the Gluon decode kernels vs the Triton decode config")
     ap.add_argument("--overlap", action="store_true",
                     help="the shipped config (autotune cache or heuristic) vs its overlap=True variants")
+    ap.add_argument("--n-blocks", action="store_true",
+                    help="the shipped config (autotune cache or heuristic) vs its n_blocks = 2 / 4 variants")
     args = ap.parse_args()
     wl = WORKLOADS[args.workload]
     e, k, h, i = wl.num_experts, wl.topk, wl.hidden, wl.intermediate
@@ -111,10 +120,10 @@ def main() -> None:
         per_expert = t * k / e
         ref1 = ref2 = None
         def configs(kernel):
-            if args.overlap:     # the shipped pick: the autotune cache's, else the heuristic's
-                return overlap_candidates(select_config(kernel, t * k, e, False, num_experts=e, hidden=h,
-                                                        intermediate=i, topk=k, hopper=True,
-                                                        device_name=torch.cuda.get_device_name()))
+            if args.overlap or args.n_blocks:     # the shipped pick: the autotune cache's, else the heuristic's
+                pick = select_config(kernel, t * k, e, False, num_experts=e, hidden=h, intermediate=i, topk=k,
+                                     hopper=True, device_name=torch.cuda.get_device_name())
+                return overlap_candidates(pick) if args.overlap else n_blocks_candidates(pick)
             return candidates(per_expert, args.regcap, args.gluon, kernel)
         for kernel in ("gemm1", "gemm2"):
             for cfg in configs(kernel):
@@ -145,13 +154,13 @@ def main() -> None:
                     print(f"{kernel} T={t} {cfg}: FAILED {exc!s:.200}", flush=True)
                     continue
                 flops = 2 * t * k * h * i * (2 if kernel == "gemm1" else 1)
-                row = {"workload": wl.name, "tokens": t, "kernel": kernel, **cfg.as_dict(), "us": us,
+                row = {"workload": wl.name, "tokens": t, **cfg.as_dict(), "gemm": kernel, "us": us,
                        "weight_gbps": wbytes / us / 1e3, "tflops": flops / us / 1e6, "same_as_first": same,
                        "compiled": info}
                 results.append(row)
                 print(f"{kernel} T={t:5} bm={cfg.block_m:3} bn={cfg.block_n:3} swap={int(cfg.swap_ab)} "
                       f"w={cfg.num_warps} s={cfg.num_stages} fuse={int(cfg.fuse_gate_up)} maxnreg={cfg.maxnreg} "
-                      f"tail={cfg.tail_block_m} ovl={int(cfg.overlap)} {cfg.kernel:6}: "
+                      f"tail={cfg.tail_block_m} ovl={int(cfg.overlap)} nb={cfg.n_blocks} {cfg.kernel:6}: "
                       f"{us:9.1f} us "
                       f"{row['weight_gbps']:6.0f} GB/s {row['tflops']:6.1f} TFLOP/s same={same} | {info}", flush=True)
             if kernel == "gemm1":

@@ -114,7 +114,7 @@ def main() -> None:
         const = dict(TOPK=8, BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_CLAMP=True, FAST_MATH=True, ACTIVATION=1,
                      HAS_BIAS=bias, STAGES=stages, PERSISTENT=persistent, QUAD=2 * quad, PARTIAL_K=partial,
                      N_FASTEST=bm >= 128, SPLIT=wg.SPLIT_FULL.value if warps == 8 else 0, FULL_M=bm, TAIL_M=32,
-                     SCALE_WORDS=bm != 16, TILED=quad, OVERLAP=False, **wg._layouts(bm, warps))
+                     SCALE_WORDS=bm != 16, TILED=quad, OVERLAP=False, N_BLOCKS=1, **wg._layouts(bm, warps))
         name = (f"gemm1 bm{bm} bn{bn} s{stages}{' w8' if warps == 8 else ''}{' k2880' if partial else ''}"
                 f"{'' if const['SCALE_WORDS'] else ' bytes'}")
         out[name + (" quad" if quad else "")] = inspect(compile_gluon(
@@ -128,7 +128,7 @@ def main() -> None:
         const = dict(BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_BIAS=bias, ROW_ADDR=row_addr, STAGES=stages,
                      QUAD=quad, PARTIAL_K=partial, PERSISTENT=False, N_FASTEST=bm >= 128,
                      SPLIT=wg.SPLIT_TAIL.value if warps == 8 else 0, FULL_M=256, TAIL_M=bm, SCALE_WORDS=bm != 32,
-                     TILED=quad, OVERLAP=False,
+                     TILED=quad, OVERLAP=False, N_BLOCKS=1,
                      **wg._layouts(bm, warps))
         name = (f"gemm2 bm{bm} bn{bn} s{stages}{' w8' if warps == 8 else ''}{' k2880' if partial else ''}"
                 f"{'' if const['SCALE_WORDS'] else ' bytes'}")
@@ -140,10 +140,21 @@ def main() -> None:
     for bm, bn, stages, warps, partial in ((128, 128, 4, 8, False), (16, 64, 3, 4, True)):
         const = dict(BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_BIAS=True, ROW_ADDR=False, STAGES=stages, QUAD=True,
                      PARTIAL_K=partial, PERSISTENT=False, N_FASTEST=bm >= 128, SPLIT=0, FULL_M=256, TAIL_M=bm,
-                     SCALE_WORDS=True, TILED=True, OVERLAP=True, **wg._layouts(bm, warps))
+                     SCALE_WORDS=True, TILED=True, OVERLAP=True, N_BLOCKS=1, **wg._layouts(bm, warps))
         name = f"gemm2 bm{bm} bn{bn} s{stages}{' w8' if warps == 8 else ''}{' k2880' if partial else ''} quad overlap"
         out[name] = inspect(compile_gluon(wg._gemm2_wgmma_kernel, g2_ptrs, set(), const, warps,
                                           K2880_UNALIGNED if partial else set()), 2 * bn // (8 * warps))
+    # N_BLOCKS = 2: two channel blocks per program (GemmConfig.n_blocks), the arith word bits, tiled
+    for kernel, ptrs, floats, bn, stages, extra in (
+            (wg._gemm1_wgmma_kernel, g1_ptrs, {"clamp", "alpha"}, 32, 4,
+             dict(TOPK=8, HAS_CLAMP=True, FAST_MATH=True, ACTIVATION=1)),
+            (wg._gemm2_wgmma_kernel, g2_ptrs, set(), 128, 3, dict(ROW_ADDR=False))):
+        const = dict(BLOCK_M=8, BLOCK_N=bn, E_PAD=256, HAS_BIAS=False, STAGES=stages, QUAD=2, PARTIAL_K=False,
+                     PERSISTENT=False, N_FASTEST=False, SPLIT=0, FULL_M=8, TAIL_M=8, SCALE_WORDS=True, TILED=True,
+                     OVERLAP=False, N_BLOCKS=2, **extra, **wg._layouts(8, 4))
+        name = f"{'gemm1' if 'TOPK' in extra else 'gemm2'} bm8 bn{bn} s{stages} quad nb2"
+        out[name] = inspect(compile_gluon(kernel, ptrs, floats, const, 4),
+                            (2 if 'TOPK' in extra else 1) * bn // 32)
     out["triton quad b-operand"] = triton_quad_b_operand()
     print(json.dumps(out))
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import types
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -221,6 +222,21 @@ def test_seed_current_picks_times_the_cached_config_second(tmp_path, monkeypatch
     untouched = {("gemm1", 128): list(space)}
     cli.seed_current_picks(untouched, "Some Other GPU", 4, 64, 32, 2)     # no file for that device
     assert untouched[("gemm1", 128)] == space
+    cache.clear_memory_cache()
+
+
+def test_seed_current_picks_adds_n_blocks_variants_of_a_gluon_pick(tmp_path, monkeypatch):
+    """A Gluon pick is followed by its other n_blocks variants (channel blocks per program)."""
+    monkeypatch.setenv(cache.ENV_VAR, str(tmp_path))
+    cache.clear_memory_cache()
+    space = cli.candidate_space("gemm1", 128, soft=False, hopper=True, **TINY)
+    current = replace(next(c for c in space[1:] if c.kernel == "gluon"), n_blocks=2)
+    cache.save(_doc(buckets={"100": {"best": _entry(current, 5.0), "runner_up": None}}))
+    spaces = {("gemm1", 128): list(space)}
+    cli.seed_current_picks(spaces, FAKE_GPU, 4, 64, 32, 2)
+    seeded = spaces[("gemm1", 128)]
+    assert seeded[:4] == [space[0], current, replace(current, n_blocks=1), replace(current, n_blocks=4)]
+    assert len(seeded) == len(set(seeded)) == len(space) + 2      # the n_blocks=1 variant was there already
     cache.clear_memory_cache()
 
 

@@ -146,10 +146,19 @@ def test_symm_mem_transport_needs_cuda():
         tmoe.layer._check_buffer_args(6, 4, 2, 64, 32, 3, "symm_mem", torch.device("cuda", 0))
 
 
-def test_persistent_gemm_grid_is_bitwise_identical(device):
+@pytest.mark.parametrize("n_blocks", [1, 2])
+def test_persistent_gemm_grid_is_bitwise_identical(device, n_blocks):
     """compute_slots with a small expected count (persistent GEMM grid, programs loop over tiles)
-    gives the same bits as the worst-case grid (one tile per program)."""
+    gives the same bits as the worst-case grid (one tile per program); on Hopper also with two channel
+    blocks per program (GemmConfig.n_blocks)."""
     from tmoe.compute import ExpertOptions, compute_slots
+    from tmoe.kernels.configs import GemmConfig, is_hopper
+    opts = ExpertOptions()
+    if n_blocks > 1:
+        if not is_hopper(torch.device(device)):
+            pytest.skip("n_blocks is a Gluon (Hopper) option")
+        opts = ExpertOptions(gemm1_config=GemmConfig(8, 32, True, 4, 3, kernel="gluon", n_blocks=n_blocks),
+                             gemm2_config=GemmConfig(8, 64, True, 4, 3, kernel="gluon", n_blocks=n_blocks))
     weights = _weights(device)
     l1, l2 = tmoe.transform_weights_for_mega_moe((weights.w1, weights.w1_sf), (weights.w2, weights.w2_sf),
                                                  backend="triton")
@@ -161,7 +170,7 @@ def test_persistent_gemm_grid_is_bitwise_identical(device):
         buf.slot_out.zero_()
         t = x.shape[0]
         compute_slots(buf, buf.x[:t], buf.x_sf[:t], buf.topk_idx[:t], buf.topk_weights[:t], l1, l2,
-                      num_local_experts=E, expert_start=0, opts=ExpertOptions(), soft=not x.to(device).is_cuda,
+                      num_local_experts=E, expert_start=0, opts=opts, soft=not x.to(device).is_cuda,
                       config_slots=config_slots)
         outs.append(buf.slot_out[: t * K].clone())
     assert torch.equal(outs[0], outs[1])

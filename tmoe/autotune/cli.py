@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -171,6 +172,14 @@ def seed_current_picks(spaces: dict, device_name: str, num_experts: int, hidden:
             if current in cands:
                 cands.remove(current)
             cands.insert(1, current)
+        if current is not None and current.kernel == "gluon":
+            # NOTES: n_blocks (channel blocks per program) wins or loses by a few % around a given tile
+            # (H100 sweep, benchmarks/NOTES.md "v11"), so it is tried next to the current pick only
+            for nb, pos in zip((nb for nb in (1, 2, 4) if nb != current.n_blocks), (2, 3)):
+                variant = replace(current, n_blocks=nb)
+                if variant in cands:
+                    cands.remove(variant)
+                cands.insert(min(pos, len(cands)), variant)
 
 
 def short(cfg) -> str:

@@ -38,6 +38,8 @@ class GemmConfig:
                                      # tail_block_m-token tiles, the rest in block_m tiles (wgmma_gemm.SPLIT_*)
     overlap: bool = False       # gluon: decode each K step while the previous step's wgmma runs (a second A
                                 # operand's registers; the ring keeps num_stages - 2 tiles ahead)
+    n_blocks: int = 1           # gluon: adjacent block_n channel blocks per program (one tile search and program
+                                # start per n_blocks weight passes: short K loops)
 
     @property
     def decode_mode(self) -> int:
@@ -62,6 +64,8 @@ class GemmConfig:
             raise ValueError(f"{self}: the gluon kernel needs swap_ab=True, num_warps 4 or 8, num_stages >= 2, "
                              f"8 <= block_m <= 256, decode='asm', no fuse_gate_up, and block_n in "
                              f"{GLUON_BLOCK_N} (4 warps) / {GLUON_BLOCK_N_8_WARPS} (8 warps)")
+        if self.n_blocks not in (1, 2, 4) or (self.n_blocks != 1 and self.kernel != "gluon"):
+            raise ValueError(f"n_blocks={self.n_blocks!r}: must be 1, 2 or 4, and 1 unless kernel='gluon'")
         if self.overlap and (self.kernel != "gluon" or self.num_stages < 3):
             raise ValueError(f"overlap=True needs kernel='gluon' and num_stages >= 3, got {self}")
         if self.tail_block_m is not None and (

@@ -688,31 +688,49 @@ def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, s
                       HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
                       EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
                       TILED: gl.constexpr, SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr,
-                      OVERLAP: gl.constexpr):
+                      OVERLAP: gl.constexpr, N_BLOCKS: gl.constexpr):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD,
                                                        SPLIT, FULL_M, TAIL_M)
     if real:
-        m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, B_LOAD))
-        tok_ok = row_start + m < row_end
-        tok64 = (gl.load(sorted_ptr + row_start + m, mask=tok_ok, other=0) // TOPK).to(gl.int64)
-        n0 = nblk * BLOCK_N
-        acc = _wgmma_gemm(x_ptr, tok64, tok_ok, stride_x,
-                          w1_ptr + expert.to(gl.int64) * stride_we, w1_sf_ptr + expert.to(gl.int64) * stride_wse,
-                          stride_wn, stride_wsn, lut_ptr, n0, inter + n0, inter - n0, hidden, k_words, k_groups,
-                          2 * BLOCK_N, True, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K, SCALE_WORDS, TILED,
-                          OVERLAP)
-        # A-tile row r = 16 * a + 8 * part + b holds channel n0 + 8 * a + b of gate (part 0) / up (part 1)
-        acc = gl.permute(gl.reshape(acc, [2 * BLOCK_N // 16, 2, 8, BLOCK_M]), (3, 0, 2, 1))
-        acc_g, acc_u = gl.split(gl.reshape(acc, [BLOCK_M, BLOCK_N, 2]))
-        acc_g = gl.convert_layout(acc_g, EPI)
-        acc_u = gl.convert_layout(acc_u, EPI)
-        rows = row_start + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, EPI))
-        row_ok = rows < row_end
-        slot = gl.load(sorted_ptr + rows, mask=row_ok, other=0)
-        n = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, EPI))
-        _gemm1_epilogue(acc_g, acc_u, rows, row_ok, slot, n, n < inter, expert, weights_ptr, act_ptr, stride_act,
-                        bias_ptr, stride_bias, inter, clamp, alpha, BLOCK_M, BLOCK_N, HAS_CLAMP, FAST_MATH,
-                        ACTIVATION, HAS_BIAS, False)
+        for j in gl.static_range(N_BLOCKS):      # see _gemm2_wgmma_tile
+            n0 = (nblk * N_BLOCKS + j) * BLOCK_N
+            if (N_BLOCKS == 1) or (n0 < inter):
+                _gemm1_block(n0, row_start, row_end, expert, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we,
+                             stride_wn, stride_wse, stride_wsn, sorted_ptr, weights_ptr, act_ptr, stride_act,
+                             bias_ptr, stride_bias, hidden, inter, clamp, alpha, k_words, k_groups, TOPK, BLOCK_M,
+                             BLOCK_N, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA, B_LOAD, EPI, QUAD,
+                             PARTIAL_K, SCALE_WORDS, TILED, OVERLAP)
+
+
+@gluon.jit
+def _gemm1_block(n0, row_start, row_end, expert, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, stride_wn,
+                 stride_wse, stride_wsn, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr, stride_bias, hidden,
+                 inter, clamp, alpha, k_words, k_groups, TOPK: gl.constexpr, BLOCK_M: gl.constexpr,
+                 BLOCK_N: gl.constexpr, HAS_CLAMP: gl.constexpr, FAST_MATH: gl.constexpr, ACTIVATION: gl.constexpr,
+                 HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
+                 EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
+                 TILED: gl.constexpr, OVERLAP: gl.constexpr):
+    """Gate / up channels [n0, n0 + BLOCK_N) of one token tile of one expert, SwiGLU and MXFP8 into act."""
+    m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, B_LOAD))
+    tok_ok = row_start + m < row_end
+    tok64 = (gl.load(sorted_ptr + row_start + m, mask=tok_ok, other=0) // TOPK).to(gl.int64)
+    acc = _wgmma_gemm(x_ptr, tok64, tok_ok, stride_x,
+                      w1_ptr + expert.to(gl.int64) * stride_we, w1_sf_ptr + expert.to(gl.int64) * stride_wse,
+                      stride_wn, stride_wsn, lut_ptr, n0, inter + n0, inter - n0, hidden, k_words, k_groups,
+                      2 * BLOCK_N, True, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K, SCALE_WORDS, TILED,
+                      OVERLAP)
+    # A-tile row r = 16 * a + 8 * part + b holds channel n0 + 8 * a + b of gate (part 0) / up (part 1)
+    acc = gl.permute(gl.reshape(acc, [2 * BLOCK_N // 16, 2, 8, BLOCK_M]), (3, 0, 2, 1))
+    acc_g, acc_u = gl.split(gl.reshape(acc, [BLOCK_M, BLOCK_N, 2]))
+    acc_g = gl.convert_layout(acc_g, EPI)
+    acc_u = gl.convert_layout(acc_u, EPI)
+    rows = row_start + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, EPI))
+    row_ok = rows < row_end
+    slot = gl.load(sorted_ptr + rows, mask=row_ok, other=0)
+    n = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, EPI))
+    _gemm1_epilogue(acc_g, acc_u, rows, row_ok, slot, n, n < inter, expert, weights_ptr, act_ptr, stride_act,
+                    bias_ptr, stride_bias, inter, clamp, alpha, BLOCK_M, BLOCK_N, HAS_CLAMP, FAST_MATH,
+                    ACTIVATION, HAS_BIAS, False)
 
 
 @gluon.jit
@@ -724,7 +742,8 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, 
                         HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
                         EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
                         TILED: gl.constexpr, PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr,
-                        SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr, OVERLAP: gl.constexpr):
+                        SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr, OVERLAP: gl.constexpr,
+                        N_BLOCKS: gl.constexpr):
     pid, npid, nblk = _tile_pids(N_FASTEST)
     # NOTES: PERSISTENT = the overflow launch of `_launch_over_tiles`. The plain launch keeps its own
     # straight-line body: the same call inside a loop costs ~60 registers (offline SASS).
@@ -735,13 +754,13 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, 
                               stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
                               stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups,
                               TOPK, BLOCK_M, BLOCK_N, E_PAD, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES,
-                              MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, OVERLAP)
+                              MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, OVERLAP, N_BLOCKS)
     else:
         _gemm1_wgmma_tile(pid, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse,
                           stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
                           stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups, TOPK,
                           BLOCK_M, BLOCK_N, E_PAD, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA,
-                          B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, OVERLAP)
+                          B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, OVERLAP, N_BLOCKS)
 
 
 @gluon.jit
@@ -752,22 +771,42 @@ def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_pt
                       ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
                       EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
                       TILED: gl.constexpr, SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr,
-                      OVERLAP: gl.constexpr):
+                      OVERLAP: gl.constexpr, N_BLOCKS: gl.constexpr):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD,
                                                        SPLIT, FULL_M, TAIL_M)
     if real:
-        m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, B_LOAD))
-        n0 = nblk * BLOCK_N
-        acc = _wgmma_gemm(act_ptr, (row_start + m).to(gl.int64), row_start + m < row_end, stride_act,
-                          w2_ptr + expert.to(gl.int64) * stride_we, w2_sf_ptr + expert.to(gl.int64) * stride_wse,
-                          stride_wn, stride_wsn, lut_ptr, n0, n0, hidden - n0, inter, k_words, k_groups,
-                          BLOCK_N, False, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K, SCALE_WORDS, TILED,
-                          OVERLAP)
-        acc = gl.convert_layout(gl.permute(acc, (1, 0)), EPI)
-        rows = row_start + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, EPI))
-        n = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, EPI))
-        _gemm2_epilogue(acc, rows, rows < row_end, n, n < hidden, expert, sorted_ptr, weights_ptr, out_ptr,
-                        stride_out, row_addr_ptr, bias_ptr, stride_bias, HAS_BIAS, False, ROW_ADDR)
+        # NOTES: N_BLOCKS > 1: this program computes N_BLOCKS adjacent channel blocks of its token tile
+        # (unrolled: a runtime loop costs ~30 registers, offline SASS), i.e. one tile search and program start
+        # per N_BLOCKS weight passes — what short K loops (qwen3's K = 768: 6 steps) spend a large share on.
+        for j in gl.static_range(N_BLOCKS):
+            n0 = (nblk * N_BLOCKS + j) * BLOCK_N
+            if (N_BLOCKS == 1) or (n0 < hidden):
+                _gemm2_block(n0, row_start, row_end, expert, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr,
+                             stride_we, stride_wn, stride_wse, stride_wsn, sorted_ptr, weights_ptr, out_ptr,
+                             stride_out, row_addr_ptr, bias_ptr, stride_bias, hidden, inter, k_words, k_groups,
+                             BLOCK_M, BLOCK_N, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, PARTIAL_K,
+                             SCALE_WORDS, TILED, OVERLAP)
+
+
+@gluon.jit
+def _gemm2_block(n0, row_start, row_end, expert, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_we, stride_wn,
+                 stride_wse, stride_wsn, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr, bias_ptr,
+                 stride_bias, hidden, inter, k_words, k_groups, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                 HAS_BIAS: gl.constexpr, ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr,
+                 B_LOAD: gl.constexpr, EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr,
+                 SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, OVERLAP: gl.constexpr):
+    """Output channels [n0, n0 + BLOCK_N) of one token tile of one expert."""
+    m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, B_LOAD))
+    acc = _wgmma_gemm(act_ptr, (row_start + m).to(gl.int64), row_start + m < row_end, stride_act,
+                      w2_ptr + expert.to(gl.int64) * stride_we, w2_sf_ptr + expert.to(gl.int64) * stride_wse,
+                      stride_wn, stride_wsn, lut_ptr, n0, n0, hidden - n0, inter, k_words, k_groups,
+                      BLOCK_N, False, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K, SCALE_WORDS, TILED,
+                      OVERLAP)
+    acc = gl.convert_layout(gl.permute(acc, (1, 0)), EPI)
+    rows = row_start + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, EPI))
+    n = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, EPI))
+    _gemm2_epilogue(acc, rows, rows < row_end, n, n < hidden, expert, sorted_ptr, weights_ptr, out_ptr,
+                    stride_out, row_addr_ptr, bias_ptr, stride_bias, HAS_BIAS, False, ROW_ADDR)
 
 
 @gluon.jit
@@ -778,7 +817,8 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_
                         ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
                         EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
                         TILED: gl.constexpr, PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr,
-                        SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr, OVERLAP: gl.constexpr):
+                        SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr, OVERLAP: gl.constexpr,
+                        N_BLOCKS: gl.constexpr):
     pid, npid, nblk = _tile_pids(N_FASTEST)
     if PERSISTENT:      # see _gemm1_wgmma_kernel
         for tile in range(tile_offset + pid, num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD, SPLIT,
@@ -787,13 +827,13 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_
                               stride_wse, stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out,
                               row_addr_ptr, bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups,
                               BLOCK_M, BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, PARTIAL_K,
-                              SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, OVERLAP)
+                              SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, OVERLAP, N_BLOCKS)
     else:
         _gemm2_wgmma_tile(pid, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse,
                           stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr,
                           bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups, BLOCK_M,
                           BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS,
-                          TILED, SPLIT, FULL_M, TAIL_M, OVERLAP)
+                          TILED, SPLIT, FULL_M, TAIL_M, OVERLAP, N_BLOCKS)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -815,9 +855,9 @@ def gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int,
     kwargs = dict(TOPK=topk, BLOCK_N=cfg.block_n, E_PAD=expert_pad(e_local),
                   HAS_CLAMP=clamp is not None, FAST_MATH=fast_math, ACTIVATION=ACTIVATIONS.index(activation),
                   HAS_BIAS=bias is not None, STAGES=cfg.num_stages, QUAD=quad, PARTIAL_K=hidden % _BLOCK_K != 0,
-                  SCALE_WORDS=scale_words(w1_sf), TILED=tiled, OVERLAP=cfg.overlap, num_warps=cfg.num_warps,
-                  **cfg.launch_options)
-    return _launch(_gemm1_wgmma_kernel, triton.cdiv(inter, cfg.block_n), plan.num_slots, e_local, cfg,
+                  SCALE_WORDS=scale_words(w1_sf), TILED=tiled, OVERLAP=cfg.overlap, N_BLOCKS=cfg.n_blocks,
+                  num_warps=cfg.num_warps, **cfg.launch_options)
+    return _launch(_gemm1_wgmma_kernel, triton.cdiv(inter, cfg.block_n * cfg.n_blocks), plan.num_slots, e_local, cfg,
                    expected_slots, args, kwargs)
 
 
@@ -838,6 +878,6 @@ def gemm2_wgmma(act, w2, w2_sf, plan, out_bits, *, cfg, topk_weights=None, bias=
     kwargs = dict(BLOCK_N=cfg.block_n, E_PAD=expert_pad(e_local),
                   HAS_BIAS=bias is not None, ROW_ADDR=out_row_addr is not None, STAGES=cfg.num_stages,
                   QUAD=quad, PARTIAL_K=inter % _BLOCK_K != 0, SCALE_WORDS=scale_words(w2_sf), TILED=tiled,
-                  OVERLAP=cfg.overlap, num_warps=cfg.num_warps, **cfg.launch_options)
-    return _launch(_gemm2_wgmma_kernel, triton.cdiv(hidden, cfg.block_n), plan.num_slots, e_local, cfg,
+                  OVERLAP=cfg.overlap, N_BLOCKS=cfg.n_blocks, num_warps=cfg.num_warps, **cfg.launch_options)
+    return _launch(_gemm2_wgmma_kernel, triton.cdiv(hidden, cfg.block_n * cfg.n_blocks), plan.num_slots, e_local, cfg,
                    expected_slots, args, kwargs)
