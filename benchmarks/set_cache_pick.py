@@ -4,6 +4,10 @@ the same measurement (e.g. `sweep_gemm.py --n-blocks`).
 
     python benchmarks/set_cache_pick.py --device "NVIDIA H100 80GB HBM3" --workload dsv3 --gemm gemm2 \\
         --tokens 128 --set n_blocks=2 --us 766.0 --old-us 805.8
+    python benchmarks/set_cache_pick.py --device "NVIDIA H100 80GB HBM3" --from-sweep sweep.json --min-gain 0.02
+
+--from-sweep: a `sweep_gemm.py --n-blocks` / `--overlap` JSON, whose first row per (tokens, GEMM) is the
+cache's pick; where the fastest bitwise-equal row beats it by at least --min-gain, it becomes the pick.
 """
 from __future__ import annotations
 
@@ -11,10 +15,11 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from tmoe.autotune import cache  # noqa: E402
+from tmoe.kernels.configs import GemmConfig  # noqa: E402
 from tmoe.workloads import WORKLOADS  # noqa: E402
 
 
@@ -26,34 +31,68 @@ def parse_value(text: str):
     return int(text) if text.lstrip("-").isdigit() else text
 
 
+def set_pick(root, device: str, workload: str, gemm: str, tokens: int, new, us: float, old_us: float) -> str:
+    """Make `new` (measured `us`) the bucket's best and its current pick (measured `old_us`) the runner-up."""
+    wl = WORKLOADS[workload]
+    path = cache.cache_path(gemm, device, wl.num_experts, wl.hidden, wl.intermediate, wl.topk, root=root)
+    doc = cache.load(path)
+    bucket = doc["buckets"].get(str(tokens))
+    if bucket is None:
+        raise SystemExit(f"{path}: no bucket {tokens} (buckets: {sorted(doc['buckets'], key=int)})")
+    old = cache.config_from_dict(bucket["best"]["config"])
+    if us > old_us:
+        raise SystemExit(f"the variant ({us} µs) is slower than the current pick ({old_us} µs)")
+    doc["buckets"][str(tokens)] = dict(bucket, best={"config": cache.config_to_dict(new), "us": round(us, 3)},
+                                       runner_up={"config": cache.config_to_dict(old), "us": round(old_us, 3)})
+    cache.validate(doc)
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return f"{workload} {gemm} T={tokens}: {old} ({old_us:.1f} µs) -> {new} ({us:.1f} µs)"
+
+
+def from_sweep(path: str, root, device: str, min_gain: float) -> None:
+    rows = json.load(open(path))["rows"]
+    names = {f.name for f in fields(GemmConfig)}
+    groups = {}
+    for row in rows:
+        groups.setdefault((row["workload"], row["tokens"], row["gemm"]), []).append(row)
+    for (workload, tokens, gemm), group in sorted(groups.items()):
+        pick, best = group[0], min((r for r in group if r["same_as_first"]), key=lambda r: r["us"])
+        if best["us"] > pick["us"] * (1 - min_gain):
+            print(f"{workload} {gemm} T={tokens}: pick kept ({pick['us']:.1f} µs, best variant {best['us']:.1f})")
+            continue
+        new = GemmConfig(**{k: v for k, v in best.items() if k in names})
+        print(set_pick(root, device, workload, gemm, tokens, new, best["us"], pick["us"]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", required=True, help="torch.cuda.get_device_name() of the tuned GPU")
-    ap.add_argument("--workload", required=True, choices=sorted(WORKLOADS))
-    ap.add_argument("--gemm", required=True, choices=("gemm1", "gemm2"))
-    ap.add_argument("--tokens", required=True, type=int, help="the bucket (its exact key)")
-    ap.add_argument("--set", required=True, action="append", help="FIELD=VALUE of GemmConfig (repeatable)")
-    ap.add_argument("--us", required=True, type=float, help="the variant's time")
-    ap.add_argument("--old-us", required=True, type=float, help="the current pick's time, same measurement")
     ap.add_argument("--root", default=None, help="cache directory (default: TMOE_AUTOTUNE_CACHE or autotune_cache/)")
+    ap.add_argument("--from-sweep", default=None, help="a sweep_gemm.py JSON (see above)")
+    ap.add_argument("--min-gain", type=float, default=0.02)
+    ap.add_argument("--workload", choices=sorted(WORKLOADS))
+    ap.add_argument("--gemm", choices=("gemm1", "gemm2"))
+    ap.add_argument("--tokens", type=int, help="the bucket (its exact key)")
+    ap.add_argument("--set", action="append", default=[], help="FIELD=VALUE of GemmConfig (repeatable)")
+    ap.add_argument("--us", type=float, help="the variant's time")
+    ap.add_argument("--old-us", type=float, help="the current pick's time, same measurement")
     args = ap.parse_args()
+    if args.from_sweep:
+        from_sweep(args.from_sweep, args.root, args.device, args.min_gain)
+        return
+    missing = [n for n in ("workload", "gemm", "tokens", "us", "old_us") if getattr(args, n) is None] + \
+        ([] if args.set else ["set"])
+    if missing:
+        ap.error(f"without --from-sweep these are required: {', '.join('--' + m.replace('_', '-') for m in missing)}")
     wl = WORKLOADS[args.workload]
-    path = cache.cache_path(args.gemm, args.device, wl.num_experts, wl.hidden, wl.intermediate, wl.topk,
-                            root=args.root)
-    doc = cache.load(path)
-    bucket = doc["buckets"].get(str(args.tokens))
-    if bucket is None:
-        raise SystemExit(f"{path}: no bucket {args.tokens} (buckets: {sorted(doc['buckets'], key=int)})")
-    old = cache.config_from_dict(bucket["best"]["config"])
+    doc = cache.load(cache.cache_path(args.gemm, args.device, wl.num_experts, wl.hidden, wl.intermediate, wl.topk,
+                                      root=args.root))
+    old = cache.config_from_dict(doc["buckets"][str(args.tokens)]["best"]["config"]) \
+        if str(args.tokens) in doc["buckets"] else None
+    if old is None:
+        raise SystemExit(f"no bucket {args.tokens} (buckets: {sorted(doc['buckets'], key=int)})")
     new = replace(old, **dict((kv.split("=", 1)[0], parse_value(kv.split("=", 1)[1])) for kv in args.set))
-    if args.us > args.old_us:
-        raise SystemExit(f"the variant ({args.us} µs) is slower than the current pick ({args.old_us} µs)")
-    bucket = dict(bucket, best={"config": cache.config_to_dict(new), "us": args.us},
-                  runner_up={"config": cache.config_to_dict(old), "us": args.old_us})
-    doc["buckets"][str(args.tokens)] = bucket
-    cache.validate(doc)
-    path.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"{path.name} bucket {args.tokens}: {old} -> {new}")
+    print(set_pick(args.root, args.device, args.workload, args.gemm, args.tokens, new, args.us, args.old_us))
 
 
 if __name__ == "__main__":

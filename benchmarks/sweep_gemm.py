@@ -20,7 +20,7 @@ from tmoe.workloads import WORKLOADS, make_routing, random_mxfp4_weights  # noqa
 
 import tmoe  # noqa: E402
 from tmoe.kernels import grouped_gemm  # noqa: E402
-from tmoe.kernels.configs import GemmConfig, select_config  # noqa: E402
+from tmoe.kernels.configs import GemmConfig, gluon_block_n, select_config  # noqa: E402
 from tmoe.kernels.quant import mxfp8_to_bf16  # noqa: E402
 from tmoe.kernels.routing import build_routing  # noqa: E402
 from tmoe.kernels.weight_layout import is_quad, is_tiled  # noqa: E402
@@ -43,11 +43,26 @@ def overlap_candidates(base: GemmConfig) -> list[GemmConfig]:
     return out
 
 
-def n_blocks_candidates(base: GemmConfig) -> list[GemmConfig]:
-    """`base` (the shipped pick), then with 2 and 4 channel blocks per program (`n_blocks`)."""
+def n_blocks_candidates(base: GemmConfig, kernel: str, block_n: bool = False) -> list[GemmConfig]:
+    """`base` (the shipped pick), then with 2 and 4 channel blocks per program (`n_blocks`); `block_n`: also
+    the other 4-warp block_n of a 4-warp pick, with and without a 136-register cap (8-token GEMM2 tiles of 128
+    rows need it for 4 CTAs per SM, NOTES "v10")."""
     if base.kernel != "gluon":
         return [base]
-    return [base] + [replace(base, n_blocks=nb) for nb in (2, 4)]
+    out = [base] + [replace(base, n_blocks=nb) for nb in (2, 4)]
+    if block_n and base.num_warps == 4:
+        for bn in gluon_block_n(kernel, 4):
+            for cap in ((None, 136) if bn != base.block_n else ()):
+                out += [replace(base, block_n=bn, maxnreg=cap, n_blocks=nb) for nb in (1, 2)]
+    return out
+
+
+def prefetch_candidates(base: GemmConfig) -> list[GemmConfig]:
+    """`base` (the shipped pick), then with the codes two K steps ahead (`prefetch=2`), for 4-warp tiles also
+    under an 80-register cap (6 CTAs per SM instead of 4, a few bytes of spills)."""
+    if base.kernel != "gluon" or base.overlap:
+        return [base]
+    return [base, replace(base, prefetch=2)] + ([replace(base, prefetch=2, maxnreg=80)] if base.num_warps == 4 else [])
 
 
 def candidates(per_expert: float, regcap: bool = False, gluon: bool = False, kernel: str = "gemm1") -> list[GemmConfig]:
@@ -102,6 +117,9 @@ def main() -> None:
                     help="the shipped config (autotune cache or heuristic) vs its overlap=True variants")
     ap.add_argument("--n-blocks", action="store_true",
                     help="the shipped config (autotune cache or heuristic) vs its n_blocks = 2 / 4 variants")
+    ap.add_argument("--block-n", action="store_true", help="with --n-blocks: also the other 4-warp block_n")
+    ap.add_argument("--prefetch", action="store_true",
+                    help="the shipped config (autotune cache or heuristic) vs its prefetch=2 variants")
     args = ap.parse_args()
     wl = WORKLOADS[args.workload]
     e, k, h, i = wl.num_experts, wl.topk, wl.hidden, wl.intermediate
@@ -120,10 +138,12 @@ def main() -> None:
         per_expert = t * k / e
         ref1 = ref2 = None
         def configs(kernel):
-            if args.overlap or args.n_blocks:     # the shipped pick: the autotune cache's, else the heuristic's
+            if args.overlap or args.n_blocks or args.prefetch:     # the shipped pick: the cache's, else the heuristic's
                 pick = select_config(kernel, t * k, e, False, num_experts=e, hidden=h, intermediate=i, topk=k,
                                      hopper=True, device_name=torch.cuda.get_device_name())
-                return overlap_candidates(pick) if args.overlap else n_blocks_candidates(pick)
+                if args.prefetch:
+                    return prefetch_candidates(pick)
+                return overlap_candidates(pick) if args.overlap else n_blocks_candidates(pick, kernel, args.block_n)
             return candidates(per_expert, args.regcap, args.gluon, kernel)
         for kernel in ("gemm1", "gemm2"):
             for cfg in configs(kernel):
@@ -160,7 +180,7 @@ def main() -> None:
                 results.append(row)
                 print(f"{kernel} T={t:5} bm={cfg.block_m:3} bn={cfg.block_n:3} swap={int(cfg.swap_ab)} "
                       f"w={cfg.num_warps} s={cfg.num_stages} fuse={int(cfg.fuse_gate_up)} maxnreg={cfg.maxnreg} "
-                      f"tail={cfg.tail_block_m} ovl={int(cfg.overlap)} nb={cfg.n_blocks} {cfg.kernel:6}: "
+                      f"tail={cfg.tail_block_m} ovl={int(cfg.overlap)} nb={cfg.n_blocks} pf={cfg.prefetch} {cfg.kernel:6}: "
                       f"{us:9.1f} us "
                       f"{row['weight_gbps']:6.0f} GB/s {row['tflops']:6.1f} TFLOP/s same={same} | {info}", flush=True)
             if kernel == "gemm1":

@@ -92,6 +92,8 @@ def inspect(compiled, scale_word_loads: int = 0) -> dict:
             "a_reg_writes_in_flight": a_reg_hazards(body), "serialized": "C7515" in info,
             "narrow_code_loads": sum(re.match(r"(@!?P\d+ )?LDG\.E ", t) is not None for t in body) - scale_word_loads,
             "uniform_copies": sum(re.match(r"IMAD\.U32 R\d+, RZ, RZ, UR\d+", t) is not None for t in body),
+            "code_moves": sum(re.match(r"(IMAD\.MOV\.U32 R\d+, RZ, RZ, R\d+|MOV R\d+, R\d+)$", t) is not None
+                              for t in body),
             "epilogue_race": epilogue_race(compiled.asm["ptx"])}
 
 
@@ -114,7 +116,7 @@ def main() -> None:
         const = dict(TOPK=8, BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_CLAMP=True, FAST_MATH=True, ACTIVATION=1,
                      HAS_BIAS=bias, STAGES=stages, PERSISTENT=persistent, QUAD=2 * quad, PARTIAL_K=partial,
                      N_FASTEST=bm >= 128, SPLIT=wg.SPLIT_FULL.value if warps == 8 else 0, FULL_M=bm, TAIL_M=32,
-                     SCALE_WORDS=bm != 16, TILED=quad, OVERLAP=False, N_BLOCKS=1, **wg._layouts(bm, warps))
+                     SCALE_WORDS=bm != 16, TILED=quad, K_LOOP=0, N_BLOCKS=1, **wg._layouts(bm, warps))
         name = (f"gemm1 bm{bm} bn{bn} s{stages}{' w8' if warps == 8 else ''}{' k2880' if partial else ''}"
                 f"{'' if const['SCALE_WORDS'] else ' bytes'}")
         out[name + (" quad" if quad else "")] = inspect(compile_gluon(
@@ -128,19 +130,19 @@ def main() -> None:
         const = dict(BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_BIAS=bias, ROW_ADDR=row_addr, STAGES=stages,
                      QUAD=quad, PARTIAL_K=partial, PERSISTENT=False, N_FASTEST=bm >= 128,
                      SPLIT=wg.SPLIT_TAIL.value if warps == 8 else 0, FULL_M=256, TAIL_M=bm, SCALE_WORDS=bm != 32,
-                     TILED=quad, OVERLAP=False, N_BLOCKS=1,
+                     TILED=quad, K_LOOP=0, N_BLOCKS=1,
                      **wg._layouts(bm, warps))
         name = (f"gemm2 bm{bm} bn{bn} s{stages}{' w8' if warps == 8 else ''}{' k2880' if partial else ''}"
                 f"{'' if const['SCALE_WORDS'] else ' bytes'}")
         out[name + (" quad" if quad else "")] = inspect(compile_gluon(
             wg._gemm2_wgmma_kernel, g2_ptrs, set(), const, warps, K2880_UNALIGNED if partial else set()),
             bn // (8 * warps) if const["SCALE_WORDS"] else 0)
-    # OVERLAP (decode while the previous wgmma runs, a 2x unrolled loop with two A operands): the hazard check
+    # K_LOOP = 1, overlap (decode while the previous wgmma runs, a 2x unrolled loop with two A operands): the hazard check
     # walks the loop twice with the in-flight wgmma groups of each DEPBAR
     for bm, bn, stages, warps, partial in ((128, 128, 4, 8, False), (16, 64, 3, 4, True)):
         const = dict(BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_BIAS=True, ROW_ADDR=False, STAGES=stages, QUAD=True,
                      PARTIAL_K=partial, PERSISTENT=False, N_FASTEST=bm >= 128, SPLIT=0, FULL_M=256, TAIL_M=bm,
-                     SCALE_WORDS=True, TILED=True, OVERLAP=True, N_BLOCKS=1, **wg._layouts(bm, warps))
+                     SCALE_WORDS=True, TILED=True, K_LOOP=1, N_BLOCKS=1, **wg._layouts(bm, warps))
         name = f"gemm2 bm{bm} bn{bn} s{stages}{' w8' if warps == 8 else ''}{' k2880' if partial else ''} quad overlap"
         out[name] = inspect(compile_gluon(wg._gemm2_wgmma_kernel, g2_ptrs, set(), const, warps,
                                           K2880_UNALIGNED if partial else set()), 2 * bn // (8 * warps))
@@ -151,10 +153,23 @@ def main() -> None:
             (wg._gemm2_wgmma_kernel, g2_ptrs, set(), 128, 3, dict(ROW_ADDR=False))):
         const = dict(BLOCK_M=8, BLOCK_N=bn, E_PAD=256, HAS_BIAS=False, STAGES=stages, QUAD=2, PARTIAL_K=False,
                      PERSISTENT=False, N_FASTEST=False, SPLIT=0, FULL_M=8, TAIL_M=8, SCALE_WORDS=True, TILED=True,
-                     OVERLAP=False, N_BLOCKS=2, **extra, **wg._layouts(8, 4))
+                     K_LOOP=0, N_BLOCKS=2, **extra, **wg._layouts(8, 4))
         name = f"{'gemm1' if 'TOPK' in extra else 'gemm2'} bm8 bn{bn} s{stages} quad nb2"
         out[name] = inspect(compile_gluon(kernel, ptrs, floats, const, 4),
                             (2 if 'TOPK' in extra else 1) * bn // 32)
+    # K_LOOP = 2: codes two K steps ahead, a two-step loop body without register copies (GemmConfig.prefetch)
+    for kernel, ptrs, floats, bn, partial, extra in (
+            (wg._gemm1_wgmma_kernel, g1_ptrs, {"clamp", "alpha"}, 32, False, dict(TOPK=8, HAS_CLAMP=True,
+                                                                                FAST_MATH=True, ACTIVATION=1)),
+            (wg._gemm1_wgmma_kernel, g1_ptrs, {"clamp", "alpha"}, 32, True, dict(TOPK=8, HAS_CLAMP=True,
+                                                                               FAST_MATH=True, ACTIVATION=1)),
+            (wg._gemm2_wgmma_kernel, g2_ptrs, set(), 64, False, dict(ROW_ADDR=False))):
+        const = dict(BLOCK_M=8, BLOCK_N=bn, E_PAD=256, HAS_BIAS=partial, STAGES=4, QUAD=2, PARTIAL_K=partial,
+                     PERSISTENT=False, N_FASTEST=False, SPLIT=0, FULL_M=8, TAIL_M=8, SCALE_WORDS=True, TILED=True,
+                     K_LOOP=2, N_BLOCKS=1, **extra, **wg._layouts(8, 4))
+        name = f"{'gemm1' if 'TOPK' in extra else 'gemm2'} bm8 bn{bn} s4{' k2880' if partial else ''} quad ahead2"
+        out[name] = inspect(compile_gluon(kernel, ptrs, floats, const, 4, K2880_UNALIGNED if partial else set()),
+                            2 * (2 if 'TOPK' in extra else 1) * bn // 32)     # two steps' scale words
     out["triton quad b-operand"] = triton_quad_b_operand()
     print(json.dumps(out))
 

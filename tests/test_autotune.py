@@ -225,8 +225,9 @@ def test_seed_current_picks_times_the_cached_config_second(tmp_path, monkeypatch
     cache.clear_memory_cache()
 
 
-def test_seed_current_picks_adds_n_blocks_variants_of_a_gluon_pick(tmp_path, monkeypatch):
-    """A Gluon pick is followed by its other n_blocks variants (channel blocks per program)."""
+def test_seed_current_picks_adds_variants_of_a_gluon_pick(tmp_path, monkeypatch):
+    """A Gluon pick is followed by its other n_blocks variants (channel blocks per program) and its other
+    prefetch depth."""
     monkeypatch.setenv(cache.ENV_VAR, str(tmp_path))
     cache.clear_memory_cache()
     space = cli.candidate_space("gemm1", 128, soft=False, hopper=True, **TINY)
@@ -235,8 +236,9 @@ def test_seed_current_picks_adds_n_blocks_variants_of_a_gluon_pick(tmp_path, mon
     spaces = {("gemm1", 128): list(space)}
     cli.seed_current_picks(spaces, FAKE_GPU, 4, 64, 32, 2)
     seeded = spaces[("gemm1", 128)]
-    assert seeded[:4] == [space[0], current, replace(current, n_blocks=1), replace(current, n_blocks=4)]
-    assert len(seeded) == len(set(seeded)) == len(space) + 2      # the n_blocks=1 variant was there already
+    assert seeded[:5] == [space[0], current, replace(current, n_blocks=1), replace(current, n_blocks=4),
+                          replace(current, prefetch=2)]
+    assert len(seeded) == len(set(seeded)) == len(space) + 3      # the n_blocks=1 variant was there already
     cache.clear_memory_cache()
 
 

@@ -54,3 +54,33 @@ def test_ncu_summary_tables(tmp_path):
     text = summarize_sass(str(sass), top=2)
     assert text.splitlines()[0].startswith("3 instructions, 100 stall samples; by opcode: HGMMA 70.0%, LDG 30.0%")
     assert "70.0%  HGMMA" in text and "PRMT R5" not in text
+
+
+def test_set_cache_pick_from_sweep(tmp_path):
+    """set_cache_pick.py --from-sweep: the fastest bitwise-equal variant replaces the pick (the old pick becomes
+    the runner-up) only where it gains at least --min-gain; the file stays a valid cache document."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import shutil
+
+    import set_cache_pick
+    from tmoe.autotune import cache
+    device = "NVIDIA H100 80GB HBM3"
+    src = os.path.join(ROOT, "autotune_cache", cache.device_dir_name(device))
+    shutil.copytree(src, tmp_path / cache.device_dir_name(device))
+    path = cache.cache_path("gemm2", device, 128, 2880, 2880, 4, root=tmp_path)
+    doc = cache.load(path)
+    pick8 = doc["buckets"]["8"]["best"]["config"]
+    pick32 = doc["buckets"]["32"]["best"]["config"]
+    faster = dict(pick8, n_blocks=2)
+    rows = [dict(pick8, workload="gptoss", tokens=8, gemm="gemm2", us=100.0, same_as_first=True),
+            dict(faster, workload="gptoss", tokens=8, gemm="gemm2", us=90.0, same_as_first=True),
+            dict(pick8, workload="gptoss", tokens=8, gemm="gemm2", n_blocks=4, us=50.0, same_as_first=False),
+            dict(pick32, workload="gptoss", tokens=32, gemm="gemm2", us=100.0, same_as_first=True),
+            dict(pick32, workload="gptoss", tokens=32, gemm="gemm2", n_blocks=2, us=99.0, same_as_first=True)]
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps({"device": device, "rows": rows}))
+    set_cache_pick.from_sweep(str(sweep), tmp_path, device, 0.02)
+    after = cache.load(path)
+    assert after["buckets"]["8"]["best"] == {"config": cache.config_to_dict(cache.config_from_dict(faster)), "us": 90.0}
+    assert after["buckets"]["8"]["runner_up"]["us"] == 100.0
+    assert after["buckets"]["32"] == doc["buckets"]["32"]          # 1% < --min-gain: kept

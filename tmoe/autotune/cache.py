@@ -73,7 +73,8 @@ PACKAGE_CACHE_DIR = _PKG_DIR / "autotune_cache"            # optional package-da
 _CONFIG_FIELDS = {"block_m": int, "block_n": int, "swap_ab": bool, "num_warps": int, "num_stages": int,
                   "decode": str}
 _OPTIONAL_CONFIG_FIELDS = {"fuse_gate_up": bool, "maxnreg": (int, type(None)), "kernel": str,
-                           "tail_block_m": (int, type(None)), "overlap": bool, "n_blocks": int}   # absent = default
+                           "tail_block_m": (int, type(None)), "overlap": bool, "n_blocks": int,
+                           "prefetch": int}   # absent = default
 _REQUIRED = {"schema": int, "device": str, "kernel": str, "num_experts": int, "hidden": int,
              "intermediate": int, "topk": int, "dtype": str, "triton": str, "torch": str, "date": str,
              "buckets": dict}

@@ -173,10 +173,13 @@ def seed_current_picks(spaces: dict, device_name: str, num_experts: int, hidden:
                 cands.remove(current)
             cands.insert(1, current)
         if current is not None and current.kernel == "gluon":
-            # NOTES: n_blocks (channel blocks per program) wins or loses by a few % around a given tile
-            # (H100 sweep, benchmarks/NOTES.md "v11"), so it is tried next to the current pick only
-            for nb, pos in zip((nb for nb in (1, 2, 4) if nb != current.n_blocks), (2, 3)):
-                variant = replace(current, n_blocks=nb)
+            # NOTES: n_blocks (channel blocks per program) and prefetch=2 (codes two steps ahead) win or lose by
+            # a few % around a given tile (H100 sweeps, benchmarks/NOTES.md "v11"), so they are tried next to
+            # the current pick only
+            variants = [replace(current, n_blocks=nb) for nb in (1, 2, 4) if nb != current.n_blocks]
+            if not current.overlap:
+                variants.append(replace(current, prefetch=3 - current.prefetch))
+            for pos, variant in enumerate(variants, start=2):
                 if variant in cands:
                     cands.remove(variant)
                 cands.insert(min(pos, len(cands)), variant)

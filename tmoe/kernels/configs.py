@@ -40,6 +40,13 @@ class GemmConfig:
                                 # operand's registers; the ring keeps num_stages - 2 tiles ahead)
     n_blocks: int = 1           # gluon: adjacent block_n channel blocks per program (one tile search and program
                                 # start per n_blocks weight passes: short K loops)
+    prefetch: int = 1           # gluon: K steps of weight codes in flight ahead of the decode (2: a two-step loop
+                                # body, more registers; for grids of few programs per SM)
+
+    @property
+    def k_loop(self) -> int:
+        """wgmma_gemm.K_LOOP_*: 0 plain, 1 overlap, 2 codes two steps ahead."""
+        return 1 if self.overlap else (2 if self.prefetch == 2 else 0)
 
     @property
     def decode_mode(self) -> int:
@@ -66,6 +73,8 @@ class GemmConfig:
                              f"{GLUON_BLOCK_N} (4 warps) / {GLUON_BLOCK_N_8_WARPS} (8 warps)")
         if self.n_blocks not in (1, 2, 4) or (self.n_blocks != 1 and self.kernel != "gluon"):
             raise ValueError(f"n_blocks={self.n_blocks!r}: must be 1, 2 or 4, and 1 unless kernel='gluon'")
+        if self.prefetch not in (1, 2) or (self.prefetch == 2 and (self.kernel != "gluon" or self.overlap)):
+            raise ValueError(f"prefetch={self.prefetch!r}: must be 1 or 2, and 1 unless kernel='gluon' without overlap")
         if self.overlap and (self.kernel != "gluon" or self.num_stages < 3):
             raise ValueError(f"overlap=True needs kernel='gluon' and num_stages >= 3, got {self}")
         if self.tail_block_m is not None and (

@@ -212,6 +212,13 @@ def _add(a, b):
 # TAIL_M rows (count % FULL_M, when it is that small), which TAIL (BLOCK_M = TAIL_M) covers in one tile.
 # NOTES: at ~256 rows per expert (dsv3 prefill), 256-row tiles alone compute ~1.5x the real rows (half
 # the experts spill a few rows into a second, nearly empty tile); the tail tile costs one weight pass.
+# K loop shapes (GemmConfig.overlap / prefetch -> K_LOOP): one step per iteration with the next step's codes in
+# flight (PLAIN); decode while the previous wgmma runs (OVERLAP, _overlap_step); two steps per iteration with
+# the codes two steps ahead (AHEAD2, _ahead2_step).
+K_LOOP_PLAIN = gl.constexpr(0)
+K_LOOP_OVERLAP = gl.constexpr(1)
+K_LOOP_AHEAD2 = gl.constexpr(2)
+
 SPLIT_ALL = gl.constexpr(0)
 SPLIT_FULL = gl.constexpr(1)
 SPLIT_TAIL = gl.constexpr(2)
@@ -455,7 +462,7 @@ def _overlap_step(acc, a_prev, c, sc, lut, w_words, ws_base, code_rows, rows_w, 
                   k_words, k_groups, b_smem, b_base, bk, b_ok, K_DIM, BLOCK_A: gl.constexpr, WORD3: gl.constexpr,
                   A_LAYOUT: gl.constexpr, QUAD: gl.constexpr, K_MASK: gl.constexpr, SCALE_WORDS: gl.constexpr,
                   STEP_MULT: gl.constexpr, STAGES: gl.constexpr, AHEAD: gl.constexpr):
-    """OVERLAP K step i: decode while step i-1's wgmma runs, issue step i's wgmma, then wait for step i-1's
+    """K_LOOP_OVERLAP, K step i: decode while step i-1's wgmma runs, issue step i's wgmma, then wait for step i-1's
     only. NOTES: `a_prev` (step i-1's A operand) is a dependency of that wait, so ptxas keeps its registers
     until the wgmma reading them is done; the caller alternates two operands (a 2x unrolled loop), so each
     operand's registers are rewritten only after its own wgmma retired (a rolled loop would read one fixed
@@ -472,20 +479,46 @@ def _overlap_step(acc, a_prev, c, sc, lut, w_words, ws_base, code_rows, rows_w, 
 
 
 @gluon.jit
+def _ahead2_step(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, i, num_full, k_words,
+                 k_groups, b_smem, b_base, bk, b_ok, K_DIM, BLOCK_A: gl.constexpr, WORD3: gl.constexpr,
+                 A_LAYOUT: gl.constexpr, QUAD: gl.constexpr, K_MASK: gl.constexpr, SCALE_WORDS: gl.constexpr,
+                 STEP_MULT: gl.constexpr, STAGES: gl.constexpr, AHEAD: gl.constexpr):
+    """K_LOOP_AHEAD2, K step i from its codes (c, sc): decode, then load step i + 2's codes into the same
+    values (returned), then the step's wgmma. 4-warp tiles (LEAN) load unmasked, clamped to the last whole
+    step; else masked past it (see _next_a)."""
+    words = _exchange(c, WORD3, QUAD)
+    pairs = _scale_pairs(sc, i * BLOCK_K, k_groups, WORD3, False, SCALE_WORDS, QUAD == 2)
+    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+    a = _decode_a(words, pairs, lut, BLOCK_A, WORD3, A_LAYOUT, QUAD)
+    if gl.num_warps() == 4:
+        c, sc = _load_codes(w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn,
+                            gl.minimum(i + 2, num_full - 1) * BLOCK_K, k_words, k_groups, WORD3, False, SCALE_WORDS,
+                            STEP_MULT, False)
+    else:
+        c, sc = _load_codes(w_words, ws_base, code_rows, rows_w, rows_ok & (i + 2 < num_full), stride_wsn,
+                            (i + 2) * BLOCK_K, k_words, k_groups, WORD3, K_MASK, SCALE_WORDS, STEP_MULT)
+    _b_ready(AHEAD)
+    _issue_b(b_smem, b_base, bk, b_ok, i + AHEAD, K_DIM, STAGES)
+    acc = warpgroup_mma(a, b_smem.index(i % STAGES).permute((1, 0)), acc, is_async=True)
+    return acc, c, sc
+
+
+@gluon.jit
 def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*, K_DIM], one per token column
                 w_words, ws_base, stride_ww, stride_wsn,        # this expert's codes (int32 words) / scales
                 lut_ptr,                                        # fp4_lut(): see _lookup_tables
                 first, second, limit, K_DIM, k_words, k_groups,  # A rows (see _weight_rows); K, K/8, K/32
                 BLOCK_A: gl.constexpr, GATE_UP: gl.constexpr, BLOCK_M: gl.constexpr, STAGES: gl.constexpr,
                 MMA: gl.constexpr, B_LOAD: gl.constexpr, QUAD: gl.constexpr,
-                PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, OVERLAP: gl.constexpr):
+                PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, K_LOOP: gl.constexpr):
     """acc[BLOCK_A, BLOCK_M] = W[rows, :K_DIM] @ B[b_rows, :K_DIM]^T: fp32, k16 wgmmas in ascending k.
     QUAD: the codes are stored in weight_layout's quad order, i.e. already as the exchange delivers them
     (1: WORD_BITS "signed", 2: "arith", see _decode_a).
     PARTIAL_K: K % 128 != 0 (the last K step is partial; its block is canonical in either order).
     SCALE_WORDS: see _load_codes. TILED: the codes in weight_layout.to_tiled's layout (see _code_rows).
-    OVERLAP (STAGES >= 3): each step's decode runs while the previous step's wgmma does (_overlap_step):
-    the same wgmmas in the same order (same bits), a second A operand's registers, one ring slot less."""
+    K_LOOP: K_LOOP_PLAIN; K_LOOP_OVERLAP (STAGES >= 3): each step's decode runs while the previous step's
+    wgmma does (_overlap_step): a second A operand's registers, one ring slot less; K_LOOP_AHEAD2: codes two
+    steps ahead (_ahead2_step). All issue the same wgmmas in the same order (same bits)."""
     A_LAYOUT: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     WORD3: gl.constexpr = _word_layout(BLOCK_A, gl.num_warps())
     if PARTIAL_K:
@@ -506,7 +539,7 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
     bk = gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, B_LOAD))
     b_base = b_ptr + b_rows64[:, None] * stride_b
     num_full = K_DIM // BLOCK_K
-    AHEAD: gl.constexpr = STAGES - 1 - OVERLAP          # activation tiles in flight ahead of the current step
+    AHEAD: gl.constexpr = STAGES - 1 - (K_LOOP == K_LOOP_OVERLAP)   # activation tiles in flight ahead of the step
     for s in gl.static_range(AHEAD):
         _issue_b(b_smem, b_base, bk, b_ok, s, K_DIM, STAGES)
     # NOTES: the loop runs the whole steps only; PARTIAL_K (K % 128 != 0): the partial last step is peeled
@@ -534,7 +567,7 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
                         is_async=True)
     c = c_next
     sc = sc_next
-    if OVERLAP:
+    if K_LOOP == K_LOOP_OVERLAP:
         # Steps (i, i + 1) with operands (a_odd, a): the loop carries the operand in flight at its end. The
         # wait below returns at once (one wgmma in flight); it makes `acc` the type _overlap_step returns.
         acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
@@ -555,6 +588,27 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
             acc, a_odd = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a_odd))
         else:
             acc, a = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a))
+    elif K_LOOP == K_LOOP_AHEAD2:
+        # NOTES: (c, sc) hold step i's codes and (c2, sc2) step i + 1's; each step's load of the codes two steps
+        # ahead goes into the registers its decode just read, and the loop body is two steps, so no register
+        # is copied. The plain loop's back edge copies the codes loaded in that same step (a rolled loop cannot
+        # rename them), and the copy waits for the load: ncu at dsv3 T = 1 puts 30% of GEMM1's stall samples on
+        # that move, i.e. the codes were one step ahead however early the load was issued.
+        c2, sc2 = _load_codes(w_words, ws_base, code_rows, rows_w, rows_ok & (num_full > 2), stride_wsn,
+                              gl.minimum(2, gl.maximum(num_full - 1, 0)) * BLOCK_K, k_words, k_groups, WORD3, False,
+                              SCALE_WORDS, STEP_MULT)
+        for i in range(1, num_full - 1, 2):
+            acc, c, sc = _ahead2_step(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, i,
+                                      num_full, k_words, k_groups, b_smem, b_base, bk, b_ok, K_DIM, BLOCK_A, WORD3,
+                                      A_LAYOUT, QUAD, LOOP_K_MASK, SCALE_WORDS, STEP_MULT, STAGES, AHEAD)
+            acc, c2, sc2 = _ahead2_step(acc, c2, sc2, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn,
+                                        i + 1, num_full, k_words, k_groups, b_smem, b_base, bk, b_ok, K_DIM, BLOCK_A,
+                                        WORD3, A_LAYOUT, QUAD, LOOP_K_MASK, SCALE_WORDS, STEP_MULT, STAGES, AHEAD)
+        if (num_full % 2 == 0) & (num_full > 0):   # one step left: num_full - 1, its codes in (c, sc)
+            acc, c, sc = _ahead2_step(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn,
+                                      num_full - 1, num_full, k_words, k_groups, b_smem, b_base, bk, b_ok, K_DIM,
+                                      BLOCK_A, WORD3, A_LAYOUT, QUAD, LOOP_K_MASK, SCALE_WORDS, STEP_MULT, STAGES,
+                                      AHEAD)
     else:
         for i in range(1, num_full):
             acc, a, c, sc = _next_a(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, i,
@@ -575,7 +629,7 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*
             a = _decode_a(words, pairs, lut, BLOCK_A, WORD3, A_LAYOUT, False)
             _b_ready(AHEAD)
             acc = warpgroup_mma(a, b_smem.index(num_full % STAGES).permute((1, 0)), acc, is_async=True)
-            if OVERLAP:     # `acc` left the overlapped loop waited for (a tensor): the same type here
+            if K_LOOP == K_LOOP_OVERLAP:     # `acc` left the overlapped loop waited for (a tensor): the same type
                 acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
     async_copy.wait_group(0)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
@@ -688,7 +742,7 @@ def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, s
                       HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
                       EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
                       TILED: gl.constexpr, SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr,
-                      OVERLAP: gl.constexpr, N_BLOCKS: gl.constexpr):
+                      K_LOOP: gl.constexpr, N_BLOCKS: gl.constexpr):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD,
                                                        SPLIT, FULL_M, TAIL_M)
     if real:
@@ -699,7 +753,7 @@ def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, s
                              stride_wn, stride_wse, stride_wsn, sorted_ptr, weights_ptr, act_ptr, stride_act,
                              bias_ptr, stride_bias, hidden, inter, clamp, alpha, k_words, k_groups, TOPK, BLOCK_M,
                              BLOCK_N, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA, B_LOAD, EPI, QUAD,
-                             PARTIAL_K, SCALE_WORDS, TILED, OVERLAP)
+                             PARTIAL_K, SCALE_WORDS, TILED, K_LOOP)
 
 
 @gluon.jit
@@ -709,7 +763,7 @@ def _gemm1_block(n0, row_start, row_end, expert, x_ptr, stride_x, w1_ptr, w1_sf_
                  BLOCK_N: gl.constexpr, HAS_CLAMP: gl.constexpr, FAST_MATH: gl.constexpr, ACTIVATION: gl.constexpr,
                  HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
                  EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
-                 TILED: gl.constexpr, OVERLAP: gl.constexpr):
+                 TILED: gl.constexpr, K_LOOP: gl.constexpr):
     """Gate / up channels [n0, n0 + BLOCK_N) of one token tile of one expert, SwiGLU and MXFP8 into act."""
     m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, B_LOAD))
     tok_ok = row_start + m < row_end
@@ -718,7 +772,7 @@ def _gemm1_block(n0, row_start, row_end, expert, x_ptr, stride_x, w1_ptr, w1_sf_
                       w1_ptr + expert.to(gl.int64) * stride_we, w1_sf_ptr + expert.to(gl.int64) * stride_wse,
                       stride_wn, stride_wsn, lut_ptr, n0, inter + n0, inter - n0, hidden, k_words, k_groups,
                       2 * BLOCK_N, True, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K, SCALE_WORDS, TILED,
-                      OVERLAP)
+                      K_LOOP)
     # A-tile row r = 16 * a + 8 * part + b holds channel n0 + 8 * a + b of gate (part 0) / up (part 1)
     acc = gl.permute(gl.reshape(acc, [2 * BLOCK_N // 16, 2, 8, BLOCK_M]), (3, 0, 2, 1))
     acc_g, acc_u = gl.split(gl.reshape(acc, [BLOCK_M, BLOCK_N, 2]))
@@ -742,7 +796,7 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, 
                         HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
                         EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
                         TILED: gl.constexpr, PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr,
-                        SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr, OVERLAP: gl.constexpr,
+                        SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr, K_LOOP: gl.constexpr,
                         N_BLOCKS: gl.constexpr):
     pid, npid, nblk = _tile_pids(N_FASTEST)
     # NOTES: PERSISTENT = the overflow launch of `_launch_over_tiles`. The plain launch keeps its own
@@ -754,13 +808,13 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, 
                               stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
                               stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups,
                               TOPK, BLOCK_M, BLOCK_N, E_PAD, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES,
-                              MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, OVERLAP, N_BLOCKS)
+                              MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP, N_BLOCKS)
     else:
         _gemm1_wgmma_tile(pid, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse,
                           stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
                           stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups, TOPK,
                           BLOCK_M, BLOCK_N, E_PAD, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA,
-                          B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, OVERLAP, N_BLOCKS)
+                          B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP, N_BLOCKS)
 
 
 @gluon.jit
@@ -771,7 +825,7 @@ def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_pt
                       ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
                       EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
                       TILED: gl.constexpr, SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr,
-                      OVERLAP: gl.constexpr, N_BLOCKS: gl.constexpr):
+                      K_LOOP: gl.constexpr, N_BLOCKS: gl.constexpr):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD,
                                                        SPLIT, FULL_M, TAIL_M)
     if real:
@@ -785,7 +839,7 @@ def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_pt
                              stride_we, stride_wn, stride_wse, stride_wsn, sorted_ptr, weights_ptr, out_ptr,
                              stride_out, row_addr_ptr, bias_ptr, stride_bias, hidden, inter, k_words, k_groups,
                              BLOCK_M, BLOCK_N, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, PARTIAL_K,
-                             SCALE_WORDS, TILED, OVERLAP)
+                             SCALE_WORDS, TILED, K_LOOP)
 
 
 @gluon.jit
@@ -794,14 +848,14 @@ def _gemm2_block(n0, row_start, row_end, expert, act_ptr, stride_act, w2_ptr, w2
                  stride_bias, hidden, inter, k_words, k_groups, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                  HAS_BIAS: gl.constexpr, ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr,
                  B_LOAD: gl.constexpr, EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr,
-                 SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, OVERLAP: gl.constexpr):
+                 SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, K_LOOP: gl.constexpr):
     """Output channels [n0, n0 + BLOCK_N) of one token tile of one expert."""
     m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, B_LOAD))
     acc = _wgmma_gemm(act_ptr, (row_start + m).to(gl.int64), row_start + m < row_end, stride_act,
                       w2_ptr + expert.to(gl.int64) * stride_we, w2_sf_ptr + expert.to(gl.int64) * stride_wse,
                       stride_wn, stride_wsn, lut_ptr, n0, n0, hidden - n0, inter, k_words, k_groups,
                       BLOCK_N, False, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K, SCALE_WORDS, TILED,
-                      OVERLAP)
+                      K_LOOP)
     acc = gl.convert_layout(gl.permute(acc, (1, 0)), EPI)
     rows = row_start + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, EPI))
     n = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, EPI))
@@ -817,7 +871,7 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_
                         ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
                         EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
                         TILED: gl.constexpr, PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr,
-                        SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr, OVERLAP: gl.constexpr,
+                        SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr, K_LOOP: gl.constexpr,
                         N_BLOCKS: gl.constexpr):
     pid, npid, nblk = _tile_pids(N_FASTEST)
     if PERSISTENT:      # see _gemm1_wgmma_kernel
@@ -827,13 +881,13 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_
                               stride_wse, stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out,
                               row_addr_ptr, bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups,
                               BLOCK_M, BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, PARTIAL_K,
-                              SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, OVERLAP, N_BLOCKS)
+                              SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP, N_BLOCKS)
     else:
         _gemm2_wgmma_tile(pid, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse,
                           stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr,
                           bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups, BLOCK_M,
                           BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS,
-                          TILED, SPLIT, FULL_M, TAIL_M, OVERLAP, N_BLOCKS)
+                          TILED, SPLIT, FULL_M, TAIL_M, K_LOOP, N_BLOCKS)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -855,7 +909,7 @@ def gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int,
     kwargs = dict(TOPK=topk, BLOCK_N=cfg.block_n, E_PAD=expert_pad(e_local),
                   HAS_CLAMP=clamp is not None, FAST_MATH=fast_math, ACTIVATION=ACTIVATIONS.index(activation),
                   HAS_BIAS=bias is not None, STAGES=cfg.num_stages, QUAD=quad, PARTIAL_K=hidden % _BLOCK_K != 0,
-                  SCALE_WORDS=scale_words(w1_sf), TILED=tiled, OVERLAP=cfg.overlap, N_BLOCKS=cfg.n_blocks,
+                  SCALE_WORDS=scale_words(w1_sf), TILED=tiled, K_LOOP=cfg.k_loop, N_BLOCKS=cfg.n_blocks,
                   num_warps=cfg.num_warps, **cfg.launch_options)
     return _launch(_gemm1_wgmma_kernel, triton.cdiv(inter, cfg.block_n * cfg.n_blocks), plan.num_slots, e_local, cfg,
                    expected_slots, args, kwargs)
@@ -878,6 +932,6 @@ def gemm2_wgmma(act, w2, w2_sf, plan, out_bits, *, cfg, topk_weights=None, bias=
     kwargs = dict(BLOCK_N=cfg.block_n, E_PAD=expert_pad(e_local),
                   HAS_BIAS=bias is not None, ROW_ADDR=out_row_addr is not None, STAGES=cfg.num_stages,
                   QUAD=quad, PARTIAL_K=inter % _BLOCK_K != 0, SCALE_WORDS=scale_words(w2_sf), TILED=tiled,
-                  OVERLAP=cfg.overlap, N_BLOCKS=cfg.n_blocks, num_warps=cfg.num_warps, **cfg.launch_options)
+                  K_LOOP=cfg.k_loop, N_BLOCKS=cfg.n_blocks, num_warps=cfg.num_warps, **cfg.launch_options)
     return _launch(_gemm2_wgmma_kernel, triton.cdiv(hidden, cfg.block_n * cfg.n_blocks), plan.num_slots, e_local, cfg,
                    expected_slots, args, kwargs)
