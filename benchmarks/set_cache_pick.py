@@ -6,7 +6,7 @@ the same measurement (e.g. `sweep_gemm.py --n-blocks`).
         --tokens 128 --set n_blocks=2 --us 766.0 --old-us 805.8
     python benchmarks/set_cache_pick.py --device "NVIDIA H100 80GB HBM3" --from-sweep sweep.json --min-gain 0.02
 
---from-sweep: a `sweep_gemm.py --n-blocks` / `--overlap` JSON, whose first row per (tokens, GEMM) is the
+--from-sweep: a `sweep_gemm.py --n-blocks` / `--prefetch` / `--overlap` JSON, whose first row per (tokens, GEMM) is the
 cache's pick; where the fastest bitwise-equal row beats it by at least --min-gain, it becomes the pick.
 """
 from __future__ import annotations

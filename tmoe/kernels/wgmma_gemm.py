@@ -207,11 +207,6 @@ def _add(a, b):
     return a + b
 
 
-# Tile lists over the expert-sorted rows (SPLIT): every row in BLOCK_M tiles (ALL), or two launches:
-# FULL (BLOCK_M = FULL_M) covers each expert's rows in FULL_M tiles except a remainder of at most
-# TAIL_M rows (count % FULL_M, when it is that small), which TAIL (BLOCK_M = TAIL_M) covers in one tile.
-# NOTES: at ~256 rows per expert (dsv3 prefill), 256-row tiles alone compute ~1.5x the real rows (half
-# the experts spill a few rows into a second, nearly empty tile); the tail tile costs one weight pass.
 # K loop shapes (GemmConfig.overlap / prefetch -> K_LOOP): one step per iteration with the next step's codes in
 # flight (PLAIN); decode while the previous wgmma runs (OVERLAP, _overlap_step); two steps per iteration with
 # the codes two steps ahead (AHEAD2, _ahead2_step).
@@ -219,6 +214,11 @@ K_LOOP_PLAIN = gl.constexpr(0)
 K_LOOP_OVERLAP = gl.constexpr(1)
 K_LOOP_AHEAD2 = gl.constexpr(2)
 
+# Tile lists over the expert-sorted rows (SPLIT): every row in BLOCK_M tiles (ALL), or two launches:
+# FULL (BLOCK_M = FULL_M) covers each expert's rows in FULL_M tiles except a remainder of at most
+# TAIL_M rows (count % FULL_M, when it is that small), which TAIL (BLOCK_M = TAIL_M) covers in one tile.
+# NOTES: at ~256 rows per expert (dsv3 prefill), 256-row tiles alone compute ~1.5x the real rows (half
+# the experts spill a few rows into a second, nearly empty tile); the tail tile costs one weight pass.
 SPLIT_ALL = gl.constexpr(0)
 SPLIT_FULL = gl.constexpr(1)
 SPLIT_TAIL = gl.constexpr(2)
