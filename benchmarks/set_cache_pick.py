@@ -31,8 +31,10 @@ def parse_value(text: str):
     return int(text) if text.lstrip("-").isdigit() else text
 
 
-def set_pick(root, device: str, workload: str, gemm: str, tokens: int, new, us: float, old_us: float) -> str:
-    """Make `new` (measured `us`) the bucket's best and its current pick (measured `old_us`) the runner-up."""
+def set_pick(root, device: str, workload: str, gemm: str, tokens: int, us: float, old_us: float, new=None,
+             changes: dict | None = None) -> str:
+    """Make `new` (or the current pick with `changes`), measured `us`, the bucket's best and the current pick
+    (measured `old_us`) the runner-up."""
     wl = WORKLOADS[workload]
     path = cache.cache_path(gemm, device, wl.num_experts, wl.hidden, wl.intermediate, wl.topk, root=root)
     doc = cache.load(path)
@@ -40,6 +42,7 @@ def set_pick(root, device: str, workload: str, gemm: str, tokens: int, new, us: 
     if bucket is None:
         raise SystemExit(f"{path}: no bucket {tokens} (buckets: {sorted(doc['buckets'], key=int)})")
     old = cache.config_from_dict(bucket["best"]["config"])
+    new = new if new is not None else replace(old, **changes)
     if us > old_us:
         raise SystemExit(f"the variant ({us} µs) is slower than the current pick ({old_us} µs)")
     doc["buckets"][str(tokens)] = dict(bucket, best={"config": cache.config_to_dict(new), "us": round(us, 3)},
@@ -61,7 +64,7 @@ def from_sweep(path: str, root, device: str, min_gain: float) -> None:
             print(f"{workload} {gemm} T={tokens}: pick kept ({pick['us']:.1f} µs, best variant {best['us']:.1f})")
             continue
         new = GemmConfig(**{k: v for k, v in best.items() if k in names})
-        print(set_pick(root, device, workload, gemm, tokens, new, best["us"], pick["us"]))
+        print(set_pick(root, device, workload, gemm, tokens, best["us"], pick["us"], new=new))
 
 
 def main() -> None:
@@ -84,15 +87,9 @@ def main() -> None:
         ([] if args.set else ["set"])
     if missing:
         ap.error(f"without --from-sweep these are required: {', '.join('--' + m.replace('_', '-') for m in missing)}")
-    wl = WORKLOADS[args.workload]
-    doc = cache.load(cache.cache_path(args.gemm, args.device, wl.num_experts, wl.hidden, wl.intermediate, wl.topk,
-                                      root=args.root))
-    old = cache.config_from_dict(doc["buckets"][str(args.tokens)]["best"]["config"]) \
-        if str(args.tokens) in doc["buckets"] else None
-    if old is None:
-        raise SystemExit(f"no bucket {args.tokens} (buckets: {sorted(doc['buckets'], key=int)})")
-    new = replace(old, **dict((kv.split("=", 1)[0], parse_value(kv.split("=", 1)[1])) for kv in args.set))
-    print(set_pick(args.root, args.device, args.workload, args.gemm, args.tokens, new, args.us, args.old_us))
+    changes = dict((kv.split("=", 1)[0], parse_value(kv.split("=", 1)[1])) for kv in args.set)
+    print(set_pick(args.root, args.device, args.workload, args.gemm, args.tokens, args.us, args.old_us,
+                   changes=changes))
 
 
 if __name__ == "__main__":

@@ -183,9 +183,15 @@ def _destinations(idx_ptr, tok, tok_ok, num_local_experts, K: tl.constexpr, K_PA
 
 
 @triton.jit
+def _column(tile, peers, dest: tl.constexpr):
+    """Column `dest` of a [ROWS, R] tile (one lane per peer)."""
+    return tl.sum(tl.where(peers[None, :] == dest, tile, 0), axis=1)
+
+
+@triton.jit
 def _row_pointer(row_at, peers, dest: tl.constexpr):
     """Column `dest` of a [ROWS, R] tile of byte addresses, as 16-byte aligned int32 row pointers."""
-    addr = tl.sum(tl.where(peers[None, :] == dest, row_at, 0), axis=1)
+    addr = _column(row_at, peers, dest)
     # NOTES: peer bases and row starts are 16-byte aligned (rows are a multiple of 4 words); the
     # hint lets the compiler use 16-byte stores over NVLink.
     return tl.multiple_of(addr.to(tl.pointer_type(tl.int32)), 16)
@@ -254,12 +260,12 @@ def _push_kernel(x_ptr, sf_ptr, idx_ptr, w_ptr, peer_ptrs, err_ptr, num_tokens, 
                 v = tl.load(x_row + c, mask=tok_ok[:, None] & cm)
             for dest in tl.static_range(R):
                 row = _row_pointer(row_at, peers, dest)
-                ok = tl.sum(tl.where(peers[None, :] == dest, hit, 0), axis=1) > 0
+                ok = _column(hit, peers, dest) > 0
                 tl.store(row[:, None] + c + words[None, :], v, mask=ok[:, None] & cm)
         wbits = w.to(tl.int32, bitcast=True)
         for dest in tl.static_range(R):
             row = _row_pointer(row_at, peers, dest)
-            ok = tl.sum(tl.where(peers[None, :] == dest, hit, 0), axis=1) > 0
+            ok = _column(hit, peers, dest) > 0
             tl.store(row[:, None] + X_WORDS + sf_cols[None, :], sf, mask=ok[:, None] & sm)
             meta = row + X_WORDS + SF_WORDS
             tl.store(meta, tok, mask=ok)
