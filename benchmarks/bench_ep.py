@@ -32,6 +32,7 @@ from tmoe.autotune.timing import time_eager  # noqa: E402
 from tmoe.workloads import WORKLOADS, Workload, make_routing, random_mxfp4_weights  # noqa: E402
 
 TINY = Workload("tiny", 8, 2, 64, 32)
+RETURN_MODES = {"auto": "auto", "fused": "1", "separate": "0"}      # --return-mode -> TMOE_EP_FUSED_RETURN
 
 
 def _timed(fn, device, reps: int) -> float:
@@ -122,8 +123,11 @@ def _rank_main(rank: int, world: int, init_file: str, args) -> None:
             row["dispatch_us"] = _graph_us(lambda: sm.dispatch(buf.x, buf.x_sf, buf.topk_idx[:t],
                                                                buf.topk_weights[:t]), args.reps)
 
+            fused = sm.fused_for(t * k)
+            row["fused_return"] = fused
+
             def ret():   # fused return: the results already went out in GEMM2; only barrier + combine remain
-                if sm.fused_return:
+                if fused:
                     sm.results_sent()
                 else:
                     sm.return_results(buf.slot_out)
@@ -168,9 +172,9 @@ def _rank_main(rank: int, world: int, init_file: str, args) -> None:
 
 def _report(rows, args, device_name: str, world: int) -> None:
     print(f"{device_name} x {world}, transport {rows[0]['transport']} (medians of {args.reps}; max over ranks)")
-    print("| workload | T/rank | layer µs (eager) | layer µs (graph) | dispatch µs | combine µs | dispatch+combine µs "
+    print("| workload | T/rank | return | layer µs (eager) | layer µs (graph) | dispatch µs | combine µs | dispatch+combine µs "
           "| NCCL a2a µs, same bytes (dispatch + combine) | vs NCCL | off-rank GB/s per rank (dispatch / combine) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     summary = []
     for t in sorted({r["tokens"] for r in rows}):
         rs = [r for r in rows if r["tokens"] == t]
@@ -180,12 +184,14 @@ def _report(rows, args, device_name: str, world: int) -> None:
         agg["offrank_combine_gbps"] = min(r["offrank_combine_gbps"] for r in rs)
         both = agg["dispatch_us"] + agg["combine_us"]
         agg["speedup_vs_nccl"] = agg["nccl_a2a_us"] / both if both else 0.0
-        print(f"| {rs[0]['workload']} | {t} | {agg['us']:.1f} | {agg['graph_us']:.1f} | {agg['dispatch_us']:.1f} | "
+        modes = {r.get("fused_return") for r in rs}
+        mode = "—" if modes == {None} else "/".join(sorted("fused" if m else "separate" for m in modes if m is not None))
+        print(f"| {rs[0]['workload']} | {t} | {mode} | {agg['us']:.1f} | {agg['graph_us']:.1f} | {agg['dispatch_us']:.1f} | "
               f"{agg['combine_us']:.1f} | {both:.1f} | {agg['nccl_a2a_us']:.1f} ({agg['nccl_dispatch_us']:.1f} + "
               f"{agg['nccl_combine_us']:.1f}) | {agg['speedup_vs_nccl']:.2f}x | {agg['offrank_gbps']:.1f} / "
               f"{agg['offrank_combine_gbps']:.1f} |")
         summary.append({"workload": rs[0]["workload"], "tokens": t, "ep": world, "transport": rs[0]["transport"],
-                        "fused_return": os.environ.get("TMOE_EP_FUSED_RETURN", "0") == "1", **agg})
+                        "return_mode": args.return_mode, "fused_return": [r.get("fused_return") for r in rs], **agg})
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": device_name, "torch": torch.__version__, "ranks": world, "rows": summary,
@@ -200,13 +206,13 @@ def main() -> None:
     ap.add_argument("--transport", default="auto")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cuda", "cpu"])
     ap.add_argument("--reps", type=int, default=10)
-    ap.add_argument("--fused-return", action="store_true",
-                    help="symm_mem: GEMM2 writes results straight into the sources (combine_us is then barrier + "
-                         "ordered combine only; the transfer is inside the layer time)")
+    ap.add_argument("--return-mode", default="auto", choices=sorted(RETURN_MODES),
+                    help="symm_mem: fused = GEMM2 writes results straight into the sources (combine_us is then "
+                         "barrier + ordered combine only; the transfer is inside the layer time), separate = a "
+                         "return pass after GEMM2, auto = fused up to FUSED_RETURN_MAX_SLOTS slots per rank")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    if args.fused_return:
-        os.environ["TMOE_EP_FUSED_RETURN"] = "1"     # inherited by the spawned ranks
+    os.environ["TMOE_EP_FUSED_RETURN"] = RETURN_MODES[args.return_mode]     # inherited by the spawned ranks
     if args.device == "cuda" and torch.cuda.device_count() < args.ranks:
         sys.exit(f"--ranks {args.ranks} needs {args.ranks} GPUs, found {torch.cuda.device_count()}")
     import tempfile

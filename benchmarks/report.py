@@ -5,11 +5,11 @@
 """
 from __future__ import annotations
 
+import argparse
 import glob
 import json
 import os
 import re
-import sys
 
 
 def layer_table(d: dict) -> str:
@@ -74,10 +74,13 @@ def ab_table(directory: str) -> str:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["--ab"]:
-        print(ab_table(sys.argv[2]))
-        return
-    for path in sys.argv[1:]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results", nargs="*", help="bench_layer.py / bench_quant.py JSONs")
+    ap.add_argument("--ab", metavar="DIR", help="a run_ab.sh output directory (layer-<n>-<new|base>.json)")
+    args = ap.parse_args()
+    if args.ab:
+        print(ab_table(args.ab))
+    for path in args.results:
         d = json.load(open(path))
         print(quant_table(d) if "gbps" in d["rows"][0] else layer_table(d))
         print()

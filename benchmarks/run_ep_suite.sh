@@ -2,7 +2,8 @@
 # One multi-GPU device call: the expert-parallel tests (collective + symm_mem on 2 and 4 GPUs, graph
 # replay, 1000 back-to-back calls) and bench_ep on R ranks. Outputs under $OUT.
 #   RANKS="4 2" TOKENS=1,128,4096 bash benchmarks/run_ep_suite.sh
-#   FUSED=1 ...: also time the fused return (GEMM2 writes the results into the sources' home)
+#   MODES="separate fused" ...: the symm_mem return modes to time (default auto; fused = GEMM2 writes the
+#   results into the sources' home, separate = a return pass after GEMM2)
 set -u
 export PYTHONPATH=. PYTHONUNBUFFERED=1 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NCCL_NVLS_ENABLE=0 NVSHMEM_DISABLE_NVLS=1
 OUT=${OUT:-/tmp/tmoe-out}; mkdir -p "$OUT"
@@ -13,11 +14,9 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
       2>&1 | tee "$OUT/pytest_ep.log" | grep -E "passed|failed|error|calls in|Error|assert" | tail -30
 fi
 for r in ${RANKS:-4}; do
-  for fused in 0 ${FUSED:-}; do
-    extra=""; tag=""
-    if [ "$fused" = 1 ]; then extra="--fused-return"; tag="-fused"; fi
+  for mode in ${MODES:-auto}; do
     timeout "${BENCH_TIMEOUT:-200}" python benchmarks/bench_ep.py --ranks "$r" --transport "${TRANSPORT:-symm_mem}" \
-        --tokens "${TOKENS:-1,128,4096}" $extra --json "$OUT/ep${r}${tag}.json" 2>&1 | grep -v Warning \
-        | tee "$OUT/ep${r}${tag}.log" | tail -8
+        --tokens "${TOKENS:-1,128,4096}" --return-mode "$mode" --json "$OUT/ep${r}-${mode}.json" 2>&1 | grep -v Warning \
+        | tee "$OUT/ep${r}-${mode}.log" | tail -8
   done
 done

@@ -77,10 +77,17 @@ def test_set_cache_pick_from_sweep(tmp_path):
             dict(pick8, workload="gptoss", tokens=8, gemm="gemm2", n_blocks=4, us=50.0, same_as_first=False),
             dict(pick32, workload="gptoss", tokens=32, gemm="gemm2", us=100.0, same_as_first=True),
             dict(pick32, workload="gptoss", tokens=32, gemm="gemm2", n_blocks=2, us=99.0, same_as_first=True)]
+    rows += [dict(pick32, workload="gptoss", tokens=16, gemm="gemm2", us=80.0, same_as_first=True),   # no bucket 16
+             dict(faster, workload="gptoss", tokens=16, gemm="gemm2", us=79.0, same_as_first=True),
+             dict(faster, workload="gptoss", tokens=16, gemm="gemm2", n_blocks=4, us=70.0, same_as_first=False)]
     sweep = tmp_path / "sweep.json"
     sweep.write_text(json.dumps({"device": device, "rows": rows}))
-    set_cache_pick.from_sweep(str(sweep), tmp_path, device, 0.02)
+    set_cache_pick.from_sweep([str(sweep)], tmp_path, device, 0.02)
     after = cache.load(path)
     assert after["buckets"]["8"]["best"] == {"config": cache.config_to_dict(cache.config_from_dict(faster)), "us": 90.0}
     assert after["buckets"]["8"]["runner_up"]["us"] == 100.0
     assert after["buckets"]["32"] == doc["buckets"]["32"]          # 1% < --min-gain: kept
+    # a new bucket takes the fastest bitwise-equal row even below --min-gain (1.3% here)
+    assert after["buckets"]["16"]["best"]["us"] == 79.0 and after["buckets"]["16"]["runner_up"] == {
+        "config": cache.config_to_dict(cache.config_from_dict(pick32)), "us": 80.0}
+    assert list(after["buckets"]) == sorted(after["buckets"], key=int)

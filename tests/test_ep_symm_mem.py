@@ -16,7 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tmoe
-from tmoe.dispatch.symm_mem import SymmMemTimeout, simulated_transports
+from tmoe.dispatch import symm_mem
+from tmoe.dispatch.symm_mem import SymmMemTimeout, fused_return_setting, simulated_transports
 from tmoe.layer import MegaMoEBuffer, fill_buffer, mega_moe_steps
 
 import ep_worker
@@ -118,6 +119,43 @@ def test_symm_mem_repeated_calls_property(seed, tokens, pattern):
         for r in range(2):
             assert torch.equal(got[r].view(torch.int16), want[r].view(torch.int16)), f"call {call} rank {r}"
         _assert_clean(bufs)
+
+
+@pytest.mark.parametrize("modes", [(None, None), (True, False), (False, True)])
+def test_symm_mem_return_modes_per_rank(modes, device, monkeypatch):
+    """The return mode is each rank's own choice per call (both end in the same barrier): forced modes
+    that differ between ranks, and "auto" (None) with a threshold between the two ranks' slot counts
+    (rank 0 sends 2 tokens: fused; rank 1 sends CAP: a separate return pass) give one rank's bits."""
+    monkeypatch.setattr(symm_mem, "FUSED_RETURN_MAX_SLOTS", 2 * K)
+    weights = _weights(device)
+    bufs = _simulated_buffers(2, device)
+    for b, mode in zip(bufs, modes):
+        b.symm.fused_return = mode
+    inputs = []
+    for r, t in enumerate((2, CAP)):
+        idx, w = make_routing(t, E, K, "uniform", seed=40 + r, device="cpu")
+        inputs.append((make_tokens(t, H, seed=30 + r, device="cpu"), idx, w))
+    want_modes = [True, False] if modes == (None, None) else list(modes)
+    assert [b.symm.fused_for(x.shape[0] * K) for b, (x, _, _) in zip(bufs, inputs)] == want_modes
+    got = _run_simulated(bufs, inputs, weights, device)
+    want = _single_rank(inputs, weights, device)
+    for r in range(2):
+        assert torch.equal(got[r].view(torch.int16), want[r].view(torch.int16)), f"rank {r} ({modes})"
+    _assert_clean(bufs)
+
+
+@pytest.mark.parametrize("value,want", [("1", True), ("0", False), ("auto", None)])
+def test_fused_return_setting(value, want):
+    assert fused_return_setting(value) is want
+
+
+def test_fused_return_setting_rejects_unknown(monkeypatch):
+    with pytest.raises(ValueError, match="TMOE_EP_FUSED_RETURN='yes'"):
+        fused_return_setting("yes")
+    # checked with the buffer's arguments, so the verdict is agreed by every rank before any collective
+    monkeypatch.setenv("TMOE_EP_FUSED_RETURN", "on")
+    with pytest.raises(ValueError, match="TMOE_EP_FUSED_RETURN='on'"):
+        tmoe.layer._check_buffer_args(8, 4, 2, 64, 32, 2, "auto", torch.device("cpu"))
 
 
 def test_missing_peer_times_out_naming_it(device):

@@ -181,7 +181,8 @@ def _check_buffer_args(num_experts, num_max_tokens_per_rank, num_topk, hidden, i
         raise ValueError(f"transport 'local' serves one rank; this group has {num_ranks}")
     if transport == "collective" or backend != "triton":
         return "collective"
-    from .dispatch.symm_mem import symm_mem_available
+    from .dispatch.symm_mem import fused_return_setting, symm_mem_available
+    fused_return_setting(os.environ.get("TMOE_EP_FUSED_RETURN", "auto"))   # a bad value fails every rank here
     ok, why = symm_mem_available(device, num_ranks)
     if transport == "symm_mem" and not ok:
         raise ValueError(f"transport 'symm_mem' is not available: {why}; use transport='collective'")
@@ -465,17 +466,18 @@ def mega_moe_steps(y, l1_weights, l2_weights, buf, stats=None, recipe=(1, 1, 32)
         combine(buf.slot_home, topk_idx, y)
     else:                                 # symm_mem: no host sync from here on (graph-capturable)
         tr = buf.symm
+        fused = tr.fused_for(t * buf.num_topk)
         tr.dispatch(buf.x, buf.x_sf, topk_idx, buf.topk_weights[:t])
         yield
-        recv_idx, recv_weight = tr.unpack(buf.x_dq)
+        recv_idx, recv_weight = tr.unpack(buf.x_dq, write_addr=fused)
         # NOTES: rows are capacity-sized (R * T_max rows of K slots, mostly empty); tile configs and
         # the GEMM grids follow this rank's own slot count, the expected received count under
         # uniform routing (the GEMMs loop over whatever tiles there are).
         compute_slots(buf, None, None, recv_idx, recv_weight, l1_weights, l2_weights,
                       num_local_experts=buf.num_local_experts, expert_start=0,
                       config_slots=max(t * buf.num_topk, 1),
-                      out_row_addr=tr.home_addr if tr.fused_return else None, **shape)
-        if tr.fused_return:
+                      out_row_addr=tr.home_addr if fused else None, **shape)
+        if fused:
             tr.results_sent()
         else:
             tr.return_results(buf.slot_out)

@@ -56,6 +56,20 @@ __all__ = ["SymmLayout", "SymmMemTransport", "SymmMemTimeout", "simulated_transp
 
 NUM_CHANNELS = 2
 DEFAULT_SPIN_LIMIT = 1 << 24      # ~10-30 s of remote CAS round trips before a barrier gives up
+# NOTES: up to this many slots (tokens x top-k) per rank the fused return (GEMM2 stores into the
+# sources) is faster than a separate return pass; at many tokens the epilogue's scattered remote
+# stores stall GEMM2. dsv3, layer in a CUDA graph: EP 2 (2 x H200) fused -15 / -28 / -44 / -14 µs at
+# 128 / 256 / 512 / 1024 tokens per rank, +1.5 ms at 4096; EP 4 (4 x H200) -22 µs at 128, +4.9 ms at
+# 4096 (BENCHMARKS.md). The loss grows with the ranks, so the switch sits at 256 dsv3 tokens.
+FUSED_RETURN_MAX_SLOTS = 2048
+
+
+def fused_return_setting(value: str) -> bool | None:
+    """TMOE_EP_FUSED_RETURN: "1" always fused, "0" always a separate return pass, "auto" per call."""
+    settings = {"1": True, "0": False, "auto": None}
+    if value not in settings:
+        raise ValueError(f"TMOE_EP_FUSED_RETURN={value!r}: must be one of {sorted(settings)}")
+    return settings[value]
 
 
 class SymmMemTimeout(RuntimeError):
@@ -452,10 +466,11 @@ class SymmMemTransport:
         self.signals = lay.view(words, "signals")
         self.recv_idx = torch.empty((n, k), dtype=torch.int64, device=dev)
         self.recv_weight = torch.empty((n, k), dtype=torch.float32, device=dev)
-        # Fused return (TMOE_EP_FUSED_RETURN=1): GEMM2 writes each result straight into its source
-        # rank's `home` through this address table, so the results cross NVLink while GEMM2 runs
-        # (no separate return pass). Off by default until timed on a GPU.
-        self.fused_return = os.environ.get("TMOE_EP_FUSED_RETURN", "0") == "1"
+        # Fused return: GEMM2 writes each result straight into its source rank's `home` through this
+        # address table, so the results cross NVLink while GEMM2 runs (no separate return pass).
+        # True / False forces a mode; None (TMOE_EP_FUSED_RETURN unset or "auto") picks per call
+        # (`fused_for`). The modes may differ between ranks: both end in barrier channel 1.
+        self.fused_return = fused_return_setting(os.environ.get("TMOE_EP_FUSED_RETURN", "auto"))
         self.home_addr = torch.zeros(max(n * k, 1), dtype=torch.int64, device=dev)
         self.spin_limit = int(os.environ.get("TMOE_EP_SPIN_LIMIT", DEFAULT_SPIN_LIMIT))
         self.soft = not words.is_cuda
@@ -500,9 +515,17 @@ class SymmMemTransport:
             PREFIX=32 if self.soft else 128, BLOCK_W=block_w, SF_PAD=triton.next_power_of_2(lay.sf_words),
             num_warps=self.num_warps, **self._flags())
 
-    def unpack(self, x_dq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def fused_for(self, num_slots: int) -> bool:
+        """Return the results from GEMM2's epilogue (fused) in a call where this rank sends `num_slots`
+        (tokens x top-k) slots? The forced mode if one is set, else fused up to FUSED_RETURN_MAX_SLOTS."""
+        if self.fused_return is not None:
+            return self.fused_return
+        return num_slots <= FUSED_RETURN_MAX_SLOTS
+
+    def unpack(self, x_dq: torch.Tensor, write_addr: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Received rows -> x_dq (int16 bf16 bits [>= R*T_max, H]); returns (idx [N, K], weight [N, K])
-        with N = R*T_max rows (local expert ids; -1 for slots of other ranks and for empty rows)."""
+        with N = R*T_max rows (local expert ids; -1 for slots of other ranks and for empty rows).
+        `write_addr`: also fill `home_addr` (each slot's result row on its source rank: the fused return)."""
         self.wait(0)
         lay = self.layout
         block_h = min(triton.next_power_of_2(lay.hidden), 256 if self.soft else 1024)
@@ -511,7 +534,7 @@ class SymmMemTransport:
                                      K=lay.num_topk, K_PAD=self.k_pad, X_WORDS=lay.x_words, SF_WORDS=lay.sf_words,
                                      ROW_WORDS=lay.row_words, OUT_WORDS=lay.hidden // 2, R=self.num_ranks,
                                      R1_PAD=self.r1_pad, BLOCK_N=64 if self.soft else 256, ROWS=self.rows_per_step,
-                                     BLOCK_H=block_h, SOFT=self.soft, WRITE_ADDR=self.fused_return,
+                                     BLOCK_H=block_h, SOFT=self.soft, WRITE_ADDR=write_addr,
                                      num_warps=self.num_warps)
         return self.recv_idx, self.recv_weight
 
