@@ -58,11 +58,13 @@ def n_blocks_candidates(base: GemmConfig, kernel: str, block_n: bool = False) ->
 
 
 def prefetch_candidates(base: GemmConfig) -> list[GemmConfig]:
-    """`base` (the shipped pick), then with the codes two K steps ahead (`prefetch=2`), for 4-warp tiles also
-    under an 80-register cap (6 CTAs per SM instead of 4, a few bytes of spills)."""
+    """`base` (the shipped pick), then its other prefetch depth (codes one or two K steps ahead, `prefetch`),
+    and for 4-warp tiles prefetch=2 under an 80-register cap (6 CTAs per SM instead of 4, a few bytes of spills)."""
     if base.kernel != "gluon" or base.overlap:
         return [base]
-    return [base, replace(base, prefetch=2)] + ([replace(base, prefetch=2, maxnreg=80)] if base.num_warps == 4 else [])
+    other = replace(base, prefetch=1 if base.prefetch == 2 else 2)
+    capped = replace(base, prefetch=2, maxnreg=80)
+    return [base, other] + ([capped] if base.num_warps == 4 and capped != base else [])
 
 
 def candidates(per_expert: float, regcap: bool = False, gluon: bool = False, kernel: str = "gemm1") -> list[GemmConfig]:
@@ -119,7 +121,7 @@ def main() -> None:
                     help="the shipped config (autotune cache or heuristic) vs its n_blocks = 2 / 4 variants")
     ap.add_argument("--block-n", action="store_true", help="with --n-blocks: also the other 4-warp block_n")
     ap.add_argument("--prefetch", action="store_true",
-                    help="the shipped config (autotune cache or heuristic) vs its prefetch=2 variants")
+                    help="the shipped config (autotune cache or heuristic) vs its other prefetch depth (and prefetch=2 capped)")
     args = ap.parse_args()
     wl = WORKLOADS[args.workload]
     e, k, h, i = wl.num_experts, wl.topk, wl.hidden, wl.intermediate
