@@ -182,7 +182,7 @@ def _check_buffer_args(num_experts, num_max_tokens_per_rank, num_topk, hidden, i
     if transport == "collective" or backend != "triton":
         return "collective"
     from .dispatch.symm_mem import fused_return_setting, symm_mem_available
-    fused_return_setting(os.environ.get("TMOE_EP_FUSED_RETURN", "auto"))   # a bad value fails every rank here
+    fused_return_setting(os.environ.get("TMOE_EP_FUSED_RETURN", "auto"))   # an error agreed like the others
     ok, why = symm_mem_available(device, num_ranks)
     if transport == "symm_mem" and not ok:
         raise ValueError(f"transport 'symm_mem' is not available: {why}; use transport='collective'")
