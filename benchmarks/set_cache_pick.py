@@ -38,8 +38,7 @@ def set_pick(root, device: str, workload: str, gemm: str, tokens: int, us: float
     """Make `new` (or the current pick with `changes`), measured `us`, the bucket's best and the current pick
     (measured `old_us`) the runner-up. A missing bucket is added when `measured_pick` (the config that ran at
     these tokens, e.g. a neighbouring bucket's pick) is given; it becomes the runner-up."""
-    wl = WORKLOADS[workload]
-    path = cache.cache_path(gemm, device, wl.num_experts, wl.hidden, wl.intermediate, wl.topk, root=root)
+    path = _cache_file(root, device, workload, gemm)
     doc = cache.load(path)
     bucket = doc["buckets"].get(str(tokens))
     if bucket is None and measured_pick is None:
@@ -82,9 +81,12 @@ def from_sweep(paths: list[str], root, device: str, min_gain: float) -> None:
 
 
 def has_bucket(root, device: str, workload: str, gemm: str, tokens: int) -> bool:
+    return str(tokens) in cache.load(_cache_file(root, device, workload, gemm))["buckets"]
+
+
+def _cache_file(root, device: str, workload: str, gemm: str):
     wl = WORKLOADS[workload]
-    path = cache.cache_path(gemm, device, wl.num_experts, wl.hidden, wl.intermediate, wl.topk, root=root)
-    return str(tokens) in cache.load(path)["buckets"]
+    return cache.cache_path(gemm, device, wl.num_experts, wl.hidden, wl.intermediate, wl.topk, root=root)
 
 
 def main() -> None:
