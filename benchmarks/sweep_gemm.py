@@ -20,7 +20,7 @@ from tmoe.workloads import WORKLOADS, make_routing, random_mxfp4_weights  # noqa
 
 import tmoe  # noqa: E402
 from tmoe.kernels import grouped_gemm  # noqa: E402
-from tmoe.kernels.configs import GemmConfig, gluon_block_n, select_config  # noqa: E402
+from tmoe.kernels.configs import CODE_RING_DEPTHS, GemmConfig, gluon_block_n, select_config  # noqa: E402
 from tmoe.kernels.quant import mxfp8_to_bf16  # noqa: E402
 from tmoe.kernels.routing import build_routing  # noqa: E402
 from tmoe.kernels.weight_layout import is_quad, is_tiled  # noqa: E402
@@ -58,13 +58,20 @@ def n_blocks_candidates(base: GemmConfig, kernel: str, block_n: bool = False) ->
 
 
 def prefetch_candidates(base: GemmConfig) -> list[GemmConfig]:
-    """`base` (the shipped pick), then its other prefetch depth (codes one or two K steps ahead, `prefetch`),
-    and for 4-warp tiles prefetch=2 under an 80-register cap (6 CTAs per SM instead of 4, a few bytes of spills)."""
+    """`base` (the shipped pick), then its other prefetch depths: codes one or two K steps ahead in registers, and
+    for 4-warp tiles prefetch=2 under an 80-register cap (6 CTAs per SM instead of 4, a few bytes of spills) and the
+    shared-memory code rings (`CODE_RING_DEPTHS` steps ahead)."""
     if base.kernel != "gluon" or base.overlap:
         return [base]
-    other = replace(base, prefetch=1 if base.prefetch == 2 else 2)
-    capped = replace(base, prefetch=2, maxnreg=80)
-    return [base, other] + ([capped] if base.num_warps == 4 and capped != base else [])
+    out = [base] + [replace(base, prefetch=d) for d in (1, 2) if d != base.prefetch]
+    if base.num_warps == 4:
+        out += [replace(base, prefetch=2, maxnreg=80)] + [replace(base, prefetch=d, maxnreg=None)
+                                                          for d in CODE_RING_DEPTHS]
+    seen = []
+    for cfg in out:                     # keep the order, drop repeats (the base may be one of them)
+        if cfg not in seen:
+            seen.append(cfg)
+    return seen
 
 
 def candidates(per_expert: float, regcap: bool = False, gluon: bool = False, kernel: str = "gemm1") -> list[GemmConfig]:

@@ -170,6 +170,19 @@ def main() -> None:
         name = f"{'gemm1' if 'TOPK' in extra else 'gemm2'} bm8 bn{bn} s4{' k2880' if partial else ''} quad ahead2"
         out[name] = inspect(compile_gluon(kernel, ptrs, floats, const, 4, K2880_UNALIGNED if partial else set()),
                             2 * (2 if 'TOPK' in extra else 1) * bn // 32)     # two steps' scale words
+    # K_LOOP >= 3: the codes and scale words K_LOOP steps ahead through a shared-memory ring (GemmConfig.prefetch >= 3)
+    for kernel, ptrs, floats, bn, partial, depth, extra in (
+            (wg._gemm1_wgmma_kernel, g1_ptrs, {"clamp", "alpha"}, 32, False, 6, dict(TOPK=8, HAS_CLAMP=True,
+                                                                                   FAST_MATH=True, ACTIVATION=1)),
+            (wg._gemm1_wgmma_kernel, g1_ptrs, {"clamp", "alpha"}, 32, True, 4, dict(TOPK=8, HAS_CLAMP=True,
+                                                                                  FAST_MATH=True, ACTIVATION=1)),
+            (wg._gemm2_wgmma_kernel, g2_ptrs, set(), 128, False, 4, dict(ROW_ADDR=False))):
+        const = dict(BLOCK_M=8, BLOCK_N=bn, E_PAD=256, HAS_BIAS=partial, STAGES=3, QUAD=2, PARTIAL_K=partial,
+                     PERSISTENT=False, N_FASTEST=False, SPLIT=0, FULL_M=8, TAIL_M=8, SCALE_WORDS=True, TILED=True,
+                     K_LOOP=depth, N_BLOCKS=1, **extra, **wg._layouts(8, 4))
+        name = f"{'gemm1' if 'TOPK' in extra else 'gemm2'} bm8 bn{bn} s3{' k2880' if partial else ''} quad ring{depth}"
+        compiled = compile_gluon(kernel, ptrs, floats, const, 4, K2880_UNALIGNED if partial else set())
+        out[name] = dict(inspect(compiled, 0), shared=compiled.metadata.shared)
     out["triton quad b-operand"] = triton_quad_b_operand()
     print(json.dumps(out))
 

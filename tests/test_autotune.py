@@ -18,7 +18,7 @@ import torch
 import tmoe
 from tmoe.autotune import cache, cli
 from tmoe.kernels import configs, grouped_gemm
-from tmoe.kernels.configs import GemmConfig
+from tmoe.kernels.configs import CODE_RING_DEPTHS, GemmConfig
 
 ON_GPU = torch.cuda.is_available()
 REPO = Path(__file__).resolve().parent.parent
@@ -227,7 +227,7 @@ def test_seed_current_picks_times_the_cached_config_second(tmp_path, monkeypatch
 
 def test_seed_current_picks_adds_variants_of_a_gluon_pick(tmp_path, monkeypatch):
     """A Gluon pick is followed by its other n_blocks variants (channel blocks per program) and its other
-    prefetch depth."""
+    prefetch depths (a 4-warp pick: the shared-memory code rings too)."""
     monkeypatch.setenv(cache.ENV_VAR, str(tmp_path))
     cache.clear_memory_cache()
     space = cli.candidate_space("gemm1", 128, soft=False, hopper=True, **TINY)
@@ -236,9 +236,11 @@ def test_seed_current_picks_adds_variants_of_a_gluon_pick(tmp_path, monkeypatch)
     spaces = {("gemm1", 128): list(space)}
     cli.seed_current_picks(spaces, FAKE_GPU, 4, 64, 32, 2)
     seeded = spaces[("gemm1", 128)]
-    assert seeded[:5] == [space[0], current, replace(current, n_blocks=1), replace(current, n_blocks=4),
-                          replace(current, prefetch=2)]
-    assert len(seeded) == len(set(seeded)) == len(space) + 3      # the n_blocks=1 variant was there already
+    rings = [replace(current, prefetch=d) for d in CODE_RING_DEPTHS] if current.num_warps == 4 else []
+    assert seeded[:5 + len(rings)] == [space[0], current, replace(current, n_blocks=1), replace(current, n_blocks=4),
+                                       replace(current, prefetch=2)] + rings
+    # the n_blocks=1 variant was there already
+    assert len(seeded) == len(set(seeded)) == len(space) + 3 + len(rings)
     cache.clear_memory_cache()
 
 

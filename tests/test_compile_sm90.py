@@ -55,7 +55,7 @@ def test_gluon_gemms_compile_for_sm90_without_register_hazards():
     result = json.loads(run.stdout.strip().splitlines()[-1])
     triton_b = result.pop("triton quad b-operand")
     assert triton_b == {"compiles": [True, True], "unspecialized": ["stride_wsn"]}, triton_b
-    assert len(result) == 22
+    assert len(result) == 25
     # 128 weight rows per warpgroup: <= 168 registers keeps 3 CTAs (4 warps) per SM; the loop's row-only
     # masks would let ptxas hoist per-row addresses (174+ registers, 2 CTAs: qwen3 decode measured +3%)
     assert result["gemm2 bm8 bn128 s3 quad"]["regs"] <= 168, result["gemm2 bm8 bn128 s3 quad"]
@@ -73,6 +73,13 @@ def test_gluon_gemms_compile_for_sm90_without_register_hazards():
     for name in ("gemm1 bm8 bn32 s4 quad ahead2", "gemm1 bm8 bn32 s4 k2880 quad ahead2", "gemm2 bm8 bn64 s4 quad ahead2"):
         # two steps per iteration, no register copies of the prefetched codes (their copy waits for the load)
         assert result[name]["hgmma"] == 16 and result[name]["code_moves"] == 0, (name, result[name])
+    for name in ("gemm1 bm8 bn32 s3 quad ring6", "gemm1 bm8 bn32 s3 k2880 quad ring4", "gemm2 bm8 bn128 s3 quad ring4"):
+        # the code ring: no global code or scale loads left in the loop (cp.async 16-byte vectors per lane and row,
+        # read back with LDS), and the rings' shared memory as sized: DEPTH x rows x 64 B codes + rows x 4 B scales
+        c = result[name]
+        rows, depth = (64 if "gemm1" in name else 128), int(name[-1])
+        assert c["hgmma"] == 8 * rows // 64 and c["narrow_code_loads"] == 0, (name, c)
+        assert c["shared"] >= depth * rows * 68 + 3 * 8 * 128 * 2, (name, c)
     for kernel in ("gemm1 bm8 bn32 s3", "gemm2 bm8 bn64 s3", "gemm1 bm8 bn32 s3 k2880", "gemm2 bm8 bn64 s3 k2880"):
         # quad-ordered weights: no exchange in the loop (K = 2880: only the peeled partial last step has one)
         assert result[kernel + " quad"]["loop_instructions"] < result[kernel]["loop_instructions"] - 40, kernel

@@ -14,20 +14,23 @@ ON_HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] 
 TRITON_CFG = GemmConfig(16, 64, True, 4, 3)
 # (block_m, block_n, warps, stages); block_m >= 128 also runs the N-block-major grid (wgmma_gemm._tile_pids);
 # then n_blocks > 1 (adjacent channel blocks per program; N need not divide: 2880, 160) and prefetch=2 (codes
-# two steps ahead; the shapes below have odd and even whole-step counts, 0 and 1 included); the last two pairs
-# decode each K step while the previous wgmma runs (overlap, with and without a register cap)
+# two steps ahead; the shapes below have odd and even whole-step counts, 0 and 1 included); then two pairs
+# decode each K step while the previous wgmma runs (overlap, with and without a register cap); the last two pairs
+# take the codes 3-6 steps ahead through a shared-memory ring (prefetch >= 3; K < 128 runs the plain loop)
 OVERLAP = dict(overlap=True)
 GLUON_G1 = [GemmConfig(bm, bn, True, w, s, kernel="gluon", **kw) for bm, bn, w, s, kw in
             ((8, 32, 4, 2, {}), (16, 32, 4, 3, {}), (16, 64, 4, 3, {}), (32, 32, 4, 4, {}), (64, 64, 4, 2, {}),
              (128, 32, 4, 3, {}), (64, 64, 8, 3, {}), (128, 64, 8, 2, {}), (256, 64, 8, 2, {}),
              (8, 32, 4, 4, dict(n_blocks=2)), (16, 32, 4, 3, dict(n_blocks=4)), (8, 32, 4, 4, dict(prefetch=2)),
-             (64, 64, 8, 3, dict(prefetch=2)), (32, 32, 4, 3, OVERLAP), (64, 64, 8, 4, dict(OVERLAP, maxnreg=128)))]
+             (64, 64, 8, 3, dict(prefetch=2)), (32, 32, 4, 3, OVERLAP), (64, 64, 8, 4, dict(OVERLAP, maxnreg=128)),
+             (8, 32, 4, 3, dict(prefetch=6)), (16, 32, 4, 2, dict(prefetch=4, n_blocks=2)))]
 GLUON_G2 = [GemmConfig(bm, bn, True, w, s, kernel="gluon", **kw) for bm, bn, w, s, kw in
             ((8, 64, 4, 2, {}), (16, 64, 4, 3, {}), (16, 128, 4, 3, {}), (32, 64, 4, 4, {}), (64, 128, 4, 2, {}),
              (128, 64, 4, 3, {}), (64, 128, 8, 3, {}), (128, 128, 8, 2, {}), (256, 128, 8, 2, {}),
              (8, 128, 4, 3, dict(n_blocks=2, maxnreg=128)), (16, 64, 4, 3, dict(n_blocks=4)),
              (8, 64, 4, 4, dict(prefetch=2)), (16, 64, 4, 3, dict(prefetch=2, maxnreg=80)),
-             (64, 128, 4, 4, dict(OVERLAP, maxnreg=128)), (128, 128, 8, 3, OVERLAP))]
+             (64, 128, 4, 4, dict(OVERLAP, maxnreg=128)), (128, 128, 8, 3, OVERLAP),
+             (8, 64, 4, 3, dict(prefetch=6)), (8, 128, 4, 4, dict(prefetch=3)))]
 
 
 def _biases(e, h, i, seed, device):
@@ -196,7 +199,9 @@ def test_gluon_scale_words_and_bytes(hidden, inter):
     (dict(tail_block_m=16), "tail_block_m=16"), (dict(tail_block_m=24), "tail_block_m=24"),
     (dict(block_m=64, num_warps=8, tail_block_m=16), "tail_block_m=16"),
     (dict(kernel="triton", tail_block_m=8), "tail_block_m=8"), (dict(n_blocks=3), "n_blocks=3"),
-    (dict(kernel="triton", n_blocks=2), "n_blocks=2"), (dict(prefetch=3), "prefetch=3"),
+    (dict(kernel="triton", n_blocks=2), "n_blocks=2"), (dict(prefetch=9), "prefetch=9"),
+    (dict(prefetch=0), "prefetch=0"), (dict(num_warps=8, prefetch=4), "prefetch=4"),
+    (dict(kernel="triton", prefetch=4), "prefetch=4"),
     (dict(prefetch=2, overlap=True), "prefetch=2"), (dict(kernel="triton", prefetch=2), "prefetch=2")])
 def test_gluon_config_validation(kwargs, match):
     base = dict(block_m=16, block_n=64, swap_ab=True, num_warps=4, num_stages=3, kernel="gluon")

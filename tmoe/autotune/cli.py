@@ -164,6 +164,7 @@ def seed_current_picks(spaces: dict, device_name: str, num_experts: int, hidden:
     """Put the config the cache currently holds for each (kernel, tokens) (nearest bucket) second in its
     candidate list, right after the heuristic's: a short re-tuning search never loses the current pick."""
     from . import cache
+    from ..kernels.configs import CODE_RING_DEPTHS
     for (kern, t), cands in spaces.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", cache.AutotuneCacheWarning)
@@ -173,12 +174,13 @@ def seed_current_picks(spaces: dict, device_name: str, num_experts: int, hidden:
                 cands.remove(current)
             cands.insert(1, current)
         if current is not None and current.kernel == "gluon":
-            # NOTES: n_blocks (channel blocks per program) and prefetch=2 (codes two steps ahead) win or lose by
-            # a few % around a given tile (H100 sweeps, benchmarks/NOTES.md "v11"), so they are tried next to
-            # the current pick only
+            # NOTES: n_blocks (channel blocks per program) and prefetch (codes two steps ahead in registers, or
+            # through a shared-memory ring) win or lose by a few % around a given tile (H100 / H200 sweeps,
+            # benchmarks/NOTES.md "v11", "v15"), so they are tried next to the current pick only
             variants = [replace(current, n_blocks=nb) for nb in (1, 2, 4) if nb != current.n_blocks]
             if not current.overlap:
-                variants.append(replace(current, prefetch=3 - current.prefetch))
+                depths = (1, 2) + (CODE_RING_DEPTHS if current.num_warps == 4 else ())
+                variants += [replace(current, prefetch=d) for d in depths if d != current.prefetch]
             for pos, variant in enumerate(variants, start=2):
                 if variant in cands:
                     cands.remove(variant)

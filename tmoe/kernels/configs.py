@@ -16,6 +16,8 @@ KERNELS = ("triton", "gluon")
 # 2 x block_n; with 8 warps two warpgroups split a 128-row A tile and share the activation tile).
 GLUON_BLOCK_N = {"gemm1": (32, 64), "gemm2": (64, 128)}
 GLUON_BLOCK_N_8_WARPS = {"gemm1": (64,), "gemm2": (128,)}
+MAX_CODE_RING = 8    # GemmConfig.prefetch: the deepest shared-memory code ring (8 x 8 KB at 128 weight rows)
+CODE_RING_DEPTHS = (3, 4, 6)   # the ring depths the autotuner and sweeps try next to a 4-warp pick
 
 
 def gluon_block_n(kernel: str, num_warps: int) -> tuple:
@@ -41,12 +43,15 @@ class GemmConfig:
     n_blocks: int = 1           # gluon: adjacent block_n channel blocks per program (one tile search and program
                                 # start per n_blocks weight passes: short K loops)
     prefetch: int = 1           # gluon: K steps of weight codes in flight ahead of the decode (2: a two-step loop
-                                # body, more registers; for grids of few programs per SM)
+                                # body, more registers; 3-8 (4-warp tiles): through a shared-memory ring that
+                                # deep; for grids of few programs per SM)
 
     @property
     def k_loop(self) -> int:
-        """wgmma_gemm.K_LOOP_*: 0 plain, 1 overlap, 2 codes two steps ahead."""
-        return 1 if self.overlap else (2 if self.prefetch == 2 else 0)
+        """wgmma_gemm.K_LOOP_*: 0 plain, 1 overlap, 2 codes two steps ahead, >= 3 a code ring that deep."""
+        if self.overlap:
+            return 1
+        return self.prefetch if self.prefetch >= 2 else 0
 
     @property
     def decode_mode(self) -> int:
@@ -73,8 +78,11 @@ class GemmConfig:
                              f"{GLUON_BLOCK_N} (4 warps) / {GLUON_BLOCK_N_8_WARPS} (8 warps)")
         if self.n_blocks not in (1, 2, 4) or (self.n_blocks != 1 and self.kernel != "gluon"):
             raise ValueError(f"n_blocks={self.n_blocks!r}: must be 1, 2 or 4, and 1 unless kernel='gluon'")
-        if self.prefetch not in (1, 2) or (self.prefetch == 2 and (self.kernel != "gluon" or self.overlap)):
-            raise ValueError(f"prefetch={self.prefetch!r}: must be 1 or 2, and 1 unless kernel='gluon' without overlap")
+        if (not isinstance(self.prefetch, int) or not 1 <= self.prefetch <= MAX_CODE_RING
+                or (self.prefetch >= 2 and (self.kernel != "gluon" or self.overlap))
+                or (self.prefetch >= 3 and self.num_warps != 4)):
+            raise ValueError(f"prefetch={self.prefetch!r}: must be 1 .. {MAX_CODE_RING}, and 1 unless kernel='gluon' "
+                             "without overlap; 3 and more (a shared-memory code ring) need num_warps=4")
         if self.overlap and (self.kernel != "gluon" or self.num_stages < 3):
             raise ValueError(f"overlap=True needs kernel='gluon' and num_stages >= 3, got {self}")
         if self.tail_block_m is not None and (

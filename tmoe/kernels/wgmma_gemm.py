@@ -12,6 +12,8 @@ ascending k, fp32 accumulation, BLOCK_K = 128. What differs is how a K step is f
   this kernel:    16-byte code loads issued one step ahead -> quad exchange (butterfly shuffles) ->
                   wait for the previous wgmma -> decode into the A registers -> async wgmma;
                   activations arrive by cp.async in a STAGES-deep NVMMA-swizzled ring (B operand)
+                  (4-warp tiles, GemmConfig.prefetch >= 3: the codes come through a shared-memory ring that
+                  many steps deep instead, each lane reading back its own cp.async bytes: _wgmma_gemm_ring)
 
 NOTES (register A operand, bf16 with k_width = 2): a thread of warp w holds rows 16w + g (+8, +64)
 and, per k16 block, k pairs (2t, 2t+1) and (2t+8, 2t+9) with g = lane / 4, t = lane % 4. A pair
@@ -213,6 +215,9 @@ def _add(a, b):
 K_LOOP_PLAIN = gl.constexpr(0)
 K_LOOP_OVERLAP = gl.constexpr(1)
 K_LOOP_AHEAD2 = gl.constexpr(2)
+# K_LOOP >= K_LOOP_RING: the codes and scale words of K_LOOP steps ahead in flight through a shared-memory ring
+# (cp.async; each thread reads back only what it copied), 4-warp tiles (_wgmma_gemm_ring).
+K_LOOP_RING = gl.constexpr(3)
 
 # Tile lists over the expert-sorted rows (SPLIT): every row in BLOCK_M tiles (ALL), or two launches:
 # FULL (BLOCK_M = FULL_M) covers each expert's rows in FULL_M tiles except a remainder of at most
@@ -504,7 +509,126 @@ def _ahead2_step(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, 
 
 
 @gluon.jit
-def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*, K_DIM], one per token column
+def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_ww, stride_wsn, lut_ptr, first, second, limit,
+                K_DIM, k_words, k_groups, BLOCK_A: gl.constexpr, GATE_UP: gl.constexpr, BLOCK_M: gl.constexpr,
+                STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr, QUAD: gl.constexpr,
+                PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, K_LOOP: gl.constexpr):
+    """acc[BLOCK_A, BLOCK_M] = W[rows, :K_DIM] @ B[b_rows, :K_DIM]^T (see _wgmma_gemm_regs; K_LOOP >= K_LOOP_RING:
+    _wgmma_gemm_ring). Every K loop issues the same wgmmas in the same order (same bits)."""
+    if K_LOOP >= K_LOOP_RING:
+        acc = _wgmma_gemm_ring(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_ww, stride_wsn, lut_ptr, first,
+                               second, limit, K_DIM, k_words, k_groups, BLOCK_A, GATE_UP, BLOCK_M, STAGES, MMA, B_LOAD,
+                               QUAD, PARTIAL_K, TILED, K_LOOP)
+    else:
+        acc = _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_ww, stride_wsn, lut_ptr, first,
+                               second, limit, K_DIM, k_words, k_groups, BLOCK_A, GATE_UP, BLOCK_M, STAGES, MMA, B_LOAD,
+                               QUAD, PARTIAL_K, SCALE_WORDS, TILED, K_LOOP)
+    return acc
+
+
+@gluon.jit
+def _issue_codes(c_smem, s_smem, w_words, ws_base, code_rows, rows_w, stride_wsn, step, slot, WORD3: gl.constexpr,
+                 STEP_MULT: gl.constexpr):
+    """cp.async K step `step`'s code words (lane t's 16 bytes of each row, as _load_codes loads them) and the rows'
+    scale words into code-ring slot `slot`; no commit (the caller's group). Unmasked: `step` is a whole step and
+    every row is inside the expert (rows past the tile's channels read its last valid row, see _weight_rows)."""
+    L2: gl.constexpr = gl.SliceLayout(2, WORD3)
+    col = gl.arange(0, 16, layout=gl.SliceLayout(0, L2))
+    async_copy.async_copy_global_to_shared(
+        c_smem.index(slot), w_words + (code_rows[:, None] + (step * (BLOCK_K // 8)) * STEP_MULT) + col[None, :])
+    async_copy.async_copy_global_to_shared(
+        s_smem.index(slot), (ws_base + rows_w * stride_wsn + step * (BLOCK_K // 32)).to(gl.pointer_type(gl.int32)))
+
+
+@gluon.jit
+def _wgmma_gemm_ring(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_ww, stride_wsn, lut_ptr, first, second,
+                     limit, K_DIM, k_words, k_groups, BLOCK_A: gl.constexpr, GATE_UP: gl.constexpr,
+                     BLOCK_M: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
+                     QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, TILED: gl.constexpr, DEPTH: gl.constexpr):
+    """The K loop with the weight codes DEPTH whole steps ahead (4-warp tiles, scale words; the plain loop's
+    schedule otherwise). NOTES: at one token (T = 1) a GEMM is 0.5 waves of 4-warp programs whose steps wait on
+    their code loads; registers held the codes of at most two steps (prefetch=2), a shared-memory ring holds DEPTH.
+    Each thread reads back only the bytes it copied, so its own cp.async wait is the only synchronization.
+    cp.async groups: the prologue commits codes 0 .. DEPTH-1 one group each, then activation tiles 0 .. AHEAD-1;
+    step j commits (activation tile j + AHEAD, codes j + DEPTH) together. Codes of step i are then always DEPTH - 1
+    groups behind the newest at the start of step i, activation tile i AHEAD - 1 groups behind at _b_ready."""
+    A_LAYOUT: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
+    WORD3: gl.constexpr = _word_layout(BLOCK_A, gl.num_warps())
+    L2: gl.constexpr = gl.SliceLayout(2, WORD3)
+    ROWS: gl.constexpr = gl.SliceLayout(1, L2)
+    if PARTIAL_K:       # see _wgmma_gemm_regs
+        stride_ww = (stride_ww >> 2) << 2
+        k_words = (k_words >> 2) << 2
+    rows_w, rows_ok = _weight_rows(first, second, limit, BLOCK_A, GATE_UP, ROWS)
+    lut = _lookup_tables(lut_ptr, BLOCK_A, ROWS)
+    STEP_MULT: gl.constexpr = 32 if TILED else 1
+    code_rows = _code_rows(rows_w, stride_ww, k_words, BLOCK_K // 8, TILED)
+    C_SMEM: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0])
+    c_smem = gl.allocate_shared_memory(gl.int32, [DEPTH, BLOCK_A, 16], C_SMEM)
+    S_SMEM: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, order=[0])
+    s_smem = gl.allocate_shared_memory(gl.int32, [DEPTH, BLOCK_A], S_SMEM)
+
+    B_SMEM: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, BLOCK_K], gl.bfloat16)
+    b_smem = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BLOCK_M, BLOCK_K], B_SMEM)
+    bk = gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, B_LOAD))
+    b_base = b_ptr + b_rows64[:, None] * stride_b
+    num_full = K_DIM // BLOCK_K
+    last = gl.maximum(num_full - 1, 0)
+    AHEAD: gl.constexpr = STAGES - 1
+    for s in gl.static_range(DEPTH):
+        _issue_codes(c_smem, s_smem, w_words, ws_base, code_rows, rows_w, stride_wsn, gl.minimum(s, last), s, WORD3,
+                     STEP_MULT)
+        async_copy.commit_group()
+    for s in gl.static_range(AHEAD):
+        _issue_b(b_smem, b_base, bk, b_ok, s, K_DIM, STAGES)
+    acc = gl.zeros([BLOCK_A, BLOCK_M], gl.float32, MMA)
+    # NOTES: step 0 is peeled (see _wgmma_gemm_regs: a loop that may run zero times must not define the
+    # accumulator outside a wgmma)
+    async_copy.wait_group(DEPTH + AHEAD - 1)
+    c = c_smem.index(0).load(L2)
+    sc = s_smem.index(0).load(ROWS)
+    pairs = _scale_pairs(sc, 0, k_groups, WORD3, False, True, QUAD == 2)
+    a = _decode_a(_exchange(c, WORD3, QUAD), pairs, lut, BLOCK_A, WORD3, A_LAYOUT, QUAD)
+    _b_ready(AHEAD)
+    _issue_codes(c_smem, s_smem, w_words, ws_base, code_rows, rows_w, stride_wsn, gl.minimum(DEPTH, last), 0, WORD3,
+                 STEP_MULT)
+    _issue_b(b_smem, b_base, bk, b_ok, AHEAD, K_DIM, STAGES)
+    acc = warpgroup_mma(a, b_smem.index(0).permute((1, 0)), acc, is_async=True)
+    for i in range(1, num_full):
+        async_copy.wait_group(DEPTH - 1)
+        c = c_smem.index(i % DEPTH).load(L2)
+        sc = s_smem.index(i % DEPTH).load(ROWS)
+        words = _exchange(c, WORD3, QUAD)
+        pairs = _scale_pairs(sc, i * BLOCK_K, k_groups, WORD3, False, True, QUAD == 2)
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+        a = _decode_a(words, pairs, lut, BLOCK_A, WORD3, A_LAYOUT, QUAD)
+        _b_ready(AHEAD)
+        _issue_codes(c_smem, s_smem, w_words, ws_base, code_rows, rows_w, stride_wsn, gl.minimum(i + DEPTH, last),
+                     i % DEPTH, WORD3, STEP_MULT)
+        _issue_b(b_smem, b_base, bk, b_ok, i + AHEAD, K_DIM, STAGES)
+        acc = warpgroup_mma(a, b_smem.index(i % STAGES).permute((1, 0)), acc, is_async=True)
+    if PARTIAL_K:
+        if num_full > 0:
+            if TILED:   # the partial step's chunk: rows of k_words - 16 * num_full words
+                code_rows = _code_rows(rows_w, stride_ww, k_words, k_words - num_full * (BLOCK_K // 8), TILED)
+            c, sc = _load_codes(w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, num_full * BLOCK_K,
+                                k_words, k_groups, WORD3, True, True, STEP_MULT)
+            words = _exchange(c, WORD3, False)
+            pairs = _scale_pairs(sc, num_full * BLOCK_K, k_groups, WORD3, True, True)
+            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+            a = _decode_a(words, pairs, lut, BLOCK_A, WORD3, A_LAYOUT, False)
+            async_copy.wait_group(0)      # the last activation tile (the partial step's) and nothing newer matter
+            gl.thread_barrier()
+            fence_async_shared()
+            acc = warpgroup_mma(a, b_smem.index(num_full % STAGES).permute((1, 0)), acc, is_async=True)
+    async_copy.wait_group(0)
+    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+    gl.thread_barrier()        # see _wgmma_gemm_regs: the epilogue's scratch may reuse the rings
+    return acc
+
+
+@gluon.jit
+def _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 rows [*, K_DIM], one per token column
                 w_words, ws_base, stride_ww, stride_wsn,        # this expert's codes (int32 words) / scales
                 lut_ptr,                                        # fp4_lut(): see _lookup_tables
                 first, second, limit, K_DIM, k_words, k_groups,  # A rows (see _weight_rows); K, K/8, K/32
@@ -694,6 +818,14 @@ def _check(kernel: str, t: torch.Tensor, cfg, words: torch.Tensor, scales: torch
         raise ValueError(f"{kernel}: one expert's weights span {words.stride(0)} words / {scales.stride(0)} scale "
                          "bytes; the gluon kernel addresses them with int32 (< 2^31)")
     configs.check_gpu_config(cfg, kernel, hopper=configs.is_hopper(t.device))
+
+
+def _k_loop(cfg, words: torch.Tensor, scales: torch.Tensor) -> int:
+    """cfg.k_loop, except that the code ring (K_LOOP_RING) needs a whole K step and scale words: without them the
+    plain loop runs (a performance choice only: every K loop issues the same wgmmas, same bits)."""
+    if cfg.k_loop >= K_LOOP_RING and (words.shape[-1] < _BLOCK_K // 8 or not scale_words(scales)):
+        return K_LOOP_PLAIN.value
+    return cfg.k_loop
 
 
 def scale_words(scales: torch.Tensor) -> bool:
@@ -909,7 +1041,7 @@ def gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int,
     kwargs = dict(TOPK=topk, BLOCK_N=cfg.block_n, E_PAD=expert_pad(e_local),
                   HAS_CLAMP=clamp is not None, FAST_MATH=fast_math, ACTIVATION=ACTIVATIONS.index(activation),
                   HAS_BIAS=bias is not None, STAGES=cfg.num_stages, QUAD=quad, PARTIAL_K=hidden % _BLOCK_K != 0,
-                  SCALE_WORDS=scale_words(w1_sf), TILED=tiled, K_LOOP=cfg.k_loop, N_BLOCKS=cfg.n_blocks,
+                  SCALE_WORDS=scale_words(w1_sf), TILED=tiled, K_LOOP=_k_loop(cfg, w1_words, w1_sf), N_BLOCKS=cfg.n_blocks,
                   num_warps=cfg.num_warps, **cfg.launch_options)
     return _launch(_gemm1_wgmma_kernel, triton.cdiv(inter, cfg.block_n * cfg.n_blocks), plan.num_slots, e_local, cfg,
                    expected_slots, args, kwargs)
@@ -932,6 +1064,7 @@ def gemm2_wgmma(act, w2, w2_sf, plan, out_bits, *, cfg, topk_weights=None, bias=
     kwargs = dict(BLOCK_N=cfg.block_n, E_PAD=expert_pad(e_local),
                   HAS_BIAS=bias is not None, ROW_ADDR=out_row_addr is not None, STAGES=cfg.num_stages,
                   QUAD=quad, PARTIAL_K=inter % _BLOCK_K != 0, SCALE_WORDS=scale_words(w2_sf), TILED=tiled,
-                  K_LOOP=cfg.k_loop, N_BLOCKS=cfg.n_blocks, num_warps=cfg.num_warps, **cfg.launch_options)
+                  K_LOOP=_k_loop(cfg, w2_words, w2_sf), N_BLOCKS=cfg.n_blocks, num_warps=cfg.num_warps,
+                  **cfg.launch_options)
     return _launch(_gemm2_wgmma_kernel, triton.cdiv(hidden, cfg.block_n * cfg.n_blocks), plan.num_slots, e_local, cfg,
                    expected_slots, args, kwargs)
