@@ -106,16 +106,20 @@ def heuristic_config(kernel: str, num_slots: int, num_local_experts: int, soft: 
 
     Chosen from benchmarks/sweep_gemm.py (benchmarks/NOTES.md): swap-AB with 64 weight rows per tile
     while experts see few tokens — on Hopper (`hopper`: an sm_90 GPU) the Gluon kernel with the
-    smallest token tile that holds them (H100, dsv3 T=128: GEMM1 3098 -> 2251 µs) — and for prefill
+    smallest token tile that holds them (H100, dsv3 T=128: GEMM1 3098 -> 2251 µs), its codes through a 3-step
+    shared-memory ring — and for prefill
     the 8-warp Gluon kernel on Hopper, 128x128 Triton tiles with 8 warps elsewhere.
     """
     if soft:   # the interpreter: smallest legal tiles are fastest
         return GemmConfig(block_m=16, block_n=32, swap_ab=False, num_warps=1, num_stages=1)
     per_expert = num_slots / max(num_local_experts, 1)
     if hopper and per_expert <= 64:
+        # NOTES: the codes 3 K steps ahead through the shared-memory ring: against the same tile's one-step
+        # prefetch, 42 H100 / H200 sweeps (4 workloads, T = 1..512, both GEMMs) median -3.6%, 3 worse by 2-5%
+        # (benchmarks/NOTES.md "v15")
         bm = next(b for b in (8, 16, 32, 64) if per_expert <= b)
         return GemmConfig(block_m=bm, block_n=32 if kernel == "gemm1" else 64, swap_ab=True, num_warps=4,
-                          num_stages=3, kernel="gluon")
+                          num_stages=3, kernel="gluon", prefetch=3)
     if hopper:      # prefill: two warpgroups share 128-256-token activation tiles, small remainders in
         # tail tiles (H100 dsv3 T=8192: GEMM1 16.4 ms Triton -> 10.2 ms 256-token tiles -> 8.5 ms + tails)
         big = per_expert >= 160

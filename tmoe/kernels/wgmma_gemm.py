@@ -1041,8 +1041,8 @@ def gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int,
     kwargs = dict(TOPK=topk, BLOCK_N=cfg.block_n, E_PAD=expert_pad(e_local),
                   HAS_CLAMP=clamp is not None, FAST_MATH=fast_math, ACTIVATION=ACTIVATIONS.index(activation),
                   HAS_BIAS=bias is not None, STAGES=cfg.num_stages, QUAD=quad, PARTIAL_K=hidden % _BLOCK_K != 0,
-                  SCALE_WORDS=scale_words(w1_sf), TILED=tiled, K_LOOP=_k_loop(cfg, w1_words, w1_sf), N_BLOCKS=cfg.n_blocks,
-                  num_warps=cfg.num_warps, **cfg.launch_options)
+                  SCALE_WORDS=scale_words(w1_sf), TILED=tiled, K_LOOP=_k_loop(cfg, w1_words, w1_sf),
+                  N_BLOCKS=cfg.n_blocks, num_warps=cfg.num_warps, **cfg.launch_options)
     return _launch(_gemm1_wgmma_kernel, triton.cdiv(inter, cfg.block_n * cfg.n_blocks), plan.num_slots, e_local, cfg,
                    expected_slots, args, kwargs)
 
