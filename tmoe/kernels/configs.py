@@ -42,9 +42,9 @@ class GemmConfig:
                                 # operand's registers; the ring keeps num_stages - 2 tiles ahead)
     n_blocks: int = 1           # gluon: adjacent block_n channel blocks per program (one tile search and program
                                 # start per n_blocks weight passes: short K loops)
-    prefetch: int = 1           # gluon: K steps of weight codes in flight ahead of the decode (2: a two-step loop
-                                # body, more registers; 3-8 (4-warp tiles): through a shared-memory ring that
-                                # deep; for grids of few programs per SM)
+    prefetch: int = 1           # gluon: K steps of weight codes in flight ahead of the decode (2: in registers, a
+                                # two-step loop body, 128 registers, for grids of few programs per SM; 3-8, 4-warp
+                                # tiles: through a shared-memory ring that deep, ~70 registers; NOTES "v12", "v15")
 
     @property
     def k_loop(self) -> int:
