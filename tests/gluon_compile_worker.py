@@ -34,6 +34,8 @@ K2880_UNALIGNED = {"stride_wn", "k_words", "k_groups"}
 
 def compile_gluon(kernel, ptr_types: dict, floats: set, const: dict, num_warps: int = 4, unaligned: set = frozenset(),
                   maxnreg: int | None = None):
+    if "GDC_WAIT" in kernel.arg_names and "GDC_WAIT" not in const:     # GEMM2: a plain (not PDL) launch
+        const = dict(const, GDC_WAIT=False)
     sig, attrs = {}, {}
     for i, name in enumerate(kernel.arg_names):
         if name in const:
@@ -183,6 +185,13 @@ def main() -> None:
         name = f"{'gemm1' if 'TOPK' in extra else 'gemm2'} bm8 bn{bn} s3{' k2880' if partial else ''} quad ring{depth}"
         compiled = compile_gluon(kernel, ptrs, floats, const, 4, K2880_UNALIGNED if partial else set())
         out[name] = dict(inspect(compiled, 0), shared=compiled.metadata.shared)
+        if not partial and "TOPK" not in extra:
+            # GEMM2 as a programmatic dependent launch: griddepcontrol.wait after the code ring's prologue
+            pdl = compile_gluon(kernel, ptrs, floats, dict(const, GDC_WAIT=True), 4)
+            ptx = pdl.asm["ptx"]
+            out[name + " pdl"] = dict(inspect(pdl, 0), shared=pdl.metadata.shared,
+                                      gdc_waits=ptx.count("griddepcontrol.wait"),
+                                      wait_after_codes=ptx.index("cp.async") < ptx.index("griddepcontrol.wait"))
     out["triton quad b-operand"] = triton_quad_b_operand()
     print(json.dumps(out))
 

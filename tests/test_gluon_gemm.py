@@ -5,7 +5,9 @@ gluon config runs the Triton kernel (same bits), which the config-validation tes
 import pytest
 import torch
 
+import tmoe
 from tmoe.kernels.configs import GemmConfig
+from tmoe.layer import fill_buffer
 from tmoe.reference import calc_diff, reference_moe
 
 from moe_cases import make_routing, make_tokens, make_weights, run_layer
@@ -94,8 +96,6 @@ def _routed_buffer(e, h, i, k, t, seeds):
     routed "hot_expert" over e experts (GPU); seeds = (weights, tokens, routing)."""
     from tmoe.kernels.quant import mxfp8_to_bf16
     from tmoe.kernels.routing import build_routing
-    import tmoe
-    from tmoe.layer import fill_buffer
     dev = torch.device("cuda")
     weights = make_weights(e, h, i, seed=seeds[0], device=dev)
     x = make_tokens(t, h, seed=seeds[1], device=dev)
@@ -118,8 +118,6 @@ def test_gluon_overflow_launch_and_graph(g1, g2):
     replay give the same bits as one plain launch."""
     from tmoe.kernels import grouped_gemm
     from tmoe.kernels.weight_layout import is_quad, is_tiled
-    import tmoe
-    from tmoe.layer import fill_buffer
     e, h, i, k, t = 16, 512, 256, 4, 200
     weights, x, idx, w, buf, plan = _routed_buffer(e, h, i, k, t, seeds=(5, 6, 8))
     l1, l2 = tmoe.transform_weights_for_mega_moe((weights.w1, weights.w1_sf), (weights.w2, weights.w2_sf))
@@ -273,3 +271,62 @@ def test_cache_entries_carry_the_kernel_field():
         cache.config_from_dict({**base, "kernel": 3})
     with pytest.raises(ValueError, match="gluon kernel needs"):
         cache.config_from_dict({**base, "kernel": "gluon", "swap_ab": False})
+
+
+@pytest.mark.skipif(not ON_HOPPER, reason="Gluon wgmma kernels need an sm_90 GPU")
+@pytest.mark.parametrize("g2", [GemmConfig(8, 64, True, 4, 3, kernel="gluon", prefetch=3),
+                                GemmConfig(16, 128, True, 4, 3, kernel="gluon"),
+                                GemmConfig(128, 128, True, 8, 2, kernel="gluon", tail_block_m=32)])
+def test_gemm2_pdl_programmatic_dependent_launch(g2, monkeypatch):
+    """GEMM2 launched while GEMM1 still runs (TMOE_GEMM2_PDL=1, compute.gemm2_pdl_setting) gives the same bits as the
+    plain launch, eagerly and replayed from a CUDA graph with new inputs, with experts that get no rows."""
+    dev = torch.device("cuda")
+    e, h, i, k = 16, 2880, 640, 4
+    weights = make_weights(e, h, i, seed=90, device=dev)
+    g1 = GemmConfig(8, 32, True, 4, 3, kernel="gluon", prefetch=3) if g2.num_warps == 4 else \
+        GemmConfig(128, 64, True, 8, 2, kernel="gluon", tail_block_m=32)
+    for t, pattern in ((1, "uniform"), (40, "few_experts"), (300, "hot_expert")):
+        x = make_tokens(t, h, seed=91 + t, device=dev)
+        idx, w = make_routing(t, e, k, pattern, seed=92 + t, device=dev)
+        monkeypatch.setenv("TMOE_GEMM2_PDL", "0")
+        y_plain, _ = run_layer(weights, x, idx, w, gemm1_config=g1, gemm2_config=g2)
+        monkeypatch.setenv("TMOE_GEMM2_PDL", "1")
+        y_pdl, buf = run_layer(weights, x, idx, w, gemm1_config=g1, gemm2_config=g2)
+        assert torch.equal(y_pdl.view(torch.int16), y_plain.view(torch.int16)), (t, pattern)
+    l1, l2 = tmoe.transform_weights_for_mega_moe((weights.w1, weights.w1_sf), (weights.w2, weights.w2_sf))
+    y = torch.empty_like(y_pdl)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        tmoe.fp8_fp4_mega_moe(y, l1, l2, buf, gemm1_config=g1, gemm2_config=g2)
+    for seed in range(2):
+        x = make_tokens(300, h, seed=95 + seed, device=dev)
+        idx, w = make_routing(300, e, k, ("masked", "uniform")[seed], seed=96 + seed, device=dev)
+        fill_buffer(buf, x, idx, w)
+        y.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        monkeypatch.setenv("TMOE_GEMM2_PDL", "0")
+        y_plain, _ = run_layer(weights, x, idx, w, gemm1_config=g1, gemm2_config=g2)
+        monkeypatch.setenv("TMOE_GEMM2_PDL", "1")
+        assert torch.equal(y.view(torch.int16), y_plain.view(torch.int16)), f"replay {seed}"
+
+
+@pytest.mark.parametrize("value,want", [(None, True), ("1", True), ("0", False)])
+def test_gemm2_pdl_setting(value, want, monkeypatch):
+    from tmoe.compute import gemm2_pdl_setting
+    if value is None:
+        monkeypatch.delenv("TMOE_GEMM2_PDL", raising=False)
+    else:
+        monkeypatch.setenv("TMOE_GEMM2_PDL", value)
+    assert gemm2_pdl_setting() is want
+
+
+def test_gemm2_pdl_setting_rejects_unknown(device, monkeypatch):
+    """A bad value is a ValueError naming it, raised by the layer's argument checks (before any launch)."""
+    weights = make_weights(4, 64, 32, seed=98, device=device)
+    x = make_tokens(3, 64, seed=99, device=device)
+    idx, w = make_routing(3, 4, 2, "uniform", seed=100, device=device)
+    monkeypatch.setenv("TMOE_GEMM2_PDL", "yes")
+    with pytest.raises(ValueError, match="TMOE_GEMM2_PDL must be 0 or 1, got 'yes'"):
+        run_layer(weights, x, idx, w)

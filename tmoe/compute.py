@@ -8,6 +8,7 @@ Writes `scratch.slot_out[n * K + k]` (bf16 bit patterns) for every slot whose ex
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -18,7 +19,7 @@ from .kernels import configs, grouped_gemm, weight_layout
 from .kernels.quant import mxfp8_to_bf16
 from .kernels.routing import build_routing
 
-__all__ = ["ExpertOptions", "compute_slots", "gemm_configs"]
+__all__ = ["ExpertOptions", "compute_slots", "gemm_configs", "gemm2_pdl_setting"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ def compute_slots(scratch, x_fp8: Optional[torch.Tensor], x_sf: Optional[torch.T
     n, k = topk_idx.shape
     if n == 0:
         return
+    pdl = gemm2_pdl_setting()           # a bad value is a ValueError before any launch
     num_experts, topk = layer_shape or (num_local_experts, k)
     expected = config_slots if config_slots is not None and config_slots < n * k else None
     cfg1, cfg2 = gemm_configs(opts, config_slots or n * k, num_local_experts, topk_idx.device, soft,
@@ -81,4 +83,14 @@ def compute_slots(scratch, x_fp8: Optional[torch.Tensor], x_sf: Optional[torch.T
                               expected_slots=expected)
     grouped_gemm.gemm2(scratch.act, l2[0], l2[1], plan, scratch.slot_out, cfg=cfg2, soft=soft,
                        quad=weight_layout.is_quad(l2), tiled=weight_layout.is_tiled(l2),
-                       topk_weights=topk_weights, bias=opts.l2_bias, expected_slots=expected, out_row_addr=out_row_addr)
+                       topk_weights=topk_weights, bias=opts.l2_bias, expected_slots=expected, out_row_addr=out_row_addr,
+                       pdl=pdl)
+
+
+def gemm2_pdl_setting() -> bool:
+    """`TMOE_GEMM2_PDL` (default 1): launch the Gluon GEMM2 as a programmatic dependent launch of GEMM1 (its programs
+    find their tiles and issue their first weight loads while GEMM1 finishes; same results). 0 turns it off."""
+    value = os.environ.get("TMOE_GEMM2_PDL", "1")
+    if value not in ("0", "1"):
+        raise ValueError(f"TMOE_GEMM2_PDL must be 0 or 1, got {value!r}")
+    return value == "1"

@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 import torch
 
 from . import formats
-from .compute import ExpertOptions, compute_slots
+from .compute import ExpertOptions, compute_slots, gemm2_pdl_setting
 from .dispatch.collective import CollectiveTransport
 from .kernels import configs
 from .kernels.combine import combine
@@ -326,6 +326,7 @@ def _validate_call(y, l1, l2, buf: MegaMoEBuffer, stats, recipe, activation, act
                    biases=(None, None)) -> int:
     if not isinstance(buf, MegaMoEBuffer):
         raise ValueError(f"sym_buffer must come from tmoe.get_symm_buffer_for_mega_moe, got {type(buf).__name__}")
+    gemm2_pdl_setting()        # TMOE_GEMM2_PDL: a bad value is an error here, before any launch (a local choice)
     if buf.destroyed:
         raise ValueError("sym_buffer was destroyed")
     if not isinstance(y, torch.Tensor) or y.dtype != torch.bfloat16 or y.dim() != 2:

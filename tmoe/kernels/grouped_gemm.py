@@ -374,7 +374,7 @@ def _max_tiles(num_slots: int, num_local_experts: int, block_m: int) -> int:
 
 def _launch_over_tiles(kernel, grid_n: int, num_slots: int, e_local: int, block_m: int,
                        expected_slots: int | None, args: tuple, kwargs: dict, n_fastest: bool | None = None,
-                       max_tiles=None):
+                       max_tiles=None, first_kwargs: dict | None = None):
     """Launch `kernel` over the ragged tile list without knowing the routed counts (no host sync).
 
     Without `expected_slots`: one program per possible tile (the worst case for `num_slots`).
@@ -382,6 +382,7 @@ def _launch_over_tiles(kernel, grid_n: int, num_slots: int, e_local: int, block_
     expected slots, then an overflow launch whose programs loop over any tiles beyond it — for the
     usual routing they find none and exit. NOTES: a single looping launch needs ~70 more registers
     (decode GEMM1 165 -> 235: fewer CTAs per SM), so the common tiles run in the plain kernel.
+    `first_kwargs`: extra kwargs of the first launch only (the Gluon GEMM2's programmatic dependent launch).
     """
     max_tiles = max_tiles or (lambda slots: _max_tiles(slots, e_local, block_m))    # tiles for `slots` rows
     worst = max_tiles(num_slots)
@@ -395,7 +396,7 @@ def _launch_over_tiles(kernel, grid_n: int, num_slots: int, e_local: int, block_
 
         def grid(tiles):
             return (grid_n, tiles) if n_fastest else (tiles, grid_n)
-    handle = kernel[grid(first)](*args, 0, PERSISTENT=False, **kwargs)
+    handle = kernel[grid(first)](*args, 0, PERSISTENT=False, **dict(kwargs, **(first_kwargs or {})))
     if first < worst:
         kernel[grid(min(first, worst - first))](*args, first, PERSISTENT=True, **kwargs)
     return handle
@@ -444,16 +445,17 @@ def gemm1_swiglu(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp
 
 def gemm2(act, w2, w2_sf, plan, out_bits, *, cfg, soft: bool, topk_weights=None,
           bias=None, expected_slots: int | None = None, out_row_addr=None, quad: bool = False,
-          tiled: bool = False):
+          tiled: bool = False, pdl: bool = False):
     """Launch GEMM2: act int16 [S, I] (bf16 bits) x w2 [E, H, I/2] -> out_bits int16 [T*K, H] at row slot.
     `out_row_addr` (int64 [T*K]): write slot s's row at that absolute address instead (e.g. a peer's
-    memory); out_bits is then unused. `quad` / `tiled`: as in gemm1_swiglu."""
+    memory); out_bits is then unused. `quad` / `tiled`: as in gemm1_swiglu. `pdl`: the Gluon kernel starts while the
+    previous kernel on the stream (GEMM1) still runs and waits for it before reading `act` (wgmma_gemm.gemm2_wgmma)."""
     quad = quad or tiled
     check_tiled("w2", w2, tiled)
     if cfg.kernel == "gluon" and not soft:
         from .wgmma_gemm import gemm2_wgmma
         return gemm2_wgmma(act, w2, w2_sf, plan, out_bits, cfg=cfg, topk_weights=topk_weights, bias=bias,
-                           expected_slots=expected_slots, out_row_addr=out_row_addr, quad=quad, tiled=tiled)
+                           expected_slots=expected_slots, out_row_addr=out_row_addr, quad=quad, tiled=tiled, pdl=pdl)
     e_local, hidden, half_i = w2.shape
     inter = half_i * 2
     e_pad = expert_pad(e_local)

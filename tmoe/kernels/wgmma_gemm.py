@@ -209,6 +209,21 @@ def _add(a, b):
     return a + b
 
 
+# NOTES (programmatic dependent launch): GEMM2 launched with `launch_pdl` may start while GEMM1 (the previous kernel
+# on the stream) still runs, once every GEMM1 program has executed `griddepcontrol.launch_dependents`; its programs
+# find their tile, issue their first weight-code loads and only then wait (`griddepcontrol.wait`: GEMM1 complete
+# and its writes visible) before the first read of GEMM1's output. Without the launch attribute both are no-ops.
+@gluon.jit
+def _gdc_wait():
+    gl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _gdc_launch_dependents():
+    gl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [], dtype=gl.int32, is_pure=False,
+                              pack=1)
+
+
 # K loop shapes (GemmConfig.overlap / prefetch -> K_LOOP): one step per iteration with the next step's codes in
 # flight (PLAIN); decode while the previous wgmma runs (OVERLAP, _overlap_step); two steps per iteration with
 # the codes two steps ahead (AHEAD2, _ahead2_step).
@@ -512,14 +527,18 @@ def _ahead2_step(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, 
 def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_ww, stride_wsn, lut_ptr, first, second, limit,
                 K_DIM, k_words, k_groups, BLOCK_A: gl.constexpr, GATE_UP: gl.constexpr, BLOCK_M: gl.constexpr,
                 STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr, QUAD: gl.constexpr,
-                PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, K_LOOP: gl.constexpr):
+                PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, K_LOOP: gl.constexpr,
+                GDC_WAIT: gl.constexpr = False):
     """acc[BLOCK_A, BLOCK_M] = W[rows, :K_DIM] @ B[b_rows, :K_DIM]^T (see _wgmma_gemm_regs; K_LOOP >= K_LOOP_RING:
-    _wgmma_gemm_ring). Every K loop issues the same wgmmas in the same order (same bits)."""
+    _wgmma_gemm_ring). Every K loop issues the same wgmmas in the same order (same bits). GDC_WAIT: wait for the
+    previous kernel (see _gdc_wait) before the first activation load."""
     if K_LOOP >= K_LOOP_RING:
         acc = _wgmma_gemm_ring(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_ww, stride_wsn, lut_ptr, first,
                                second, limit, K_DIM, k_words, k_groups, BLOCK_A, GATE_UP, BLOCK_M, STAGES, MMA, B_LOAD,
-                               QUAD, PARTIAL_K, TILED, K_LOOP)
+                               QUAD, PARTIAL_K, TILED, K_LOOP, GDC_WAIT)
     else:
+        if GDC_WAIT:
+            _gdc_wait()
         acc = _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_ww, stride_wsn, lut_ptr, first,
                                second, limit, K_DIM, k_words, k_groups, BLOCK_A, GATE_UP, BLOCK_M, STAGES, MMA, B_LOAD,
                                QUAD, PARTIAL_K, SCALE_WORDS, TILED, K_LOOP)
@@ -544,7 +563,8 @@ def _issue_codes(c_smem, s_smem, w_words, ws_base, code_rows, rows_w, stride_wsn
 def _wgmma_gemm_ring(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_ww, stride_wsn, lut_ptr, first, second,
                      limit, K_DIM, k_words, k_groups, BLOCK_A: gl.constexpr, GATE_UP: gl.constexpr,
                      BLOCK_M: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                     QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, TILED: gl.constexpr, DEPTH: gl.constexpr):
+                     QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, TILED: gl.constexpr, DEPTH: gl.constexpr,
+                     GDC_WAIT: gl.constexpr):
     """The K loop with the weight codes DEPTH whole steps ahead (4-warp tiles, scale words; the plain loop's
     schedule otherwise). NOTES: at one token (T = 1) a GEMM is 0.5 waves of 4-warp programs whose steps wait on
     their code loads; registers held the codes of at most two steps (prefetch=2), a shared-memory ring holds DEPTH.
@@ -579,6 +599,8 @@ def _wgmma_gemm_ring(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_w
         _issue_codes(c_smem, s_smem, w_words, ws_base, code_rows, rows_w, stride_wsn, gl.minimum(s, last), s, WORD3,
                      STEP_MULT)
         async_copy.commit_group()
+    if GDC_WAIT:        # the weight codes are in flight; the activations are the previous kernel's output
+        _gdc_wait()
     for s in gl.static_range(AHEAD):
         _issue_b(b_smem, b_base, bk, b_ok, s, K_DIM, STAGES)
     acc = gl.zeros([BLOCK_A, BLOCK_M], gl.float32, MMA)
@@ -790,22 +812,24 @@ def _as_words(w: torch.Tensor) -> torch.Tensor:
     return w.view(torch.int32)
 
 
-def _launch(kernel, grid_n: int, num_slots: int, e_local: int, cfg, expected_slots, args: tuple, kwargs: dict):
+def _launch(kernel, grid_n: int, num_slots: int, e_local: int, cfg, expected_slots, args: tuple, kwargs: dict,
+            first_kwargs: dict | None = None):
     """One launch over all tiles, or (cfg.tail_block_m) the FULL launch and the TAIL launch (see SPLIT_*).
+    `first_kwargs`: for the first launch only (the programmatic dependent launch of GEMM2).
     NOTES: prefill-sized token tiles (>= 128) run N-block-major (see _tile_pids), decode tiles tile-major."""
     tiles, unit = _max_tiles(num_slots, e_local, cfg.block_m), packing_unit(expert_pad(e_local))
     if tiles >= unit:
         raise ValueError(f"gluon kernel: {num_slots} slots over {e_local} local experts make up to {tiles} tiles of "
                          f"{cfg.block_m} rows; tile_of_program needs fewer than {unit} (use a larger block_m)")
 
-    def one(block_m, split, max_tiles):
+    def one(block_m, split, max_tiles, first=None):
         kw = dict(kwargs, BLOCK_M=block_m, SPLIT=split, FULL_M=cfg.block_m, TAIL_M=cfg.tail_block_m or cfg.block_m,
                   **_layouts(block_m, cfg.num_warps))
         return _launch_over_tiles(kernel, grid_n, num_slots, e_local, block_m, expected_slots, args, kw,
-                                  n_fastest=block_m >= 128, max_tiles=max_tiles)
+                                  n_fastest=block_m >= 128, max_tiles=max_tiles, first_kwargs=first)
     if cfg.tail_block_m is None:
-        return one(cfg.block_m, SPLIT_ALL, None)
-    handle = one(cfg.block_m, SPLIT_FULL, None)
+        return one(cfg.block_m, SPLIT_ALL, None, first_kwargs)
+    handle = one(cfg.block_m, SPLIT_FULL, None, first_kwargs)
     one(cfg.tail_block_m, SPLIT_TAIL, lambda slots: max(1, min(slots, e_local)))   # at most one per expert
     return handle
 
@@ -930,6 +954,7 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, 
                         TILED: gl.constexpr, PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr,
                         SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr, K_LOOP: gl.constexpr,
                         N_BLOCKS: gl.constexpr):
+    _gdc_launch_dependents()     # GEMM2 (launched with launch_pdl) may start its prologue now
     pid, npid, nblk = _tile_pids(N_FASTEST)
     # NOTES: PERSISTENT = the overflow launch of `_launch_over_tiles`. The plain launch keeps its own
     # straight-line body: the same call inside a loop costs ~60 registers (offline SASS).
@@ -957,7 +982,7 @@ def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_pt
                       ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
                       EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
                       TILED: gl.constexpr, SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr,
-                      K_LOOP: gl.constexpr, N_BLOCKS: gl.constexpr):
+                      K_LOOP: gl.constexpr, N_BLOCKS: gl.constexpr, GDC_WAIT: gl.constexpr = False):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD,
                                                        SPLIT, FULL_M, TAIL_M)
     if real:
@@ -971,7 +996,7 @@ def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_pt
                              stride_we, stride_wn, stride_wse, stride_wsn, sorted_ptr, weights_ptr, out_ptr,
                              stride_out, row_addr_ptr, bias_ptr, stride_bias, hidden, inter, k_words, k_groups,
                              BLOCK_M, BLOCK_N, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, PARTIAL_K,
-                             SCALE_WORDS, TILED, K_LOOP)
+                             SCALE_WORDS, TILED, K_LOOP, GDC_WAIT)
 
 
 @gluon.jit
@@ -980,14 +1005,14 @@ def _gemm2_block(n0, row_start, row_end, expert, act_ptr, stride_act, w2_ptr, w2
                  stride_bias, hidden, inter, k_words, k_groups, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                  HAS_BIAS: gl.constexpr, ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr,
                  B_LOAD: gl.constexpr, EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr,
-                 SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, K_LOOP: gl.constexpr):
+                 SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, K_LOOP: gl.constexpr, GDC_WAIT: gl.constexpr):
     """Output channels [n0, n0 + BLOCK_N) of one token tile of one expert."""
     m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, B_LOAD))
     acc = _wgmma_gemm(act_ptr, (row_start + m).to(gl.int64), row_start + m < row_end, stride_act,
                       w2_ptr + expert.to(gl.int64) * stride_we, w2_sf_ptr + expert.to(gl.int64) * stride_wse,
                       stride_wn, stride_wsn, lut_ptr, n0, n0, hidden - n0, inter, k_words, k_groups,
                       BLOCK_N, False, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K, SCALE_WORDS, TILED,
-                      K_LOOP)
+                      K_LOOP, GDC_WAIT)
     acc = gl.convert_layout(gl.permute(acc, (1, 0)), EPI)
     rows = row_start + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, EPI))
     n = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, EPI))
@@ -1004,7 +1029,7 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_
                         EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
                         TILED: gl.constexpr, PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr,
                         SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr, K_LOOP: gl.constexpr,
-                        N_BLOCKS: gl.constexpr):
+                        N_BLOCKS: gl.constexpr, GDC_WAIT: gl.constexpr):
     pid, npid, nblk = _tile_pids(N_FASTEST)
     if PERSISTENT:      # see _gemm1_wgmma_kernel
         for tile in range(tile_offset + pid, num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD, SPLIT,
@@ -1019,7 +1044,11 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_
                           stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr,
                           bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups, BLOCK_M,
                           BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS,
-                          TILED, SPLIT, FULL_M, TAIL_M, K_LOOP, N_BLOCKS)
+                          TILED, SPLIT, FULL_M, TAIL_M, K_LOOP, N_BLOCKS, GDC_WAIT)
+        if GDC_WAIT:
+            # NOTES: every program waits for GEMM1 before it exits (a second wait is free), so GEMM2's completion,
+            # which the next kernel on the stream waits for, implies GEMM1's even where a program found no tile
+            _gdc_wait()
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -1048,8 +1077,10 @@ def gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int,
 
 
 def gemm2_wgmma(act, w2, w2_sf, plan, out_bits, *, cfg, topk_weights=None, bias=None,
-                expected_slots: int | None = None, out_row_addr=None, quad: bool = False, tiled: bool = False):
-    """`grouped_gemm.gemm2` with this file's kernel (same arguments, bitwise the same result)."""
+                expected_slots: int | None = None, out_row_addr=None, quad: bool = False, tiled: bool = False,
+                pdl: bool = False):
+    """`grouped_gemm.gemm2` with this file's kernel (same arguments, bitwise the same result). `pdl`: the first launch
+    is a programmatic dependent launch (see _gdc_wait): its programs start while the previous kernel runs."""
     e_local, hidden, half_i = w2.shape
     inter = half_i * 2
     w2_words = _as_words(w2)
@@ -1064,7 +1095,7 @@ def gemm2_wgmma(act, w2, w2_sf, plan, out_bits, *, cfg, topk_weights=None, bias=
     kwargs = dict(BLOCK_N=cfg.block_n, E_PAD=expert_pad(e_local),
                   HAS_BIAS=bias is not None, ROW_ADDR=out_row_addr is not None, STAGES=cfg.num_stages,
                   QUAD=quad, PARTIAL_K=inter % _BLOCK_K != 0, SCALE_WORDS=scale_words(w2_sf), TILED=tiled,
-                  K_LOOP=_k_loop(cfg, w2_words, w2_sf), N_BLOCKS=cfg.n_blocks, num_warps=cfg.num_warps,
+                  K_LOOP=_k_loop(cfg, w2_words, w2_sf), N_BLOCKS=cfg.n_blocks, GDC_WAIT=False, num_warps=cfg.num_warps,
                   **cfg.launch_options)
     return _launch(_gemm2_wgmma_kernel, triton.cdiv(hidden, cfg.block_n * cfg.n_blocks), plan.num_slots, e_local, cfg,
-                   expected_slots, args, kwargs)
+                   expected_slots, args, kwargs, first_kwargs=dict(GDC_WAIT=True, launch_pdl=True) if pdl else None)
