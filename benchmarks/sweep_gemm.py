@@ -67,11 +67,7 @@ def prefetch_candidates(base: GemmConfig) -> list[GemmConfig]:
     if base.num_warps == 4:
         out += [replace(base, prefetch=2, maxnreg=80)] + [replace(base, prefetch=d, maxnreg=None)
                                                           for d in CODE_RING_DEPTHS]
-    seen = []
-    for cfg in out:                     # keep the order, drop repeats (the base may be one of them)
-        if cfg not in seen:
-            seen.append(cfg)
-    return seen
+    return list(dict.fromkeys(out))     # in order, without repeats (the base may be one of them)
 
 
 def candidates(per_expert: float, regcap: bool = False, gluon: bool = False, kernel: str = "gemm1") -> list[GemmConfig]:

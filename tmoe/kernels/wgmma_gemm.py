@@ -560,6 +560,23 @@ def _issue_codes(c_smem, s_smem, w_words, ws_base, code_rows, rows_w, stride_wsn
 
 
 @gluon.jit
+def _partial_step_a(acc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stride_ww, stride_wsn, num_full, k_words,
+                    k_groups, BLOCK_A: gl.constexpr, WORD3: gl.constexpr, A_LAYOUT: gl.constexpr,
+                    SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, STEP_MULT: gl.constexpr):
+    """PARTIAL_K (K % 128 != 0): the partial last step's A operand (its block is canonical in either byte order; codes
+    and scales loaded with k masks, weight_layout keeps that block canonical), after the previous wgmma retired.
+    Returns (acc waited for, A operand); the caller issues the step's wgmma once its activation tile is ready."""
+    if TILED:   # the partial step's chunk: rows of k_words - 16 * num_full words
+        code_rows = _code_rows(rows_w, stride_ww, k_words, k_words - num_full * (BLOCK_K // 8), TILED)
+    c, sc = _load_codes(w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, num_full * BLOCK_K,
+                        k_words, k_groups, WORD3, True, SCALE_WORDS, STEP_MULT)
+    words = _exchange(c, WORD3, False)
+    pairs = _scale_pairs(sc, num_full * BLOCK_K, k_groups, WORD3, True, SCALE_WORDS)
+    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+    return acc, _decode_a(words, pairs, lut, BLOCK_A, WORD3, A_LAYOUT, False)
+
+
+@gluon.jit
 def _wgmma_gemm_ring(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_ww, stride_wsn, lut_ptr, first, second,
                      limit, K_DIM, k_words, k_groups, BLOCK_A: gl.constexpr, GATE_UP: gl.constexpr,
                      BLOCK_M: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
@@ -631,14 +648,8 @@ def _wgmma_gemm_ring(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_w
         acc = warpgroup_mma(a, b_smem.index(i % STAGES).permute((1, 0)), acc, is_async=True)
     if PARTIAL_K:
         if num_full > 0:
-            if TILED:   # the partial step's chunk: rows of k_words - 16 * num_full words
-                code_rows = _code_rows(rows_w, stride_ww, k_words, k_words - num_full * (BLOCK_K // 8), TILED)
-            c, sc = _load_codes(w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, num_full * BLOCK_K,
-                                k_words, k_groups, WORD3, True, True, STEP_MULT)
-            words = _exchange(c, WORD3, False)
-            pairs = _scale_pairs(sc, num_full * BLOCK_K, k_groups, WORD3, True, True)
-            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-            a = _decode_a(words, pairs, lut, BLOCK_A, WORD3, A_LAYOUT, False)
+            acc, a = _partial_step_a(acc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stride_ww, stride_wsn,
+                                     num_full, k_words, k_groups, BLOCK_A, WORD3, A_LAYOUT, True, TILED, STEP_MULT)
             async_copy.wait_group(0)      # the last activation tile (the partial step's) and nothing newer matter
             gl.thread_barrier()
             fence_async_shared()
@@ -765,14 +776,9 @@ def _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 ro
             acc = warpgroup_mma(a, b_smem.index(i % STAGES).permute((1, 0)), acc, is_async=True)
     if PARTIAL_K:
         if num_full > 0:
-            if TILED:   # the partial step's chunk: rows of k_words - 16 * num_full words
-                code_rows = _code_rows(rows_w, stride_ww, k_words, k_words - num_full * (BLOCK_K // 8), TILED)
-            c, sc = _load_codes(w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, num_full * BLOCK_K,
-                                k_words, k_groups, WORD3, True, SCALE_WORDS, STEP_MULT)
-            words = _exchange(c, WORD3, False)
-            pairs = _scale_pairs(sc, num_full * BLOCK_K, k_groups, WORD3, True, SCALE_WORDS)
-            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-            a = _decode_a(words, pairs, lut, BLOCK_A, WORD3, A_LAYOUT, False)
+            acc, a = _partial_step_a(acc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stride_ww, stride_wsn,
+                                     num_full, k_words, k_groups, BLOCK_A, WORD3, A_LAYOUT, SCALE_WORDS, TILED,
+                                     STEP_MULT)
             _b_ready(AHEAD)
             acc = warpgroup_mma(a, b_smem.index(num_full % STAGES).permute((1, 0)), acc, is_async=True)
             if K_LOOP == K_LOOP_OVERLAP:     # `acc` left the overlapped loop waited for (a tensor): the same type
