@@ -185,13 +185,17 @@ def main() -> None:
         name = f"{'gemm1' if 'TOPK' in extra else 'gemm2'} bm8 bn{bn} s3{' k2880' if partial else ''} quad ring{depth}"
         compiled = compile_gluon(kernel, ptrs, floats, const, 4, K2880_UNALIGNED if partial else set())
         out[name] = dict(inspect(compiled, 0), shared=compiled.metadata.shared)
-        if not partial and "TOPK" not in extra:
-            # GEMM2 as a programmatic dependent launch: griddepcontrol.wait after the code ring's prologue
-            pdl = compile_gluon(kernel, ptrs, floats, dict(const, GDC_WAIT=True), 4)
+        if not partial:
+            # GEMM2 / GEMM1 (GDC_EARLY) as a programmatic dependent launch: griddepcontrol.wait after the code ring's
+            # prologue, the dependents released only after it (kernels/pdl.py)
+            flag = dict(GDC=wg.GDC_EARLY.value) if "TOPK" in extra else dict(GDC_WAIT=True)
+            pdl = compile_gluon(kernel, ptrs, floats, dict(const, **flag), 4)
             ptx = pdl.asm["ptx"]
             out[name + " pdl"] = dict(inspect(pdl, 0), shared=pdl.metadata.shared,
                                       gdc_waits=ptx.count("griddepcontrol.wait"),
-                                      wait_after_codes=ptx.index("cp.async") < ptx.index("griddepcontrol.wait"))
+                                      wait_after_codes=ptx.index("cp.async") < ptx.index("griddepcontrol.wait"),
+                                      trigger_after_wait=ptx.index("griddepcontrol.wait")
+                                      < ptx.index("griddepcontrol.launch_dependents"))
     out["triton quad b-operand"] = triton_quad_b_operand()
     print(json.dumps(out))
 

@@ -36,6 +36,21 @@ def test_profile_layer_cases():
             parse_cases(bad)
 
 
+def test_layer_timeline_summary():
+    """layer_timeline.summarize: replays split at the flush memsets, times relative to each replay's first kernel,
+    medians over the replays, an incomplete replay dropped."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from layer_timeline import FLUSH_MARK, summarize
+    flush = dict(name=f"at::{FLUSH_MARK}<uchar>", ts=0.0, dur=80.0)
+    events = [dict(flush, ts=0.0), dict(name="_quant", ts=100.0, dur=3.0), dict(name="_gemm1", ts=102.0, dur=50.0),
+              dict(flush, ts=200.0), dict(name="_quant", ts=300.0, dur=5.0), dict(name="_gemm1", ts=306.0, dur=40.0),
+              dict(flush, ts=400.0), dict(name="_quant", ts=500.0, dur=4.0)]
+    got = summarize(events)
+    assert got["replays"] == 2 and got["span_us"] == (52.0 + 46.0) / 2
+    assert [r["kernel"] for r in got["kernels"]] == ["_quant", "_gemm1"]
+    assert got["kernels"][1] == dict(kernel="_gemm1", start_us=4.0, end_us=49.0, dur_us=45.0)
+
+
 def test_ncu_summary_tables(tmp_path):
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     from ncu_summary import summarize_raw, summarize_sass

@@ -55,7 +55,7 @@ def test_gluon_gemms_compile_for_sm90_without_register_hazards():
     result = json.loads(run.stdout.strip().splitlines()[-1])
     triton_b = result.pop("triton quad b-operand")
     assert triton_b == {"compiles": [True, True], "unspecialized": ["stride_wsn"]}, triton_b
-    assert len(result) == 26
+    assert len(result) == 27
     # 128 weight rows per warpgroup: <= 168 registers keeps 3 CTAs (4 warps) per SM; the loop's row-only
     # masks would let ptxas hoist per-row addresses (174+ registers, 2 CTAs: qwen3 decode measured +3%)
     assert result["gemm2 bm8 bn128 s3 quad"]["regs"] <= 168, result["gemm2 bm8 bn128 s3 quad"]
@@ -80,11 +80,13 @@ def test_gluon_gemms_compile_for_sm90_without_register_hazards():
         rows, depth = (64 if "gemm1" in name else 128), int(name[-1])
         assert c["hgmma"] == 8 * rows // 64 and c["narrow_code_loads"] == 0, (name, c)
         assert c["shared"] >= depth * rows * 68 + 3 * 8 * 128 * 2, (name, c)
-    # GEMM2 as a programmatic dependent launch: it waits for GEMM1 after issuing its first weight codes, and every
-    # program waits once more before exiting (a program without a tile too); same loop otherwise
-    pdl, plain = result["gemm2 bm8 bn128 s3 quad ring4 pdl"], result["gemm2 bm8 bn128 s3 quad ring4"]
-    assert pdl["gdc_waits"] == 2 and pdl["wait_after_codes"], pdl
-    assert pdl["loop_instructions"] == plain["loop_instructions"] and pdl["regs"] <= plain["regs"] + 8, (pdl, plain)
+    # GEMM2 (and GEMM1 two kernels after routing) as a programmatic dependent launch: it waits for the previous kernel
+    # after issuing its first weight codes, releases its own dependents only after that wait, and every program waits
+    # once more before exiting (a program without a tile too); same loop otherwise
+    for name in ("gemm2 bm8 bn128 s3 quad ring4", "gemm1 bm8 bn32 s3 quad ring6"):
+        pdl, plain = result[name + " pdl"], result[name]
+        assert pdl["gdc_waits"] == 2 and pdl["wait_after_codes"] and pdl["trigger_after_wait"], (name, pdl)
+        assert pdl["loop_instructions"] == plain["loop_instructions"] and pdl["regs"] <= plain["regs"] + 8, (pdl, plain)
     for kernel in ("gemm1 bm8 bn32 s3", "gemm2 bm8 bn64 s3", "gemm1 bm8 bn32 s3 k2880", "gemm2 bm8 bn64 s3 k2880"):
         # quad-ordered weights: no exchange in the loop (K = 2880: only the peeled partial last step has one)
         assert result[kernel + " quad"]["loop_instructions"] < result[kernel]["loop_instructions"] - 40, kernel

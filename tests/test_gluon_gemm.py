@@ -273,60 +273,81 @@ def test_cache_entries_carry_the_kernel_field():
         cache.config_from_dict({**base, "kernel": "gluon", "swap_ab": False})
 
 
+_PDL_PAIRS = [   # (GEMM1, GEMM2): code rings (GEMM1 waits inside the ring), register loops, 8-warp tiles with tails
+    (GemmConfig(8, 32, True, 4, 3, kernel="gluon", prefetch=3), GemmConfig(8, 64, True, 4, 3, kernel="gluon", prefetch=3)),
+    (GemmConfig(16, 32, True, 4, 3, kernel="gluon"), GemmConfig(16, 128, True, 4, 3, kernel="gluon")),
+    (GemmConfig(16, 32, True, 4, 3, kernel="gluon", prefetch=2, n_blocks=2),
+     GemmConfig(16, 64, True, 4, 3, kernel="gluon", prefetch=4, n_blocks=2)),
+    (GemmConfig(128, 64, True, 8, 2, kernel="gluon", tail_block_m=32),
+     GemmConfig(128, 128, True, 8, 2, kernel="gluon", tail_block_m=32)),
+]
+
+
 @pytest.mark.skipif(not ON_HOPPER, reason="Gluon wgmma kernels need an sm_90 GPU")
-@pytest.mark.parametrize("g2", [GemmConfig(8, 64, True, 4, 3, kernel="gluon", prefetch=3),
-                                GemmConfig(16, 128, True, 4, 3, kernel="gluon"),
-                                GemmConfig(128, 128, True, 8, 2, kernel="gluon", tail_block_m=32)])
-def test_gemm2_pdl_programmatic_dependent_launch(g2, monkeypatch):
-    """GEMM2 launched while GEMM1 still runs (TMOE_GEMM2_PDL=1, compute.gemm2_pdl_setting) gives the same bits as the
-    plain launch, eagerly and replayed from a CUDA graph with new inputs, with experts that get no rows."""
+@pytest.mark.parametrize("g1,g2", _PDL_PAIRS)
+def test_pdl_chain_programmatic_dependent_launch(g1, g2, monkeypatch):
+    """Every kernel of the call as a programmatic dependent launch of the one before (TMOE_PDL=1: quantize, routing
+    in one or three kernels, MXFP8 -> bf16, GEMM1 reading the plan before it waits, GEMM2, combine), only GEMM2
+    (gemm2) or none (0): the same bits, eagerly and replayed from a CUDA graph with new inputs, with experts that get
+    no rows (programs without a tile) and a token count whose routing takes three kernels."""
     dev = torch.device("cuda")
     e, h, i, k = 16, 2880, 640, 4
     weights = make_weights(e, h, i, seed=90, device=dev)
-    g1 = GemmConfig(8, 32, True, 4, 3, kernel="gluon", prefetch=3) if g2.num_warps == 4 else \
-        GemmConfig(128, 64, True, 8, 2, kernel="gluon", tail_block_m=32)
+
+    def layer(mode, x, idx, w):
+        monkeypatch.setenv("TMOE_PDL", mode)
+        return run_layer(weights, x, idx, w, gemm1_config=g1, gemm2_config=g2)
+
     for t, pattern in ((1, "uniform"), (40, "few_experts"), (300, "hot_expert")):
         x = make_tokens(t, h, seed=91 + t, device=dev)
         idx, w = make_routing(t, e, k, pattern, seed=92 + t, device=dev)
-        monkeypatch.setenv("TMOE_GEMM2_PDL", "0")
-        y_plain, _ = run_layer(weights, x, idx, w, gemm1_config=g1, gemm2_config=g2)
-        monkeypatch.setenv("TMOE_GEMM2_PDL", "1")
-        y_pdl, buf = run_layer(weights, x, idx, w, gemm1_config=g1, gemm2_config=g2)
-        assert torch.equal(y_pdl.view(torch.int16), y_plain.view(torch.int16)), (t, pattern)
+        y_plain, _ = layer("0", x, idx, w)
+        for mode in ("gemm2", "1"):
+            y_pdl, buf = layer(mode, x, idx, w)
+            assert torch.equal(y_pdl.view(torch.int16), y_plain.view(torch.int16)), (t, pattern, mode)
     l1, l2 = tmoe.transform_weights_for_mega_moe((weights.w1, weights.w1_sf), (weights.w2, weights.w2_sf))
+    x_bf16 = torch.empty(300, h, dtype=torch.bfloat16, device=dev)
     y = torch.empty_like(y_pdl)
+    monkeypatch.setenv("TMOE_PDL", "1")
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
+        tmoe.per_token_cast_to_fp8(x_bf16, out=(buf.x, buf.x_sf))
         tmoe.fp8_fp4_mega_moe(y, l1, l2, buf, gemm1_config=g1, gemm2_config=g2)
-    for seed in range(2):
+    for seed in range(3):
         x = make_tokens(300, h, seed=95 + seed, device=dev)
-        idx, w = make_routing(300, e, k, ("masked", "uniform")[seed], seed=96 + seed, device=dev)
+        idx, w = make_routing(300, e, k, ("masked", "uniform", "hot_expert")[seed], seed=96 + seed, device=dev)
         fill_buffer(buf, x, idx, w)
+        x_bf16.copy_(x)
         y.fill_(float("nan"))
         graph.replay()
         torch.cuda.synchronize()
-        monkeypatch.setenv("TMOE_GEMM2_PDL", "0")
-        y_plain, _ = run_layer(weights, x, idx, w, gemm1_config=g1, gemm2_config=g2)
-        monkeypatch.setenv("TMOE_GEMM2_PDL", "1")
+        y_plain, _ = layer("0", x, idx, w)
+        monkeypatch.setenv("TMOE_PDL", "1")
         assert torch.equal(y.view(torch.int16), y_plain.view(torch.int16)), f"replay {seed}"
 
 
-@pytest.mark.parametrize("value,want", [(None, True), ("1", True), ("0", False)])
-def test_gemm2_pdl_setting(value, want, monkeypatch):
-    from tmoe.compute import gemm2_pdl_setting
+@pytest.mark.parametrize("value,want", [(None, "1"), ("1", "1"), ("gemm2", "gemm2"), ("0", "0")])
+def test_pdl_mode(value, want, monkeypatch):
+    from tmoe.kernels import pdl
+    monkeypatch.delenv("TMOE_GEMM2_PDL", raising=False)
     if value is None:
-        monkeypatch.delenv("TMOE_GEMM2_PDL", raising=False)
+        monkeypatch.delenv("TMOE_PDL", raising=False)
     else:
-        monkeypatch.setenv("TMOE_GEMM2_PDL", value)
-    assert gemm2_pdl_setting() is want
+        monkeypatch.setenv("TMOE_PDL", value)
+    assert pdl.pdl_mode() == want
+    assert pdl.gemm2_on() is (want != "0")
+    assert pdl.chain_on(torch.device("cpu")) is False      # the interpreter never launches with PDL
 
 
-def test_gemm2_pdl_setting_rejects_unknown(device, monkeypatch):
+@pytest.mark.parametrize("env,message", [({"TMOE_PDL": "yes"}, r"TMOE_PDL must be one of \('1', 'gemm2', '0'\), got 'yes'"),
+                                         ({"TMOE_GEMM2_PDL": "1"}, "TMOE_GEMM2_PDL was renamed: set TMOE_PDL")])
+def test_pdl_mode_rejects_bad_settings(env, message, device, monkeypatch):
     """A bad value is a ValueError naming it, raised by the layer's argument checks (before any launch)."""
     weights = make_weights(4, 64, 32, seed=98, device=device)
     x = make_tokens(3, 64, seed=99, device=device)
     idx, w = make_routing(3, 4, 2, "uniform", seed=100, device=device)
-    monkeypatch.setenv("TMOE_GEMM2_PDL", "yes")
-    with pytest.raises(ValueError, match="TMOE_GEMM2_PDL must be 0 or 1, got 'yes'"):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=message):
         run_layer(weights, x, idx, w)

@@ -8,18 +8,17 @@ Writes `scratch.slot_out[n * K + k]` (bf16 bit patterns) for every slot whose ex
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
 from .autotune import cache as autotune_cache
-from .kernels import configs, grouped_gemm, weight_layout
+from .kernels import configs, grouped_gemm, pdl, weight_layout
 from .kernels.quant import mxfp8_to_bf16
 from .kernels.routing import build_routing
 
-__all__ = ["ExpertOptions", "compute_slots", "gemm_configs", "gemm2_pdl_setting"]
+__all__ = ["ExpertOptions", "compute_slots", "gemm_configs"]
 
 
 @dataclass(frozen=True)
@@ -66,31 +65,27 @@ def compute_slots(scratch, x_fp8: Optional[torch.Tensor], x_sf: Optional[torch.T
     n, k = topk_idx.shape
     if n == 0:
         return
-    pdl = gemm2_pdl_setting()           # a bad value is a ValueError before any launch
+    mode = pdl.pdl_mode()           # TMOE_PDL: a bad value is a ValueError before any launch
+    chain = pdl.chain_on(topk_idx.device, mode)
     num_experts, topk = layer_shape or (num_local_experts, k)
     expected = config_slots if config_slots is not None and config_slots < n * k else None
     cfg1, cfg2 = gemm_configs(opts, config_slots or n * k, num_local_experts, topk_idx.device, soft,
                               num_experts=num_experts, hidden=scratch.x_dq.shape[1],
                               intermediate=l2[0].shape[2] * 2, topk=topk)
     plan = build_routing(topk_idx, num_local_experts, expert_start, capacity_slots=n * k, stats=stats,
-                         workspace=scratch.workspace)
+                         workspace=scratch.workspace, pdl_launch=chain)
     if x_fp8 is not None:
-        mxfp8_to_bf16(x_fp8, x_sf, scratch.x_dq)
+        mxfp8_to_bf16(x_fp8, x_sf, scratch.x_dq, pdl_launch=chain)
+    # NOTES: with the MXFP8 -> bf16 kernel between routing and GEMM1, GEMM1 may read the plan before it waits
+    # (kernels/pdl.py): it finds its tile and issues its first weight loads while that kernel runs
+    gdc1 = (pdl.GEMM1_PLAIN if not chain else pdl.GEMM1_EARLY if x_fp8 is not None
+            else pdl.GEMM1_WAIT_FIRST)
     grouped_gemm.gemm1_swiglu(scratch.x_dq, l1[0], l1[1], plan, topk_weights, scratch.act, topk=k,
                               quad=weight_layout.is_quad(l1), tiled=weight_layout.is_tiled(l1),
                               clamp=opts.activation_clamp, fast_math=opts.fast_math, cfg=cfg1, soft=soft,
                               activation=opts.activation, alpha=opts.activation_alpha, bias=opts.l1_bias,
-                              expected_slots=expected)
+                              expected_slots=expected, pdl_launch=gdc1)
     grouped_gemm.gemm2(scratch.act, l2[0], l2[1], plan, scratch.slot_out, cfg=cfg2, soft=soft,
                        quad=weight_layout.is_quad(l2), tiled=weight_layout.is_tiled(l2),
                        topk_weights=topk_weights, bias=opts.l2_bias, expected_slots=expected, out_row_addr=out_row_addr,
-                       pdl=pdl)
-
-
-def gemm2_pdl_setting() -> bool:
-    """`TMOE_GEMM2_PDL` (default 1): launch the Gluon GEMM2 as a programmatic dependent launch of GEMM1 (its programs
-    find their tiles and issue their first weight loads while GEMM1 finishes; same results). 0 turns it off."""
-    value = os.environ.get("TMOE_GEMM2_PDL", "1")
-    if value not in ("0", "1"):
-        raise ValueError(f"TMOE_GEMM2_PDL must be 0 or 1, got {value!r}")
-    return value == "1"
+                       pdl=pdl.gemm2_on(mode))

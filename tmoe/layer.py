@@ -22,9 +22,9 @@ from typing import Optional, Sequence
 import torch
 
 from . import formats
-from .compute import ExpertOptions, compute_slots, gemm2_pdl_setting
+from .compute import ExpertOptions, compute_slots
 from .dispatch.collective import CollectiveTransport
-from .kernels import configs
+from .kernels import configs, pdl
 from .kernels.combine import combine
 from .kernels.numerics import soft_numerics
 from .kernels.quant import per_token_cast_to_fp8
@@ -326,7 +326,7 @@ def _validate_call(y, l1, l2, buf: MegaMoEBuffer, stats, recipe, activation, act
                    biases=(None, None)) -> int:
     if not isinstance(buf, MegaMoEBuffer):
         raise ValueError(f"sym_buffer must come from tmoe.get_symm_buffer_for_mega_moe, got {type(buf).__name__}")
-    gemm2_pdl_setting()        # TMOE_GEMM2_PDL: a bad value is an error here, before any launch (a local choice)
+    pdl.pdl_mode()             # TMOE_PDL: a bad value is an error here, before any launch (a local choice)
     if buf.destroyed:
         raise ValueError("sym_buffer was destroyed")
     if not isinstance(y, torch.Tensor) or y.dtype != torch.bfloat16 or y.dim() != 2:
@@ -457,14 +457,14 @@ def mega_moe_steps(y, l1_weights, l2_weights, buf, stats=None, recipe=(1, 1, 32)
             return
         compute_slots(buf, buf.x[:t], buf.x_sf[:t], topk_idx, buf.topk_weights[:t], l1_weights, l2_weights,
                       num_local_experts=buf.num_local_experts, expert_start=buf.expert_start, **shape)
-        combine(buf.slot_out, topk_idx, y)
+        combine(buf.slot_out, topk_idx, y, pdl_launch=pdl.chain_on(y.device))
     elif buf.transport == "collective":   # every rank gets here, also with T = 0
         tr = buf.transport_impl
         got = tr.dispatch(buf.x[:t], buf.x_sf[:t], topk_idx, buf.topk_weights[:t])
         compute_slots(buf, got.x, got.x_sf, got.expert, got.weight, l1_weights, l2_weights,
                       num_local_experts=buf.num_local_experts, expert_start=0, **shape)
         tr.return_results(got, buf.slot_out[: got.x.shape[0]], buf.slot_home)
-        combine(buf.slot_home, topk_idx, y)
+        combine(buf.slot_home, topk_idx, y, pdl_launch=pdl.chain_on(y.device))
     else:                                 # symm_mem: no host sync from here on (graph-capturable)
         tr = buf.symm
         fused = tr.fused_for(t * buf.num_topk)
@@ -483,7 +483,7 @@ def mega_moe_steps(y, l1_weights, l2_weights, buf, stats=None, recipe=(1, 1, 32)
         else:
             tr.return_results(buf.slot_out)
         yield
-        combine(tr.finish_return(), topk_idx, y)
+        combine(tr.finish_return(), topk_idx, y, pdl_launch=pdl.chain_on(y.device))
 
 
 def _agreement_needed(buf: MegaMoEBuffer) -> bool:

@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 
 from .. import formats
+from . import pdl
 from .numerics import dequant_fp8_tile, f32_to_bf16_bits, mxfp8_quantize_tile, soft_numerics
 
 __all__ = ["per_token_cast_to_fp8", "mxfp8_to_bf16"]
@@ -21,7 +22,8 @@ __all__ = ["per_token_cast_to_fp8", "mxfp8_to_bf16"]
 
 @triton.jit
 def _mxfp8_quant_kernel(x_ptr, q_ptr, sf_ptr, num_tokens, hidden, stride_x, stride_q, stride_sf,
-                        BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, SOFT: tl.constexpr):
+                        BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, SOFT: tl.constexpr, PDL: tl.constexpr):
+    pdl.enter(PDL)
     pid_t = tl.program_id(0)
     pid_h = tl.program_id(1)
     rows = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
@@ -61,9 +63,11 @@ def per_token_cast_to_fp8(x: torch.Tensor, out: tuple[torch.Tensor, torch.Tensor
                           ) -> tuple[torch.Tensor, torch.Tensor]:
     """MXFP8-quantize x [T, H] -> (x_fp8 float8_e4m3fn [T, H], x_sf int32 [T, ceil(H/128)]).
 
-    `out` may give preallocated (x_fp8, x_sf) (e.g. the symmetric buffer's views) to write into.
+    `out` may give preallocated (x_fp8, x_sf) (e.g. the symmetric buffer's views) to write into. On Hopper the
+    kernel is a programmatic dependent launch unless TMOE_PDL=0|gemm2 (tmoe.kernels.pdl; same results).
     """
     _validate(x)
+    chain = pdl.chain_on(x.device)
     t, h = x.shape
     words = formats.packed_scale_words(h)
     if out is None:
@@ -84,14 +88,15 @@ def per_token_cast_to_fp8(x: torch.Tensor, out: tuple[torch.Tensor, torch.Tensor
     grid = (triton.cdiv(t, block_t), triton.cdiv(h, block_h))
     _mxfp8_quant_kernel[grid](x, q.view(torch.uint8), sf.view(torch.uint8), t, h,
                               x.stride(0), q.stride(0), sf.stride(0) * 4,
-                              BLOCK_T=block_t, BLOCK_H=block_h, SOFT=soft,
-                              num_warps=4 if not soft else 1)
+                              BLOCK_T=block_t, BLOCK_H=block_h, SOFT=soft, PDL=chain,
+                              num_warps=4 if not soft else 1, **pdl.launch_options(chain))
     return q, sf
 
 
 @triton.jit
 def _mxfp8_to_bf16_kernel(q_ptr, sf_ptr, out_ptr, num_tokens, hidden, stride_q, stride_sf, stride_out,
-                          BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, SOFT: tl.constexpr):
+                          BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, SOFT: tl.constexpr, PDL: tl.constexpr):
+    pdl.enter(PDL)
     rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     blocks = tl.program_id(1) * (BLOCK_H // 32) + tl.arange(0, BLOCK_H // 32)
@@ -105,9 +110,11 @@ def _mxfp8_to_bf16_kernel(q_ptr, sf_ptr, out_ptr, num_tokens, hidden, stride_q, 
     tl.store(out_ptr + rows64[:, None] * stride_out + cols[None, :], f32_to_bf16_bits(vals, SOFT), mask=mask)
 
 
-def mxfp8_to_bf16(x_fp8: torch.Tensor, x_sf: torch.Tensor, out_bits: torch.Tensor) -> torch.Tensor:
+def mxfp8_to_bf16(x_fp8: torch.Tensor, x_sf: torch.Tensor, out_bits: torch.Tensor, pdl_launch: bool = False
+                  ) -> torch.Tensor:
     """Exact dequantization of MXFP8 rows into bf16 bits: x_fp8 [T, H], x_sf int32 [T, ceil(H/128)]
-    -> out_bits int16 [>= T, H] (every MXFP8 value is exactly a bf16 value for scales >= 2^-124)."""
+    -> out_bits int16 [>= T, H] (every MXFP8 value is exactly a bf16 value for scales >= 2^-124).
+    `pdl_launch`: a programmatic dependent launch (tmoe.kernels.pdl; sm_90+)."""
     t, h = x_fp8.shape
     if t == 0:
         return out_bits
@@ -116,5 +123,6 @@ def mxfp8_to_bf16(x_fp8: torch.Tensor, x_sf: torch.Tensor, out_bits: torch.Tenso
     block_t = max(1, 4096 // block_h) if not soft else 4
     _mxfp8_to_bf16_kernel[(triton.cdiv(t, block_t), triton.cdiv(h, block_h))](
         x_fp8.view(torch.uint8), x_sf.view(torch.uint8), out_bits, t, h, x_fp8.stride(0), x_sf.stride(0) * 4,
-        out_bits.stride(0), BLOCK_T=block_t, BLOCK_H=block_h, SOFT=soft, num_warps=4 if not soft else 1)
+        out_bits.stride(0), BLOCK_T=block_t, BLOCK_H=block_h, SOFT=soft, PDL=pdl_launch,
+        num_warps=4 if not soft else 1, **pdl.launch_options(pdl_launch))
     return out_bits

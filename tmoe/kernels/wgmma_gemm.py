@@ -38,7 +38,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (async_copy, fence_
                                                               warpgroup_mma_wait)
 
 from ..reference import ACTIVATIONS
-from . import configs, weight_layout
+from . import configs, pdl, weight_layout
 from .numerics import FP4_MAGNITUDE_LOOKUP_PTX
 from .grouped_gemm import (BLOCK_K as _BLOCK_K, _gemm1_epilogue, _gemm2_epilogue, _launch_over_tiles, _max_tiles,
                            expert_pad)
@@ -233,6 +233,10 @@ K_LOOP_AHEAD2 = gl.constexpr(2)
 # K_LOOP >= K_LOOP_RING: the codes and scale words of K_LOOP steps ahead in flight through a shared-memory ring
 # (cp.async; each thread reads back only what it copied), 4-warp tiles (_wgmma_gemm_ring).
 K_LOOP_RING = gl.constexpr(3)
+# GEMM1's place in the programmatic dependent launch chain (kernels/pdl.py GEMM1_*)
+GDC_PLAIN = gl.constexpr(pdl.GEMM1_PLAIN)
+GDC_WAIT_FIRST = gl.constexpr(pdl.GEMM1_WAIT_FIRST)
+GDC_EARLY = gl.constexpr(pdl.GEMM1_EARLY)
 
 # Tile lists over the expert-sorted rows (SPLIT): every row in BLOCK_M tiles (ALL), or two launches:
 # FULL (BLOCK_M = FULL_M) covers each expert's rows in FULL_M tiles except a remainder of at most
@@ -539,6 +543,7 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_ww, st
     else:
         if GDC_WAIT:
             _gdc_wait()
+            _gdc_launch_dependents()
         acc = _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_ww, stride_wsn, lut_ptr, first,
                                second, limit, K_DIM, k_words, k_groups, BLOCK_A, GATE_UP, BLOCK_M, STAGES, MMA, B_LOAD,
                                QUAD, PARTIAL_K, SCALE_WORDS, TILED, K_LOOP)
@@ -618,6 +623,7 @@ def _wgmma_gemm_ring(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_w
         async_copy.commit_group()
     if GDC_WAIT:        # the weight codes are in flight; the activations are the previous kernel's output
         _gdc_wait()
+        _gdc_launch_dependents()    # after the wait (kernels/pdl.py's contract)
     for s in gl.static_range(AHEAD):
         _issue_b(b_smem, b_base, bk, b_ok, s, K_DIM, STAGES)
     acc = gl.zeros([BLOCK_A, BLOCK_M], gl.float32, MMA)
@@ -904,7 +910,7 @@ def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, s
                       HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
                       EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
                       TILED: gl.constexpr, SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr,
-                      K_LOOP: gl.constexpr, N_BLOCKS: gl.constexpr):
+                      K_LOOP: gl.constexpr, N_BLOCKS: gl.constexpr, GDC_WAIT: gl.constexpr = False):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD,
                                                        SPLIT, FULL_M, TAIL_M)
     if real:
@@ -915,7 +921,7 @@ def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, s
                              stride_wn, stride_wse, stride_wsn, sorted_ptr, weights_ptr, act_ptr, stride_act,
                              bias_ptr, stride_bias, hidden, inter, clamp, alpha, k_words, k_groups, TOPK, BLOCK_M,
                              BLOCK_N, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA, B_LOAD, EPI, QUAD,
-                             PARTIAL_K, SCALE_WORDS, TILED, K_LOOP)
+                             PARTIAL_K, SCALE_WORDS, TILED, K_LOOP, GDC_WAIT)
 
 
 @gluon.jit
@@ -925,7 +931,7 @@ def _gemm1_block(n0, row_start, row_end, expert, x_ptr, stride_x, w1_ptr, w1_sf_
                  BLOCK_N: gl.constexpr, HAS_CLAMP: gl.constexpr, FAST_MATH: gl.constexpr, ACTIVATION: gl.constexpr,
                  HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
                  EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
-                 TILED: gl.constexpr, K_LOOP: gl.constexpr):
+                 TILED: gl.constexpr, K_LOOP: gl.constexpr, GDC_WAIT: gl.constexpr):
     """Gate / up channels [n0, n0 + BLOCK_N) of one token tile of one expert, SwiGLU and MXFP8 into act."""
     m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, B_LOAD))
     tok_ok = row_start + m < row_end
@@ -934,7 +940,7 @@ def _gemm1_block(n0, row_start, row_end, expert, x_ptr, stride_x, w1_ptr, w1_sf_
                       w1_ptr + expert.to(gl.int64) * stride_we, w1_sf_ptr + expert.to(gl.int64) * stride_wse,
                       stride_wn, stride_wsn, lut_ptr, n0, inter + n0, inter - n0, hidden, k_words, k_groups,
                       2 * BLOCK_N, True, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K, SCALE_WORDS, TILED,
-                      K_LOOP)
+                      K_LOOP, GDC_WAIT)
     # A-tile row r = 16 * a + 8 * part + b holds channel n0 + 8 * a + b of gate (part 0) / up (part 1)
     acc = gl.permute(gl.reshape(acc, [2 * BLOCK_N // 16, 2, 8, BLOCK_M]), (3, 0, 2, 1))
     acc_g, acc_u = gl.split(gl.reshape(acc, [BLOCK_M, BLOCK_N, 2]))
@@ -959,8 +965,12 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, 
                         EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
                         TILED: gl.constexpr, PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr,
                         SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr, K_LOOP: gl.constexpr,
-                        N_BLOCKS: gl.constexpr):
-    _gdc_launch_dependents()     # GEMM2 (launched with launch_pdl) may start its prologue now
+                        N_BLOCKS: gl.constexpr, GDC: gl.constexpr = GDC_PLAIN):
+    if GDC == GDC_PLAIN:
+        _gdc_launch_dependents()     # GEMM2 (launched with launch_pdl) may start its prologue now
+    elif GDC == GDC_WAIT_FIRST:
+        _gdc_wait()
+        _gdc_launch_dependents()
     pid, npid, nblk = _tile_pids(N_FASTEST)
     # NOTES: PERSISTENT = the overflow launch of `_launch_over_tiles`. The plain launch keeps its own
     # straight-line body: the same call inside a loop costs ~60 registers (offline SASS).
@@ -977,7 +987,10 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, 
                           stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
                           stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups, TOPK,
                           BLOCK_M, BLOCK_N, E_PAD, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA,
-                          B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP, N_BLOCKS)
+                          B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP, N_BLOCKS,
+                          GDC == GDC_EARLY)
+        if GDC == GDC_EARLY:
+            _gdc_wait()     # programs that found no tile wait too (see _gemm2_wgmma_kernel)
 
 
 @gluon.jit
@@ -1060,8 +1073,9 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_
 # ----------------------------------------------------------------------------- launchers
 def gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp: float | None,
                        fast_math: bool, cfg, activation: str = "swiglu", alpha: float = 1.702, bias=None,
-                       expected_slots: int | None = None, quad: bool = False, tiled: bool = False):
-    """`grouped_gemm.gemm1_swiglu` with this file's kernel (same arguments, bitwise the same result)."""
+                       expected_slots: int | None = None, quad: bool = False, tiled: bool = False, pdl_launch: int = 0):
+    """`grouped_gemm.gemm1_swiglu` with this file's kernel (same arguments, bitwise the same result). `pdl_launch`:
+    pdl.GEMM1_PLAIN, or GEMM1_WAIT_FIRST / GEMM1_EARLY: a programmatic dependent launch (the first launch only)."""
     e_local, two_i, half_h = w1.shape
     inter, hidden = two_i // 2, half_h * 2
     w1_words = _as_words(w1)
@@ -1079,7 +1093,8 @@ def gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int,
                   SCALE_WORDS=scale_words(w1_sf), TILED=tiled, K_LOOP=_k_loop(cfg, w1_words, w1_sf),
                   N_BLOCKS=cfg.n_blocks, num_warps=cfg.num_warps, **cfg.launch_options)
     return _launch(_gemm1_wgmma_kernel, triton.cdiv(inter, cfg.block_n * cfg.n_blocks), plan.num_slots, e_local, cfg,
-                   expected_slots, args, kwargs)
+                   expected_slots, args, kwargs,
+                   first_kwargs=dict(GDC=pdl_launch, launch_pdl=True) if pdl_launch else None)
 
 
 def gemm2_wgmma(act, w2, w2_sf, plan, out_bits, *, cfg, topk_weights=None, bias=None,
