@@ -289,7 +289,8 @@ def test_pdl_chain_programmatic_dependent_launch(g1, g2, monkeypatch):
     """Every kernel of the call as a programmatic dependent launch of the one before (TMOE_PDL=1: quantize, routing
     in one or three kernels, MXFP8 -> bf16, GEMM1 reading the plan before it waits, GEMM2, combine), only GEMM2
     (gemm2) or none (0): the same bits, eagerly and replayed from a CUDA graph with new inputs, with experts that get
-    no rows (programs without a tile) and a token count whose routing takes three kernels."""
+    no rows (programs without a tile) and token counts whose routing takes three kernels (40, 100: chained; 300: above
+    pdl.CHAIN_MAX_TOKENS, only GEMM2)."""
     dev = torch.device("cuda")
     e, h, i, k = 16, 2880, 640, 4
     weights = make_weights(e, h, i, seed=90, device=dev)
@@ -306,7 +307,7 @@ def test_pdl_chain_programmatic_dependent_launch(g1, g2, monkeypatch):
             y_pdl, buf = layer(mode, x, idx, w)
             assert torch.equal(y_pdl.view(torch.int16), y_plain.view(torch.int16)), (t, pattern, mode)
     l1, l2 = tmoe.transform_weights_for_mega_moe((weights.w1, weights.w1_sf), (weights.w2, weights.w2_sf))
-    x_bf16 = torch.empty(300, h, dtype=torch.bfloat16, device=dev)
+    x_bf16 = torch.empty(100, h, dtype=torch.bfloat16, device=dev)
     y = torch.empty_like(y_pdl)
     monkeypatch.setenv("TMOE_PDL", "1")
     torch.cuda.synchronize()
@@ -315,8 +316,8 @@ def test_pdl_chain_programmatic_dependent_launch(g1, g2, monkeypatch):
         tmoe.per_token_cast_to_fp8(x_bf16, out=(buf.x, buf.x_sf))
         tmoe.fp8_fp4_mega_moe(y, l1, l2, buf, gemm1_config=g1, gemm2_config=g2)
     for seed in range(3):
-        x = make_tokens(300, h, seed=95 + seed, device=dev)
-        idx, w = make_routing(300, e, k, ("masked", "uniform", "hot_expert")[seed], seed=96 + seed, device=dev)
+        x = make_tokens(100, h, seed=95 + seed, device=dev)
+        idx, w = make_routing(100, e, k, ("masked", "uniform", "hot_expert")[seed], seed=96 + seed, device=dev)
         fill_buffer(buf, x, idx, w)
         x_bf16.copy_(x)
         y.fill_(float("nan"))
@@ -337,7 +338,10 @@ def test_pdl_mode(value, want, monkeypatch):
         monkeypatch.setenv("TMOE_PDL", value)
     assert pdl.pdl_mode() == want
     assert pdl.gemm2_on() is (want != "0")
-    assert pdl.chain_on(torch.device("cpu")) is False      # the interpreter never launches with PDL
+    assert pdl.chain_on(torch.device("cpu"), 1) is False      # the interpreter never launches with PDL
+    monkeypatch.setattr(pdl, "supported", lambda device: True)
+    assert pdl.chain_on(torch.device("cuda"), pdl.CHAIN_MAX_TOKENS) is (want == "1")
+    assert pdl.chain_on(torch.device("cuda"), pdl.CHAIN_MAX_TOKENS + 1) is False
 
 
 @pytest.mark.parametrize("env,message", [({"TMOE_PDL": "yes"}, r"TMOE_PDL must be one of \('1', 'gemm2', '0'\), got 'yes'"),

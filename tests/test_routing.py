@@ -68,3 +68,17 @@ def test_one_chunk_and_chunk_boundaries(device):
         assert plan.expert_offsets.cpu().tolist() == offsets, slots
         assert plan.sorted_slots[: offsets[-1]].cpu().tolist() == order, slots
         assert stats.cpu().tolist() == [b - a for a, b in zip(offsets, offsets[1:])], slots
+
+
+def test_one_program_widths_with_many_experts(device):
+    """The one-program kernel sized to the slots (16 / 32 / 64 lanes) with dsv3's 256 local experts (E_PAD 512, the
+    offsets gathered per lane), experts outside the rank's range and masked slots included."""
+    g = torch.Generator().manual_seed(7)
+    for t, k in ((1, 8), (2, 8), (3, 8), (7, 8), (1, 1)):
+        idx = torch.randint(-1, 512, (t, k), generator=g)
+        stats = torch.zeros(256, dtype=torch.int32, device=device)
+        plan = build_routing(idx.to(device), 256, expert_start=256, stats=stats)
+        order, offsets = _oracle(idx, 256, 256)
+        assert plan.expert_offsets.cpu().tolist() == offsets, (t, k)
+        assert plan.sorted_slots[: offsets[-1]].cpu().tolist() == order, (t, k)
+        assert stats.cpu().tolist() == [b - a for a, b in zip(offsets, offsets[1:])], (t, k)

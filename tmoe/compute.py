@@ -66,7 +66,7 @@ def compute_slots(scratch, x_fp8: Optional[torch.Tensor], x_sf: Optional[torch.T
     if n == 0:
         return
     mode = pdl.pdl_mode()           # TMOE_PDL: a bad value is a ValueError before any launch
-    chain = pdl.chain_on(topk_idx.device, mode)
+    chain = pdl.chain_on(topk_idx.device, (config_slots or n * k) // k, mode)
     num_experts, topk = layer_shape or (num_local_experts, k)
     expected = config_slots if config_slots is not None and config_slots < n * k else None
     cfg1, cfg2 = gemm_configs(opts, config_slots or n * k, num_local_experts, topk_idx.device, soft,

@@ -457,14 +457,14 @@ def mega_moe_steps(y, l1_weights, l2_weights, buf, stats=None, recipe=(1, 1, 32)
             return
         compute_slots(buf, buf.x[:t], buf.x_sf[:t], topk_idx, buf.topk_weights[:t], l1_weights, l2_weights,
                       num_local_experts=buf.num_local_experts, expert_start=buf.expert_start, **shape)
-        combine(buf.slot_out, topk_idx, y, pdl_launch=pdl.chain_on(y.device))
+        combine(buf.slot_out, topk_idx, y, pdl_launch=pdl.chain_on(y.device, t))
     elif buf.transport == "collective":   # every rank gets here, also with T = 0
         tr = buf.transport_impl
         got = tr.dispatch(buf.x[:t], buf.x_sf[:t], topk_idx, buf.topk_weights[:t])
         compute_slots(buf, got.x, got.x_sf, got.expert, got.weight, l1_weights, l2_weights,
                       num_local_experts=buf.num_local_experts, expert_start=0, **shape)
         tr.return_results(got, buf.slot_out[: got.x.shape[0]], buf.slot_home)
-        combine(buf.slot_home, topk_idx, y, pdl_launch=pdl.chain_on(y.device))
+        combine(buf.slot_home, topk_idx, y, pdl_launch=pdl.chain_on(y.device, t))
     else:                                 # symm_mem: no host sync from here on (graph-capturable)
         tr = buf.symm
         fused = tr.fused_for(t * buf.num_topk)
@@ -483,7 +483,7 @@ def mega_moe_steps(y, l1_weights, l2_weights, buf, stats=None, recipe=(1, 1, 32)
         else:
             tr.return_results(buf.slot_out)
         yield
-        combine(tr.finish_return(), topk_idx, y, pdl_launch=pdl.chain_on(y.device))
+        combine(tr.finish_return(), topk_idx, y, pdl_launch=pdl.chain_on(y.device, t))
 
 
 def _agreement_needed(buf: MegaMoEBuffer) -> bool:

@@ -35,6 +35,10 @@ MODES = ("1", "gemm2", "0")
 # dependent launch two kernels after routing (MXFP8 -> bf16 in between): it finds its tile and issues its first
 # weight-code loads before it waits, as GEMM2 does.
 GEMM1_PLAIN, GEMM1_WAIT_FIRST, GEMM1_EARLY = 0, 1, 2
+# NOTES: the chain pays where a call's fixed cost shows (H100 layer, against GEMM2-only: T = 1 -3..-5%, T = 8 -0.4..-2%,
+# T = 128 -0.4..+0.6%); at T = 512 routing + MXFP8 -> bf16 finished 7 µs later than launched plainly (dsv3 timeline)
+# and the layer measured +0.6% / +3.6% (H100 / H200, dsv3), so larger calls launch plainly (benchmarks/NOTES.md "v17")
+CHAIN_MAX_TOKENS = 128
 
 
 def pdl_mode() -> str:
@@ -53,9 +57,10 @@ def supported(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
 
 
-def chain_on(device: torch.device, mode: str | None = None) -> bool:
-    """Launch the layer's kernels (all but GEMM2, which has its own switch) as programmatic dependent launches?"""
-    return (mode or pdl_mode()) == "1" and supported(device)
+def chain_on(device: torch.device, num_tokens: int, mode: str | None = None) -> bool:
+    """Launch the layer's kernels (all but GEMM2, which has its own switch) as programmatic dependent launches, for a
+    call of `num_tokens` rows (at most CHAIN_MAX_TOKENS)?"""
+    return (mode or pdl_mode()) == "1" and num_tokens <= CHAIN_MAX_TOKENS and supported(device)
 
 
 def gemm2_on(mode: str | None = None) -> bool:

@@ -67,7 +67,7 @@ def per_token_cast_to_fp8(x: torch.Tensor, out: tuple[torch.Tensor, torch.Tensor
     kernel is a programmatic dependent launch unless TMOE_PDL=0|gemm2 (tmoe.kernels.pdl; same results).
     """
     _validate(x)
-    chain = pdl.chain_on(x.device)
+    chain = pdl.chain_on(x.device, x.shape[0])
     t, h = x.shape
     words = formats.packed_scale_words(h)
     if out is None:
