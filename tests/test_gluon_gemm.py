@@ -308,7 +308,7 @@ def test_pdl_chain_programmatic_dependent_launch(g1, g2, monkeypatch):
             assert torch.equal(y_pdl.view(torch.int16), y_plain.view(torch.int16)), (t, pattern, mode)
     l1, l2 = tmoe.transform_weights_for_mega_moe((weights.w1, weights.w1_sf), (weights.w2, weights.w2_sf))
     x_bf16 = torch.empty(100, h, dtype=torch.bfloat16, device=dev)
-    y = torch.empty_like(y_pdl)
+    y = torch.empty(100, h, dtype=torch.bfloat16, device=dev)
     monkeypatch.setenv("TMOE_PDL", "1")
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
