@@ -274,7 +274,8 @@ def test_cache_entries_carry_the_kernel_field():
 
 
 _PDL_PAIRS = [   # (GEMM1, GEMM2): code rings (GEMM1 waits inside the ring), register loops, 8-warp tiles with tails
-    (GemmConfig(8, 32, True, 4, 3, kernel="gluon", prefetch=3), GemmConfig(8, 64, True, 4, 3, kernel="gluon", prefetch=3)),
+    (GemmConfig(8, 32, True, 4, 3, kernel="gluon", prefetch=3),
+     GemmConfig(8, 64, True, 4, 3, kernel="gluon", prefetch=3)),
     (GemmConfig(16, 32, True, 4, 3, kernel="gluon"), GemmConfig(16, 128, True, 4, 3, kernel="gluon")),
     (GemmConfig(16, 32, True, 4, 3, kernel="gluon", prefetch=2, n_blocks=2),
      GemmConfig(16, 64, True, 4, 3, kernel="gluon", prefetch=4, n_blocks=2)),
@@ -344,8 +345,9 @@ def test_pdl_mode(value, want, monkeypatch):
     assert pdl.chain_on(torch.device("cuda"), pdl.CHAIN_MAX_TOKENS + 1) is False
 
 
-@pytest.mark.parametrize("env,message", [({"TMOE_PDL": "yes"}, r"TMOE_PDL must be one of \('1', 'gemm2', '0'\), got 'yes'"),
-                                         ({"TMOE_GEMM2_PDL": "1"}, "TMOE_GEMM2_PDL was renamed: set TMOE_PDL")])
+@pytest.mark.parametrize("env,message", [
+    ({"TMOE_PDL": "yes"}, r"TMOE_PDL must be one of \('1', 'gemm2', '0'\), got 'yes'"),
+    ({"TMOE_GEMM2_PDL": "1"}, "TMOE_GEMM2_PDL was renamed: set TMOE_PDL")])
 def test_pdl_mode_rejects_bad_settings(env, message, device, monkeypatch):
     """A bad value is a ValueError naming it, raised by the layer's argument checks (before any launch)."""
     weights = make_weights(4, 64, 32, seed=98, device=device)

@@ -25,7 +25,8 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-__all__ = ["MODES", "GEMM1_PLAIN", "GEMM1_WAIT_FIRST", "GEMM1_EARLY", "pdl_mode", "supported", "chain_on", "gemm2_on", "launch_options", "enter"]
+__all__ = ["MODES", "GEMM1_PLAIN", "GEMM1_WAIT_FIRST", "GEMM1_EARLY", "CHAIN_MAX_TOKENS", "pdl_mode", "supported",
+           "chain_on", "gemm2_on", "launch_options", "enter"]
 
 # "1": every kernel of the call after the first (quantize, routing, MXFP8 -> bf16, GEMM1, GEMM2, combine);
 # "gemm2": only GEMM2 after GEMM1 (session 11's launches, kept for A/B runs); "0": none.
@@ -36,7 +37,7 @@ MODES = ("1", "gemm2", "0")
 # weight-code loads before it waits, as GEMM2 does.
 GEMM1_PLAIN, GEMM1_WAIT_FIRST, GEMM1_EARLY = 0, 1, 2
 # NOTES: the chain pays where a call's fixed cost shows (H100 layer, against GEMM2-only: T = 1 -3..-5%, T = 8 -0.4..-2%,
-# T = 128 -0.4..+0.6%); at T = 512 routing + MXFP8 -> bf16 finished 7 µs later than launched plainly (dsv3 timeline)
+# T = 128 -1.5..+0.6%); at T = 512 routing + MXFP8 -> bf16 finished 7 µs later than launched plainly (dsv3 timeline)
 # and the layer measured +0.6% / +3.6% (H100 / H200, dsv3), so larger calls launch plainly (benchmarks/NOTES.md "v17")
 CHAIN_MAX_TOKENS = 128
 

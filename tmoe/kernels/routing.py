@@ -99,8 +99,8 @@ def _scatter_kernel(idx_ptr, chunk_base_ptr, offsets_ptr, sorted_ptr, num_slots,
 @triton.jit
 def _single_chunk_kernel(idx_ptr, offsets_ptr, sorted_ptr, stats_ptr, num_slots, expert_start, num_local_experts,
                          CHUNK: tl.constexpr, E_PAD: tl.constexpr, HAS_STATS: tl.constexpr, PDL: tl.constexpr):
-    """All three steps in one program when every slot fits one chunk (decode: T * K <= CHUNK): two launches
-    fewer (measured in the graph-timed layer on an H100: qwen3 T = 1 -0.8 µs, the rest within noise)."""
+    """All three steps in one program when every slot fits one chunk (decode: T * K <= 128 on a GPU, the chunk as wide
+    as the slots): two launches fewer (measured in the graph-timed layer on an H100: qwen3 T = 1 -0.8 µs)."""
     pdl.enter(PDL)
     lane = tl.arange(0, CHUNK)
     experts = tl.arange(0, E_PAD)
@@ -135,8 +135,8 @@ def build_routing(topk_idx: torch.Tensor, num_local_experts: int, expert_start: 
     soft = not topk_idx.is_cuda
     chunk = 64 if soft else 128
     if num_slots <= chunk:
-        # NOTES: one program, as wide as the slots (decode): H100, T = 1, dsv3's 256 experts 7.2 -> 3.8 µs per launch,
-        # 128 experts 6.7 -> 3.2 (benchmarks/bench_routing.py; the chunk's [CHUNK, CHUNK] rank term shrinks with it)
+        # NOTES: one program, as wide as the slots (decode), and the offsets gathered: H100, T = 1, dsv3's 256 experts
+        # 7.2 -> 2.8 µs per launch, 128 experts 6.7 -> 1.9 (benchmarks/bench_routing.py, NOTES "v17")
         chunk = max(16, triton.next_power_of_2(num_slots))
     e_pad = triton.next_power_of_2(num_local_experts + 1)
     num_chunks = max(1, triton.cdiv(num_slots, chunk))

@@ -209,10 +209,12 @@ def _add(a, b):
     return a + b
 
 
-# NOTES (programmatic dependent launch): GEMM2 launched with `launch_pdl` may start while GEMM1 (the previous kernel
-# on the stream) still runs, once every GEMM1 program has executed `griddepcontrol.launch_dependents`; its programs
-# find their tile, issue their first weight-code loads and only then wait (`griddepcontrol.wait`: GEMM1 complete
-# and its writes visible) before the first read of GEMM1's output. Without the launch attribute both are no-ops.
+# NOTES (programmatic dependent launch, kernels/pdl.py): GEMM2 launched with `launch_pdl` may start while GEMM1 (the
+# previous kernel on the stream) still runs, once every GEMM1 program has executed `griddepcontrol.launch_dependents`;
+# its programs find their tile, issue their first weight-code loads and only then wait (`griddepcontrol.wait`: GEMM1
+# complete and its writes visible) before the first read of GEMM1's output, and release their own successor after
+# that wait. GEMM1 does the same behind the MXFP8 -> bf16 kernel (GDC_EARLY). Without the launch attribute both
+# instructions are no-ops.
 @gluon.jit
 def _gdc_wait():
     gl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1)
