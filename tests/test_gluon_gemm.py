@@ -327,33 +327,3 @@ def test_pdl_chain_programmatic_dependent_launch(g1, g2, monkeypatch):
         y_plain, _ = layer("0", x, idx, w)
         monkeypatch.setenv("TMOE_PDL", "1")
         assert torch.equal(y.view(torch.int16), y_plain.view(torch.int16)), f"replay {seed}"
-
-
-@pytest.mark.parametrize("value,want", [(None, "1"), ("1", "1"), ("gemm2", "gemm2"), ("0", "0")])
-def test_pdl_mode(value, want, monkeypatch):
-    from tmoe.kernels import pdl
-    monkeypatch.delenv("TMOE_GEMM2_PDL", raising=False)
-    if value is None:
-        monkeypatch.delenv("TMOE_PDL", raising=False)
-    else:
-        monkeypatch.setenv("TMOE_PDL", value)
-    assert pdl.pdl_mode() == want
-    assert pdl.gemm2_on() is (want != "0")
-    assert pdl.chain_on(torch.device("cpu"), 1) is False      # the interpreter never launches with PDL
-    monkeypatch.setattr(pdl, "supported", lambda device: True)
-    assert pdl.chain_on(torch.device("cuda"), pdl.CHAIN_MAX_TOKENS) is (want == "1")
-    assert pdl.chain_on(torch.device("cuda"), pdl.CHAIN_MAX_TOKENS + 1) is False
-
-
-@pytest.mark.parametrize("env,message", [
-    ({"TMOE_PDL": "yes"}, r"TMOE_PDL must be one of \('1', 'gemm2', '0'\), got 'yes'"),
-    ({"TMOE_GEMM2_PDL": "1"}, "TMOE_GEMM2_PDL was renamed: set TMOE_PDL")])
-def test_pdl_mode_rejects_bad_settings(env, message, device, monkeypatch):
-    """A bad value is a ValueError naming it, raised by the layer's argument checks (before any launch)."""
-    weights = make_weights(4, 64, 32, seed=98, device=device)
-    x = make_tokens(3, 64, seed=99, device=device)
-    idx, w = make_routing(3, 4, 2, "uniform", seed=100, device=device)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    with pytest.raises(ValueError, match=message):
-        run_layer(weights, x, idx, w)

@@ -1,0 +1,73 @@
+"""Programmatic dependent launch (tmoe/kernels/pdl.py): the TMOE_PDL setting, its checks, and which launches of a
+call are chained (the bitwise GPU test is tests/test_gluon_gemm.py::test_pdl_chain_programmatic_dependent_launch)."""
+import pytest
+import torch
+
+from tmoe import compute
+from tmoe.compute import ExpertOptions, compute_slots
+from tmoe.kernels import pdl
+
+from moe_cases import make_routing, make_tokens, make_weights, run_layer
+
+
+@pytest.mark.parametrize("value,want", [(None, "1"), ("1", "1"), ("gemm2", "gemm2"), ("0", "0")])
+def test_pdl_mode(value, want, monkeypatch):
+    monkeypatch.delenv("TMOE_GEMM2_PDL", raising=False)
+    if value is None:
+        monkeypatch.delenv("TMOE_PDL", raising=False)
+    else:
+        monkeypatch.setenv("TMOE_PDL", value)
+    assert pdl.pdl_mode() == want
+    assert pdl.gemm2_on() is (want != "0")
+    assert pdl.chain_on(torch.device("cpu"), 1) is False      # the interpreter never launches with PDL
+    monkeypatch.setattr(pdl, "supported", lambda device: True)
+    assert pdl.chain_on(torch.device("cuda"), pdl.CHAIN_MAX_TOKENS) is (want == "1")
+    assert pdl.chain_on(torch.device("cuda"), pdl.CHAIN_MAX_TOKENS + 1) is False
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"TMOE_PDL": "yes"}, r"TMOE_PDL must be one of \('1', 'gemm2', '0'\), got 'yes'"),
+    ({"TMOE_GEMM2_PDL": "1"}, "TMOE_GEMM2_PDL was renamed: set TMOE_PDL")])
+def test_pdl_mode_rejects_bad_settings(env, message, device, monkeypatch):
+    """A bad value is a ValueError naming it, raised by the layer's argument checks (before any launch)."""
+    weights = make_weights(4, 64, 32, seed=98, device=device)
+    x = make_tokens(3, 64, seed=99, device=device)
+    idx, w = make_routing(3, 4, 2, "uniform", seed=100, device=device)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=message):
+        run_layer(weights, x, idx, w)
+
+
+class _Scratch:
+    def __init__(self, n, k, h, i):
+        self.x_dq = torch.zeros(n, h, dtype=torch.int16)
+        self.act = torch.zeros(n * k, i, dtype=torch.int16)
+        self.slot_out = torch.zeros(n * k, h, dtype=torch.int16)
+        self.workspace = {}
+
+
+@pytest.mark.parametrize("tokens,rows_in_bf16,mode", [(1, False, "1"), (128, False, "1"), (129, False, "1"),
+                                                       (4, True, "1"), (4, False, "gemm2"), (4, False, "0")])
+def test_which_launches_are_chained(tokens, rows_in_bf16, mode, monkeypatch):
+    """compute_slots on a (pretend) Hopper: routing, MXFP8 -> bf16 and GEMM1 are dependent launches only in mode 1 and
+    up to CHAIN_MAX_TOKENS rows; GEMM1 reads the plan before its wait only with MXFP8 -> bf16 between it and routing
+    (rows given in bf16, as the symm_mem transport does: it waits first); GEMM2 is one in modes 1 and gemm2."""
+    monkeypatch.setenv("TMOE_PDL", mode)
+    monkeypatch.setattr(pdl, "supported", lambda device: True)
+    seen = {}
+    monkeypatch.setattr(compute, "build_routing", lambda *a, **kw: seen.update(routing=kw["pdl_launch"]) or "plan")
+    monkeypatch.setattr(compute, "mxfp8_to_bf16", lambda *a, **kw: seen.update(dq=kw["pdl_launch"]))
+    monkeypatch.setattr(compute.grouped_gemm, "gemm1_swiglu", lambda *a, **kw: seen.update(gemm1=kw["pdl_launch"]))
+    monkeypatch.setattr(compute.grouped_gemm, "gemm2", lambda *a, **kw: seen.update(gemm2=kw["pdl"]))
+    e, h, i, k = 4, 64, 32, 2
+    w1 = (torch.zeros(e, 2 * i, h // 2, dtype=torch.uint8), torch.zeros(e, 2 * i, h // 32, dtype=torch.uint8))
+    w2 = (torch.zeros(e, h, i // 2, dtype=torch.uint8), torch.zeros(e, h, i // 32, dtype=torch.uint8))
+    idx = torch.zeros(tokens, k, dtype=torch.int64)
+    x = None if rows_in_bf16 else torch.zeros(tokens, h, dtype=torch.uint8)
+    x_sf = None if rows_in_bf16 else torch.zeros(tokens, h // 128 or 1, dtype=torch.int32)
+    compute_slots(_Scratch(tokens, k, h, i), x, x_sf, idx, torch.ones(tokens, k), w1, w2, num_local_experts=e,
+                  expert_start=0, opts=ExpertOptions(), soft=True)
+    chain = mode == "1" and tokens <= pdl.CHAIN_MAX_TOKENS
+    want_gemm1 = pdl.GEMM1_PLAIN if not chain else pdl.GEMM1_WAIT_FIRST if rows_in_bf16 else pdl.GEMM1_EARLY
+    assert seen == dict(routing=chain, gemm1=want_gemm1, gemm2=mode != "0", **({} if rows_in_bf16 else dict(dq=chain)))
