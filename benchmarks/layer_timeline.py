@@ -20,12 +20,8 @@ import tempfile
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_layer import layer_call, layer_weights  # noqa: E402
-from profile_layer import parse_cases  # noqa: E402
-from tmoe.autotune.timing import flush_l2, time_graph  # noqa: E402
-from tmoe.workloads import WORKLOADS  # noqa: E402
-
-import tmoe  # noqa: E402
+from profile_layer import case_calls, parse_cases  # noqa: E402
+from tmoe.autotune.timing import capture_graph, flush_l2, time_graph  # noqa: E402
 
 FLUSH_MARK = "FillFunctor"      # flush_l2's memset: separates the replays in the trace
 
@@ -39,12 +35,7 @@ def _kernel_events(trace_path: str) -> list[dict]:
 
 def timeline(call, replays: int) -> dict:
     """Per-kernel median start / end / duration (µs, relative to the replay's first kernel) over `replays`."""
-    graph = torch.cuda.CUDAGraph()
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream), torch.cuda.graph(graph, stream=stream):
-        call()
-    torch.cuda.current_stream().wait_stream(stream)
+    graph = capture_graph(call)
     for _ in range(3):
         graph.replay()
     torch.cuda.synchronize()
@@ -97,27 +88,19 @@ def main() -> None:
     cases = parse_cases(args.cases)
     out = {"device": torch.cuda.get_device_name(), "cases": []}
     print(out["device"])
-    for name in dict.fromkeys(c[0] for c in cases):
-        wl = WORKLOADS[name]
-        _, (l1, l2) = layer_weights(wl)
-        mine = [c for c in cases if c[0] == name]
-        buf = tmoe.get_symm_buffer_for_mega_moe(None, wl.num_experts, max(t for _, t, _ in mine), wl.topk,
-                                                wl.hidden, wl.intermediate)
-        for _, tokens, routing in mine:
-            for mode in args.modes.split(","):
-                os.environ["TMOE_PDL"] = mode
-                call = layer_call(wl, l1, l2, buf, tokens, routing)[0]
-                call()
-                torch.cuda.synchronize()
-                tl = timeline(call, args.replays)
-                tl.update(workload=name, tokens=tokens, routing=routing, pdl=mode, graph_us=time_graph(call))
-                out["cases"].append(tl)
-                print(f"\n{name} T={tokens} {routing} TMOE_PDL={mode}: graph {tl['graph_us']:.1f} µs, "
-                      f"kernel span {tl['span_us']:.1f} µs ({tl['replays']} replays)")
-                print(f"  {'kernel':40} {'start':>7} {'end':>7} {'dur':>7}")
-                for r in tl["kernels"]:
-                    print(f"  {r['kernel'][:40]:40} {r['start_us']:7.1f} {r['end_us']:7.1f} {r['dur_us']:7.1f}")
-        buf.destroy()
+    for wl, tokens, routing, call in case_calls(cases):
+        for mode in args.modes.split(","):
+            os.environ["TMOE_PDL"] = mode      # read by each launch while the graph is captured
+            call()
+            torch.cuda.synchronize()
+            tl = timeline(call, args.replays)
+            tl.update(workload=wl.name, tokens=tokens, routing=routing, pdl=mode, graph_us=time_graph(call))
+            out["cases"].append(tl)
+            print(f"\n{wl.name} T={tokens} {routing} TMOE_PDL={mode}: graph {tl['graph_us']:.1f} µs, "
+                  f"kernel span {tl['span_us']:.1f} µs ({tl['replays']} replays)")
+            print(f"  {'kernel':40} {'start':>7} {'end':>7} {'dur':>7}")
+            for r in tl["kernels"]:
+                print(f"  {r['kernel'][:40]:40} {r['start_us']:7.1f} {r['end_us']:7.1f} {r['dur_us']:7.1f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

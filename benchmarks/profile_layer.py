@@ -47,25 +47,31 @@ def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("profile_layer.py needs a CUDA GPU")
     cudart = torch.cuda.cudart()
-    for n, name in enumerate(dict.fromkeys(c[0] for c in cases)):
+    for wl, tokens, routing, call in case_calls(cases):
+        call()
+        call()
+        torch.cuda.synchronize()
+        g1, g2 = gemm_configs(ExpertOptions(), tokens * wl.topk, wl.num_experts, torch.device("cuda"), False,
+                              num_experts=wl.num_experts, hidden=wl.hidden, intermediate=wl.intermediate,
+                              topk=wl.topk)
+        print(f"case {wl.name} T={tokens} {routing}: gemm1 {_config_str(g1)} | gemm2 {_config_str(g2)}", flush=True)
+        cudart.cudaProfilerStart()
+        call()
+        torch.cuda.synchronize()
+        cudart.cudaProfilerStop()
+
+
+def case_calls(cases: list[tuple[str, int, str]]):
+    """Yield (workload, tokens, routing, call) per case: the call `bench_layer.py` times, one weight set and buffer
+    per workload (freed after its last case)."""
+    for name in dict.fromkeys(c[0] for c in cases):
         wl = WORKLOADS[name]
         _, (l1, l2) = layer_weights(wl)
         mine = [c for c in cases if c[0] == name]
         buf = tmoe.get_symm_buffer_for_mega_moe(None, wl.num_experts, max(t for _, t, _ in mine), wl.topk,
                                                 wl.hidden, wl.intermediate)
         for _, tokens, routing in mine:
-            call = layer_call(wl, l1, l2, buf, tokens, routing)[0]
-            call()
-            call()
-            torch.cuda.synchronize()
-            g1, g2 = gemm_configs(ExpertOptions(), tokens * wl.topk, wl.num_experts, torch.device("cuda"), False,
-                                  num_experts=wl.num_experts, hidden=wl.hidden, intermediate=wl.intermediate,
-                                  topk=wl.topk)
-            print(f"case {name} T={tokens} {routing}: gemm1 {_config_str(g1)} | gemm2 {_config_str(g2)}", flush=True)
-            cudart.cudaProfilerStart()
-            call()
-            torch.cuda.synchronize()
-            cudart.cudaProfilerStop()
+            yield wl, tokens, routing, layer_call(wl, l1, l2, buf, tokens, routing)[0]
         buf.destroy()
         del l1, l2
         torch.cuda.empty_cache()

@@ -5,7 +5,7 @@ import statistics
 
 import torch
 
-__all__ = ["flush_l2", "time_graph", "time_eager"]
+__all__ = ["flush_l2", "capture_graph", "time_graph", "time_eager"]
 
 _FLUSH = None
 
@@ -18,11 +18,8 @@ def flush_l2() -> None:
     _FLUSH.zero_()
 
 
-def time_graph(fn, reps: int = 30, warmup: int = 3, flush: bool = True) -> float:
-    """Median µs of `fn()` replayed from a CUDA graph (fn must be capturable)."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
+def capture_graph(fn) -> torch.cuda.CUDAGraph:
+    """`fn()` captured into a CUDA graph on a side stream (fn must be capturable; run it eagerly first)."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     graph = torch.cuda.CUDAGraph()
@@ -31,6 +28,15 @@ def time_graph(fn, reps: int = 30, warmup: int = 3, flush: bool = True) -> float
             fn()
     torch.cuda.current_stream().wait_stream(stream)
     torch.cuda.synchronize()
+    return graph
+
+
+def time_graph(fn, reps: int = 30, warmup: int = 3, flush: bool = True) -> float:
+    """Median µs of `fn()` replayed from a CUDA graph (fn must be capturable)."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    graph = capture_graph(fn)
     for _ in range(warmup):
         graph.replay()
     times = []
