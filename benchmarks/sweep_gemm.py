@@ -70,6 +70,18 @@ def prefetch_candidates(base: GemmConfig) -> list[GemmConfig]:
     return list(dict.fromkeys(out))     # in order, without repeats (the base may be one of them)
 
 
+def ring_overlap_candidates(base: GemmConfig) -> list[GemmConfig]:
+    """`base` (the shipped pick), then for a 4-warp pick the code ring with overlap (decode while the previous wgmma
+    runs, NOTES "v18"): the pick's ring depth (3 if it has none), at least 3 stages, with the compiler's registers
+    (~145 at 64 weight rows: 3 CTAs per SM) and capped at 128 (4 CTAs, 64 bytes of spills). NOTES: tighter caps make
+    ptxas wait for every wgmma (test_compile_sm90 checks that this cap does not)."""
+    if base.kernel != "gluon" or base.num_warps != 4:
+        return [base]
+    depth = base.prefetch if base.prefetch >= 3 else 3
+    return [base] + [replace(base, prefetch=depth, overlap=True, num_stages=max(base.num_stages, 3), maxnreg=cap)
+                     for cap in (None, 128)]
+
+
 def candidates(per_expert: float, regcap: bool = False, gluon: bool = False, kernel: str = "gemm1") -> list[GemmConfig]:
     """Configs to compare (BLOCK_K is fixed in grouped_gemm: never a tunable). `regcap`: the decode
     configs with and without a 128-register cap (4 CTAs of 128 threads per SM instead of 3), and an
@@ -125,6 +137,8 @@ def main() -> None:
     ap.add_argument("--block-n", action="store_true", help="with --n-blocks: also the other 4-warp block_n")
     ap.add_argument("--prefetch", action="store_true",
                     help="the shipped config (autotune cache or heuristic) vs its other prefetch depth (and prefetch=2 capped)")
+    ap.add_argument("--ring-overlap", action="store_true",
+                    help="the shipped config (autotune cache or heuristic) vs the code ring with overlap")
     args = ap.parse_args()
     wl = WORKLOADS[args.workload]
     e, k, h, i = wl.num_experts, wl.topk, wl.hidden, wl.intermediate
@@ -143,11 +157,13 @@ def main() -> None:
         per_expert = t * k / e
         ref1 = ref2 = None
         def configs(kernel):
-            if args.overlap or args.n_blocks or args.prefetch:     # the shipped pick: the cache's, else the heuristic's
-                pick = select_config(kernel, t * k, e, False, num_experts=e, hidden=h, intermediate=i, topk=k,
-                                     hopper=True, device_name=torch.cuda.get_device_name())
+            if args.overlap or args.n_blocks or args.prefetch or args.ring_overlap:     # the shipped pick: the
+                pick = select_config(kernel, t * k, e, False, num_experts=e, hidden=h,  # cache's, else the heuristic's
+                                     intermediate=i, topk=k, hopper=True, device_name=torch.cuda.get_device_name())
                 if args.prefetch:
                     return prefetch_candidates(pick)
+                if args.ring_overlap:
+                    return ring_overlap_candidates(pick)
                 return overlap_candidates(pick) if args.overlap else n_blocks_candidates(pick, kernel, args.block_n)
             return candidates(per_expert, args.regcap, args.gluon, kernel)
         for kernel in ("gemm1", "gemm2"):

@@ -6,7 +6,8 @@ SASS (run in a subprocess with TRITON_INTERPRET=0, see test_compile_sm90.py). Pr
 reads as its A operand (sass_hazards.a_reg_hazards): ptxas protects those registers only as long as
 the program uses them later (`warpgroup_mma_wait` deps), and a write corrupts results (found on an
 H100: decoding the next step before waiting for the previous wgmma). `serialized`: ptxas warning C7515 (every wgmma
-waited). `epilogue_race`: see `epilogue_race` (found on an H100 with the 8-warp variant).
+waited); `wgmma_waits`: the waits in the K loop (one per K step unless ptxas serialized the wgmmas silently, as it
+does under a register cap too tight for the operands in flight). `epilogue_race`: see `epilogue_race` (found on an H100 with the 8-warp variant).
 `compile_gluon(..., maxnreg=N)` compiles under a register cap (the capped overlap numbers of NOTES "v9").
 """
 import json
@@ -91,6 +92,7 @@ def inspect(compiled, scale_word_loads: int = 0) -> dict:
     spills = re.search(r"(\d+) bytes spill stores", info)
     return {"regs": int(regs.group(1)) if regs else -1, "spills": int(spills.group(1)) if spills else 0,
             "hgmma": sum(t.startswith("HGMMA") for t in body), "loop_instructions": len(body),
+            "wgmma_waits": sum(t.startswith("WARPGROUP.DEPBAR") for t in body),
             "a_reg_writes_in_flight": a_reg_hazards(body), "serialized": "C7515" in info,
             "narrow_code_loads": sum(re.match(r"(@!?P\d+ )?LDG\.E ", t) is not None for t in body) - scale_word_loads,
             "uniform_copies": sum(re.match(r"IMAD\.U32 R\d+, RZ, RZ, UR\d+", t) is not None for t in body),
@@ -185,6 +187,12 @@ def main() -> None:
         name = f"{'gemm1' if 'TOPK' in extra else 'gemm2'} bm8 bn{bn} s3{' k2880' if partial else ''} quad ring{depth}"
         compiled = compile_gluon(kernel, ptrs, floats, const, 4, K2880_UNALIGNED if partial else set())
         out[name] = dict(inspect(compiled, 0), shared=compiled.metadata.shared)
+        # the ring's loop with overlap (K_LOOP_RING_OVERLAP + depth, two A operands; the hazard check walks the
+        # two-step body); and under an 80-register cap, where ptxas keeps no spills by waiting for every wgmma
+        for cap in (None, 80):
+            overlap = compile_gluon(kernel, ptrs, floats, dict(const, K_LOOP=32 + depth, STAGES=4), 4,
+                                    K2880_UNALIGNED if partial else set(), maxnreg=cap)
+            out[name + f" overlap{cap or ''}"] = dict(inspect(overlap, 0), shared=overlap.metadata.shared)
         if not partial:
             # GEMM2 / GEMM1 (GDC_EARLY) as a programmatic dependent launch: griddepcontrol.wait after the code ring's
             # prologue, the dependents released only after it (kernels/pdl.py)

@@ -55,10 +55,15 @@ def test_gluon_gemms_compile_for_sm90_without_register_hazards():
     result = json.loads(run.stdout.strip().splitlines()[-1])
     triton_b = result.pop("triton quad b-operand")
     assert triton_b == {"compiles": [True, True], "unspecialized": ["stride_wsn"]}, triton_b
-    assert len(result) == 27
+    assert len(result) == 33
     # 128 weight rows per warpgroup: <= 168 registers keeps 3 CTAs (4 warps) per SM; the loop's row-only
     # masks would let ptxas hoist per-row addresses (174+ registers, 2 CTAs: qwen3 decode measured +3%)
     assert result["gemm2 bm8 bn128 s3 quad"]["regs"] <= 168, result["gemm2 bm8 bn128 s3 quad"]
+    serialized = {n: result.pop(n) for n in list(result) if n.endswith("overlap80")}
+    for name, c in serialized.items():
+        # the overlapped ring under a cap too tight for two A operands: ptxas waits for every wgmma, without a
+        # warning (what `wgmma_waits` below guards against; the sweeps' register caps must not land there)
+        assert c["wgmma_waits"] == c["hgmma"], (name, c)
     for name, c in result.items():
         assert c["hgmma"] >= 8 and c["spills"] == 0 and not c["serialized"], f"{name}: {c}"
         assert c["a_reg_writes_in_flight"] == 0, f"{name}: registers of an in-flight wgmma are overwritten ({c})"
@@ -68,8 +73,9 @@ def test_gluon_gemms_compile_for_sm90_without_register_hazards():
         assert c["narrow_code_loads"] == 0, f"{name}: code loads are not 128-bit ({c})"
         # the lookup words loaded per thread stay in registers: as immediates ptxas copied them from a
         # uniform register before every lookup (34 of 324 loop instructions, gpt-oss decode tile)
-        steps = 2 if "ahead2" in name else 1       # K steps per loop iteration
+        steps = 2 if "ahead2" in name or "overlap" in name else 1       # K steps per loop iteration
         assert c["uniform_copies"] <= 4 * steps, f"{name}: per-step uniform -> vector register copies ({c})"
+        assert c["wgmma_waits"] == steps, f"{name}: wgmmas waited for one by one ({c})"
     for name in ("gemm1 bm8 bn32 s4 quad ahead2", "gemm1 bm8 bn32 s4 k2880 quad ahead2", "gemm2 bm8 bn64 s4 quad ahead2"):
         # two steps per iteration, no register copies of the prefetched codes (their copy waits for the load)
         assert result[name]["hgmma"] == 16 and result[name]["code_moves"] == 0, (name, result[name])
@@ -80,6 +86,12 @@ def test_gluon_gemms_compile_for_sm90_without_register_hazards():
         rows, depth = (64 if "gemm1" in name else 128), int(name[-1])
         assert c["hgmma"] == 8 * rows // 64 and c["narrow_code_loads"] == 0, (name, c)
         assert c["shared"] >= depth * rows * 68 + 3 * 8 * 128 * 2, (name, c)
+    for name in ("gemm1 bm8 bn32 s3 quad ring6", "gemm1 bm8 bn32 s3 k2880 quad ring4", "gemm2 bm8 bn128 s3 quad ring4"):
+        # the ring with overlap: a two-step body (two A operands: the hazard check above covers them), one wgmma wait
+        # per step (checked above); 64 weight rows keep 3 CTAs per SM (<= 168 registers)
+        ovl, ring = result[name + " overlap"], result[name]
+        assert ovl["hgmma"] == 2 * ring["hgmma"] and ovl["regs"] <= (168 if "gemm1" in name else 255), (name, ovl)
+        assert ovl["loop_instructions"] <= 2 * ring["loop_instructions"] + 40, (name, ovl, ring)
     # GEMM2 (and GEMM1 two kernels after routing) as a programmatic dependent launch: it waits for the previous kernel
     # after issuing its first weight codes, releases its own dependents only after that wait, and every program waits
     # once more before exiting (a program without a tile too); same loop otherwise

@@ -17,22 +17,25 @@ TRITON_CFG = GemmConfig(16, 64, True, 4, 3)
 # (block_m, block_n, warps, stages); block_m >= 128 also runs the N-block-major grid (wgmma_gemm._tile_pids);
 # then n_blocks > 1 (adjacent channel blocks per program; N need not divide: 2880, 160) and prefetch=2 (codes
 # two steps ahead; the shapes below have odd and even whole-step counts, 0 and 1 included); then two pairs
-# decode each K step while the previous wgmma runs (overlap, with and without a register cap); the last two pairs
-# take the codes 3-6 steps ahead through a shared-memory ring (prefetch >= 3; K < 128 runs the plain loop)
+# decode each K step while the previous wgmma runs (overlap, with and without a register cap); the next two pairs
+# take the codes 3-6 steps ahead through a shared-memory ring (prefetch >= 3; K < 128 runs the plain loop); the
+# last two pairs do both (the ring's loop with overlap, capped and not)
 OVERLAP = dict(overlap=True)
 GLUON_G1 = [GemmConfig(bm, bn, True, w, s, kernel="gluon", **kw) for bm, bn, w, s, kw in
             ((8, 32, 4, 2, {}), (16, 32, 4, 3, {}), (16, 64, 4, 3, {}), (32, 32, 4, 4, {}), (64, 64, 4, 2, {}),
              (128, 32, 4, 3, {}), (64, 64, 8, 3, {}), (128, 64, 8, 2, {}), (256, 64, 8, 2, {}),
              (8, 32, 4, 4, dict(n_blocks=2)), (16, 32, 4, 3, dict(n_blocks=4)), (8, 32, 4, 4, dict(prefetch=2)),
              (64, 64, 8, 3, dict(prefetch=2)), (32, 32, 4, 3, OVERLAP), (64, 64, 8, 4, dict(OVERLAP, maxnreg=128)),
-             (8, 32, 4, 3, dict(prefetch=6)), (16, 32, 4, 2, dict(prefetch=4, n_blocks=2)))]
+             (8, 32, 4, 3, dict(prefetch=6)), (16, 32, 4, 2, dict(prefetch=4, n_blocks=2)),
+             (8, 32, 4, 4, dict(OVERLAP, prefetch=3, maxnreg=80)), (16, 32, 4, 3, dict(OVERLAP, prefetch=4)))]
 GLUON_G2 = [GemmConfig(bm, bn, True, w, s, kernel="gluon", **kw) for bm, bn, w, s, kw in
             ((8, 64, 4, 2, {}), (16, 64, 4, 3, {}), (16, 128, 4, 3, {}), (32, 64, 4, 4, {}), (64, 128, 4, 2, {}),
              (128, 64, 4, 3, {}), (64, 128, 8, 3, {}), (128, 128, 8, 2, {}), (256, 128, 8, 2, {}),
              (8, 128, 4, 3, dict(n_blocks=2, maxnreg=128)), (16, 64, 4, 3, dict(n_blocks=4)),
              (8, 64, 4, 4, dict(prefetch=2)), (16, 64, 4, 3, dict(prefetch=2, maxnreg=80)),
              (64, 128, 4, 4, dict(OVERLAP, maxnreg=128)), (128, 128, 8, 3, OVERLAP),
-             (8, 64, 4, 3, dict(prefetch=6)), (8, 128, 4, 4, dict(prefetch=3)))]
+             (8, 64, 4, 3, dict(prefetch=6)), (8, 128, 4, 4, dict(prefetch=3)),
+             (8, 64, 4, 3, dict(OVERLAP, prefetch=4)), (8, 128, 4, 4, dict(OVERLAP, prefetch=3, maxnreg=96)))]
 
 
 def _biases(e, h, i, seed, device):
@@ -205,6 +208,9 @@ def test_gluon_config_validation(kwargs, match):
     base = dict(block_m=16, block_n=64, swap_ab=True, num_warps=4, num_stages=3, kernel="gluon")
     with pytest.raises(ValueError, match=match):
         GemmConfig(**{**base, **kwargs})
+    # the K loop each valid combination selects (wgmma_gemm.K_LOOP_*)
+    assert [GemmConfig(**base, **kw).k_loop for kw in (
+        {}, dict(overlap=True), dict(prefetch=2), dict(prefetch=4), dict(prefetch=4, overlap=True))] == [0, 1, 2, 4, 36]
     with pytest.raises(ValueError, match="kernel must be one of"):
         GemmConfig(16, 64, True, kernel="cuda")
 

@@ -39,7 +39,8 @@ class GemmConfig:
     tail_block_m: int | None = None  # gluon: each expert's last <= tail_block_m rows in a second launch of
                                      # tail_block_m-token tiles, the rest in block_m tiles (wgmma_gemm.SPLIT_*)
     overlap: bool = False       # gluon: decode each K step while the previous step's wgmma runs (a second A
-                                # operand's registers; the ring keeps num_stages - 2 tiles ahead)
+                                # operand's registers; the ring keeps num_stages - 2 tiles ahead); with prefetch
+                                # >= 3 the code ring's loop does it (NOTES "v18")
     n_blocks: int = 1           # gluon: adjacent block_n channel blocks per program (one tile search and program
                                 # start per n_blocks weight passes: short K loops)
     prefetch: int = 1           # gluon: K steps of weight codes in flight ahead of the decode (2: in registers, a
@@ -48,9 +49,10 @@ class GemmConfig:
 
     @property
     def k_loop(self) -> int:
-        """wgmma_gemm.K_LOOP_*: 0 plain, 1 overlap, 2 codes two steps ahead, >= 3 a code ring that deep."""
+        """wgmma_gemm.K_LOOP_*: 0 plain, 1 overlap, 2 codes two steps ahead, 3..MAX_CODE_RING a code ring that deep,
+        32 + depth the ring with overlap."""
         if self.overlap:
-            return 1
+            return 32 + self.prefetch if self.prefetch >= 3 else 1
         return self.prefetch if self.prefetch >= 2 else 0
 
     @property
@@ -79,10 +81,11 @@ class GemmConfig:
         if self.n_blocks not in (1, 2, 4) or (self.n_blocks != 1 and self.kernel != "gluon"):
             raise ValueError(f"n_blocks={self.n_blocks!r}: must be 1, 2 or 4, and 1 unless kernel='gluon'")
         if (not isinstance(self.prefetch, int) or not 1 <= self.prefetch <= MAX_CODE_RING
-                or (self.prefetch >= 2 and (self.kernel != "gluon" or self.overlap))
+                or (self.prefetch >= 2 and self.kernel != "gluon") or (self.prefetch == 2 and self.overlap)
                 or (self.prefetch >= 3 and self.num_warps != 4)):
-            raise ValueError(f"prefetch={self.prefetch!r}: must be 1 .. {MAX_CODE_RING}, and 1 unless kernel='gluon' "
-                             "without overlap; 3 and more (a shared-memory code ring) need num_warps=4")
+            raise ValueError(f"prefetch={self.prefetch!r}: must be 1 .. {MAX_CODE_RING}, and 1 unless kernel='gluon'; "
+                             "2 (codes in registers) not with overlap; 3 and more (a shared-memory code ring) need "
+                             "num_warps=4")
         if self.overlap and (self.kernel != "gluon" or self.num_stages < 3):
             raise ValueError(f"overlap=True needs kernel='gluon' and num_stages >= 3, got {self}")
         if self.tail_block_m is not None and (

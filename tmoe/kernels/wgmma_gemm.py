@@ -233,8 +233,10 @@ K_LOOP_PLAIN = gl.constexpr(0)
 K_LOOP_OVERLAP = gl.constexpr(1)
 K_LOOP_AHEAD2 = gl.constexpr(2)
 # K_LOOP >= K_LOOP_RING: the codes and scale words of K_LOOP steps ahead in flight through a shared-memory ring
-# (cp.async; each thread reads back only what it copied), 4-warp tiles (_wgmma_gemm_ring).
+# (cp.async; each thread reads back only what it copied), 4-warp tiles (_wgmma_gemm_ring); K_LOOP_RING_OVERLAP +
+# depth: the same ring, each step decoded while the previous step's wgmma runs (two A operands, as OVERLAP).
 K_LOOP_RING = gl.constexpr(3)
+K_LOOP_RING_OVERLAP = gl.constexpr(32)
 # GEMM1's place in the programmatic dependent launch chain (kernels/pdl.py GEMM1_*)
 GDC_PLAIN = gl.constexpr(pdl.GEMM1_PLAIN)
 GDC_WAIT_FIRST = gl.constexpr(pdl.GEMM1_WAIT_FIRST)
@@ -584,18 +586,59 @@ def _partial_step_a(acc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stri
 
 
 @gluon.jit
+def _ring_codes(c_smem, s_smem, i, k_groups, WORD3: gl.constexpr, QUAD: gl.constexpr, DEPTH: gl.constexpr):
+    """K step i's exchanged code words and scale pairs from code-ring slot i % DEPTH (see _wgmma_gemm_ring)."""
+    L2: gl.constexpr = gl.SliceLayout(2, WORD3)
+    async_copy.wait_group(DEPTH - 1)
+    c = c_smem.index(i % DEPTH).load(L2)
+    sc = s_smem.index(i % DEPTH).load(gl.SliceLayout(1, L2))
+    return _exchange(c, WORD3, QUAD), _scale_pairs(sc, i * BLOCK_K, k_groups, WORD3, False, True, QUAD == 2)
+
+
+@gluon.jit
+def _ring_issue(c_smem, s_smem, w_words, ws_base, code_rows, rows_w, stride_wsn, i, last, b_smem, b_base, bk, b_ok,
+                K_DIM, WORD3: gl.constexpr, STEP_MULT: gl.constexpr, STAGES: gl.constexpr, AHEAD: gl.constexpr,
+                DEPTH: gl.constexpr):
+    """Step i's activation tile ready; then one cp.async group: the codes of step i + DEPTH (into the slot step i
+    was read from) and the activation tile of step i + AHEAD."""
+    _b_ready(AHEAD)
+    _issue_codes(c_smem, s_smem, w_words, ws_base, code_rows, rows_w, stride_wsn, gl.minimum(i + DEPTH, last),
+                 i % DEPTH, WORD3, STEP_MULT)
+    _issue_b(b_smem, b_base, bk, b_ok, i + AHEAD, K_DIM, STAGES)
+
+
+@gluon.jit
+def _ring_overlap_step(acc, a_prev, i, last, c_smem, s_smem, lut, w_words, ws_base, code_rows, rows_w, stride_wsn,
+                       k_groups, b_smem, b_base, bk, b_ok, K_DIM, BLOCK_A: gl.constexpr, WORD3: gl.constexpr,
+                       A_LAYOUT: gl.constexpr, QUAD: gl.constexpr, STEP_MULT: gl.constexpr, STAGES: gl.constexpr,
+                       AHEAD: gl.constexpr, DEPTH: gl.constexpr):
+    """K_LOOP_RING_OVERLAP, K step i: decode while step i-1's wgmma (operand `a_prev`) runs, issue step i's wgmma,
+    then wait for step i-1's only (see _overlap_step: the caller alternates two operands)."""
+    words, pairs = _ring_codes(c_smem, s_smem, i, k_groups, WORD3, QUAD, DEPTH)
+    a = _decode_a(words, pairs, lut, BLOCK_A, WORD3, A_LAYOUT, QUAD)
+    _ring_issue(c_smem, s_smem, w_words, ws_base, code_rows, rows_w, stride_wsn, i, last, b_smem, b_base, bk, b_ok,
+                K_DIM, WORD3, STEP_MULT, STAGES, AHEAD, DEPTH)
+    acc = warpgroup_mma(a, b_smem.index(i % STAGES).permute((1, 0)), acc, is_async=True)
+    acc, a_prev = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a_prev))
+    return acc, a
+
+
+@gluon.jit
 def _wgmma_gemm_ring(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_ww, stride_wsn, lut_ptr, first, second,
                      limit, K_DIM, k_words, k_groups, BLOCK_A: gl.constexpr, GATE_UP: gl.constexpr,
                      BLOCK_M: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                     QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, TILED: gl.constexpr, DEPTH: gl.constexpr,
+                     QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, TILED: gl.constexpr, K_LOOP: gl.constexpr,
                      GDC_WAIT: gl.constexpr):
-    """The K loop with the weight codes DEPTH whole steps ahead (4-warp tiles, scale words; the plain loop's
-    schedule otherwise). NOTES: at one token (T = 1) a GEMM is 0.5 waves of 4-warp programs whose steps wait on
+    """The K loop with the weight codes DEPTH = K_LOOP % K_LOOP_RING_OVERLAP whole steps ahead (4-warp tiles, scale
+    words; the plain loop's schedule otherwise); K_LOOP >= K_LOOP_RING_OVERLAP: each step's decode runs while the
+    previous step's wgmma does (_ring_overlap_step; the activation ring then keeps STAGES - 2 tiles ahead). NOTES: at one token (T = 1) a GEMM is 0.5 waves of 4-warp programs whose steps wait on
     their code loads; registers held the codes of at most two steps (prefetch=2), a shared-memory ring holds DEPTH.
     Each thread reads back only the bytes it copied, so its own cp.async wait is the only synchronization.
     cp.async groups: the prologue commits codes 0 .. DEPTH-1 one group each, then activation tiles 0 .. AHEAD-1;
     step j commits (activation tile j + AHEAD, codes j + DEPTH) together. Codes of step i are then always DEPTH - 1
     groups behind the newest at the start of step i, activation tile i AHEAD - 1 groups behind at _b_ready."""
+    DEPTH: gl.constexpr = K_LOOP % K_LOOP_RING_OVERLAP
+    OVERLAP: gl.constexpr = K_LOOP >= K_LOOP_RING_OVERLAP
     A_LAYOUT: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     WORD3: gl.constexpr = _word_layout(BLOCK_A, gl.num_warps())
     L2: gl.constexpr = gl.SliceLayout(2, WORD3)
@@ -618,7 +661,7 @@ def _wgmma_gemm_ring(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_w
     b_base = b_ptr + b_rows64[:, None] * stride_b
     num_full = K_DIM // BLOCK_K
     last = gl.maximum(num_full - 1, 0)
-    AHEAD: gl.constexpr = STAGES - 1
+    AHEAD: gl.constexpr = STAGES - 1 - OVERLAP     # OVERLAP: slot i - 1 may still be read during step i
     for s in gl.static_range(DEPTH):
         _issue_codes(c_smem, s_smem, w_words, ws_base, code_rows, rows_w, stride_wsn, gl.minimum(s, last), s, WORD3,
                      STEP_MULT)
@@ -641,19 +684,31 @@ def _wgmma_gemm_ring(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_w
                  STEP_MULT)
     _issue_b(b_smem, b_base, bk, b_ok, AHEAD, K_DIM, STAGES)
     acc = warpgroup_mma(a, b_smem.index(0).permute((1, 0)), acc, is_async=True)
-    for i in range(1, num_full):
-        async_copy.wait_group(DEPTH - 1)
-        c = c_smem.index(i % DEPTH).load(L2)
-        sc = s_smem.index(i % DEPTH).load(ROWS)
-        words = _exchange(c, WORD3, QUAD)
-        pairs = _scale_pairs(sc, i * BLOCK_K, k_groups, WORD3, False, True, QUAD == 2)
-        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-        a = _decode_a(words, pairs, lut, BLOCK_A, WORD3, A_LAYOUT, QUAD)
-        _b_ready(AHEAD)
-        _issue_codes(c_smem, s_smem, w_words, ws_base, code_rows, rows_w, stride_wsn, gl.minimum(i + DEPTH, last),
-                     i % DEPTH, WORD3, STEP_MULT)
-        _issue_b(b_smem, b_base, bk, b_ok, i + AHEAD, K_DIM, STAGES)
-        acc = warpgroup_mma(a, b_smem.index(i % STAGES).permute((1, 0)), acc, is_async=True)
+    if OVERLAP:
+        # Steps (i, i + 1) with operands (a_odd, a), as _wgmma_gemm_regs' OVERLAP loop (the wait returns at once)
+        acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
+        for i in range(1, num_full - 1, 2):
+            acc, a_odd = _ring_overlap_step(acc, a, i, last, c_smem, s_smem, lut, w_words, ws_base, code_rows, rows_w,
+                                            stride_wsn, k_groups, b_smem, b_base, bk, b_ok, K_DIM, BLOCK_A, WORD3,
+                                            A_LAYOUT, QUAD, STEP_MULT, STAGES, AHEAD, DEPTH)
+            acc, a = _ring_overlap_step(acc, a_odd, i + 1, last, c_smem, s_smem, lut, w_words, ws_base, code_rows,
+                                        rows_w, stride_wsn, k_groups, b_smem, b_base, bk, b_ok, K_DIM, BLOCK_A, WORD3,
+                                        A_LAYOUT, QUAD, STEP_MULT, STAGES, AHEAD, DEPTH)
+        if (num_full % 2 == 0) & (num_full > 0):   # one step left: num_full - 1
+            acc, a_odd = _ring_overlap_step(acc, a, num_full - 1, last, c_smem, s_smem, lut, w_words, ws_base,
+                                            code_rows, rows_w, stride_wsn, k_groups, b_smem, b_base, bk, b_ok, K_DIM,
+                                            BLOCK_A, WORD3, A_LAYOUT, QUAD, STEP_MULT, STAGES, AHEAD, DEPTH)
+            acc, a_odd = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a_odd))
+        else:
+            acc, a = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a))
+    else:
+        for i in range(1, num_full):
+            words, pairs = _ring_codes(c_smem, s_smem, i, k_groups, WORD3, QUAD, DEPTH)
+            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+            a = _decode_a(words, pairs, lut, BLOCK_A, WORD3, A_LAYOUT, QUAD)
+            _ring_issue(c_smem, s_smem, w_words, ws_base, code_rows, rows_w, stride_wsn, i, last, b_smem, b_base, bk,
+                        b_ok, K_DIM, WORD3, STEP_MULT, STAGES, AHEAD, DEPTH)
+            acc = warpgroup_mma(a, b_smem.index(i % STAGES).permute((1, 0)), acc, is_async=True)
     if PARTIAL_K:
         if num_full > 0:
             acc, a = _partial_step_a(acc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stride_ww, stride_wsn,
@@ -662,6 +717,8 @@ def _wgmma_gemm_ring(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_w
             gl.thread_barrier()
             fence_async_shared()
             acc = warpgroup_mma(a, b_smem.index(num_full % STAGES).permute((1, 0)), acc, is_async=True)
+            if OVERLAP:     # `acc` left the overlapped loop waited for (a tensor): the same type
+                acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
     async_copy.wait_group(0)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
     gl.thread_barrier()        # see _wgmma_gemm_regs: the epilogue's scratch may reuse the rings
