@@ -1,0 +1,102 @@
+"""Pick the small-T GEMM configs by timing the whole layer call instead of each GEMM alone.
+
+    python benchmarks/tune_layer_small.py --workloads qwen3,gptoss,v4flash,dsv3 --tokens 1 --json out.json
+    python benchmarks/set_cache_pick.py --device "$(nvidia-smi --query-gpu=name --format=csv,noheader)" \\
+        --from-sweep out.json --min-gain 0.01
+
+Why: at T <= 8 a call is a chain of programmatic dependent launches (kernels/pdl.py), and what a GEMM gains from it
+depends on its K loop — the code-ring loops find their tile and issue their first weight loads before they wait for
+the previous kernel, the register loops wait first — so a GEMM timed alone ranks configs differently from the call
+(H200, session 13: v4flash GEMM2 T = 1 ring vs the registers pick 17.9 -> 16.8 µs alone, the call 53.2 -> 49.5).
+Coordinate descent per (workload, T): GEMM1 over its candidates with GEMM2 at the cache's pick, then GEMM2 with
+the best GEMM1; every candidate's output must equal the first's bitwise. Rounds interleave the candidates; a
+candidate's time is the median of its rounds. Output: sweep_gemm.py's JSON rows (first row per (T, GEMM) = the
+cache's pick; `us` = the whole call's µs, `scope` = "layer"), which set_cache_pick.py --from-sweep reads.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from dataclasses import replace
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_layer import layer_call, layer_weights  # noqa: E402
+from tmoe.autotune.timing import time_graph  # noqa: E402
+from tmoe.kernels.configs import GemmConfig, select_config  # noqa: E402
+from tmoe.workloads import WORKLOADS  # noqa: E402
+
+import tmoe  # noqa: E402
+
+
+def k_loop_candidates(pick: GemmConfig) -> list[GemmConfig]:
+    """The pick, then the same 4-warp tile with each K loop: plain, codes two steps ahead in registers, the code ring
+    3 / 4 deep, and the 3-deep ring with overlap (at least 3 stages)."""
+    if pick.kernel != "gluon" or pick.num_warps != 4:
+        return [pick]
+    plain = replace(pick, prefetch=1, overlap=False, maxnreg=None)
+    out = [pick, plain, replace(plain, prefetch=2), replace(plain, prefetch=3), replace(plain, prefetch=4),
+           replace(plain, prefetch=3, overlap=True, num_stages=max(pick.num_stages, 3))]
+    return list(dict.fromkeys(out))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workloads", default="qwen3,gptoss,v4flash,dsv3")
+    ap.add_argument("--tokens", default="1")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    device = torch.cuda.get_device_name()
+    rows = []
+    for name in args.workloads.split(","):
+        wl = WORKLOADS[name]
+        e, k, h, i = wl.num_experts, wl.topk, wl.hidden, wl.intermediate
+        _, (l1, l2) = layer_weights(wl)
+        tokens = [int(t) for t in args.tokens.split(",")]
+        buf = tmoe.get_symm_buffer_for_mega_moe(None, e, max(tokens), k, h, i)
+        for t in tokens:
+            _, idx, tw, x, y = layer_call(wl, l1, l2, buf, t, "uniform")
+            picks = {g: select_config(g, t * k, e, False, num_experts=e, hidden=h, intermediate=i, topk=k,
+                                      device_name=device, hopper=True) for g in ("gemm1", "gemm2")}
+            chosen = dict(picks)
+            ref = None
+            for gemm in ("gemm1", "gemm2"):
+                cands = k_loop_candidates(picks[gemm])
+                calls, times, same = {}, {c: [] for c in cands}, {}
+                for c in cands:
+                    cfgs = dict(chosen, **{gemm: c})
+
+                    def call(cfgs=cfgs):
+                        tmoe.per_token_cast_to_fp8(x, out=(buf.x, buf.x_sf))
+                        tmoe.fp8_fp4_mega_moe(y, l1, l2, buf, activation_clamp=wl.clamp,
+                                              gemm1_config=cfgs["gemm1"], gemm2_config=cfgs["gemm2"])
+                    call()
+                    torch.cuda.synchronize()
+                    ref = y.clone() if ref is None else ref
+                    same[c] = bool(torch.equal(y.view(torch.int16), ref.view(torch.int16)))
+                    calls[c] = call
+                for _ in range(args.rounds):
+                    for c in cands:
+                        times[c].append(time_graph(calls[c]))
+                for n, c in enumerate(cands):
+                    us = statistics.median(times[c])
+                    rows.append({"workload": wl.name, "tokens": t, **c.as_dict(), "gemm": gemm, "us": us,
+                                 "scope": "layer", "same_as_first": same[c], "rounds": times[c]})
+                    print(f"{name} T={t} {gemm} {'pick' if n == 0 else '    '} pf={c.prefetch} ovl={int(c.overlap)} "
+                          f"s={c.num_stages} maxnreg={c.maxnreg}: layer {us:7.1f} us "
+                          f"({' '.join(f'{v:.1f}' for v in times[c])}) same={same[c]}", flush=True)
+                chosen[gemm] = min((c for c in cands if same[c]), key=lambda c: statistics.median(times[c]))
+        buf.destroy()
+        torch.cuda.empty_cache()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": device, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
