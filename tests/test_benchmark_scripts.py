@@ -106,3 +106,22 @@ def test_set_cache_pick_from_sweep(tmp_path):
     assert after["buckets"]["16"]["best"]["us"] == 79.0 and after["buckets"]["16"]["runner_up"] == {
         "config": cache.config_to_dict(cache.config_from_dict(pick32)), "us": 80.0}
     assert list(after["buckets"]) == sorted(after["buckets"], key=int)
+
+
+def test_tune_layer_small_candidates():
+    """tune_layer_small.k_loop_candidates: the cache's pick first, then the same 4-warp tile with every K loop (plain,
+    codes in registers, rings 3 / 4, the ring with overlap and >= 3 stages), no repeats, all valid configs; other
+    picks are timed alone. Its rows are the sweep format set_cache_pick.py --from-sweep reads (tested above)."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from tune_layer_small import k_loop_candidates
+
+    from tmoe.kernels.configs import GemmConfig
+    pick = GemmConfig(8, 64, True, 4, 2, kernel="gluon", prefetch=3, maxnreg=136)
+    cands = k_loop_candidates(pick)
+    assert cands[0] == pick and len(cands) == len(set(cands)) == 6
+    assert sorted(c.k_loop for c in cands[1:]) == [0, 2, 3, 4, 35]
+    assert all((c.block_m, c.block_n, c.num_warps) == (8, 64, 4) and c.maxnreg is None for c in cands[1:])
+    assert [c.num_stages for c in cands if c.overlap] == [3]
+    assert len(k_loop_candidates(GemmConfig(8, 32, True, 4, 3, kernel="gluon"))) == 5   # the pick is the plain loop
+    for other in (GemmConfig(128, 64, True, 8, 2, kernel="gluon"), GemmConfig(16, 64, True, 4, 3)):
+        assert k_loop_candidates(other) == [other]
