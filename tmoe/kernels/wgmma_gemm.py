@@ -631,8 +631,10 @@ def _wgmma_gemm_ring(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_w
                      GDC_WAIT: gl.constexpr):
     """The K loop with the weight codes DEPTH = K_LOOP % K_LOOP_RING_OVERLAP whole steps ahead (4-warp tiles, scale
     words; the plain loop's schedule otherwise); K_LOOP >= K_LOOP_RING_OVERLAP: each step's decode runs while the
-    previous step's wgmma does (_ring_overlap_step; the activation ring then keeps STAGES - 2 tiles ahead). NOTES: at one token (T = 1) a GEMM is 0.5 waves of 4-warp programs whose steps wait on
-    their code loads; registers held the codes of at most two steps (prefetch=2), a shared-memory ring holds DEPTH.
+    previous step's wgmma does (_ring_overlap_step; the activation ring then keeps STAGES - 2 tiles ahead; ~145
+    registers instead of ~70, benchmarks/NOTES.md "v18"). NOTES: at one token (T = 1) a GEMM is 0.5 waves of 4-warp
+    programs whose steps wait on their code loads; registers held the codes of at most two steps (prefetch=2), a
+    shared-memory ring holds DEPTH.
     Each thread reads back only the bytes it copied, so its own cp.async wait is the only synchronization.
     cp.async groups: the prologue commits codes 0 .. DEPTH-1 one group each, then activation tiles 0 .. AHEAD-1;
     step j commits (activation tile j + AHEAD, codes j + DEPTH) together. Codes of step i are then always DEPTH - 1
