@@ -81,16 +81,17 @@ def layer_weights(wl):
 
 def layer_call(wl, l1, l2, buf, num_tokens: int, routing: str):
     """The benchmarked call at `num_tokens` (quantize the bf16 input into `buf`, then the layer) and its
-    inputs: (call, topk_idx, topk_weights, x_bf16, y). Routing seeded by the token count."""
+    inputs: (call, topk_idx, topk_weights, x_bf16, y). Routing seeded by the token count. `call(**kw)` passes kw
+    (e.g. gemm1_config) to the layer."""
     idx, tw = make_routing(num_tokens, wl.num_experts, wl.topk, routing, seed=num_tokens)
     x = torch.randn(num_tokens, wl.hidden, device="cuda").to(torch.bfloat16)
     buf.topk_idx[:num_tokens].copy_(idx)
     buf.topk_weights[:num_tokens].copy_(tw)
     y = torch.empty(num_tokens, wl.hidden, dtype=torch.bfloat16, device="cuda")
 
-    def call():
+    def call(**layer_kwargs):
         tmoe.per_token_cast_to_fp8(x, out=(buf.x, buf.x_sf))
-        tmoe.fp8_fp4_mega_moe(y, l1, l2, buf, activation_clamp=wl.clamp)
+        tmoe.fp8_fp4_mega_moe(y, l1, l2, buf, activation_clamp=wl.clamp, **layer_kwargs)
 
     return call, idx, tw, x, y
 

@@ -16,6 +16,7 @@ cache's pick; `us` = the whole call's µs, `scope` = "layer"), which set_cache_p
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -60,7 +61,7 @@ def main() -> None:
         tokens = [int(t) for t in args.tokens.split(",")]
         buf = tmoe.get_symm_buffer_for_mega_moe(None, e, max(tokens), k, h, i)
         for t in tokens:
-            _, idx, tw, x, y = layer_call(wl, l1, l2, buf, t, "uniform")
+            layer, _, _, _, y = layer_call(wl, l1, l2, buf, t, "uniform")
             picks = {g: select_config(g, t * k, e, False, num_experts=e, hidden=h, intermediate=i, topk=k,
                                       device_name=device, hopper=True) for g in ("gemm1", "gemm2")}
             chosen = dict(picks)
@@ -70,11 +71,7 @@ def main() -> None:
                 calls, times, same = {}, {c: [] for c in cands}, {}
                 for c in cands:
                     cfgs = dict(chosen, **{gemm: c})
-
-                    def call(cfgs=cfgs):
-                        tmoe.per_token_cast_to_fp8(x, out=(buf.x, buf.x_sf))
-                        tmoe.fp8_fp4_mega_moe(y, l1, l2, buf, activation_clamp=wl.clamp,
-                                              gemm1_config=cfgs["gemm1"], gemm2_config=cfgs["gemm2"])
+                    call = functools.partial(layer, gemm1_config=cfgs["gemm1"], gemm2_config=cfgs["gemm2"])
                     call()
                     torch.cuda.synchronize()
                     ref = y.clone() if ref is None else ref
