@@ -1,8 +1,10 @@
 """Where does symm_mem dispatch/combine time go? One run on R GPUs, all numbers from the same process group:
 
   * `copy`: a plain block copy of the same off-rank bytes to every peer (the NVLink ceiling for Triton stores);
+  * `tma`: the same copy of the combine's rows by TMA row copies (`dispatch/tma_copy.py`), push and pull;
   * `nccl`: all_to_all_single of the same bytes;
   * `push` (= dispatch) / `return`: the transport's kernels for several (rows per step, warps, programs);
+    the return pass by TMA row copies (`return_tma_*`) for several (programs, rows in flight);
   * the copies use a symmetric scratch of their own, sized for the bytes moved;
   * dispatch / combine as the layer runs them;
   * with --base OLD_SYMM_MEM_PY: an older version of `tmoe/dispatch/symm_mem.py` (e.g. from
@@ -32,6 +34,7 @@ import triton.language as tl
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_ep import _graph_us, token_rows_per_rank  # noqa: E402
 from tmoe.autotune.timing import time_eager  # noqa: E402
+from tmoe.dispatch import tma_copy  # noqa: E402
 from tmoe.workloads import WORKLOADS, make_routing  # noqa: E402
 
 
@@ -109,6 +112,10 @@ def _rank(rank, world, init_file, args):
         # ceilings: plain block copy and NCCL of the same off-rank bytes
         for what, width in ((("dispatch", row_bytes), ("combine", 2 * h)) if args.ceilings else ()):
             words_per_peer = max(offrank[what] // (world - 1), 1) * width // 4 // 4 * 4
+            # the symmetric scratch must have the same size on every rank: the largest share
+            wpp = torch.tensor([words_per_peer], device=dev)
+            dist.all_reduce(wpp, op=dist.ReduceOp.MAX)
+            words_per_peer = int(wpp.item())
             src = torch.zeros((world - 1) * words_per_peer, dtype=torch.int32, device=dev)
             # A symmetric scratch of its own: the copies must not run past the layer buffer's regions.
             scratch = symm_mem.empty(world * words_per_peer, dtype=torch.int32, device=dev)
@@ -121,6 +128,16 @@ def _rank(rank, world, init_file, args):
                     src, scratch_ptrs, 0, words_per_peer, rank, R=world, BLOCK=block, PULL=kern == "pull",
                     num_warps=warps)
                 res[f"{kern}copy_{what}_g{grid}_b{block}_w{warps}_us"] = _graph_us(fn, 10)
+            if what == "combine" and tma_copy.tma_copy_available(dev):
+                rows_per_peer = words_per_peer * 4 // width
+                tsrc = torch.zeros((world - 1) * rows_per_peer, h, dtype=torch.int16, device=dev)
+                tscratch = symm_mem.empty(world * rows_per_peer * h, dtype=torch.int16, device=dev)
+                thandle = symm_mem.rendezvous(tscratch, dist.group.WORLD)
+                peer_rows = [thandle.get_buffer(p, (world * rows_per_peer, h), torch.int16) for p in range(world)]
+                for pull, grid, stages in itertools.product((False, True), (132, 264), (4, 8)):
+                    fn = lambda: tma_copy.block_rows(tsrc, peer_rows, rows_per_peer, rank, grid, stages,  # noqa: E731
+                                                     pull=pull)
+                    res[f"tma{'pull' if pull else 'push'}_{what}_g{grid}_s{stages}_us"] = _graph_us(fn, 10)
             dist.barrier()
             sc, rc = (disp_send, disp_recv) if what == "dispatch" else (got.recv_counts, got.send_counts)
             send = torch.empty(sum(sc), width, dtype=torch.uint8, device=dev)
@@ -144,6 +161,15 @@ def _rank(rank, world, init_file, args):
             sm.rows_per_step, sm.num_warps, sm.grid = rows_per_step, warps, grid
             time_kernels(sm, f"r{rows_per_step}_w{warps}_g{grid}")
         sm.rows_per_step, sm.num_warps, sm.grid = shipped
+        if tma_copy.tma_copy_available(dev):
+            for run in (1, 2):       # SM stores and TMA row copies alternately
+                res[f"return_sm_run{run}_us"] = _graph_us(lambda: sm.return_results(buf.slot_out), 10)
+                sm.tma_return = True
+                for grid, stages in itertools.product((66, 132, 160), (8,)):     # stages >= K (tma_copy)
+                    sm.grid, sm.tma_stages = grid, stages
+                    res[f"return_tma_g{grid}_s{stages}_run{run}_us"] = _graph_us(
+                        lambda: sm.return_results(buf.slot_out), 10)
+                sm.tma_return, sm.grid, sm.tma_stages = False, shipped[2], 4
         y = torch.empty(t, h, dtype=torch.bfloat16, device=dev)
         res["combine_kernel_us"] = _graph_us(lambda: combine(sm.home, buf.topk_idx[:t], y), 10)
         res["unpack_us"] = _graph_us(lambda: sm.unpack(buf.x_dq), 10)

@@ -43,7 +43,8 @@ def ep_results(request, tmp_path_factory):
     return world, _launch(world, tmp_path_factory.mktemp(f"ep{world}"), kind)
 
 
-VARIANTS = ("collective", "symm_mem", "symm_mem_fused")     # symm_mem_fused: GEMM2 writes into the sources' home
+# symm_mem_fused: GEMM2 writes into the sources' home; symm_mem_tma: the return pass by TMA row copies
+VARIANTS = ("collective", "symm_mem", "symm_mem_fused", "symm_mem_tma")
 
 
 def _transports(results) -> list[str]:
@@ -61,7 +62,7 @@ def test_ep_equals_single_rank_bitwise(ep_results, name, transport):
         got = results[rank][transport][name]
         assert "crash" not in got, got.get("crash")
         assert "error" not in got, got["error"]
-        assert got["transport"] == transport.replace("_fused", "")
+        assert got["transport"] == ("symm_mem" if transport.startswith("symm_mem") else transport)
         assert got.get("clean", True), f"rank {rank}: signal pads not zero or a barrier timed out"
         y_one = results[rank]["single"][name]     # one rank holding every expert, same device kind
         assert isinstance(y_one, torch.Tensor), y_one
@@ -106,7 +107,7 @@ def test_symm_mem_graph_replay_and_back_to_back_calls(ep_results):
     world, results = ep_results
     if "stress" not in results[0]:
         pytest.skip("needs >= 2 GPUs (NVLink symmetric memory)")
-    for rank, key in ((r, k) for r in range(world) for k in ("stress", "stress_fused")):
+    for rank, key in ((r, k) for r in range(world) for k in ("stress", "stress_fused", "stress_tma")):
         rep = results[rank][key]
         assert "crash" not in rep, rep.get("crash")
         assert rep["graph_mismatch"] == [] and rep["graph_clean"], rep

@@ -50,6 +50,7 @@ import triton
 import triton.language as tl
 
 from .. import formats
+from . import tma_copy
 from ..kernels.numerics import dequant_fp8_tile, f32_to_bf16_bits
 
 __all__ = ["SymmLayout", "SymmMemTransport", "SymmMemTimeout", "simulated_transports", "symm_mem_available"]
@@ -62,6 +63,14 @@ DEFAULT_SPIN_LIMIT = 1 << 24      # ~10-30 s of remote CAS round trips before a 
 # 128 / 256 / 512 / 1024 tokens per rank, +1.5 ms at 4096; EP 4 (4 x H200) -22 µs at 128, +4.9 ms at
 # 4096 (BENCHMARKS.md). The loss grows with the ranks, so the switch sits at 256 dsv3 tokens.
 FUSED_RETURN_MAX_SLOTS = 2048
+
+
+def tma_return_setting(value: str) -> bool | None:
+    """TMOE_EP_TMA: "1" the return pass by TMA row copies (`tma_copy`), "0" by SM stores, "auto" TMA on sm_90+."""
+    settings = {"1": True, "0": False, "auto": None}
+    if value not in settings:
+        raise ValueError(f"TMOE_EP_TMA={value!r}: must be one of {sorted(settings)}")
+    return settings[value]
 
 
 def fused_return_setting(value: str) -> bool | None:
@@ -474,6 +483,11 @@ class SymmMemTransport:
         self.home_addr = torch.zeros(max(n * k, 1), dtype=torch.int64, device=dev)
         self.spin_limit = int(os.environ.get("TMOE_EP_SPIN_LIMIT", DEFAULT_SPIN_LIMIT))
         self.soft = not words.is_cuda
+        tma = tma_return_setting(os.environ.get("TMOE_EP_TMA", "0"))
+        self.tma_return = (not self.soft and handle is not None
+                           and (tma_copy.tma_copy_available(dev) if tma is None else tma))
+        self.tma_stages = int(os.environ.get("TMOE_EP_TMA_STAGES", 4))    # rows in flight per program
+        self._home_descs = None
         self.r1_pad = triton.next_power_of_2(self.num_ranks + 1)
         self.k_pad = triton.next_power_of_2(layout.num_topk)
         # Rows per program step: several rows in flight hide the dependent loads (slot -> token -> row).
@@ -543,10 +557,28 @@ class SymmMemTransport:
         signal half only for simulated ranks)."""
         self._barrier(1, signal=True, wait=not self.split_barriers)
 
+    def home_descriptors(self) -> list:
+        """TMA descriptors over every rank's `home` (built once: the buffers do not move)."""
+        if self._home_descs is None:
+            lay = self.layout
+            off = lay.offset("home")
+            homes = [self.handle.get_buffer(p, (lay.cap_slots * lay.hidden,), torch.int16, off * 2)
+                     for p in range(self.num_ranks)]
+            for p, home in enumerate(homes):     # get_buffer's offset is in elements of its dtype
+                if home.data_ptr() != self.handle.buffer_ptrs[p] + off * 4:
+                    raise RuntimeError(f"symm_mem: rank {p}'s home view is not at its buffer offset {off * 4} B")
+            self._home_descs = [tma_copy.row_descriptor(h.view(lay.cap_slots, lay.hidden)) for h in homes]
+        return self._home_descs
+
     def return_results(self, slot_out: torch.Tensor) -> None:
         """Send every computed slot (slot_out int16 [>= R*T_max*K, H], row n*K + k) to its source rank's `home`."""
         lay = self.layout
         out_words = lay.hidden // 2
+        if self.tma_return:
+            tma_copy.return_rows(self.recv_rows, self.recv_count, slot_out, self.home_descriptors(), lay.cap_rows,
+                                 lay.num_topk, lay.x_words + lay.sf_words, self.grid, self.tma_stages)
+            self._barrier(1, signal=True, wait=not self.split_barriers)
+            return
         _return_kernel[(self.grid,)](
             self.recv_rows, self.recv_count, slot_out.view(torch.int32), self.peer_ptrs, self.error, self.rank,
             lay.cap_rows, self.spin_limit, lay.offset("home"), lay.offset("signals"), K=lay.num_topk,
