@@ -123,14 +123,14 @@ def _rank_main(rank: int, world: int, init_file: str, args) -> None:
             row["dispatch_us"] = _graph_us(lambda: sm.dispatch(buf.x, buf.x_sf, buf.topk_idx[:t],
                                                                buf.topk_weights[:t]), args.reps)
 
-            fused = sm.fused_for(t * k)
-            row["fused_return"] = fused
+            fused, tma = sm.fused_for(t * k), sm.tma_for(t * k)
+            row["fused_return"], row["tma_return"] = fused, tma
 
             def ret():   # fused return: the results already went out in GEMM2; only barrier + combine remain
                 if fused:
                     sm.results_sent()
                 else:
-                    sm.return_results(buf.slot_out)
+                    sm.return_results(buf.slot_out, tma=tma)
                 combine(sm.finish_return(), buf.topk_idx[:t], y)
             row["combine_us"] = _graph_us(ret, args.reps)
             sm.check_errors()
@@ -184,14 +184,16 @@ def _report(rows, args, device_name: str, world: int) -> None:
         agg["offrank_combine_gbps"] = min(r["offrank_combine_gbps"] for r in rs)
         both = agg["dispatch_us"] + agg["combine_us"]
         agg["speedup_vs_nccl"] = agg["nccl_a2a_us"] / both if both else 0.0
-        modes = {r.get("fused_return") for r in rs}
-        mode = "—" if modes == {None} else "/".join(sorted("fused" if m else "separate" for m in modes if m is not None))
+        modes = {(r.get("fused_return"), r.get("tma_return")) for r in rs}
+        mode = "—" if modes == {(None, None)} else "/".join(sorted(
+            ("fused" if f else "separate") + (" TMA" if tma else "") for f, tma in modes if f is not None))
         print(f"| {rs[0]['workload']} | {t} | {mode} | {agg['us']:.1f} | {agg['graph_us']:.1f} | {agg['dispatch_us']:.1f} | "
               f"{agg['combine_us']:.1f} | {both:.1f} | {agg['nccl_a2a_us']:.1f} ({agg['nccl_dispatch_us']:.1f} + "
               f"{agg['nccl_combine_us']:.1f}) | {agg['speedup_vs_nccl']:.2f}x | {agg['offrank_gbps']:.1f} / "
               f"{agg['offrank_combine_gbps']:.1f} |")
         summary.append({"workload": rs[0]["workload"], "tokens": t, "ep": world, "transport": rs[0]["transport"],
-                        "return_mode": args.return_mode, "fused_return": [r.get("fused_return") for r in rs], **agg})
+                        "return_mode": args.return_mode, "fused_return": [r.get("fused_return") for r in rs],
+                        "tma_return": [r.get("tma_return") for r in rs], **agg})
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": device_name, "torch": torch.__version__, "ranks": world, "rows": summary,

@@ -164,12 +164,11 @@ def _rank(rank, world, init_file, args):
         if tma_copy.tma_copy_available(dev):
             for run in (1, 2):       # SM stores and TMA row copies alternately
                 res[f"return_sm_run{run}_us"] = _graph_us(lambda: sm.return_results(buf.slot_out), 10)
-                sm.tma_return = True
                 for grid, stages in itertools.product((66, 132, 160), (8,)):     # stages >= K (tma_copy)
                     sm.grid, sm.tma_stages = grid, stages
                     res[f"return_tma_g{grid}_s{stages}_run{run}_us"] = _graph_us(
-                        lambda: sm.return_results(buf.slot_out), 10)
-                sm.tma_return, sm.grid, sm.tma_stages = False, shipped[2], 4
+                        lambda: sm.return_results(buf.slot_out, tma=True), 10)
+                sm.grid, sm.tma_stages = shipped[2], 4
         y = torch.empty(t, h, dtype=torch.bfloat16, device=dev)
         res["combine_kernel_us"] = _graph_us(lambda: combine(sm.home, buf.topk_idx[:t], y), 10)
         res["unpack_us"] = _graph_us(lambda: sm.unpack(buf.x_dq), 10)

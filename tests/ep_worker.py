@@ -73,9 +73,10 @@ def run(rank: int, world: int, init_file: str, out_dir: str, device_kind: str) -
         except Exception:  # noqa: BLE001 - reported by the parent
             results["single"][name] = traceback.format_exc()
     # symm_mem_fused: the symm_mem transport with GEMM2 writing results straight into the sources' home;
-    # symm_mem_tma: its return pass by TMA row copies (dispatch/tma_copy.py).
-    transports = (("collective", "symm_mem", "symm_mem_fused", "symm_mem_tma") if device_kind == "cuda"
-                  else ("collective",))
+    # symm_mem_tma: its return pass by TMA row copies (dispatch/tma_copy.py); symm_mem_tma_fused: GEMM2 storing
+    # the results into the sources' home by TMA.
+    transports = (("collective", "symm_mem", "symm_mem_fused", "symm_mem_tma", "symm_mem_tma_fused")
+                  if device_kind == "cuda" else ("collective",))
     for variant in transports:
         transport = "symm_mem" if variant.startswith("symm_mem") else variant
         results[variant] = out = {}
@@ -87,8 +88,8 @@ def run(rank: int, world: int, init_file: str, out_dir: str, device_kind: str) -
                 buf = tmoe.get_symm_buffer_for_mega_moe(dist.group.WORLD, E, cap, K, hidden, I, device=dev,
                                                         backend="triton", transport=transport)
                 if buf.symm is not None:
-                    buf.symm.fused_return = variant == "symm_mem_fused"
-                    buf.symm.tma_return = variant == "symm_mem_tma"
+                    buf.symm.fused_return = variant.endswith("_fused")
+                    buf.symm.tma_return = "_tma" in variant
                 fill_buffer(buf, x.to(dev), idx.to(dev), w.to(dev))
                 y = torch.full((x.shape[0], H), float("nan"), dtype=torch.bfloat16, device=dev)
                 stats = torch.zeros(E // world, dtype=torch.int32, device=dev)
@@ -106,9 +107,11 @@ def run(rank: int, world: int, init_file: str, out_dir: str, device_kind: str) -
     status = torch.tensor([66 if rank == 1 else 0], dtype=torch.int32, device=dev)
     results["agree_status"] = CollectiveTransport(dist.group.WORLD, E).agree(None, device_status=status)
     if device_kind == "cuda":
-        for key, fused, tma in (("stress", False, False), ("stress_fused", True, False), ("stress_tma", False, True)):
+        for key, fused, tma in (("stress", False, False), ("stress_fused", True, False), ("stress_tma", False, True),
+                                ("stress_tma_fused", True, True)):
             try:
-                results[key] = stress_symm_mem(rank, world, dev, weights, l1, l2, fused_return=fused, tma_return=tma)
+                results[key] = stress_symm_mem(rank, world, dev, weights, l1, l2, fused_return=fused,
+                                               tma_return=tma)
             except Exception:  # noqa: BLE001
                 results[key] = {"crash": traceback.format_exc()}
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
@@ -141,11 +144,13 @@ def pretend_multi_host(rank, world, dev) -> dict:
 STRESS_CALLS = int(os.environ.get("TMOE_EP_STRESS_CALLS", "1000"))
 
 
-def stress_symm_mem(rank, world, dev, weights, l1, l2, fused_return: bool = False, tma_return: bool = False) -> dict:
+def stress_symm_mem(rank, world, dev, weights, l1, l2, fused_return: bool = False,
+                    tma_return: bool = False) -> dict:
     """GPUs only: CUDA-graph capture + replay with new routing, then STRESS_CALLS back-to-back eager
     calls with changing T and routing; every output checked bitwise against one rank holding every
     expert (graph replays: all; eager: every 50th call and the last). `fused_return`: GEMM2 writes
-    the results straight into the sources' home; `tma_return`: the return pass by TMA row copies."""
+    the results straight into the sources' home; `tma_return`: the results go back by TMA stores
+    (GEMM2's epilogue when fused, else the TMA return pass)."""
     import tmoe
     from tmoe.layer import fill_buffer
     from moe_cases import make_routing, make_tokens

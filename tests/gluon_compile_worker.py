@@ -18,6 +18,7 @@ import tempfile
 
 os.environ["TRITON_INTERPRET"] = "0"
 
+import torch  # noqa: E402
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
@@ -37,13 +38,16 @@ def compile_gluon(kernel, ptr_types: dict, floats: set, const: dict, num_warps: 
                   maxnreg: int | None = None):
     if "GDC_WAIT" in kernel.arg_names and "GDC_WAIT" not in const:     # GEMM2: a plain (not PDL) launch
         const = dict(const, GDC_WAIT=False)
+    if "ROW_TMA" in kernel.arg_names and "ROW_TMA" not in const:       # GEMM2: no TMA row epilogue
+        const = dict(const, ROW_TMA=False, R_PEERS=1, **{f"pd{i}": None for i in range(8)})
     sig, attrs = {}, {}
     for i, name in enumerate(kernel.arg_names):
         if name in const:
             sig[name] = "constexpr"
         elif name in ptr_types:
             sig[name] = ptr_types[name]
-            attrs[(i,)] = [["tt.divisibility", 16]]
+            if not isinstance(ptr_types[name], tuple) and not ptr_types[name].startswith("tensordesc"):
+                attrs[(i,)] = [["tt.divisibility", 16]]
         else:
             sig[name] = "fp32" if name in floats else "i32"
             if name in ALIGNED - unaligned:
@@ -204,6 +208,24 @@ def main() -> None:
                                       wait_after_codes=ptx.index("cp.async") < ptx.index("griddepcontrol.wait"),
                                       trigger_after_wait=ptx.index("griddepcontrol.wait")
                                       < ptx.index("griddepcontrol.launch_dependents"))
+    # GEMM2 storing its rows into the ranks' `home` by TMA (the fused symm_mem return, tma_copy.store_tile_rows)
+    from tmoe.dispatch import tma_copy
+    from triton.runtime.jit import mangle_type
+    for bm, bn, stages, warps, ranks in ((8, 128, 3, 4, 4), (128, 128, 3, 8, 8)):
+        homes = [torch.zeros(64, 7168, dtype=torch.int16) for _ in range(ranks)]
+        descs = tma_copy.PeerRows(None, None, homes).kernel_args(bn)
+        const = dict(BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_BIAS=False, ROW_ADDR=False, ROW_TMA=True, R_PEERS=ranks,
+                     STAGES=stages, QUAD=1, PARTIAL_K=False, PERSISTENT=False, N_FASTEST=bm >= 128, SPLIT=0,
+                     FULL_M=bm, TAIL_M=bm, SCALE_WORDS=True, TILED=True, K_LOOP=0, N_BLOCKS=1,
+                     **wg._layouts(bm, warps))
+        compiled = compile_gluon(wg._gemm2_wgmma_kernel,
+                                 dict(g2_ptrs, **{f"pd{i}": mangle_type(d) for i, d in enumerate(descs)}), set(), const,
+                                 warps)
+        ptx = compiled.asm["ptx"]
+        out[f"gemm2 bm{bm} bn{bn} s{stages}{' w8' if warps == 8 else ''} quad tma"] = dict(
+            inspect(compiled, bn // (8 * warps)), shared=compiled.metadata.shared,
+            tma_stores=ptx.count("cp.async.bulk.tensor.2d.global.shared"),
+            store_waits=ptx.count("cp.async.bulk.wait_group"))
     out["triton quad b-operand"] = triton_quad_b_operand()
     print(json.dumps(out))
 

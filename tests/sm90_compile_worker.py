@@ -49,9 +49,9 @@ def main(worlds) -> None:
                                WAIT=True, **common), 4)
         unpack = compile_ptx(sm._unpack_kernel, {"rows_ptr": "*i32", "count_ptr": "*i32", "xdq_ptr": "*i16",
                                                  "idx_ptr": "*i64", "w_ptr": "*fp32", "addr_ptr": "*i64",
-                                                 "peer_ptrs": "*i64"},
+                                                 "code_ptr": "*i64", "peer_ptrs": "*i64"},
                              dict(K=8, K_PAD=8, OUT_WORDS=3584, R1_PAD=r1, BLOCK_N=256, ROWS=8, BLOCK_H=1024,
-                                  SOFT=False, WRITE_ADDR=True, **common), 4)
+                                  SOFT=False, WRITE_ADDR=True, WRITE_CODE=True, **common), 4)
         out[world] = {"push": counts(push), "return": counts(ret), "unpack": counts(unpack)}
     # GEMM2 writing through the fused-return address table (ROW_ADDR), decode config.
     from tmoe.kernels import grouped_gemm as gg

@@ -43,8 +43,9 @@ def ep_results(request, tmp_path_factory):
     return world, _launch(world, tmp_path_factory.mktemp(f"ep{world}"), kind)
 
 
-# symm_mem_fused: GEMM2 writes into the sources' home; symm_mem_tma: the return pass by TMA row copies
-VARIANTS = ("collective", "symm_mem", "symm_mem_fused", "symm_mem_tma")
+# symm_mem_fused: GEMM2 writes into the sources' home; symm_mem_tma: the return pass by TMA row copies;
+# symm_mem_tma_fused: GEMM2 stores into the sources' home by TMA
+VARIANTS = ("collective", "symm_mem", "symm_mem_fused", "symm_mem_tma", "symm_mem_tma_fused")
 
 
 def _transports(results) -> list[str]:
@@ -103,11 +104,12 @@ def test_bad_buffer_arguments_on_one_rank_raise_everywhere(ep_results):
 def test_symm_mem_graph_replay_and_back_to_back_calls(ep_results):
     """GPUs: CUDA-graph capture + 5 replays with new routing, then 1000 eager calls with changing T
     and routing (no deadlock, every checked output bitwise = one rank, pads clean afterwards), with
-    the separate return pass and with the fused return."""
+    the separate return pass and with the fused return, each by SM stores and by TMA."""
     world, results = ep_results
     if "stress" not in results[0]:
         pytest.skip("needs >= 2 GPUs (NVLink symmetric memory)")
-    for rank, key in ((r, k) for r in range(world) for k in ("stress", "stress_fused", "stress_tma")):
+    keys = ("stress", "stress_fused", "stress_tma", "stress_tma_fused")
+    for rank, key in ((r, k) for r in range(world) for k in keys):
         rep = results[rank][key]
         assert "crash" not in rep, rep.get("crash")
         assert rep["graph_mismatch"] == [] and rep["graph_clean"], rep

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 import tmoe
 from tmoe.dispatch import symm_mem
-from tmoe.dispatch.symm_mem import SymmMemTimeout, fused_return_setting, simulated_transports
+from tmoe.dispatch.symm_mem import (FUSED_RETURN_MAX_SLOTS, SymmMemTimeout, fused_return_setting, simulated_transports,
+                                    tma_return_setting)
 from tmoe.layer import MegaMoEBuffer, fill_buffer, mega_moe_steps
 
 import ep_worker
@@ -99,6 +100,57 @@ def test_symm_mem_equals_single_rank_bitwise(world, name, fused_return, device):
     n_valid = sum(int((idx >= 0).sum()) for _, idx, _ in inputs)
     assert int(sum(s.sum() for s in stats)) == n_valid
     _assert_clean(bufs)
+
+
+@pytest.mark.parametrize("world", WORLDS)
+def test_symm_mem_tma_return_codes(world, device):
+    """TMOE_EP_TMA: the fused return's store targets also as codes (source rank << 32 | home row, for GEMM2's
+    TMA epilogue; the soft kernels store by the addresses): same bits as one rank, and every code names the
+    row its address points at."""
+    weights = _weights(device)
+    inputs = [ep_worker.scenario_inputs("uneven", r, world) for r in range(world)]
+    bufs = _simulated_buffers(world, device)
+    for b in bufs:
+        b.symm.tma_return, b.symm.fused_return = True, None     # fused (auto: few slots), by TMA
+    got = _run_simulated(bufs, inputs, weights, device)
+    want = _single_rank(inputs, weights, device)
+    for r in range(world):
+        assert torch.equal(got[r].view(torch.int16), want[r].view(torch.int16)), f"rank {r}"
+    _assert_clean(bufs)
+    for b in bufs:
+        tr = b.symm
+        addr, code = tr.home_addr, tr.home_code
+        used = addr != 0
+        e_local = E // world
+        assert int(used.sum()) == sum(int(((idx >= 0) & (idx // e_local == tr.rank)).sum()) for _, idx, _ in inputs)
+        rank, row = code[used] >> 32, code[used] & 0xFFFFFFFF
+        want_addr = tr.peer_ptrs[rank] + tr.layout.offset("home") * 4 + row * tr.layout.hidden * 2
+        assert torch.equal(addr[used], want_addr), f"rank {tr.rank}"
+        assert bool((code[~used] == 0).all())
+
+
+@pytest.mark.parametrize("value,want", [("1", True), ("0", False), ("auto", None)])
+def test_tma_return_setting(value, want):
+    assert tma_return_setting(value) is want
+    with pytest.raises(ValueError, match="TMOE_EP_TMA='yes'"):
+        tma_return_setting("yes")
+
+
+def test_return_mode_policy():
+    """auto: SM stores from GEMM2's epilogue up to FUSED_RETURN_MAX_SLOTS; above it fused by TMA where TMA copies
+    work, else the separate (SM) return pass; a forced mode wins."""
+    tr = simulated_transports(2, E, CAP, K, H)[0]
+    big = FUSED_RETURN_MAX_SLOTS + 1
+    assert tr.tma_return is None and tr.fused_return is None   # defaults (env unset)
+    assert not tr.tma_available                                 # simulated ranks
+    assert tr.fused_for(FUSED_RETURN_MAX_SLOTS) and not tr.tma_for(FUSED_RETURN_MAX_SLOTS)
+    assert not tr.fused_for(big) and not tr.tma_for(big)
+    tr.tma_available = True
+    assert tr.fused_for(big) and tr.tma_for(big) and not tr.tma_for(FUSED_RETURN_MAX_SLOTS)
+    tr.tma_return, tr.fused_return = False, None
+    assert not tr.fused_for(big)
+    tr.tma_return, tr.fused_return = True, False
+    assert tr.tma_for(1) and not tr.fused_for(1)
 
 
 @given(seed=st.integers(0, 2**31 - 1), tokens=st.lists(st.integers(0, CAP), min_size=2, max_size=2),

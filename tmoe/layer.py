@@ -468,20 +468,21 @@ def mega_moe_steps(y, l1_weights, l2_weights, buf, stats=None, recipe=(1, 1, 32)
     else:                                 # symm_mem: no host sync from here on (graph-capturable)
         tr = buf.symm
         fused = tr.fused_for(t * buf.num_topk)
+        tma = tr.tma_for(t * buf.num_topk)     # the results go back by TMA stores (else SM stores)
         tr.dispatch(buf.x, buf.x_sf, topk_idx, buf.topk_weights[:t])
         yield
-        recv_idx, recv_weight = tr.unpack(buf.x_dq, write_addr=fused)
+        recv_idx, recv_weight = tr.unpack(buf.x_dq, write_addr=fused, write_code=tma)
         # NOTES: rows are capacity-sized (R * T_max rows of K slots, mostly empty); tile configs and
         # the GEMM grids follow this rank's own slot count, the expected received count under
         # uniform routing (the GEMMs loop over whatever tiles there are).
         compute_slots(buf, None, None, recv_idx, recv_weight, l1_weights, l2_weights,
                       num_local_experts=buf.num_local_experts, expert_start=0,
                       config_slots=max(t * buf.num_topk, 1),
-                      out_row_addr=tr.home_addr if fused else None, **shape)
+                      out_row_addr=(tr.peer_rows() if tma else tr.home_addr) if fused else None, **shape)
         if fused:
             tr.results_sent()
         else:
-            tr.return_results(buf.slot_out)
+            tr.return_results(buf.slot_out, tma=tma)
         yield
         combine(tr.finish_return(), topk_idx, y, pdl_launch=pdl.chain_on(y.device, t))
 

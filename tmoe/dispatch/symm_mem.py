@@ -62,11 +62,15 @@ DEFAULT_SPIN_LIMIT = 1 << 24      # ~10-30 s of remote CAS round trips before a 
 # stores stall GEMM2. dsv3, layer in a CUDA graph: EP 2 (2 x H200) fused -15 / -28 / -44 / -14 µs at
 # 128 / 256 / 512 / 1024 tokens per rank, +1.5 ms at 4096; EP 4 (4 x H200) -22 µs at 128, +4.9 ms at
 # 4096 (BENCHMARKS.md). The loss grows with the ranks, so the switch sits at 256 dsv3 tokens.
+# Above it, on sm_90+, the fused return by TMA stores (GEMM2's epilogue issues them and goes on: nothing
+# stalls) beats the separate return pass: EP 4 (4 x H200) layer -1.3% at 4096, but +4% at 128 tokens,
+# hence SM stores below the switch (benchmarks/NOTES.md "symm_mem transport", session 14).
 FUSED_RETURN_MAX_SLOTS = 2048
 
 
 def tma_return_setting(value: str) -> bool | None:
-    """TMOE_EP_TMA: "1" the return pass by TMA row copies (`tma_copy`), "0" by SM stores, "auto" TMA on sm_90+."""
+    """TMOE_EP_TMA: "1" the results go back by TMA stores (`tma_copy`: from GEMM2's epilogue, or a TMA return
+    pass), "0" by SM stores, "auto" by TMA above FUSED_RETURN_MAX_SLOTS on sm_90+ (`SymmMemTransport.tma_for`)."""
     settings = {"1": True, "0": False, "auto": None}
     if value not in settings:
         raise ValueError(f"TMOE_EP_TMA={value!r}: must be one of {sorted(settings)}")
@@ -313,15 +317,16 @@ def _received(count_ptr, R: tl.constexpr, R1_PAD: tl.constexpr):
 
 
 @triton.jit
-def _unpack_kernel(rows_ptr, count_ptr, xdq_ptr, idx_ptr, w_ptr, addr_ptr, peer_ptrs, cap_rows, hidden, home_off,
+def _unpack_kernel(rows_ptr, count_ptr, xdq_ptr, idx_ptr, w_ptr, addr_ptr, code_ptr, peer_ptrs, cap_rows, hidden, home_off,
                    K: tl.constexpr, K_PAD: tl.constexpr, X_WORDS: tl.constexpr, SF_WORDS: tl.constexpr,
                    ROW_WORDS: tl.constexpr, OUT_WORDS: tl.constexpr, R: tl.constexpr, R1_PAD: tl.constexpr,
                    BLOCK_N: tl.constexpr, ROWS: tl.constexpr, BLOCK_H: tl.constexpr, SOFT: tl.constexpr,
-                   WRITE_ADDR: tl.constexpr):
+                   WRITE_ADDR: tl.constexpr, WRITE_CODE: tl.constexpr):
     """Received rows -> local expert ids [N, K] (-1 for other ranks' slots and past each segment's
     count) and weights, and the exact bf16 tokens of the rows that arrived (empty rows not read).
     WRITE_ADDR: also the address of each slot's result row, `home[token * K + k]` on its source
-    rank (int64 [N * K]; GEMM2 stores there directly: the fused return)."""
+    rank (int64 [N * K]; GEMM2 stores there directly: the fused return); WRITE_CODE: also that row as
+    source rank << 32 | token * K + k (int64 [N * K], for GEMM2's TMA stores: tma_copy.PeerRows)."""
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
     num_rows = R * cap_rows
@@ -346,6 +351,10 @@ def _unpack_kernel(rows_ptr, count_ptr, xdq_ptr, idx_ptr, w_ptr, addr_ptr, peer_
             home_row = (home_off.to(tl.int64) + (src_tok[:, None] * K + kk[None, :]) * OUT_WORDS) * 4
             tl.store(addr_ptr + n[:, None].to(tl.int64) * K + kk[None, :],
                      tl.where(expert >= 0, base[:, None] + home_row, 0), mask=out_m)
+            if WRITE_CODE:
+                code = (seg.to(tl.int64) << 32)[:, None] + src_tok[:, None] * K + kk[None, :]
+                tl.store(code_ptr + n[:, None].to(tl.int64) * K + kk[None, :], tl.where(expert >= 0, code, 0),
+                         mask=out_m)
     lanes, starts, total = _received(count_ptr, R, R1_PAD)
     r_ids = tl.arange(0, ROWS)
     cols = tl.arange(0, BLOCK_H)
@@ -481,13 +490,17 @@ class SymmMemTransport:
         # (`fused_for`). The modes may differ between ranks: both end in barrier channel 1.
         self.fused_return = fused_return_setting(os.environ.get("TMOE_EP_FUSED_RETURN", "auto"))
         self.home_addr = torch.zeros(max(n * k, 1), dtype=torch.int64, device=dev)
+        self.home_code = torch.zeros(max(n * k, 1), dtype=torch.int64, device=dev)
         self.spin_limit = int(os.environ.get("TMOE_EP_SPIN_LIMIT", DEFAULT_SPIN_LIMIT))
         self.soft = not words.is_cuda
-        tma = tma_return_setting(os.environ.get("TMOE_EP_TMA", "0"))
-        self.tma_return = (not self.soft and handle is not None
-                           and (tma_copy.tma_copy_available(dev) if tma is None else tma))
+        # TMA (dispatch/tma_copy.py): the results go back by TMA stores — from GEMM2's epilogue (fused return,
+        # Gluon GEMM2) or the return pass — instead of SM stores. True / False forces it; None: `tma_for`.
+        self.tma_return = tma_return_setting(os.environ.get("TMOE_EP_TMA", "auto"))
+        self.tma_available = not self.soft and handle is not None and tma_copy.tma_copy_available(dev)
         self.tma_stages = int(os.environ.get("TMOE_EP_TMA_STAGES", 4))    # rows in flight per program
         self._home_descs = None
+        self._peer_rows = None
+        self.sim_homes = None        # simulated ranks: every rank's flat `home` (simulated_transports)
         self.r1_pad = triton.next_power_of_2(self.num_ranks + 1)
         self.k_pad = triton.next_power_of_2(layout.num_topk)
         # Rows per program step: several rows in flight hide the dependent loads (slot -> token -> row).
@@ -534,21 +547,41 @@ class SymmMemTransport:
         (tokens x top-k) slots? The forced mode if one is set, else fused up to FUSED_RETURN_MAX_SLOTS."""
         if self.fused_return is not None:
             return self.fused_return
-        return num_slots <= FUSED_RETURN_MAX_SLOTS
+        return num_slots <= FUSED_RETURN_MAX_SLOTS or self.tma_for(num_slots)
 
-    def unpack(self, x_dq: torch.Tensor, write_addr: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def tma_for(self, num_slots: int) -> bool:
+        """Send the results by TMA stores in a call where this rank sends `num_slots` slots? The forced mode
+        if one is set, else above FUSED_RETURN_MAX_SLOTS where TMA copies work (sm_90+, real ranks). Ranks may
+        differ: every mode ends in the same barrier and writes the same rows."""
+        if self.tma_return is not None:
+            return self.tma_return
+        return self.tma_available and num_slots > FUSED_RETURN_MAX_SLOTS
+
+    def peer_rows(self) -> tma_copy.PeerRows:
+        """GEMM2's store targets for the fused return by TMA (after `unpack(write_addr=True)`)."""
+        if self._peer_rows is None:
+            lay = self.layout
+            self._peer_rows = tma_copy.PeerRows(self.home_code, self.home_addr,
+                                                [h.view(lay.cap_slots, lay.hidden) for h in self._homes()])
+        return self._peer_rows
+
+    def unpack(self, x_dq: torch.Tensor, write_addr: bool = False,
+               write_code: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Received rows -> x_dq (int16 bf16 bits [>= R*T_max, H]); returns (idx [N, K], weight [N, K])
         with N = R*T_max rows (local expert ids; -1 for slots of other ranks and for empty rows).
-        `write_addr`: also fill `home_addr` (each slot's result row on its source rank: the fused return)."""
+        `write_addr`: also fill `home_addr` (each slot's result row on its source rank: the fused return);
+        `write_code` (with it): also `home_code` (the same rows as rank << 32 | row: the fused return by TMA)."""
         self.wait(0)
         lay = self.layout
         block_h = min(triton.next_power_of_2(lay.hidden), 256 if self.soft else 1024)
         _unpack_kernel[(self.grid,)](self.recv_rows, self.recv_count, x_dq, self.recv_idx, self.recv_weight,
-                                     self.home_addr, self.peer_ptrs, lay.cap_rows, lay.hidden, lay.offset("home"),
+                                     self.home_addr, self.home_code, self.peer_ptrs, lay.cap_rows, lay.hidden,
+                                     lay.offset("home"),
                                      K=lay.num_topk, K_PAD=self.k_pad, X_WORDS=lay.x_words, SF_WORDS=lay.sf_words,
                                      ROW_WORDS=lay.row_words, OUT_WORDS=lay.hidden // 2, R=self.num_ranks,
                                      R1_PAD=self.r1_pad, BLOCK_N=64 if self.soft else 256, ROWS=self.rows_per_step,
                                      BLOCK_H=block_h, SOFT=self.soft, WRITE_ADDR=write_addr,
+                                     WRITE_CODE=write_addr and write_code,
                                      num_warps=self.num_warps)
         return self.recv_idx, self.recv_weight
 
@@ -557,24 +590,32 @@ class SymmMemTransport:
         signal half only for simulated ranks)."""
         self._barrier(1, signal=True, wait=not self.split_barriers)
 
+    def _homes(self) -> list:
+        """Every rank's `home` region (int16, flat) as a tensor on this device (peer memory over NVLink)."""
+        lay = self.layout
+        if self.handle is None:      # simulated ranks: the other ranks' buffers are in this process
+            return list(self.sim_homes)
+        off = lay.offset("home")
+        homes = [self.handle.get_buffer(p, (lay.cap_slots * lay.hidden,), torch.int16, off * 2)
+                 for p in range(self.num_ranks)]
+        for p, home in enumerate(homes):     # get_buffer's offset is in elements of its dtype
+            if home.data_ptr() != self.handle.buffer_ptrs[p] + off * 4:
+                raise RuntimeError(f"symm_mem: rank {p}'s home view is not at its buffer offset {off * 4} B")
+        return homes
+
     def home_descriptors(self) -> list:
-        """TMA descriptors over every rank's `home` (built once: the buffers do not move)."""
+        """TMA descriptors over every rank's `home`, one row per box (built once: the buffers do not move)."""
         if self._home_descs is None:
             lay = self.layout
-            off = lay.offset("home")
-            homes = [self.handle.get_buffer(p, (lay.cap_slots * lay.hidden,), torch.int16, off * 2)
-                     for p in range(self.num_ranks)]
-            for p, home in enumerate(homes):     # get_buffer's offset is in elements of its dtype
-                if home.data_ptr() != self.handle.buffer_ptrs[p] + off * 4:
-                    raise RuntimeError(f"symm_mem: rank {p}'s home view is not at its buffer offset {off * 4} B")
-            self._home_descs = [tma_copy.row_descriptor(h.view(lay.cap_slots, lay.hidden)) for h in homes]
+            self._home_descs = [tma_copy.row_descriptor(h.view(lay.cap_slots, lay.hidden)) for h in self._homes()]
         return self._home_descs
 
-    def return_results(self, slot_out: torch.Tensor) -> None:
-        """Send every computed slot (slot_out int16 [>= R*T_max*K, H], row n*K + k) to its source rank's `home`."""
+    def return_results(self, slot_out: torch.Tensor, tma: bool = False) -> None:
+        """Send every computed slot (slot_out int16 [>= R*T_max*K, H], row n*K + k) to its source rank's `home`
+        (`tma`: by TMA row copies, `tma_copy.return_rows`)."""
         lay = self.layout
         out_words = lay.hidden // 2
-        if self.tma_return:
+        if tma and not self.soft:      # simulated ranks (CPU): the Triton return pass
             tma_copy.return_rows(self.recv_rows, self.recv_count, slot_out, self.home_descriptors(), lay.cap_rows,
                                  lay.num_topk, lay.x_words + lay.sf_words, self.grid, self.tma_stages)
             self._barrier(1, signal=True, wait=not self.split_barriers)
@@ -645,5 +686,8 @@ def simulated_transports(num_ranks: int, num_experts: int, num_max_tokens_per_ra
     layout = make_layout(num_ranks, num_max_tokens_per_rank, num_topk, hidden, max_blocks=8)
     buffers = [torch.zeros(layout.total_words, dtype=torch.int32, device=device) for _ in range(num_ranks)]
     ptrs = torch.tensor([b.data_ptr() for b in buffers], dtype=torch.int64, device=device)
-    return [SymmMemTransport(layout, r, num_experts, buffers[r], ptrs.clone(), split_barriers=True)
-            for r in range(num_ranks)]
+    transports = [SymmMemTransport(layout, r, num_experts, buffers[r], ptrs.clone(), split_barriers=True)
+                  for r in range(num_ranks)]
+    for tr in transports:
+        tr.sim_homes = [layout.view(b, "home").view(torch.int16) for b in buffers]
+    return transports

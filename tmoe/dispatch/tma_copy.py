@@ -17,14 +17,16 @@ GPU only (sm_90+); the CPU tests run the Triton return kernel (same destination 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-__all__ = ["MAX_RANKS", "row_box", "row_descriptor", "tma_copy_available"]
+__all__ = ["MAX_RANKS", "PeerRows", "row_box", "row_descriptor", "tma_copy_available"]
 
 MAX_RANKS = 8
 
@@ -53,6 +55,29 @@ def row_descriptor(rows: torch.Tensor) -> TensorDescriptor:
     view = rows.view(torch.int16).view(n, pieces, inner)
     layout = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=16, rank=3)
     return TensorDescriptor.from_tensor(view, [1, box, inner], layout)
+
+
+@dataclass
+class PeerRows:
+    """Where GEMM2 stores each slot's result row when the symm_mem return is fused into it: `codes` (int64
+    [N*K]: source rank << 32 | row of that rank's `home`) for the Gluon kernel's TMA epilogue, `addresses`
+    (int64 [N*K], the same rows as absolute addresses) for kernels that store with SM stores, and every
+    rank's `home` (int16 [cap_slots, H]) to build the descriptors from."""
+    codes: torch.Tensor
+    addresses: torch.Tensor
+    homes: list
+    _descs: dict = field(default_factory=dict)
+
+    def descriptors(self, block_n: int) -> list:
+        """One TMA descriptor per rank storing a [1, block_n] piece of a `home` row (cached per block_n)."""
+        if block_n not in self._descs:
+            layout = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=16, rank=2)
+            self._descs[block_n] = [TensorDescriptor.from_tensor(h, [1, block_n], layout) for h in self.homes]
+        return self._descs[block_n]
+
+    def kernel_args(self, block_n: int) -> list:
+        """The descriptors as the Gluon GEMM2 kernel takes them (MAX_RANKS parameters, the unused repeat rank 0's)."""
+        return _peer_args(self.descriptors(block_n))
 
 
 def tma_copy_available(device: torch.device) -> bool:
@@ -220,6 +245,50 @@ def _block_rows_kernel(src_desc, d0, d1, d2, d3, d4, d5, d6, d7, rows_per_peer, 
         c = _copy_row(c, src_desc, i, peer, rank * rows_per_peer + i - j * rows_per_peer, smem, bars, d0, d1, d2, d3,
                       d4, d5, d6, d7, R, STAGES, PULL)
     tma.store_wait(0)
+
+
+@gluon.jit
+def tile_rows_smem(BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr):
+    """Shared memory of the TMA row epilogue (`store_tile_rows`): the tile's bf16 rows and their codes.
+    NOTES: allocate it once at the kernel's top level, so that its live range spans every tile: the TMA
+    stores read it after the last instruction that names it (until `tma.store_wait`), which the
+    compiler's shared-memory allocator cannot see."""
+    rows = gl.allocate_shared_memory(gl.int16, [BLOCK_M, BLOCK_N],
+                                     gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=16, rank=2))
+    codes = gl.allocate_shared_memory(gl.int64, [BLOCK_M], gl.SwizzledSharedLayout(1, 1, 1, order=[0]))
+    return rows, codes
+
+
+@gluon.jit
+def store_tile_rows(bits, code, num_rows, n0, rows_smem, codes_smem, descs, R: gl.constexpr):
+    """The TMA row epilogue: row m < num_rows of `bits` (int16 [BLOCK_M, BLOCK_N], bf16 values of channels
+    n0 ..) -> row (code[m] & 0xFFFFFFFF) of rank code[m] >> 32's `home` (descriptor descs[rank] of
+    PeerRows.kernel_args, clipped at H).
+    Asynchronous: the stores read the shared memory after this returns; the next call waits for them first,
+    and the kernel must `tma.store_wait(0)` before it exits."""
+    BLOCK_M: gl.constexpr = bits.shape[0]
+    BLOCK_N: gl.constexpr = bits.shape[1]
+    tma.store_wait(0)           # the previous tile's rows have left rows_smem
+    gl.thread_barrier()
+    rows_smem.store(bits)
+    codes_smem.store(code)
+    fence_async_shared()
+    gl.thread_barrier()
+    ONE: gl.constexpr = gl.BlockedLayout([1], [32], [gl.num_warps()], [0])
+    # NOTES: row m as a [1, BLOCK_N] view (the descriptors' box): a [BLOCK_M, 1, BLOCK_N] view indexed by m
+    pieces = rows_smem._reinterpret(gl.int16, [BLOCK_M, 1, BLOCK_N], rows_smem.layout)
+    row_codes = codes_smem._reinterpret(gl.int64, [BLOCK_M, 1], codes_smem.layout)
+    for m in range(num_rows):
+        c = gl.max(row_codes.index(m).load(ONE), axis=0)
+        _store_row2(c >> 32, (c & 0xFFFFFFFF).to(gl.int32), n0, pieces.index(m), descs, R)
+
+
+@gluon.jit
+def _store_row2(peer, row, col, smem, descs, R: gl.constexpr):
+    """TMA store of a [1, BLOCK_N] piece into (row, col) of peer `peer`'s 2-D descriptor (descs: a tuple)."""
+    for p in gl.static_range(R):
+        if peer == p:
+            tma.async_copy_shared_to_global(descs[p], [row, col], smem)
 
 
 def _peer_args(descs: list) -> list:

@@ -25,6 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..dispatch.tma_copy import PeerRows
 from ..reference import ACTIVATIONS
 from . import weight_layout
 from .weight_layout import quad_to_canonical_tile
@@ -317,24 +318,33 @@ def _gemm2_tile(
 
 
 @triton.jit
-def _gemm2_epilogue(acc, rows, row_ok, n, n_ok, expert, sorted_ptr, weights_ptr, out_ptr, stride_out,
-                    row_addr_ptr, bias_ptr, stride_bias, HAS_BIAS: tl.constexpr, SOFT: tl.constexpr,
-                    ROW_ADDR: tl.constexpr):
-    """GEMM2 epilogue on a token-major [BLOCK_M, BLOCK_N] tile (shared with the Gluon kernel):
-    + routing weight x bias, bf16 rounding, store at the slot's row (or at its address)."""
+def _gemm2_values(acc, rows, row_ok, n, n_ok, expert, sorted_ptr, weights_ptr, bias_ptr, stride_bias,
+                  HAS_BIAS: tl.constexpr, SOFT: tl.constexpr):
+    """GEMM2's result rows of a token-major [BLOCK_M, BLOCK_N] tile: (slot of each row, bf16 bits) —
+    + routing weight x bias, bf16 rounding (shared with the Gluon kernel's epilogues)."""
     slot = tl.load(sorted_ptr + rows, mask=row_ok, other=0).to(tl.int64)
     if HAS_BIAS:
         route_w = tl.load(weights_ptr + slot, mask=row_ok, other=0.0)
         bias = tl.load(bias_ptr + expert.to(tl.int64) * stride_bias + n, mask=n_ok, other=0.0)
         acc += route_w[:, None] * bias[None, :]
+    return slot, f32_to_bf16_bits(acc, SOFT)
+
+
+@triton.jit
+def _gemm2_epilogue(acc, rows, row_ok, n, n_ok, expert, sorted_ptr, weights_ptr, out_ptr, stride_out,
+                    row_addr_ptr, bias_ptr, stride_bias, HAS_BIAS: tl.constexpr, SOFT: tl.constexpr,
+                    ROW_ADDR: tl.constexpr):
+    """GEMM2 epilogue on a token-major [BLOCK_M, BLOCK_N] tile (shared with the Gluon kernel):
+    store each row's values (_gemm2_values) at the slot's row (or at its address)."""
+    slot, bits = _gemm2_values(acc, rows, row_ok, n, n_ok, expert, sorted_ptr, weights_ptr, bias_ptr, stride_bias,
+                               HAS_BIAS, SOFT)
     if ROW_ADDR:
         # NOTES: each slot's row lives wherever the table says — for the symm_mem transport the
         # source rank's `home` row, so the results travel over NVLink while GEMM2 still runs.
         dst = tl.load(row_addr_ptr + slot, mask=row_ok, other=0).to(tl.pointer_type(tl.int16))
-        tl.store(dst[:, None] + n[None, :], f32_to_bf16_bits(acc, SOFT), mask=row_ok[:, None] & n_ok[None, :])
+        tl.store(dst[:, None] + n[None, :], bits, mask=row_ok[:, None] & n_ok[None, :])
     else:
-        tl.store(out_ptr + slot[:, None] * stride_out + n[None, :], f32_to_bf16_bits(acc, SOFT),
-                 mask=row_ok[:, None] & n_ok[None, :])
+        tl.store(out_ptr + slot[:, None] * stride_out + n[None, :], bits, mask=row_ok[:, None] & n_ok[None, :])
 
 
 @triton.jit(do_not_specialize=["stride_wsn"])     # see _gemm1_swiglu_kernel
@@ -449,10 +459,12 @@ def gemm2(act, w2, w2_sf, plan, out_bits, *, cfg, soft: bool, topk_weights=None,
           tiled: bool = False, pdl: bool = False):
     """Launch GEMM2: act int16 [S, I] (bf16 bits) x w2 [E, H, I/2] -> out_bits int16 [T*K, H] at row slot.
     `out_row_addr` (int64 [T*K]): write slot s's row at that absolute address instead (e.g. a peer's
-    memory); out_bits is then unused. `quad` / `tiled`: as in gemm1_swiglu. `pdl`: the Gluon kernel starts while the
+    memory); out_bits is then unused. A `tma_copy.PeerRows`: the same rows, stored by TMA (Gluon kernel). `quad` / `tiled`: as in gemm1_swiglu. `pdl`: the Gluon kernel starts while the
     previous kernel on the stream (GEMM1) still runs and waits for it before reading `act` (wgmma_gemm.gemm2_wgmma)."""
     quad = quad or tiled
     check_tiled("w2", w2, tiled)
+    if isinstance(out_row_addr, PeerRows) and (cfg.kernel != "gluon" or soft):
+        out_row_addr = out_row_addr.addresses     # TMA stores are the Gluon kernel's; the same rows by SM stores
     if cfg.kernel == "gluon" and not soft:
         from .wgmma_gemm import gemm2_wgmma
         return gemm2_wgmma(act, w2, w2_sf, plan, out_bits, cfg=cfg, topk_weights=topk_weights, bias=bias,

@@ -34,14 +34,15 @@ import torch
 import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import (async_copy, fence_async_shared, warpgroup_mma,
+from triton.experimental.gluon.language.nvidia.hopper import (async_copy, fence_async_shared, tma, warpgroup_mma,
                                                               warpgroup_mma_wait)
 
+from ..dispatch import tma_copy
 from ..reference import ACTIVATIONS
 from . import configs, pdl, weight_layout
 from .numerics import FP4_MAGNITUDE_LOOKUP_PTX
-from .grouped_gemm import (BLOCK_K as _BLOCK_K, _gemm1_epilogue, _gemm2_epilogue, _launch_over_tiles, _max_tiles,
-                           expert_pad)
+from .grouped_gemm import (BLOCK_K as _BLOCK_K, _gemm1_epilogue, _gemm2_epilogue, _gemm2_values, _launch_over_tiles,
+                           _max_tiles, expert_pad)
 
 BLOCK_K = gl.constexpr(_BLOCK_K)
 
@@ -1056,13 +1057,14 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, 
 
 @gluon.jit
 def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse,
-                      stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr, bias_ptr,
-                      stride_bias, num_local_experts, hidden, inter, k_words, k_groups,
+                      stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr, epi,
+                      peer_descs, bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups,
                       BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr, HAS_BIAS: gl.constexpr,
-                      ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                      EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
-                      TILED: gl.constexpr, SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr,
-                      K_LOOP: gl.constexpr, N_BLOCKS: gl.constexpr, GDC_WAIT: gl.constexpr = False):
+                      ROW_ADDR: gl.constexpr, ROW_TMA: gl.constexpr, R_PEERS: gl.constexpr, STAGES: gl.constexpr,
+                      MMA: gl.constexpr, B_LOAD: gl.constexpr, EPI: gl.constexpr, QUAD: gl.constexpr,
+                      PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, SPLIT: gl.constexpr,
+                      FULL_M: gl.constexpr, TAIL_M: gl.constexpr, K_LOOP: gl.constexpr, N_BLOCKS: gl.constexpr,
+                      GDC_WAIT: gl.constexpr = False):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD,
                                                        SPLIT, FULL_M, TAIL_M)
     if real:
@@ -1074,19 +1076,21 @@ def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_pt
             if (N_BLOCKS == 1) or (n0 < hidden):
                 _gemm2_block(n0, row_start, row_end, expert, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr,
                              stride_we, stride_wn, stride_wse, stride_wsn, sorted_ptr, weights_ptr, out_ptr,
-                             stride_out, row_addr_ptr, bias_ptr, stride_bias, hidden, inter, k_words, k_groups,
-                             BLOCK_M, BLOCK_N, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, PARTIAL_K,
-                             SCALE_WORDS, TILED, K_LOOP, GDC_WAIT)
+                             stride_out, row_addr_ptr, epi, peer_descs, bias_ptr, stride_bias, hidden, inter, k_words,
+                             k_groups, BLOCK_M, BLOCK_N, HAS_BIAS, ROW_ADDR, ROW_TMA, R_PEERS, STAGES, MMA, B_LOAD,
+                             EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, K_LOOP, GDC_WAIT)
 
 
 @gluon.jit
 def _gemm2_block(n0, row_start, row_end, expert, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_we, stride_wn,
-                 stride_wse, stride_wsn, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr, bias_ptr,
-                 stride_bias, hidden, inter, k_words, k_groups, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                 HAS_BIAS: gl.constexpr, ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr,
-                 B_LOAD: gl.constexpr, EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr,
-                 SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, K_LOOP: gl.constexpr, GDC_WAIT: gl.constexpr):
-    """Output channels [n0, n0 + BLOCK_N) of one token tile of one expert."""
+                 stride_wse, stride_wsn, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr, epi, peer_descs,
+                 bias_ptr, stride_bias, hidden, inter, k_words, k_groups, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                 HAS_BIAS: gl.constexpr, ROW_ADDR: gl.constexpr, ROW_TMA: gl.constexpr, R_PEERS: gl.constexpr,
+                 STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr, EPI: gl.constexpr, QUAD: gl.constexpr,
+                 PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, K_LOOP: gl.constexpr,
+                 GDC_WAIT: gl.constexpr):
+    """Output channels [n0, n0 + BLOCK_N) of one token tile of one expert. ROW_TMA: each result row goes to the
+    `home` row of its source rank by TMA stores (row_addr_ptr = PeerRows.codes, see tma_copy.store_tile_rows)."""
     m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, B_LOAD))
     acc = _wgmma_gemm(act_ptr, (row_start + m).to(gl.int64), row_start + m < row_end, stride_act,
                       w2_ptr + expert.to(gl.int64) * stride_we, w2_sf_ptr + expert.to(gl.int64) * stride_wse,
@@ -1096,39 +1100,58 @@ def _gemm2_block(n0, row_start, row_end, expert, act_ptr, stride_act, w2_ptr, w2
     acc = gl.convert_layout(gl.permute(acc, (1, 0)), EPI)
     rows = row_start + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, EPI))
     n = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, EPI))
-    _gemm2_epilogue(acc, rows, rows < row_end, n, n < hidden, expert, sorted_ptr, weights_ptr, out_ptr,
-                    stride_out, row_addr_ptr, bias_ptr, stride_bias, HAS_BIAS, False, ROW_ADDR)
+    if ROW_TMA:
+        slot, bits = _gemm2_values(acc, rows, rows < row_end, n, n < hidden, expert, sorted_ptr, weights_ptr,
+                                   bias_ptr, stride_bias, HAS_BIAS, False)
+        code = gl.load(row_addr_ptr + slot, mask=rows < row_end, other=0)
+        tma_copy.store_tile_rows(bits, code, gl.minimum(row_end - row_start, BLOCK_M), n0, epi[0], epi[1],
+                                 peer_descs, R_PEERS)
+    else:
+        _gemm2_epilogue(acc, rows, rows < row_end, n, n < hidden, expert, sorted_ptr, weights_ptr, out_ptr,
+                        stride_out, row_addr_ptr, bias_ptr, stride_bias, HAS_BIAS, False, ROW_ADDR)
 
 
 @gluon.jit
 def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse, stride_wsn,
                         offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr, bias_ptr,
                         stride_bias, num_local_experts, hidden, inter, k_words, k_groups, tile_offset,
-                        BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr, HAS_BIAS: gl.constexpr,
-                        ROW_ADDR: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
-                        EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
-                        TILED: gl.constexpr, PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr,
-                        SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr, K_LOOP: gl.constexpr,
-                        N_BLOCKS: gl.constexpr, GDC_WAIT: gl.constexpr):
+                        pd0, pd1, pd2, pd3, pd4, pd5, pd6, pd7, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr, HAS_BIAS: gl.constexpr,
+                        ROW_ADDR: gl.constexpr, ROW_TMA: gl.constexpr, R_PEERS: gl.constexpr, STAGES: gl.constexpr,
+                        MMA: gl.constexpr, B_LOAD: gl.constexpr, EPI: gl.constexpr, QUAD: gl.constexpr,
+                        PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr,
+                        PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr, SPLIT: gl.constexpr, FULL_M: gl.constexpr,
+                        TAIL_M: gl.constexpr, K_LOOP: gl.constexpr, N_BLOCKS: gl.constexpr, GDC_WAIT: gl.constexpr):
+    """ROW_TMA: the symm_mem return fused into GEMM2 by TMA stores (pd0..pd7: PeerRows.kernel_args, R_PEERS
+    ranks); otherwise they are None. NOTES: eight parameters, not a tuple: the launcher does not expand
+    descriptors inside tuples (Triton 3.6)."""
     pid, npid, nblk = _tile_pids(N_FASTEST)
+    if ROW_TMA:
+        epi = tma_copy.tile_rows_smem(BLOCK_M, BLOCK_N)
+        peer_descs = (pd0, pd1, pd2, pd3, pd4, pd5, pd6, pd7)
+    else:
+        epi = None
+        peer_descs = None
     if PERSISTENT:      # see _gemm1_wgmma_kernel
         for tile in range(tile_offset + pid, num_tiles(offsets_ptr, num_local_experts, BLOCK_M, E_PAD, SPLIT,
                                                        FULL_M, TAIL_M), npid):
             _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_we, stride_wn,
                               stride_wse, stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out,
-                              row_addr_ptr, bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups,
-                              BLOCK_M, BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, PARTIAL_K,
-                              SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP, N_BLOCKS)
+                              row_addr_ptr, epi, peer_descs, bias_ptr, stride_bias, num_local_experts, hidden, inter,
+                              k_words, k_groups, BLOCK_M, BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, ROW_TMA, R_PEERS, STAGES,
+                              MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP,
+                              N_BLOCKS)
     else:
         _gemm2_wgmma_tile(pid, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse,
-                          stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr,
-                          bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups, BLOCK_M,
-                          BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, STAGES, MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS,
-                          TILED, SPLIT, FULL_M, TAIL_M, K_LOOP, N_BLOCKS, GDC_WAIT)
+                          stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr, epi,
+                          peer_descs, bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups,
+                          BLOCK_M, BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, ROW_TMA, R_PEERS, STAGES, MMA, B_LOAD, EPI,
+                          QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP, N_BLOCKS, GDC_WAIT)
         if GDC_WAIT:
             # NOTES: every program waits for GEMM1 before it exits (a second wait is free), so GEMM2's completion,
             # which the next kernel on the stream waits for, implies GEMM1's even where a program found no tile
             _gdc_wait()
+    if ROW_TMA:
+        tma.store_wait(0)       # the rows' shared memory must outlive the stores reading it
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -1172,6 +1195,10 @@ def gemm2_wgmma(act, w2, w2_sf, plan, out_bits, *, cfg, topk_weights=None, bias=
     inter = half_i * 2
     w2_words = _as_words(w2)
     _check("gemm2", act, cfg, w2_words, w2_sf, quad)
+    # out_row_addr: int64 addresses (SM stores), or a tma_copy.PeerRows (TMA stores into the ranks' `home`)
+    peer_rows = out_row_addr if isinstance(out_row_addr, tma_copy.PeerRows) else None
+    if peer_rows is not None:
+        out_row_addr = peer_rows.codes
     args = (act.view(torch.bfloat16), act.stride(0),
             w2_words, w2_sf, fp4_lut(act.device),
             w2_words.stride(0), w2_words.stride(1), w2_sf.stride(0), w2_sf.stride(1),
@@ -1179,8 +1206,10 @@ def gemm2_wgmma(act, w2, w2_sf, plan, out_bits, *, cfg, topk_weights=None, bias=
             out_bits, out_bits.stride(0), out_row_addr if out_row_addr is not None else out_bits,
             bias if bias is not None else out_bits, bias.stride(0) if bias is not None else 0,
             e_local, hidden, inter, inter // 8, inter // 32)
-    kwargs = dict(BLOCK_N=cfg.block_n, E_PAD=expert_pad(e_local),
-                  HAS_BIAS=bias is not None, ROW_ADDR=out_row_addr is not None, STAGES=cfg.num_stages,
+    descs = peer_rows.kernel_args(cfg.block_n) if peer_rows is not None else [None] * tma_copy.MAX_RANKS
+    kwargs = dict(**{f"pd{i}": d for i, d in enumerate(descs)}, BLOCK_N=cfg.block_n, E_PAD=expert_pad(e_local), HAS_BIAS=bias is not None,
+                  ROW_ADDR=out_row_addr is not None and peer_rows is None, ROW_TMA=peer_rows is not None,
+                  R_PEERS=len(peer_rows.homes) if peer_rows is not None else 1, STAGES=cfg.num_stages,
                   QUAD=quad, PARTIAL_K=inter % _BLOCK_K != 0, SCALE_WORDS=scale_words(w2_sf), TILED=tiled,
                   K_LOOP=_k_loop(cfg, w2_words, w2_sf), N_BLOCKS=cfg.n_blocks, GDC_WAIT=False, num_warps=cfg.num_warps,
                   **cfg.launch_options)
