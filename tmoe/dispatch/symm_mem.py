@@ -317,7 +317,8 @@ def _received(count_ptr, R: tl.constexpr, R1_PAD: tl.constexpr):
 
 
 @triton.jit
-def _unpack_kernel(rows_ptr, count_ptr, xdq_ptr, idx_ptr, w_ptr, addr_ptr, code_ptr, peer_ptrs, cap_rows, hidden, home_off,
+def _unpack_kernel(rows_ptr, count_ptr, xdq_ptr, idx_ptr, w_ptr, addr_ptr, code_ptr, peer_ptrs, cap_rows, hidden,
+                   home_off,
                    K: tl.constexpr, K_PAD: tl.constexpr, X_WORDS: tl.constexpr, SF_WORDS: tl.constexpr,
                    ROW_WORDS: tl.constexpr, OUT_WORDS: tl.constexpr, R: tl.constexpr, R1_PAD: tl.constexpr,
                    BLOCK_N: tl.constexpr, ROWS: tl.constexpr, BLOCK_H: tl.constexpr, SOFT: tl.constexpr,

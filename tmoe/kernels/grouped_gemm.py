@@ -459,8 +459,9 @@ def gemm2(act, w2, w2_sf, plan, out_bits, *, cfg, soft: bool, topk_weights=None,
           tiled: bool = False, pdl: bool = False):
     """Launch GEMM2: act int16 [S, I] (bf16 bits) x w2 [E, H, I/2] -> out_bits int16 [T*K, H] at row slot.
     `out_row_addr` (int64 [T*K]): write slot s's row at that absolute address instead (e.g. a peer's
-    memory); out_bits is then unused. A `tma_copy.PeerRows`: the same rows, stored by TMA (Gluon kernel). `quad` / `tiled`: as in gemm1_swiglu. `pdl`: the Gluon kernel starts while the
-    previous kernel on the stream (GEMM1) still runs and waits for it before reading `act` (wgmma_gemm.gemm2_wgmma)."""
+    memory); out_bits is then unused. A `tma_copy.PeerRows`: the same rows, stored by TMA (Gluon kernel).
+    `quad` / `tiled`: as in gemm1_swiglu. `pdl`: the Gluon kernel starts while the previous kernel on the stream
+    (GEMM1) still runs and waits for it before reading `act` (wgmma_gemm.gemm2_wgmma)."""
     quad = quad or tiled
     check_tiled("w2", w2, tiled)
     if isinstance(out_row_addr, PeerRows) and (cfg.kernel != "gluon" or soft):

@@ -26,6 +26,9 @@ the table-lookup decode: benchmarks/NOTES.md "v10"). With row-major weights both
 and the H200 streamed them at 55-60% of their read bandwidth — an access-pattern limit (64-byte pieces
 of rows K/2 bytes apart); the tiled layout (weight_layout.to_tiled: 2 KB runs per 32 rows and K step)
 reaches ~80% on the H100 (benchmarks/NOTES.md "v8").
+GEMM2 can store its rows into other ranks' memory (the symm_mem transport's fused return): by SM stores at
+addresses (ROW_ADDR, the Triton epilogue) or by TMA stores issued from shared memory (ROW_TMA,
+dispatch/tma_copy.store_tile_rows), which do not stall the epilogue on NVLink.
 GPU only (sm_90): the Triton interpreter cannot run Gluon; CPU runs use `grouped_gemm` (same bits).
 """
 from __future__ import annotations
@@ -1115,11 +1118,11 @@ def _gemm2_block(n0, row_start, row_end, expert, act_ptr, stride_act, w2_ptr, w2
 def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse, stride_wsn,
                         offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr, bias_ptr,
                         stride_bias, num_local_experts, hidden, inter, k_words, k_groups, tile_offset,
-                        pd0, pd1, pd2, pd3, pd4, pd5, pd6, pd7, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr, HAS_BIAS: gl.constexpr,
-                        ROW_ADDR: gl.constexpr, ROW_TMA: gl.constexpr, R_PEERS: gl.constexpr, STAGES: gl.constexpr,
-                        MMA: gl.constexpr, B_LOAD: gl.constexpr, EPI: gl.constexpr, QUAD: gl.constexpr,
-                        PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr,
-                        PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr, SPLIT: gl.constexpr, FULL_M: gl.constexpr,
+                        pd0, pd1, pd2, pd3, pd4, pd5, pd6, pd7, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                        E_PAD: gl.constexpr, HAS_BIAS: gl.constexpr, ROW_ADDR: gl.constexpr, ROW_TMA: gl.constexpr,
+                        R_PEERS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
+                        EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
+                        TILED: gl.constexpr, PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr, SPLIT: gl.constexpr, FULL_M: gl.constexpr,
                         TAIL_M: gl.constexpr, K_LOOP: gl.constexpr, N_BLOCKS: gl.constexpr, GDC_WAIT: gl.constexpr):
     """ROW_TMA: the symm_mem return fused into GEMM2 by TMA stores (pd0..pd7: PeerRows.kernel_args, R_PEERS
     ranks); otherwise they are None. NOTES: eight parameters, not a tuple: the launcher does not expand
@@ -1207,7 +1210,8 @@ def gemm2_wgmma(act, w2, w2_sf, plan, out_bits, *, cfg, topk_weights=None, bias=
             bias if bias is not None else out_bits, bias.stride(0) if bias is not None else 0,
             e_local, hidden, inter, inter // 8, inter // 32)
     descs = peer_rows.kernel_args(cfg.block_n) if peer_rows is not None else [None] * tma_copy.MAX_RANKS
-    kwargs = dict(**{f"pd{i}": d for i, d in enumerate(descs)}, BLOCK_N=cfg.block_n, E_PAD=expert_pad(e_local), HAS_BIAS=bias is not None,
+    kwargs = dict(**{f"pd{i}": d for i, d in enumerate(descs)}, BLOCK_N=cfg.block_n, E_PAD=expert_pad(e_local),
+                  HAS_BIAS=bias is not None,
                   ROW_ADDR=out_row_addr is not None and peer_rows is None, ROW_TMA=peer_rows is not None,
                   R_PEERS=len(peer_rows.homes) if peer_rows is not None else 1, STAGES=cfg.num_stages,
                   QUAD=quad, PARTIAL_K=inter % _BLOCK_K != 0, SCALE_WORDS=scale_words(w2_sf), TILED=tiled,
