@@ -1123,7 +1123,8 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_
                         R_PEERS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
                         EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
                         TILED: gl.constexpr, PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr, SPLIT: gl.constexpr,
-                        FULL_M: gl.constexpr, TAIL_M: gl.constexpr, K_LOOP: gl.constexpr, N_BLOCKS: gl.constexpr, GDC_WAIT: gl.constexpr):
+                        FULL_M: gl.constexpr, TAIL_M: gl.constexpr, K_LOOP: gl.constexpr, N_BLOCKS: gl.constexpr,
+                        GDC_WAIT: gl.constexpr):
     """ROW_TMA: the symm_mem return fused into GEMM2 by TMA stores (pd0..pd7: PeerRows.kernel_args, R_PEERS
     ranks); otherwise they are None. NOTES: eight parameters, not a tuple: the launcher does not expand
     descriptors inside tuples (Triton 3.6)."""
