@@ -49,6 +49,7 @@ def run(rank: int, world: int, init_file: str, out_dir: str, device_kind: str) -
                             timeout=datetime.timedelta(seconds=120))
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import tmoe
+    from tmoe.kernels.configs import GemmConfig
     from tmoe.layer import fill_buffer
     from moe_cases import make_weights
     dev = torch.device("cuda", rank) if device_kind == "cuda" else torch.device("cpu")
@@ -74,9 +75,10 @@ def run(rank: int, world: int, init_file: str, out_dir: str, device_kind: str) -
             results["single"][name] = traceback.format_exc()
     # symm_mem_fused: the symm_mem transport with GEMM2 writing results straight into the sources' home;
     # symm_mem_tma: its return pass by TMA row copies (dispatch/tma_copy.py); symm_mem_tma_fused: GEMM2 storing
-    # the results into the sources' home by TMA.
-    transports = (("collective", "symm_mem", "symm_mem_fused", "symm_mem_tma", "symm_mem_tma_fused")
-                  if device_kind == "cuda" else ("collective",))
+    # the results into the sources' home by TMA; symm_mem_tma_fused_triton: the same asked of a Triton GEMM2,
+    # which writes slot_out instead (compute_slots), sent by the TMA return pass.
+    transports = (("collective", "symm_mem", "symm_mem_fused", "symm_mem_tma", "symm_mem_tma_fused",
+                   "symm_mem_tma_fused_triton") if device_kind == "cuda" else ("collective",))
     for variant in transports:
         transport = "symm_mem" if variant.startswith("symm_mem") else variant
         results[variant] = out = {}
@@ -88,12 +90,14 @@ def run(rank: int, world: int, init_file: str, out_dir: str, device_kind: str) -
                 buf = tmoe.get_symm_buffer_for_mega_moe(dist.group.WORLD, E, cap, K, hidden, I, device=dev,
                                                         backend="triton", transport=transport)
                 if buf.symm is not None:
-                    buf.symm.fused_return = variant.endswith("_fused")
+                    buf.symm.fused_return = "_fused" in variant
                     buf.symm.tma_return = "_tma" in variant
+                triton_gemm2 = ({"gemm2_config": GemmConfig(16, 64, True, 4, 3)} if variant.endswith("_triton")
+                                else {})
                 fill_buffer(buf, x.to(dev), idx.to(dev), w.to(dev))
                 y = torch.full((x.shape[0], H), float("nan"), dtype=torch.bfloat16, device=dev)
                 stats = torch.zeros(E // world, dtype=torch.int32, device=dev)
-                tmoe.fp8_fp4_mega_moe(y, l1, l2, buf, cumulative_local_expert_recv_stats=stats)
+                tmoe.fp8_fp4_mega_moe(y, l1, l2, buf, cumulative_local_expert_recv_stats=stats, **triton_gemm2)
                 out[name] = {"y": y.cpu(), "stats": stats.cpu(), "transport": buf.transport}
                 if buf.symm is not None:
                     out[name]["clean"] = buf.symm.signals_clean() and buf.symm.error_code() == 0

@@ -44,8 +44,10 @@ def ep_results(request, tmp_path_factory):
 
 
 # symm_mem_fused: GEMM2 writes into the sources' home; symm_mem_tma: the return pass by TMA row copies;
-# symm_mem_tma_fused: GEMM2 stores into the sources' home by TMA
-VARIANTS = ("collective", "symm_mem", "symm_mem_fused", "symm_mem_tma", "symm_mem_tma_fused")
+# symm_mem_tma_fused: GEMM2 stores into the sources' home by TMA; symm_mem_tma_fused_triton: that asked of a Triton
+# GEMM2 (it writes slot_out, the TMA return pass sends it)
+VARIANTS = ("collective", "symm_mem", "symm_mem_fused", "symm_mem_tma", "symm_mem_tma_fused",
+            "symm_mem_tma_fused_triton")
 
 
 def _transports(results) -> list[str]:

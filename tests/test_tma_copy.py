@@ -1,4 +1,4 @@
-"""TMA row copies (tmoe/dispatch/tma_copy.py): the box geometry on CPU; on a GPU (sm_90+) the copy
+"""TMA row copies (tmoe/dispatch/tma_copy.py): the box geometry on CPU; on a Hopper GPU (sm_90) the copy
 kernels move exactly the rows they should, bitwise, and nothing past a row's end."""
 import pytest
 import torch
@@ -27,7 +27,7 @@ def test_row_descriptor_rejects_strided_rows():
 
 
 needs_tma = pytest.mark.skipif(not (torch.cuda.is_available() and tma_copy.tma_copy_available(torch.device("cuda"))),
-                               reason="TMA copies need an sm_90+ GPU")
+                               reason="TMA copies need a Hopper (sm_90) GPU")
 
 
 @needs_tma

@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 
 from .autotune import cache as autotune_cache
+from .dispatch.tma_copy import PeerRows
 from .kernels import configs, grouped_gemm, pdl, weight_layout
 from .kernels.quant import mxfp8_to_bf16
 from .kernels.routing import build_routing
@@ -53,7 +54,7 @@ def compute_slots(scratch, x_fp8: Optional[torch.Tensor], x_sf: Optional[torch.T
                   topk_weights: torch.Tensor, l1, l2, *, num_local_experts: int, expert_start: int,
                   opts: ExpertOptions, stats: Optional[torch.Tensor] = None, soft: bool = False,
                   layer_shape: tuple[int, int] | None = None, config_slots: int | None = None,
-                  out_row_addr: Optional[torch.Tensor] = None) -> None:
+                  out_row_addr=None) -> bool:
     """Run the local experts on rows x_fp8 [N, H] / x_sf [N, W] routed by topk_idx [N, K] (int64,
     contiguous) with topk_weights [N, K] (fp32, contiguous). `scratch` provides `x_dq` (int16
     [>= N, H]), `act` (int16 [>= N*K, I]), `slot_out` (int16 [>= N*K, H]) and `workspace` (dict).
@@ -61,10 +62,12 @@ def compute_slots(scratch, x_fp8: Optional[torch.Tensor], x_sf: Optional[torch.T
     `layer_shape` = (global E, layer top-k) keys the autotune cache (default: (local E, K));
     `config_slots` = the slot count that picks the tile configs (default N*K; the symm_mem transport
     computes on capacity-sized rows, most of them empty, and passes its expected count).
-    `out_row_addr` (int64 [N*K]): GEMM2 writes slot s's row at that address instead of slot_out."""
+    `out_row_addr` (int64 [N*K]): GEMM2 writes slot s's row at that address instead of slot_out; a
+    `tma_copy.PeerRows`: the same rows by TMA stores, where GEMM2 is the Gluon kernel (otherwise into slot_out).
+    Returns whether the rows went to out_row_addr (False: slot_out)."""
     n, k = topk_idx.shape
     if n == 0:
-        return
+        return out_row_addr is not None
     mode = pdl.pdl_mode()           # TMOE_PDL: a bad value is a ValueError before any launch
     chain = pdl.chain_on(topk_idx.device, (config_slots or n * k) // k, mode)
     num_experts, topk = layer_shape or (num_local_experts, k)
@@ -85,7 +88,12 @@ def compute_slots(scratch, x_fp8: Optional[torch.Tensor], x_sf: Optional[torch.T
                               clamp=opts.activation_clamp, fast_math=opts.fast_math, cfg=cfg1, soft=soft,
                               activation=opts.activation, alpha=opts.activation_alpha, bias=opts.l1_bias,
                               expected_slots=expected, pdl_launch=gdc1)
+    if isinstance(out_row_addr, PeerRows) and cfg2.kernel != "gluon" and not soft:
+        # NOTES: the TMA epilogue is the Gluon kernel's; SM stores to other ranks from another kernel's
+        # epilogue stall it at many rows (docs/expert_parallel.md), so the caller returns slot_out instead
+        out_row_addr = None
     grouped_gemm.gemm2(scratch.act, l2[0], l2[1], plan, scratch.slot_out, cfg=cfg2, soft=soft,
                        quad=weight_layout.is_quad(l2), tiled=weight_layout.is_tiled(l2),
                        topk_weights=topk_weights, bias=opts.l2_bias, expected_slots=expected, out_row_addr=out_row_addr,
                        pdl=pdl.gemm2_on(mode))
+    return out_row_addr is not None

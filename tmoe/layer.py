@@ -475,11 +475,11 @@ def mega_moe_steps(y, l1_weights, l2_weights, buf, stats=None, recipe=(1, 1, 32)
         # NOTES: rows are capacity-sized (R * T_max rows of K slots, mostly empty); tile configs and
         # the GEMM grids follow this rank's own slot count, the expected received count under
         # uniform routing (the GEMMs loop over whatever tiles there are).
-        compute_slots(buf, None, None, recv_idx, recv_weight, l1_weights, l2_weights,
-                      num_local_experts=buf.num_local_experts, expert_start=0,
-                      config_slots=max(t * buf.num_topk, 1),
-                      out_row_addr=(tr.peer_rows() if tma else tr.home_addr) if fused else None, **shape)
-        if fused:
+        sent = compute_slots(buf, None, None, recv_idx, recv_weight, l1_weights, l2_weights,
+                             num_local_experts=buf.num_local_experts, expert_start=0,
+                             config_slots=max(t * buf.num_topk, 1),
+                             out_row_addr=(tr.peer_rows() if tma else tr.home_addr) if fused else None, **shape)
+        if sent:        # fused: GEMM2 stored the results in the sources' home
             tr.results_sent()
         else:
             tr.return_results(buf.slot_out, tma=tma)

@@ -62,7 +62,7 @@ DEFAULT_SPIN_LIMIT = 1 << 24      # ~10-30 s of remote CAS round trips before a 
 # stores stall GEMM2. dsv3, layer in a CUDA graph: EP 2 (2 x H200) fused -15 / -28 / -44 / -14 µs at
 # 128 / 256 / 512 / 1024 tokens per rank, +1.5 ms at 4096; EP 4 (4 x H200) -22 µs at 128, +4.9 ms at
 # 4096 (BENCHMARKS.md). The loss grows with the ranks, so the switch sits at 256 dsv3 tokens.
-# Above it, on sm_90+, the fused return by TMA stores (GEMM2's epilogue issues them and goes on: nothing
+# Above it, on Hopper (sm_90), the fused return by TMA stores (GEMM2's epilogue issues them and goes on: nothing
 # stalls) beats the separate return pass: EP 4 (4 x H200) layer -1.3% at 4096, but +4% at 128 tokens,
 # hence SM stores below the switch (benchmarks/NOTES.md "symm_mem transport", session 14).
 FUSED_RETURN_MAX_SLOTS = 2048
@@ -70,7 +70,7 @@ FUSED_RETURN_MAX_SLOTS = 2048
 
 def tma_return_setting(value: str) -> bool | None:
     """TMOE_EP_TMA: "1" the results go back by TMA stores (`tma_copy`: from GEMM2's epilogue, or a TMA return
-    pass), "0" by SM stores, "auto" by TMA above FUSED_RETURN_MAX_SLOTS on sm_90+ (`SymmMemTransport.tma_for`)."""
+    pass), "0" by SM stores, "auto" by TMA above FUSED_RETURN_MAX_SLOTS on sm_90 (`SymmMemTransport.tma_for`)."""
     settings = {"1": True, "0": False, "auto": None}
     if value not in settings:
         raise ValueError(f"TMOE_EP_TMA={value!r}: must be one of {sorted(settings)}")
@@ -552,7 +552,7 @@ class SymmMemTransport:
 
     def tma_for(self, num_slots: int) -> bool:
         """Send the results by TMA stores in a call where this rank sends `num_slots` slots? The forced mode
-        if one is set, else above FUSED_RETURN_MAX_SLOTS where TMA copies work (sm_90+, real ranks). Ranks may
+        if one is set, else above FUSED_RETURN_MAX_SLOTS where TMA copies work (sm_90, real ranks). Ranks may
         differ: every mode ends in the same barrier and writes the same rows."""
         if self.tma_return is not None:
             return self.tma_return
