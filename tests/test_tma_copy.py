@@ -42,8 +42,7 @@ def test_block_rows_bitwise(hidden, pull):
     peers = [torch.full((2 * rows_per_peer, hidden), 7, dtype=torch.int16, device=dev) for _ in range(2)]
     if pull:
         peers[1][:rows_per_peer] = src          # rank 0 reads rows 0.. of rank 1
-        src_before = torch.full_like(src, 7)
-        src.copy_(src_before)
+        src.fill_(7)
     tma_copy.block_rows(src, peers, rows_per_peer, rank=0, grid=5, stages=2, pull=pull)
     torch.cuda.synchronize()
     if pull:

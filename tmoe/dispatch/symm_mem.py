@@ -68,21 +68,23 @@ DEFAULT_SPIN_LIMIT = 1 << 24      # ~10-30 s of remote CAS round trips before a 
 FUSED_RETURN_MAX_SLOTS = 2048
 
 
+def _auto_or_forced(name: str, value: str) -> bool | None:
+    """An `auto|1|0` setting: None (decide per call), True or False; a ValueError naming `name` otherwise."""
+    settings = {"1": True, "0": False, "auto": None}
+    if value not in settings:
+        raise ValueError(f"{name}={value!r}: must be one of {sorted(settings)}")
+    return settings[value]
+
+
 def tma_return_setting(value: str) -> bool | None:
     """TMOE_EP_TMA: "1" the results go back by TMA stores (`tma_copy`: from GEMM2's epilogue, or a TMA return
     pass), "0" by SM stores, "auto" by TMA above FUSED_RETURN_MAX_SLOTS on sm_90 (`SymmMemTransport.tma_for`)."""
-    settings = {"1": True, "0": False, "auto": None}
-    if value not in settings:
-        raise ValueError(f"TMOE_EP_TMA={value!r}: must be one of {sorted(settings)}")
-    return settings[value]
+    return _auto_or_forced("TMOE_EP_TMA", value)
 
 
 def fused_return_setting(value: str) -> bool | None:
     """TMOE_EP_FUSED_RETURN: "1" always fused, "0" always a separate return pass, "auto" per call."""
-    settings = {"1": True, "0": False, "auto": None}
-    if value not in settings:
-        raise ValueError(f"TMOE_EP_FUSED_RETURN={value!r}: must be one of {sorted(settings)}")
-    return settings[value]
+    return _auto_or_forced("TMOE_EP_FUSED_RETURN", value)
 
 
 class SymmMemTimeout(RuntimeError):

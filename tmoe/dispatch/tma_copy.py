@@ -15,9 +15,8 @@ one copy moves exactly one row.
 
 GEMM2's fused return uses the same descriptors a row piece at a time (`PeerRows`, `store_tile_rows`).
 GPU only (sm_90); the CPU tests run the Triton return kernel (same destination rows, same bytes).
-NOTES: `_store_row` / `_load_row` branch over eight descriptor parameters because kernel parameters cannot be
-a tuple of descriptors (Triton 3.6's launcher does not expand them); inside a kernel a tuple works
-(`_store_row2`).
+NOTES: the kernels take eight descriptor parameters and make a tuple of them inside: kernel parameters cannot
+be a tuple of descriptors (Triton 3.6's launcher does not expand them).
 """
 from __future__ import annotations
 
@@ -90,55 +89,25 @@ def tma_copy_available(device: torch.device) -> bool:
 
 
 @gluon.jit
-def _store_row(peer, row, smem, d0, d1, d2, d3, d4, d5, d6, d7, R: gl.constexpr):
-    """TMA store of `smem` into row `row` of peer `peer`'s descriptor (a branch per rank: the
-    descriptors are kernel parameters, not an indexable array)."""
-    if peer == 0:
-        tma.async_copy_shared_to_global(d0, [row, 0, 0], smem)
-    if peer == 1:
-        tma.async_copy_shared_to_global(d1, [row, 0, 0], smem)
-    if R > 2:
-        if peer == 2:
-            tma.async_copy_shared_to_global(d2, [row, 0, 0], smem)
-        if peer == 3:
-            tma.async_copy_shared_to_global(d3, [row, 0, 0], smem)
-    if R > 4:
-        if peer == 4:
-            tma.async_copy_shared_to_global(d4, [row, 0, 0], smem)
-        if peer == 5:
-            tma.async_copy_shared_to_global(d5, [row, 0, 0], smem)
-        if peer == 6:
-            tma.async_copy_shared_to_global(d6, [row, 0, 0], smem)
-        if peer == 7:
-            tma.async_copy_shared_to_global(d7, [row, 0, 0], smem)
+def _store_to(descs, peer, coord, smem, R: gl.constexpr):
+    """TMA store of `smem` at `coord` of peer `peer`'s descriptor (descs: a tuple, one per rank; a branch per
+    rank because the peer is a runtime value)."""
+    for p in gl.static_range(R):
+        if peer == p:
+            tma.async_copy_shared_to_global(descs[p], coord, smem)
 
 
 @gluon.jit
-def _load_row(peer, row, bar, smem, d0, d1, d2, d3, d4, d5, d6, d7, R: gl.constexpr):
-    """TMA load of row `row` of peer `peer`'s descriptor into `smem` (completes on `bar`)."""
-    if peer == 0:
-        tma.async_copy_global_to_shared(d0, [row, 0, 0], bar, smem)
-    if peer == 1:
-        tma.async_copy_global_to_shared(d1, [row, 0, 0], bar, smem)
-    if R > 2:
-        if peer == 2:
-            tma.async_copy_global_to_shared(d2, [row, 0, 0], bar, smem)
-        if peer == 3:
-            tma.async_copy_global_to_shared(d3, [row, 0, 0], bar, smem)
-    if R > 4:
-        if peer == 4:
-            tma.async_copy_global_to_shared(d4, [row, 0, 0], bar, smem)
-        if peer == 5:
-            tma.async_copy_global_to_shared(d5, [row, 0, 0], bar, smem)
-        if peer == 6:
-            tma.async_copy_global_to_shared(d6, [row, 0, 0], bar, smem)
-        if peer == 7:
-            tma.async_copy_global_to_shared(d7, [row, 0, 0], bar, smem)
+def _load_from(descs, peer, coord, bar, smem, R: gl.constexpr):
+    """TMA load at `coord` of peer `peer`'s descriptor into `smem` (completes on `bar`)."""
+    for p in gl.static_range(R):
+        if peer == p:
+            tma.async_copy_global_to_shared(descs[p], coord, bar, smem)
 
 
 @gluon.jit
-def _copy_row(c, src_desc, src_row, peer, dst_row, smem, bars, d0, d1, d2, d3, d4, d5, d6, d7, R: gl.constexpr,
-              STAGES: gl.constexpr, PULL: gl.constexpr):
+def _copy_row(c, src_desc, src_row, peer, dst_row, smem, bars, descs, R: gl.constexpr, STAGES: gl.constexpr,
+              PULL: gl.constexpr):
     """Copy number c of this program: local row src_row -> row dst_row of peer `peer` (PULL: the other
     way), through ring stage c % STAGES. Returns c + 1."""
     stage = c % STAGES
@@ -149,14 +118,14 @@ def _copy_row(c, src_desc, src_row, peer, dst_row, smem, bars, d0, d1, d2, d3, d
     buf = smem.index(stage)
     mbarrier.expect(bar, src_desc.block_type.nbytes)
     if PULL:
-        _load_row(peer, dst_row, bar, buf, d0, d1, d2, d3, d4, d5, d6, d7, R)
+        _load_from(descs, peer, [dst_row, 0, 0], bar, buf, R)
     else:
         tma.async_copy_global_to_shared(src_desc, [src_row, 0, 0], bar, buf)
     mbarrier.wait(bar, (c // STAGES) & 1)
     if PULL:
         tma.async_copy_shared_to_global(src_desc, [src_row, 0, 0], buf)
     else:
-        _store_row(peer, dst_row, buf, d0, d1, d2, d3, d4, d5, d6, d7, R)
+        _store_to(descs, peer, [dst_row, 0, 0], buf, R)
     return c + 1
 
 
@@ -192,6 +161,7 @@ def _return_rows_kernel(rows_ptr, count_ptr, src_desc, d0, d1, d2, d3, d4, d5, d
     (one local latency per row, not per slot), and the next row's metadata is loaded while this row's
     copies run; STAGES >= K, so the k-th load of a row may wait for STAGES - 1 - k pending stores."""
     gl.static_assert(STAGES >= K, "the ring holds one row's slots")
+    descs = (d0, d1, d2, d3, d4, d5, d6, d7)
     pid = gl.program_id(0)
     total = 0
     for s in gl.static_range(R):
@@ -225,7 +195,7 @@ def _return_rows_kernel(rows_ptr, count_ptr, src_desc, d0, d1, d2, d3, d4, d5, d
                 if _lane(meta, lanes, k + 1) >= 0:
                     stage = c % STAGES
                     mbarrier.wait(bars.index(stage), (c // STAGES) & 1)
-                    _store_row(s, src_tok * K + k, smem.index(stage), d0, d1, d2, d3, d4, d5, d6, d7, R)
+                    _store_to(descs, s, [src_tok * K + k, 0, 0], smem.index(stage), R)
                     c += 1
             meta = meta_next
         start += count
@@ -237,6 +207,7 @@ def _block_rows_kernel(src_desc, d0, d1, d2, d3, d4, d5, d6, d7, rows_per_peer, 
                        STAGES: gl.constexpr, PULL: gl.constexpr):
     """Copy ceiling (benchmarks/sweep_ep_copy.py): rank r moves rows_per_peer rows to (PULL: from) every
     peer p != r, rows r * rows_per_peer + i there; contiguous row ranges per program."""
+    descs = (d0, d1, d2, d3, d4, d5, d6, d7)
     pid = gl.program_id(0)
     total = (R - 1) * rows_per_peer
     per_program = gl.cdiv(total, gl.num_programs(0))
@@ -247,8 +218,8 @@ def _block_rows_kernel(src_desc, d0, d1, d2, d3, d4, d5, d6, d7, rows_per_peer, 
     for i in range(first, last):
         j = i // rows_per_peer
         peer = j + (j >= rank).to(gl.int32)
-        c = _copy_row(c, src_desc, i, peer, rank * rows_per_peer + i - j * rows_per_peer, smem, bars, d0, d1, d2, d3,
-                      d4, d5, d6, d7, R, STAGES, PULL)
+        c = _copy_row(c, src_desc, i, peer, rank * rows_per_peer + i - j * rows_per_peer, smem, bars, descs, R,
+                      STAGES, PULL)
     tma.store_wait(0)
 
 
@@ -285,15 +256,7 @@ def store_tile_rows(bits, code, num_rows, n0, rows_smem, codes_smem, descs, R: g
     row_codes = codes_smem._reinterpret(gl.int64, [BLOCK_M, 1], codes_smem.layout)
     for m in range(num_rows):
         c = gl.max(row_codes.index(m).load(ONE), axis=0)
-        _store_row2(c >> 32, (c & 0xFFFFFFFF).to(gl.int32), n0, pieces.index(m), descs, R)
-
-
-@gluon.jit
-def _store_row2(peer, row, col, smem, descs, R: gl.constexpr):
-    """TMA store of a [1, BLOCK_N] piece into (row, col) of peer `peer`'s 2-D descriptor (descs: a tuple)."""
-    for p in gl.static_range(R):
-        if peer == p:
-            tma.async_copy_shared_to_global(descs[p], [row, col], smem)
+        _store_to(descs, c >> 32, [(c & 0xFFFFFFFF).to(gl.int32), n0], pieces.index(m), R)
 
 
 def _peer_args(descs: list) -> list:
