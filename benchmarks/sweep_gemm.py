@@ -82,6 +82,35 @@ def ring_overlap_candidates(base: GemmConfig) -> list[GemmConfig]:
                      for cap in (None, 128)]
 
 
+def sub_candidates(base: GemmConfig, kernel: str = "gemm2") -> list[GemmConfig]:
+    """`base` (the shipped pick), then token tiles with a narrower second body (`sub_block_m`): the same tile
+    with a half-width body, and twice the tile with the pick's width as the body (one program decodes each
+    weight block once for up to 2x the tokens, NOTES "v19"); a tail-split pick drops its tail for the body. Tiles
+    under 128 tokens also with the N-block-major grid (`n_fastest`: a tile's activation rows from L2 for every
+    channel block), and an 8-warp pick also as 4-warp 128-token tiles with a 64-token body."""
+    if base.kernel != "gluon":
+        return [base]
+    bm = base.block_m
+    out = [base]
+    variants = [dict(sub_block_m=bm // 2), dict(block_m=2 * bm, sub_block_m=bm),
+                dict(block_m=2 * bm, sub_block_m=bm, num_stages=2)]
+    if base.num_warps == 8:     # one 8-warp CTA per SM: the decode overlapped with the previous wgmma or not
+        variants += [dict(block_m=b, sub_block_m=b // 2, overlap=not base.overlap) for b in (bm, 2 * bm)]
+        variants += [dict(num_warps=4, block_n=max(gluon_block_n(kernel, 4)), block_m=128, sub_block_m=64,
+                          num_stages=s, overlap=False) for s in (2, 3)]
+    if bm < 128:
+        variants += [dict(n_fastest=True), dict(sub_block_m=bm // 2, n_fastest=True)]
+    for kw in variants:
+        try:
+            cfg = replace(base, tail_block_m=None, **kw)
+        except ValueError:      # not a valid body width for this tile (GemmConfig checks)
+            continue
+        # the activation ring within shared memory; overlap's second operand spills at 256 tokens (NOTES "v9")
+        if cfg.num_stages * cfg.block_m * 256 <= 196608 and not (cfg.overlap and cfg.block_m > 128):
+            out.append(cfg)
+    return list(dict.fromkeys(out))
+
+
 def candidates(per_expert: float, regcap: bool = False, gluon: bool = False, kernel: str = "gemm1") -> list[GemmConfig]:
     """Configs to compare (BLOCK_K is fixed in grouped_gemm: never a tunable). `regcap`: the decode
     configs with and without a 128-register cap (4 CTAs of 128 threads per SM instead of 3), and an
@@ -137,6 +166,8 @@ def main() -> None:
     ap.add_argument("--block-n", action="store_true", help="with --n-blocks: also the other 4-warp block_n")
     ap.add_argument("--prefetch", action="store_true",
                     help="the shipped config (autotune cache or heuristic) vs its other prefetch depth (and prefetch=2 capped)")
+    ap.add_argument("--sub", action="store_true",
+                    help="the shipped config (autotune cache or heuristic) vs token tiles with a narrower second body")
     ap.add_argument("--ring-overlap", action="store_true",
                     help="the shipped config (autotune cache or heuristic) vs the code ring with overlap")
     args = ap.parse_args()
@@ -157,11 +188,13 @@ def main() -> None:
         per_expert = t * k / e
         ref1 = ref2 = None
         def configs(kernel):
-            if args.overlap or args.n_blocks or args.prefetch or args.ring_overlap:     # the shipped pick: the
-                pick = select_config(kernel, t * k, e, False, num_experts=e, hidden=h,  # cache's, else the heuristic's
+            if args.overlap or args.n_blocks or args.prefetch or args.ring_overlap or args.sub:    # the shipped pick:
+                pick = select_config(kernel, t * k, e, False, num_experts=e, hidden=h,  # the cache's, else heuristic
                                      intermediate=i, topk=k, hopper=True, device_name=torch.cuda.get_device_name())
                 if args.prefetch:
                     return prefetch_candidates(pick)
+                if args.sub:
+                    return sub_candidates(pick, kernel)
                 if args.ring_overlap:
                     return ring_overlap_candidates(pick)
                 return overlap_candidates(pick) if args.overlap else n_blocks_candidates(pick, kernel, args.block_n)
@@ -201,7 +234,7 @@ def main() -> None:
                 results.append(row)
                 print(f"{kernel} T={t:5} bm={cfg.block_m:3} bn={cfg.block_n:3} swap={int(cfg.swap_ab)} "
                       f"w={cfg.num_warps} s={cfg.num_stages} fuse={int(cfg.fuse_gate_up)} maxnreg={cfg.maxnreg} "
-                      f"tail={cfg.tail_block_m} ovl={int(cfg.overlap)} nb={cfg.n_blocks} pf={cfg.prefetch} {cfg.kernel:6}: "
+                      f"tail={cfg.tail_block_m} sub={cfg.sub_block_m} nf={cfg.n_fastest} ovl={int(cfg.overlap)} nb={cfg.n_blocks} pf={cfg.prefetch} {cfg.kernel:6}: "
                       f"{us:9.1f} us "
                       f"{row['weight_gbps']:6.0f} GB/s {row['tflops']:6.1f} TFLOP/s same={same} | {info}", flush=True)
             if kernel == "gemm1":

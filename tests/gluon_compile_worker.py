@@ -38,6 +38,8 @@ def compile_gluon(kernel, ptr_types: dict, floats: set, const: dict, num_warps: 
                   maxnreg: int | None = None):
     if "GDC_WAIT" in kernel.arg_names and "GDC_WAIT" not in const:     # GEMM2: a plain (not PDL) launch
         const = dict(const, GDC_WAIT=False)
+    if "SUB_M" in kernel.arg_names and "SUB_M" not in const:           # no sub-tile body (GemmConfig.sub_block_m)
+        const = dict(const, SUB_M=0, MMA_S=None, B_LOAD_S=None, EPI_S=None)
     if "ROW_TMA" in kernel.arg_names and "ROW_TMA" not in const:       # GEMM2: no TMA row epilogue
         const = dict(const, ROW_TMA=False, R_PEERS=1, **{f"pd{i}": None for i in range(8)})
     sig, attrs = {}, {}
@@ -226,6 +228,23 @@ def main() -> None:
             inspect(compiled, bn // (8 * warps)), shared=compiled.metadata.shared,
             tma_stores=ptx.count("cp.async.bulk.tensor.2d.global.shared"),
             store_waits=ptx.count("cp.async.bulk.wait_group"))
+    # a tile with a second, narrower token body (GemmConfig.sub_block_m): both bodies' K loops in one kernel
+    for kernel, ptrs, floats, bm, bn, warps, sub, k_loop in (
+            (wg._gemm1_wgmma_kernel, g1_ptrs, {"clamp", "alpha"}, 128, 64, 8, 64, 0),
+            (wg._gemm1_wgmma_kernel, g1_ptrs, {"clamp", "alpha"}, 64, 32, 4, 32, 3),
+            (wg._gemm2_wgmma_kernel, g2_ptrs, set(), 128, 128, 8, 64, 0)):
+        extra = dict(TOPK=8, HAS_CLAMP=True, FAST_MATH=True, ACTIVATION=1) if "TOPK" in kernel.arg_names else dict(
+            ROW_ADDR=False)
+        const = dict(BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_BIAS=False, STAGES=3, QUAD=2 if "TOPK" in extra else 1,
+                     PARTIAL_K=False, PERSISTENT=False, N_FASTEST=bm >= 128, SPLIT=0, FULL_M=bm, TAIL_M=bm,
+                     SCALE_WORDS=True, TILED=True, K_LOOP=k_loop, N_BLOCKS=1, **extra, **wg._layouts(bm, warps),
+                     SUB_M=sub, **{f"{k}_S": v for k, v in wg._layouts(sub, warps).items()})
+        compiled = compile_gluon(kernel, ptrs, floats, const, warps)
+        name = (f"{'gemm1' if 'TOPK' in extra else 'gemm2'} bm{bm} bn{bn} s3{' w8' if warps == 8 else ''} quad sub{sub}"
+                + {0: "", 1: " overlap", 3: " ring3"}[k_loop])
+        scale_word_loads = 0 if k_loop >= 3 else (2 if "TOPK" in extra else 1) * bn // (8 * warps)
+        out[name] = dict(inspect(compiled, scale_word_loads), shared=compiled.metadata.shared,
+                         total_hgmma=compiled.asm["sass"].count("HGMMA."))
     out["triton quad b-operand"] = triton_quad_b_operand()
     print(json.dumps(out))
 

@@ -226,8 +226,8 @@ def test_seed_current_picks_times_the_cached_config_second(tmp_path, monkeypatch
 
 
 def test_seed_current_picks_adds_variants_of_a_gluon_pick(tmp_path, monkeypatch):
-    """A Gluon pick is followed by its other n_blocks variants (channel blocks per program) and its other
-    prefetch depths (a 4-warp pick: the shared-memory code rings too)."""
+    """A Gluon pick is followed by its other n_blocks variants (channel blocks per program), its other
+    prefetch depths (a 4-warp pick: the shared-memory code rings too) and its sub_block_m variants."""
     monkeypatch.setenv(cache.ENV_VAR, str(tmp_path))
     cache.clear_memory_cache()
     space = cli.candidate_space("gemm1", 128, soft=False, hopper=True, **TINY)
@@ -237,10 +237,18 @@ def test_seed_current_picks_adds_variants_of_a_gluon_pick(tmp_path, monkeypatch)
     cli.seed_current_picks(spaces, FAKE_GPU, 4, 64, 32, 2)
     seeded = spaces[("gemm1", 128)]
     rings = [replace(current, prefetch=d) for d in CODE_RING_DEPTHS] if current.num_warps == 4 else []
-    assert seeded[:5 + len(rings)] == [space[0], current, replace(current, n_blocks=1), replace(current, n_blocks=4),
-                                       replace(current, prefetch=2)] + rings
+    subs = []       # a narrower second token body in the pick's tile, and in one twice as large
+    for kw in (dict(sub_block_m=current.block_m // 2), dict(block_m=2 * current.block_m, sub_block_m=current.block_m)):
+        try:
+            subs.append(replace(current, **kw))
+        except ValueError:
+            pass
+    assert subs, current
+    head = 5 + len(rings) + len(subs)
+    assert seeded[:head] == [space[0], current, replace(current, n_blocks=1), replace(current, n_blocks=4),
+                             replace(current, prefetch=2)] + rings + subs
     # the n_blocks=1 variant was there already
-    assert len(seeded) == len(set(seeded)) == len(space) + 3 + len(rings)
+    assert len(seeded) == len(set(seeded)) == len(space) + 3 + len(rings) + len(subs)
     cache.clear_memory_cache()
 
 
@@ -551,3 +559,17 @@ def test_maxnreg_is_an_optional_config_field():
             cache.config_from_dict({**base, "maxnreg": bad})
     with pytest.raises(ValueError, match="maxnreg"):
         cache.config_from_dict({**base, "maxnreg": 8})
+
+
+def test_sub_block_m_and_n_fastest_are_optional_config_fields():
+    """Both round-trip through the cache's JSON form; absent = None (no sub body, the grid order by tile size)."""
+    base = {"block_m": 64, "block_n": 64, "swap_ab": True, "num_warps": 8, "num_stages": 3, "decode": "asm",
+            "kernel": "gluon"}
+    assert (cache.config_from_dict(base).sub_block_m, cache.config_from_dict(base).n_fastest) == (None, None)
+    cfg = cache.config_from_dict({**base, "sub_block_m": 32, "n_fastest": True})
+    assert (cfg.sub_block_m, cfg.n_fastest) == (32, True)
+    assert cache.config_from_dict(cache.config_to_dict(cfg)) == cfg
+    assert cache.config_from_dict({**base, "n_fastest": False}).n_fastest is False
+    for name, bad in (("n_fastest", 1), ("n_fastest", "yes"), ("sub_block_m", True), ("sub_block_m", 24)):
+        with pytest.raises(ValueError, match=name):
+            cache.config_from_dict({**base, name: bad})

@@ -94,6 +94,39 @@ def test_gluon_full_and_tail_tiles(tail):
         assert torch.equal(y.view(torch.int16), y_ref.view(torch.int16)), f"{g1} / {g2}"
 
 
+@pytest.mark.skipif(not ON_HOPPER, reason="Gluon wgmma kernels need an sm_90 GPU")
+@pytest.mark.parametrize("g1,g2", [
+    (GemmConfig(128, 64, True, 8, 3, kernel="gluon", sub_block_m=64),
+     GemmConfig(128, 128, True, 8, 3, kernel="gluon", sub_block_m=64, overlap=True)),
+    (GemmConfig(64, 32, True, 4, 3, kernel="gluon", sub_block_m=32, prefetch=3),
+     GemmConfig(64, 64, True, 4, 3, kernel="gluon", sub_block_m=16)),
+    (GemmConfig(256, 64, True, 8, 2, kernel="gluon", sub_block_m=128),
+     GemmConfig(128, 128, True, 8, 2, kernel="gluon", sub_block_m=32, n_blocks=2)),
+    (GemmConfig(64, 64, True, 8, 3, kernel="gluon", n_fastest=True),
+     GemmConfig(128, 128, True, 4, 2, kernel="gluon", sub_block_m=64, n_fastest=False)),
+    (GemmConfig(32, 32, True, 4, 3, kernel="gluon", sub_block_m=16, n_fastest=True, prefetch=4),
+     GemmConfig(64, 128, True, 4, 3, kernel="gluon", sub_block_m=32, n_fastest=True))])
+def test_gluon_sub_tiles(g1, g2):
+    """sub_block_m: a tile whose expert has at most sub_block_m rows left runs the narrower body in the same
+    program; n_fastest: either grid order at any tile size. Counts around both boundaries (0, < sub, = sub, sub + 1, block_m, block_m + sub, block_m + sub + 1,
+    2 * block_m + 1) give the Triton kernel's bits, with either GEMM on the Triton kernel and both on Gluon."""
+    dev = torch.device("cuda")
+    h, i = 256, 128
+    sub, bm = g1.sub_block_m or g1.block_m // 2, g1.block_m
+    counts = [0, 5, sub, sub + 1, bm, bm + sub, bm + sub + 1, 2 * bm + 1]
+    weights = make_weights(len(counts), h, i, seed=sub, device=dev)
+    g = torch.Generator().manual_seed(sub)
+    idx = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+    idx = idx[torch.randperm(idx.numel(), generator=g)].unsqueeze(1).to(dev)
+    w = (torch.rand(idx.shape, generator=g) + 0.5).to(dev)
+    x = make_tokens(idx.shape[0], h, seed=sub + 1, device=dev)
+    y_ref, buf = run_layer(weights, x, idx, w, gemm1_config=TRITON_CFG, gemm2_config=TRITON_CFG)
+    assert calc_diff(y_ref, reference_moe(buf.x[:idx.shape[0]], buf.x_sf[:idx.shape[0]], idx, w, weights)) <= 1e-4
+    for c1, c2 in ((g1, g2), (g1, TRITON_CFG), (TRITON_CFG, g2)):
+        y, _ = run_layer(weights, x, idx, w, gemm1_config=c1, gemm2_config=c2)
+        assert torch.equal(y.view(torch.int16), y_ref.view(torch.int16)), f"{c1} / {c2}"
+
+
 def _routed_buffer(e, h, i, k, t, seeds):
     """(weights, x, idx, w, buffer with the tokens quantized and dequantized, routing plan) of t tokens
     routed "hot_expert" over e experts (GPU); seeds = (weights, tokens, routing)."""
@@ -203,7 +236,12 @@ def test_gluon_scale_words_and_bytes(hidden, inter):
     (dict(kernel="triton", n_blocks=2), "n_blocks=2"), (dict(prefetch=9), "prefetch=9"),
     (dict(prefetch=0), "prefetch=0"), (dict(num_warps=8, prefetch=4), "prefetch=4"),
     (dict(kernel="triton", prefetch=4), "prefetch=4"),
-    (dict(prefetch=2, overlap=True), "prefetch=2"), (dict(kernel="triton", prefetch=2), "prefetch=2")])
+    (dict(prefetch=2, overlap=True), "prefetch=2"), (dict(kernel="triton", prefetch=2), "prefetch=2"),
+    (dict(sub_block_m=16), "sub_block_m=16"), (dict(block_m=64, sub_block_m=24), "sub_block_m=24"),
+    (dict(block_m=64, num_warps=8, sub_block_m=16), "sub_block_m=16"),
+    (dict(block_m=64, sub_block_m=32, tail_block_m=16), "sub_block_m=32"),
+    (dict(kernel="triton", block_m=64, sub_block_m=32), "sub_block_m=32"),
+    (dict(kernel="triton", n_fastest=True), "n_fastest=True"), (dict(n_fastest=1), "n_fastest=1")])
 def test_gluon_config_validation(kwargs, match):
     base = dict(block_m=16, block_n=64, swap_ab=True, num_warps=4, num_stages=3, kernel="gluon")
     with pytest.raises(ValueError, match=match):

@@ -74,7 +74,8 @@ _CONFIG_FIELDS = {"block_m": int, "block_n": int, "swap_ab": bool, "num_warps": 
                   "decode": str}
 _OPTIONAL_CONFIG_FIELDS = {"fuse_gate_up": bool, "maxnreg": (int, type(None)), "kernel": str,
                            "tail_block_m": (int, type(None)), "overlap": bool, "n_blocks": int,
-                           "prefetch": int}   # absent = default
+                           "prefetch": int, "sub_block_m": (int, type(None)),
+                           "n_fastest": (bool, type(None))}   # absent = default
 _REQUIRED = {"schema": int, "device": str, "kernel": str, "num_experts": int, "hidden": int,
              "intermediate": int, "topk": int, "dtype": str, "triton": str, "torch": str, "date": str,
              "buckets": dict}
@@ -201,8 +202,9 @@ def config_from_dict(d: Any, where: str = "config") -> GemmConfig:
         if typ is str and v not in DECODE_MODES:
             raise ValueError(f"{where}.{name} must be one of {DECODE_MODES}, got {v!r}")
     for name, typ in _OPTIONAL_CONFIG_FIELDS.items():
-        if name in d and (not isinstance(d[name], typ) or (typ is not bool and isinstance(d[name], bool))):
-            kind = {bool: "true or false", str: "a string"}.get(typ, "an int or null")
+        bools = typ is bool or (isinstance(typ, tuple) and bool in typ)
+        if name in d and (not isinstance(d[name], typ) or (not bools and isinstance(d[name], bool))):
+            kind = {bool: "true or false", str: "a string"}.get(typ, "true, false or null" if bools else "an int or null")
             raise ValueError(f"{where}.{name} must be {kind}, got {d[name]!r}")
     extra = sorted(set(d) - set(_CONFIG_FIELDS) - set(_OPTIONAL_CONFIG_FIELDS))
     if extra:

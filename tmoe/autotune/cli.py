@@ -181,6 +181,14 @@ def seed_current_picks(spaces: dict, device_name: str, num_experts: int, hidden:
             if not current.overlap:
                 depths = (1, 2) + (CODE_RING_DEPTHS if current.num_warps == 4 else ())
                 variants += [replace(current, prefetch=d) for d in depths if d != current.prefetch]
+            # NOTES: a second, narrower token body (sub_block_m) in the pick's tile or in one twice as large: one
+            # weight decode for up to 2x the tokens (H100 T = 2048 GEMM2: dsv3 -11%, gpt-oss -18%, NOTES "v19")
+            for kw in (dict(sub_block_m=current.block_m // 2), dict(block_m=2 * current.block_m,
+                                                                  sub_block_m=current.block_m)):
+                try:
+                    variants.append(replace(current, tail_block_m=None, **kw))
+                except ValueError:      # no valid body width for this tile
+                    pass
             for pos, variant in enumerate(variants, start=2):
                 if variant in cands:
                     cands.remove(variant)
@@ -191,7 +199,9 @@ def short(cfg) -> str:
     return (f"bm={cfg.block_m} bn={cfg.block_n} swap={int(cfg.swap_ab)} w={cfg.num_warps} "
             f"s={cfg.num_stages} {cfg.decode if cfg.kernel == 'triton' else 'gluon'}"
             + (" fused" if cfg.fuse_gate_up else "") + (f" maxnreg={cfg.maxnreg}" if cfg.maxnreg else "")
-            + (f" tail={cfg.tail_block_m}" if cfg.tail_block_m else "") + (" overlap" if cfg.overlap else ""))
+            + (f" tail={cfg.tail_block_m}" if cfg.tail_block_m else "") + (f" sub={cfg.sub_block_m}" if cfg.sub_block_m
+                                                                            else "")
+            + (" overlap" if cfg.overlap else "") + ("" if cfg.n_fastest is None else f" n_fastest={int(cfg.n_fastest)}"))
 
 
 # ----------------------------------------------------------------------------- the problem

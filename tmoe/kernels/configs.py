@@ -46,6 +46,12 @@ class GemmConfig:
     prefetch: int = 1           # gluon: K steps of weight codes in flight ahead of the decode (2: in registers, a
                                 # two-step loop body, 128 registers, for grids of few programs per SM; 3-8, 4-warp
                                 # tiles: through a shared-memory ring that deep, ~70 registers; NOTES "v12", "v15")
+    sub_block_m: int | None = None  # gluon: a tile whose expert has at most sub_block_m rows left runs a
+                                    # sub_block_m-token body (smaller wgmmas) in the same program: block_m-token
+                                    # tiles that decode each weight block once, without block_m-wide MMAs for few rows
+    n_fastest: bool | None = None   # gluon: the grid runs all channel blocks of a token tile next to each other
+                                    # (its activation rows read once from HBM, then from L2) instead of all tiles of
+                                    # a channel block; None: for tiles of >= 128 tokens (wgmma_gemm._tile_pids)
 
     @property
     def k_loop(self) -> int:
@@ -94,6 +100,17 @@ class GemmConfig:
             raise ValueError(f"tail_block_m={self.tail_block_m}: needs kernel='gluon', a value in (16, 32, 64, 128) "
                              f"below block_m={self.block_m} and >= 4 * num_warps ({4 * self.num_warps})")
 
+        if self.sub_block_m is not None and (
+                self.kernel != "gluon" or self.sub_block_m not in (16, 32, 64, 128)
+                or self.sub_block_m >= self.block_m or self.sub_block_m < 4 * self.num_warps
+                or self.tail_block_m is not None):
+            raise ValueError(f"sub_block_m={self.sub_block_m}: needs kernel='gluon', a value in (16, 32, 64, 128) "
+                             f"below block_m={self.block_m} and >= 4 * num_warps ({4 * self.num_warps}), and no "
+                             "tail_block_m")
+
+        if self.n_fastest is not None and (self.kernel != "gluon" or not isinstance(self.n_fastest, bool)):
+            raise ValueError(f"n_fastest={self.n_fastest!r}: must be None, or True / False with kernel='gluon'")
+
     @property
     def launch_options(self) -> dict:
         """Extra Triton launch options (only the ones that are set)."""
@@ -120,9 +137,12 @@ def heuristic_config(kernel: str, num_slots: int, num_local_experts: int, soft: 
         # NOTES: the codes 3 K steps ahead through the shared-memory ring: against the same tile's one-step
         # prefetch, 42 H100 / H200 sweeps (4 workloads, T = 1..512, both GEMMs) median -3.6%, 3 worse by 2-5%
         # (benchmarks/NOTES.md "v15")
+        # NOTES: tiles of >= 16 tokens run N-block-major (n_fastest): the tiled GEMMs alone at T = 512 / 2048 ran
+        # 2-19% faster that way on all four workloads (H100, benchmarks/NOTES.md "v19"); 8-token tiles measured
+        # -15..+10%
         bm = next(b for b in (8, 16, 32, 64) if per_expert <= b)
         return GemmConfig(block_m=bm, block_n=32 if kernel == "gemm1" else 64, swap_ab=True, num_warps=4,
-                          num_stages=3, kernel="gluon", prefetch=3)
+                          num_stages=3, kernel="gluon", prefetch=3, n_fastest=True if bm >= 16 else None)
     if hopper:      # prefill: two warpgroups share 128-256-token activation tiles, small remainders in
         # tail tiles (H100 dsv3 T=8192: GEMM1 16.4 ms Triton -> 10.2 ms 256-token tiles -> 8.5 ms + tails)
         big = per_expert >= 160

@@ -893,17 +893,22 @@ def _launch(kernel, grid_n: int, num_slots: int, e_local: int, cfg, expected_slo
             first_kwargs: dict | None = None):
     """One launch over all tiles, or (cfg.tail_block_m) the FULL launch and the TAIL launch (see SPLIT_*).
     `first_kwargs`: for the first launch only (the programmatic dependent launch of GEMM2).
-    NOTES: prefill-sized token tiles (>= 128) run N-block-major (see _tile_pids), decode tiles tile-major."""
+    NOTES: prefill-sized token tiles (>= 128) run N-block-major (see _tile_pids), decode tiles tile-major, unless
+    cfg.n_fastest says otherwise."""
     tiles, unit = _max_tiles(num_slots, e_local, cfg.block_m), packing_unit(expert_pad(e_local))
     if tiles >= unit:
         raise ValueError(f"gluon kernel: {num_slots} slots over {e_local} local experts make up to {tiles} tiles of "
                          f"{cfg.block_m} rows; tile_of_program needs fewer than {unit} (use a larger block_m)")
 
     def one(block_m, split, max_tiles, first=None):
+        sub = cfg.sub_block_m or 0
         kw = dict(kwargs, BLOCK_M=block_m, SPLIT=split, FULL_M=cfg.block_m, TAIL_M=cfg.tail_block_m or cfg.block_m,
                   **_layouts(block_m, cfg.num_warps))
+        if sub:     # see _gemm1_wgmma_tile
+            kw.update(SUB_M=sub, **{f"{k}_S": v for k, v in _layouts(sub, cfg.num_warps).items()})
         return _launch_over_tiles(kernel, grid_n, num_slots, e_local, block_m, expected_slots, args, kw,
-                                  n_fastest=block_m >= 128, max_tiles=max_tiles, first_kwargs=first)
+                                  n_fastest=block_m >= 128 if cfg.n_fastest is None else cfg.n_fastest,
+                                  max_tiles=max_tiles, first_kwargs=first)
     if cfg.tail_block_m is None:
         return one(cfg.block_m, SPLIT_ALL, None, first_kwargs)
     handle = one(cfg.block_m, SPLIT_FULL, None, first_kwargs)
@@ -975,18 +980,31 @@ def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, s
                       HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
                       EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
                       TILED: gl.constexpr, SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr,
-                      K_LOOP: gl.constexpr, N_BLOCKS: gl.constexpr, GDC_WAIT: gl.constexpr = False):
+                      K_LOOP: gl.constexpr, N_BLOCKS: gl.constexpr, GDC_WAIT: gl.constexpr = False,
+                      SUB_M: gl.constexpr = 0, MMA_S: gl.constexpr = None, B_LOAD_S: gl.constexpr = None,
+                      EPI_S: gl.constexpr = None):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD,
                                                        SPLIT, FULL_M, TAIL_M)
     if real:
         for j in gl.static_range(N_BLOCKS):      # see _gemm2_wgmma_tile
             n0 = (nblk * N_BLOCKS + j) * BLOCK_N
             if (N_BLOCKS == 1) or (n0 < inter):
-                _gemm1_block(n0, row_start, row_end, expert, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we,
-                             stride_wn, stride_wse, stride_wsn, sorted_ptr, weights_ptr, act_ptr, stride_act,
-                             bias_ptr, stride_bias, hidden, inter, clamp, alpha, k_words, k_groups, TOPK, BLOCK_M,
-                             BLOCK_N, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA, B_LOAD, EPI, QUAD,
-                             PARTIAL_K, SCALE_WORDS, TILED, K_LOOP, GDC_WAIT)
+                # NOTES (GemmConfig.sub_block_m): a tile whose expert has at most SUB_M rows left runs the SUB_M-token
+                # body. One program per BLOCK_M tokens decodes each weight block once (at ~64 tokens per expert,
+                # 64-token tiles decode ~1.5x the weights of the experts they touch), and its wgmmas are only as wide
+                # as the rows need (128-token tiles compute ~2x the real rows). Same wgmmas per token, same bits.
+                if (SUB_M > 0) and (row_end - row_start <= SUB_M):
+                    _gemm1_block(n0, row_start, row_end, expert, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr,
+                                 stride_we, stride_wn, stride_wse, stride_wsn, sorted_ptr, weights_ptr, act_ptr,
+                                 stride_act, bias_ptr, stride_bias, hidden, inter, clamp, alpha, k_words, k_groups,
+                                 TOPK, SUB_M, BLOCK_N, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA_S,
+                                 B_LOAD_S, EPI_S, QUAD, PARTIAL_K, SCALE_WORDS, TILED, K_LOOP, GDC_WAIT)
+                else:
+                    _gemm1_block(n0, row_start, row_end, expert, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr,
+                                 stride_we, stride_wn, stride_wse, stride_wsn, sorted_ptr, weights_ptr, act_ptr,
+                                 stride_act, bias_ptr, stride_bias, hidden, inter, clamp, alpha, k_words, k_groups,
+                                 TOPK, BLOCK_M, BLOCK_N, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA,
+                                 B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, K_LOOP, GDC_WAIT)
 
 
 @gluon.jit
@@ -1030,7 +1048,8 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, 
                         EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
                         TILED: gl.constexpr, PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr,
                         SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr, K_LOOP: gl.constexpr,
-                        N_BLOCKS: gl.constexpr, GDC: gl.constexpr = GDC_PLAIN):
+                        N_BLOCKS: gl.constexpr, GDC: gl.constexpr = GDC_PLAIN, SUB_M: gl.constexpr = 0,
+                        MMA_S: gl.constexpr = None, B_LOAD_S: gl.constexpr = None, EPI_S: gl.constexpr = None):
     if GDC == GDC_PLAIN:
         _gdc_launch_dependents()     # GEMM2 (launched with launch_pdl) may start its prologue now
     elif GDC == GDC_WAIT_FIRST:
@@ -1046,14 +1065,15 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, 
                               stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
                               stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups,
                               TOPK, BLOCK_M, BLOCK_N, E_PAD, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES,
-                              MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP, N_BLOCKS)
+                              MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP, N_BLOCKS,
+                              False, SUB_M, MMA_S, B_LOAD_S, EPI_S)
     else:
         _gemm1_wgmma_tile(pid, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse,
                           stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
                           stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups, TOPK,
                           BLOCK_M, BLOCK_N, E_PAD, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA,
                           B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP, N_BLOCKS,
-                          GDC == GDC_EARLY)
+                          GDC == GDC_EARLY, SUB_M, MMA_S, B_LOAD_S, EPI_S)
         if GDC == GDC_EARLY:
             _gdc_wait()     # programs that found no tile wait too (see _gemm2_wgmma_kernel)
 
@@ -1067,7 +1087,8 @@ def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_pt
                       MMA: gl.constexpr, B_LOAD: gl.constexpr, EPI: gl.constexpr, QUAD: gl.constexpr,
                       PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, SPLIT: gl.constexpr,
                       FULL_M: gl.constexpr, TAIL_M: gl.constexpr, K_LOOP: gl.constexpr, N_BLOCKS: gl.constexpr,
-                      GDC_WAIT: gl.constexpr = False):
+                      GDC_WAIT: gl.constexpr = False, SUB_M: gl.constexpr = 0, MMA_S: gl.constexpr = None,
+                      B_LOAD_S: gl.constexpr = None, EPI_S: gl.constexpr = None):
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD,
                                                        SPLIT, FULL_M, TAIL_M)
     if real:
@@ -1077,11 +1098,22 @@ def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_pt
         for j in gl.static_range(N_BLOCKS):
             n0 = (nblk * N_BLOCKS + j) * BLOCK_N
             if (N_BLOCKS == 1) or (n0 < hidden):
-                _gemm2_block(n0, row_start, row_end, expert, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr,
-                             stride_we, stride_wn, stride_wse, stride_wsn, sorted_ptr, weights_ptr, out_ptr,
-                             stride_out, row_addr_ptr, epi, peer_descs, bias_ptr, stride_bias, hidden, inter, k_words,
-                             k_groups, BLOCK_M, BLOCK_N, HAS_BIAS, ROW_ADDR, ROW_TMA, R_PEERS, STAGES, MMA, B_LOAD,
-                             EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, K_LOOP, GDC_WAIT)
+                if (SUB_M > 0) and (row_end - row_start <= SUB_M):     # see _gemm1_wgmma_tile
+                    if ROW_TMA:     # the first SUB_M rows of the epilogue's buffers
+                        epi_s = (epi[0].slice(0, SUB_M), epi[1].slice(0, SUB_M))
+                    else:
+                        epi_s = epi
+                    _gemm2_block(n0, row_start, row_end, expert, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr,
+                                 stride_we, stride_wn, stride_wse, stride_wsn, sorted_ptr, weights_ptr, out_ptr,
+                                 stride_out, row_addr_ptr, epi_s, peer_descs, bias_ptr, stride_bias, hidden, inter,
+                                 k_words, k_groups, SUB_M, BLOCK_N, HAS_BIAS, ROW_ADDR, ROW_TMA, R_PEERS, STAGES,
+                                 MMA_S, B_LOAD_S, EPI_S, QUAD, PARTIAL_K, SCALE_WORDS, TILED, K_LOOP, GDC_WAIT)
+                else:
+                    _gemm2_block(n0, row_start, row_end, expert, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr,
+                                 stride_we, stride_wn, stride_wse, stride_wsn, sorted_ptr, weights_ptr, out_ptr,
+                                 stride_out, row_addr_ptr, epi, peer_descs, bias_ptr, stride_bias, hidden, inter,
+                                 k_words, k_groups, BLOCK_M, BLOCK_N, HAS_BIAS, ROW_ADDR, ROW_TMA, R_PEERS, STAGES,
+                                 MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, K_LOOP, GDC_WAIT)
 
 
 @gluon.jit
@@ -1124,7 +1156,8 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_
                         EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
                         TILED: gl.constexpr, PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr, SPLIT: gl.constexpr,
                         FULL_M: gl.constexpr, TAIL_M: gl.constexpr, K_LOOP: gl.constexpr, N_BLOCKS: gl.constexpr,
-                        GDC_WAIT: gl.constexpr):
+                        GDC_WAIT: gl.constexpr, SUB_M: gl.constexpr = 0, MMA_S: gl.constexpr = None,
+                        B_LOAD_S: gl.constexpr = None, EPI_S: gl.constexpr = None):
     """ROW_TMA: the symm_mem return fused into GEMM2 by TMA stores (pd0..pd7: PeerRows.kernel_args, R_PEERS
     ranks); otherwise they are None. NOTES: eight parameters, not a tuple: the launcher does not expand
     descriptors inside tuples (Triton 3.6)."""
@@ -1143,13 +1176,14 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_
                               row_addr_ptr, epi, peer_descs, bias_ptr, stride_bias, num_local_experts, hidden, inter,
                               k_words, k_groups, BLOCK_M, BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, ROW_TMA, R_PEERS, STAGES,
                               MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP,
-                              N_BLOCKS)
+                              N_BLOCKS, False, SUB_M, MMA_S, B_LOAD_S, EPI_S)
     else:
         _gemm2_wgmma_tile(pid, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse,
                           stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr, epi,
                           peer_descs, bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups,
                           BLOCK_M, BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, ROW_TMA, R_PEERS, STAGES, MMA, B_LOAD, EPI,
-                          QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP, N_BLOCKS, GDC_WAIT)
+                          QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP, N_BLOCKS, GDC_WAIT,
+                          SUB_M, MMA_S, B_LOAD_S, EPI_S)
         if GDC_WAIT:
             # NOTES: every program waits for GEMM1 before it exits (a second wait is free), so GEMM2's completion,
             # which the next kernel on the stream waits for, implies GEMM1's even where a program found no tile
