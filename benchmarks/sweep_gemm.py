@@ -87,7 +87,8 @@ def sub_candidates(base: GemmConfig, kernel: str = "gemm2") -> list[GemmConfig]:
     with a half-width body, and twice the tile with the pick's width as the body (one program decodes each
     weight block once for up to 2x the tokens, NOTES "v19"); a tail-split pick drops its tail for the body. Tiles
     under 128 tokens also with the N-block-major grid (`n_fastest`: a tile's activation rows from L2 for every
-    channel block), and an 8-warp pick also as 4-warp 128-token tiles with a 64-token body."""
+    channel block), an 8-warp pick also as 4-warp 128-token tiles with a 64-token body, and a tail-split pick also
+    with its tail launch N-block-major."""
     if base.kernel != "gluon":
         return [base]
     bm = base.block_m
@@ -108,6 +109,8 @@ def sub_candidates(base: GemmConfig, kernel: str = "gemm2") -> list[GemmConfig]:
         # the activation ring within shared memory; overlap's second operand spills at 256 tokens (NOTES "v9")
         if cfg.num_stages * cfg.block_m * 256 <= 196608 and not (cfg.overlap and cfg.block_m > 128):
             out.append(cfg)
+    if base.tail_block_m and base.n_fastest is None:    # the tail launch's small tiles N-block-major too
+        out.append(replace(base, n_fastest=True))
     return list(dict.fromkeys(out))
 
 
