@@ -237,7 +237,8 @@ def main() -> None:
                 results.append(row)
                 print(f"{kernel} T={t:5} bm={cfg.block_m:3} bn={cfg.block_n:3} swap={int(cfg.swap_ab)} "
                       f"w={cfg.num_warps} s={cfg.num_stages} fuse={int(cfg.fuse_gate_up)} maxnreg={cfg.maxnreg} "
-                      f"tail={cfg.tail_block_m} sub={cfg.sub_block_m} nf={cfg.n_fastest} ovl={int(cfg.overlap)} nb={cfg.n_blocks} pf={cfg.prefetch} {cfg.kernel:6}: "
+                      f"tail={cfg.tail_block_m} sub={cfg.sub_block_m} nf={cfg.n_fastest} ovl={int(cfg.overlap)} "
+                      f"nb={cfg.n_blocks} pf={cfg.prefetch} {cfg.kernel:6}: "
                       f"{us:9.1f} us "
                       f"{row['weight_gbps']:6.0f} GB/s {row['tflops']:6.1f} TFLOP/s same={same} | {info}", flush=True)
             if kernel == "gemm1":

@@ -108,8 +108,9 @@ def test_gluon_full_and_tail_tiles(tail):
      GemmConfig(64, 128, True, 4, 3, kernel="gluon", sub_block_m=32, n_fastest=True))])
 def test_gluon_sub_tiles(g1, g2):
     """sub_block_m: a tile whose expert has at most sub_block_m rows left runs the narrower body in the same
-    program; n_fastest: either grid order at any tile size. Counts around both boundaries (0, < sub, = sub, sub + 1, block_m, block_m + sub, block_m + sub + 1,
-    2 * block_m + 1) give the Triton kernel's bits, with either GEMM on the Triton kernel and both on Gluon."""
+    program; n_fastest: either grid order at any tile size. Counts around both boundaries (0, < sub, = sub,
+    sub + 1, block_m, block_m + sub, block_m + sub + 1, 2 * block_m + 1) give the Triton kernel's bits, with either
+    GEMM on the Triton kernel and both on Gluon."""
     dev = torch.device("cuda")
     h, i = 256, 128
     sub, bm = g1.sub_block_m or g1.block_m // 2, g1.block_m

@@ -204,7 +204,8 @@ def config_from_dict(d: Any, where: str = "config") -> GemmConfig:
     for name, typ in _OPTIONAL_CONFIG_FIELDS.items():
         bools = typ is bool or (isinstance(typ, tuple) and bool in typ)
         if name in d and (not isinstance(d[name], typ) or (not bools and isinstance(d[name], bool))):
-            kind = {bool: "true or false", str: "a string"}.get(typ, "true, false or null" if bools else "an int or null")
+            kind = {bool: "true or false", str: "a string", (bool, type(None)): "true, false or null"}.get(
+                typ, "an int or null")
             raise ValueError(f"{where}.{name} must be {kind}, got {d[name]!r}")
     extra = sorted(set(d) - set(_CONFIG_FIELDS) - set(_OPTIONAL_CONFIG_FIELDS))
     if extra:

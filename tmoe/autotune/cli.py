@@ -201,7 +201,8 @@ def short(cfg) -> str:
             + (" fused" if cfg.fuse_gate_up else "") + (f" maxnreg={cfg.maxnreg}" if cfg.maxnreg else "")
             + (f" tail={cfg.tail_block_m}" if cfg.tail_block_m else "") + (f" sub={cfg.sub_block_m}" if cfg.sub_block_m
                                                                             else "")
-            + (" overlap" if cfg.overlap else "") + ("" if cfg.n_fastest is None else f" n_fastest={int(cfg.n_fastest)}"))
+            + (" overlap" if cfg.overlap else "")
+            + ("" if cfg.n_fastest is None else f" n_fastest={int(cfg.n_fastest)}"))
 
 
 # ----------------------------------------------------------------------------- the problem

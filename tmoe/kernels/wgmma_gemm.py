@@ -1065,8 +1065,8 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, 
                               stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
                               stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups,
                               TOPK, BLOCK_M, BLOCK_N, E_PAD, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES,
-                              MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP, N_BLOCKS,
-                              False, SUB_M, MMA_S, B_LOAD_S, EPI_S)
+                              MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP,
+                              N_BLOCKS, False, SUB_M, MMA_S, B_LOAD_S, EPI_S)
     else:
         _gemm1_wgmma_tile(pid, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse,
                           stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
