@@ -207,6 +207,8 @@ def test_candidate_space_hopper_order_and_overlap():
             overlap = [c for c in space if c.overlap]
             assert all(c.block_m == 128 and c.num_warps == 8 and c.num_stages >= 3 for c in overlap)
             assert bool(overlap) == (t >= 2048)
+            # Gluon tiles of 16-64 tokens N-block-major, the others by tile size (NOTES "v19")
+            assert all(c.grid_n_fastest == (c.block_m >= 16) for c in space if c.kernel == "gluon")
 
 
 def test_seed_current_picks_times_the_cached_config_second(tmp_path, monkeypatch):
@@ -244,11 +246,12 @@ def test_seed_current_picks_adds_variants_of_a_gluon_pick(tmp_path, monkeypatch)
         except ValueError:
             pass
     assert subs, current
-    head = 5 + len(rings) + len(subs)
+    order = [replace(current, n_fastest=not current.grid_n_fastest)]     # then the other grid order
+    head = 5 + len(rings) + len(subs) + 1
     assert seeded[:head] == [space[0], current, replace(current, n_blocks=1), replace(current, n_blocks=4),
-                             replace(current, prefetch=2)] + rings + subs
+                             replace(current, prefetch=2)] + rings + subs + order
     # the n_blocks=1 variant was there already
-    assert len(seeded) == len(set(seeded)) == len(space) + 3 + len(rings) + len(subs)
+    assert len(seeded) == len(set(seeded)) == len(space) + 3 + len(rings) + len(subs) + 1
     cache.clear_memory_cache()
 
 

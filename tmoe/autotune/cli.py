@@ -128,7 +128,10 @@ def candidate_space(kernel: str, num_tokens: int, *, num_experts: int, hidden: i
         # NOTES: 2-4 activation stages of block_m x 128 bf16 within 192 KB of shared memory
         # and (offline SASS, benchmarks/NOTES.md) the fp32 accumulators spill past 64 registers per
         # thread with 4 warps, 128 with 8 (the 8-warp kernel's activation addresses are spread over 256 threads)
-        cands += [GemmConfig(bm, bn, True, warps, stages, kernel="gluon", tail_block_m=tail)
+        # NOTES: tiles of 16-64 tokens N-block-major, as the heuristic's (NOTES "v19": -2..-19% at T = 512 / 2048 on
+        # the H100 for every workload); the other order is tried next to a cached pick (seed_current_picks)
+        cands += [GemmConfig(bm, bn, True, warps, stages, kernel="gluon", tail_block_m=tail,
+                             n_fastest=True if 16 <= bm < 128 else None)
                   for bm, warps, bn, stages, tail in gluon
                   if (bm <= max(rows_cap // 2, 8) or bm == base.block_m) and stages * bm * 256 <= 196608
                   and accumulators * bn * bm / (32 * warps) <= (64 if warps == 4 else 128)]
@@ -189,6 +192,7 @@ def seed_current_picks(spaces: dict, device_name: str, num_experts: int, hidden:
                     variants.append(replace(current, tail_block_m=None, **kw))
                 except ValueError:      # no valid body width for this tile
                     pass
+            variants.append(replace(current, n_fastest=not current.grid_n_fastest))    # the other grid order
             for pos, variant in enumerate(variants, start=2):
                 if variant in cands:
                     cands.remove(variant)

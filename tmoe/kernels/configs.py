@@ -62,6 +62,12 @@ class GemmConfig:
         return self.prefetch if self.prefetch >= 2 else 0
 
     @property
+    def grid_n_fastest(self) -> bool:
+        """The grid order of the block_m-token launch: n_fastest, or by default N-block-major from 128 tokens
+        (wgmma_gemm._launch; a tail launch's smaller tiles follow n_fastest, or by default their own size)."""
+        return self.block_m >= 128 if self.n_fastest is None else self.n_fastest
+
+    @property
     def decode_mode(self) -> int:
         return DECODE_MODES.index(self.decode)
 
