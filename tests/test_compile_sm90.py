@@ -109,3 +109,19 @@ def test_gluon_gemms_compile_for_sm90_without_register_hazards():
     for kernel in ("gemm1 bm8 bn32 s3", "gemm2 bm8 bn64 s3", "gemm1 bm8 bn32 s3 k2880", "gemm2 bm8 bn64 s3 k2880"):
         # quad-ordered weights: no exchange in the loop (K = 2880: only the peeled partial last step has one)
         assert result[kernel + " quad"]["loop_instructions"] < result[kernel]["loop_instructions"] - 40, kernel
+
+
+def test_warp_specialized_gemm2_experiment_compiles_for_sm90():
+    """benchmarks/experiments/ws_gemm2.py (the decode in its own warps, not wired into the layer) keeps compiling
+    against wgmma_gemm's helpers: every variant without spills, with register hand-over between the partitions
+    (setmaxnreg), a wgmma per k16 step and mbarrier waits."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks", "experiments", "ws_gemm2.py")
+    run = subprocess.run([sys.executable, script, "--compile"], capture_output=True, text=True,
+                         env=dict(os.environ, TRITON_INTERPRET="0"), timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = [line for line in run.stdout.splitlines() if line.startswith("bm")]
+    assert len(lines) == 3, run.stdout
+    for line in lines:
+        fields = dict(item.split("=") for item in line.split(": ", 1)[1].split())
+        assert fields["spills"] == "0" and int(fields["setmaxnreg"]) > 0, line
+        assert int(fields["wgmma"]) >= 8 and int(fields["mbarrier_wait"]) >= 2, line
