@@ -203,9 +203,8 @@ def short(cfg) -> str:
     return (f"bm={cfg.block_m} bn={cfg.block_n} swap={int(cfg.swap_ab)} w={cfg.num_warps} "
             f"s={cfg.num_stages} {cfg.decode if cfg.kernel == 'triton' else 'gluon'}"
             + (" fused" if cfg.fuse_gate_up else "") + (f" maxnreg={cfg.maxnreg}" if cfg.maxnreg else "")
-            + (f" tail={cfg.tail_block_m}" if cfg.tail_block_m else "") + (f" sub={cfg.sub_block_m}" if cfg.sub_block_m
-                                                                            else "")
-            + (" overlap" if cfg.overlap else "")
+            + (f" tail={cfg.tail_block_m}" if cfg.tail_block_m else "")
+            + (f" sub={cfg.sub_block_m}" if cfg.sub_block_m else "") + (" overlap" if cfg.overlap else "")
             + ("" if cfg.n_fastest is None else f" n_fastest={int(cfg.n_fastest)}"))
 
 

@@ -105,7 +105,6 @@ class GemmConfig:
                 or self.tail_block_m >= self.block_m or self.tail_block_m < 4 * self.num_warps):
             raise ValueError(f"tail_block_m={self.tail_block_m}: needs kernel='gluon', a value in (16, 32, 64, 128) "
                              f"below block_m={self.block_m} and >= 4 * num_warps ({4 * self.num_warps})")
-
         if self.sub_block_m is not None and (
                 self.kernel != "gluon" or self.sub_block_m not in (16, 32, 64, 128)
                 or self.sub_block_m >= self.block_m or self.sub_block_m < 4 * self.num_warps
@@ -113,7 +112,6 @@ class GemmConfig:
             raise ValueError(f"sub_block_m={self.sub_block_m}: needs kernel='gluon', a value in (16, 32, 64, 128) "
                              f"below block_m={self.block_m} and >= 4 * num_warps ({4 * self.num_warps}), and no "
                              "tail_block_m")
-
         if self.n_fastest is not None and (self.kernel != "gluon" or not isinstance(self.n_fastest, bool)):
             raise ValueError(f"n_fastest={self.n_fastest!r}: must be None, or True / False with kernel='gluon'")
 
