@@ -42,7 +42,9 @@ def _ws_decode(a_smem, a_ready, a_empty, w_words, ws_base, lut_ptr, stride_ww, s
                DEPTH: gl.constexpr, QUAD: gl.constexpr):
     """Decode partition: step i's exact bf16 weights [BLOCK_A, 128] into A slot i % DEPTH (codes one step ahead in
     registers, unmasked loads: rows past the block read its last valid row, as the shipped 4-warp loops). The A rows
-    as the shipped kernels' (wgmma_gemm._weight_rows; GATE_UP: GEMM1's gate / up rows interleaved by 8)."""
+    as the shipped kernels' (wgmma_gemm._weight_rows; GATE_UP: GEMM1's gate / up rows interleaved by 8). MMA: a
+    4-warp wgmma layout whose A-operand layout the decode emits (the MMA partition may have 8 warps: the shared-memory
+    tile is the same)."""
     A_LAYOUT: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     WORD3: gl.constexpr = wg._word_layout(BLOCK_A, gl.num_warps())
     ROWS: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, WORD3))
@@ -117,7 +119,8 @@ def _ws_gemm1_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, str
                      offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, num_local_experts, hidden, inter,
                      k_words, k_groups, TOPK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                      E_PAD: gl.constexpr, STAGES: gl.constexpr, DEPTH: gl.constexpr, QUAD: gl.constexpr,
-                     MMA: gl.constexpr, B_LOAD: gl.constexpr, EPI: gl.constexpr, DECODE_REGS: gl.constexpr):
+                     MMA: gl.constexpr, MMA_DEC: gl.constexpr, B_LOAD: gl.constexpr, EPI: gl.constexpr,
+                     DECODE_REGS: gl.constexpr):
     """GEMM1 + SwiGLU + MXFP8 requant (no clamp, no bias), the gate / up channels [n0, n0 + BLOCK_N) of one token
     tile: A tile = 2 * BLOCK_N rows (wgmma_gemm._gemm1_block's order and epilogue)."""
     pid, npid, nblk = wg._tile_pids(True)
@@ -135,8 +138,8 @@ def _ws_gemm1_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, str
                        2 * BLOCK_N, BLOCK_M, STAGES, DEPTH, MMA, B_LOAD)),
             (_ws_decode, (a_smem, a_ready, a_empty, w1_ptr + expert.to(gl.int64) * stride_we,
                           w1_sf_ptr + expert.to(gl.int64) * stride_wse, lut_ptr, stride_wn, stride_wsn, n0,
-                          inter + n0, inter - n0, k_words, k_groups, num_full, 2 * BLOCK_N, True, MMA, DEPTH, QUAD))],
-            [4], [DECODE_REGS])
+                          inter + n0, inter - n0, k_words, k_groups, num_full, 2 * BLOCK_N, True, MMA_DEC, DEPTH,
+                          QUAD))], [4], [DECODE_REGS])
         # as wgmma_gemm._gemm1_block: A row 16 * a + 8 * part + b = channel n0 + 8 * a + b of gate (0) / up (1)
         acc = gl.permute(gl.reshape(acc, [2 * BLOCK_N // 16, 2, 8, BLOCK_M]), (3, 0, 2, 1))
         acc_g, acc_u = gl.split(gl.reshape(acc, [BLOCK_M, BLOCK_N, 2]))
@@ -155,7 +158,7 @@ def _ws_gemm2_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_we,
                      offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, num_local_experts, hidden, inter,
                      k_words, k_groups, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr,
                      STAGES: gl.constexpr, DEPTH: gl.constexpr, QUAD: gl.constexpr, MMA: gl.constexpr,
-                     B_LOAD: gl.constexpr, EPI: gl.constexpr, DECODE_REGS: gl.constexpr):
+                     MMA_DEC: gl.constexpr, B_LOAD: gl.constexpr, EPI: gl.constexpr, DECODE_REGS: gl.constexpr):
     pid, npid, nblk = wg._tile_pids(True)
     expert, row_start, row_end, real = wg.tile_of_program(offsets_ptr, pid, num_local_experts, BLOCK_M, E_PAD,
                                                           wg.SPLIT_ALL, BLOCK_M, BLOCK_M)
@@ -170,7 +173,7 @@ def _ws_gemm2_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_we,
             (_ws_mma, (a_smem, b_smem, a_ready, a_empty, act_ptr, (row_start + m).to(gl.int64), row_start + m < row_end,
                        stride_act, inter, num_full, BLOCK_N, BLOCK_M, STAGES, DEPTH, MMA, B_LOAD)),
             (_ws_decode, (a_smem, a_ready, a_empty, w_words, ws_base, lut_ptr, stride_wn, stride_wsn, n0, n0,
-                          hidden - n0, k_words, k_groups, num_full, BLOCK_N, False, MMA, DEPTH, QUAD))], [4],
+                          hidden - n0, k_words, k_groups, num_full, BLOCK_N, False, MMA_DEC, DEPTH, QUAD))], [4],
             [DECODE_REGS])
         acc = gl.convert_layout(gl.permute(acc, (1, 0)), EPI)
         rows = row_start + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, EPI))
@@ -180,12 +183,14 @@ def _ws_gemm2_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_we,
 
 
 def constexprs(block_m: int, block_n: int = 64, stages: int = 4, depth: int = 3, decode_regs: int = 152,
-               gemm1: bool = False, quad: int | None = None) -> dict:
-    """GEMM2: block_n weight rows per program; GEMM1 (gemm1=True): block_n gate + block_n up channels. quad:
-    weight_layout.is_quad of the weights (default: what transform_weights_for_mega_moe makes on Hopper)."""
+               gemm1: bool = False, quad: int | None = None, mma_warps: int = 4) -> dict:
+    """GEMM2: block_n weight rows per program; GEMM1 (gemm1=True): block_n gate + block_n up channels; the A tile
+    (block_n or 2 * block_n rows) is 64 rows per MMA warpgroup (mma_warps 4 or 8). quad: weight_layout.is_quad of the
+    weights (default: what transform_weights_for_mega_moe makes on Hopper)."""
     quad = quad if quad is not None else (2 if gemm1 else 1)
     return dict(BLOCK_M=block_m, BLOCK_N=block_n, E_PAD=256, STAGES=stages, DEPTH=depth, QUAD=quad,
-                DECODE_REGS=decode_regs, **({"TOPK": 8} if gemm1 else {}), **wg._layouts(block_m, 4))
+                DECODE_REGS=decode_regs, **({"TOPK": 8} if gemm1 else {}), **wg._layouts(block_m, mma_warps),
+                MMA_DEC=wg._layouts(block_m, 4)["MMA"])
 
 
 def compile_offline() -> None:
@@ -195,21 +200,24 @@ def compile_offline() -> None:
           "sorted_ptr": "*i32", "weights_ptr": "*fp32", "out_ptr": "*i16"}
     g1 = {"x_ptr": "*bf16", "w1_ptr": "*i32", "w1_sf_ptr": "*u8", "lut_ptr": "*i32", "offsets_ptr": "*i32",
           "sorted_ptr": "*i32", "weights_ptr": "*fp32", "act_ptr": "*i16"}
-    for name, kernel, ptrs, block_m, block_n, stages, depth, cap in (
-            ("gemm2", _ws_gemm2_kernel, g2, 64, 64, 3, 3, 128), ("gemm2", _ws_gemm2_kernel, g2, 64, 64, 4, 3, None),
-            ("gemm2", _ws_gemm2_kernel, g2, 128, 64, 3, 2, None), ("gemm1", _ws_gemm1_kernel, g1, 64, 32, 3, 3, 128)):
+    kernels = {"gemm1": (_ws_gemm1_kernel, g1), "gemm2": (_ws_gemm2_kernel, g2)}
+    for name, block_m, block_n, stages, depth, cap, warps in (
+            ("gemm2", 64, 64, 3, 3, 128, 4), ("gemm2", 64, 64, 4, 3, None, 4), ("gemm2", 128, 64, 3, 2, None, 4),
+            ("gemm1", 64, 32, 3, 3, 128, 4), ("gemm2", 128, 128, 3, 2, None, 8), ("gemm1", 128, 64, 3, 2, None, 8)):
+        kernel, ptrs = kernels[name]
         compiled = compile_gluon(kernel, ptrs, set(), constexprs(block_m, block_n, stages, depth,
-                                                                 gemm1=name == "gemm1"), 4, maxnreg=cap)
+                                                                 gemm1=name == "gemm1", mma_warps=warps), warps,
+                                 maxnreg=cap)
         ptx = compiled.asm["ptx"]
         info = inspect(compiled, 0)
-        print(f"{name} bm{block_m} bn{block_n} s{stages} depth{depth} cap{cap}: regs={info['regs']} "
+        print(f"{name} bm{block_m} bn{block_n} w{warps}+4 s{stages} depth{depth} cap{cap}: regs={info['regs']} "
               f"spills={info['spills']} shared={compiled.metadata.shared} wgmma={ptx.count('wgmma.mma_async')} "
               f"setmaxnreg={ptx.count('setmaxnreg')} named_bar={ptx.count('bar.sync') + ptx.count('barrier.sync')} "
               f"mbarrier_wait={ptx.count('mbarrier.try_wait')}")
 
 
 def ws_gemm2(act, w2, w2_sf, plan, out_bits, *, quad: int, block_m: int, stages: int, depth: int,
-             decode_regs: int = 152, maxnreg: int | None = None):
+             decode_regs: int = 152, maxnreg: int | None = None, mma_warps: int = 4):
     """Launch the experiment on a plan of grouped_gemm.gemm2's arguments (tiled quad weights, K % 128 == 0)."""
     import torch
     import triton
@@ -217,17 +225,18 @@ def ws_gemm2(act, w2, w2_sf, plan, out_bits, *, quad: int, block_m: int, stages:
     e_local, hidden, half_i = w2.shape
     inter = half_i * 2
     words = wg._as_words(w2)
-    grid = (triton.cdiv(hidden, 64), _max_tiles(plan.num_slots, e_local, block_m))
+    block_n = 16 * mma_warps      # 64 weight rows per MMA warpgroup
+    grid = (triton.cdiv(hidden, block_n), _max_tiles(plan.num_slots, e_local, block_m))
     return _ws_gemm2_kernel[grid](
         act.view(torch.bfloat16), act.stride(0), words, w2_sf, wg.fp4_lut(act.device), words.stride(0),
         words.stride(1), w2_sf.stride(0), w2_sf.stride(1), plan.expert_offsets, plan.sorted_slots, out_bits, out_bits,
-        out_bits.stride(0), e_local, hidden, inter, inter // 8, inter // 32, num_warps=4,
-        **constexprs(block_m, stages=stages, depth=depth, decode_regs=decode_regs, quad=quad),
+        out_bits.stride(0), e_local, hidden, inter, inter // 8, inter // 32, num_warps=mma_warps,
+        **constexprs(block_m, block_n, stages, depth, decode_regs, quad=quad, mma_warps=mma_warps),
         **({"maxnreg": maxnreg} if maxnreg else {}))
 
 
 def ws_gemm1(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, quad: int, block_m: int, stages: int,
-             depth: int, decode_regs: int = 152, maxnreg: int | None = None):
+             depth: int, decode_regs: int = 152, maxnreg: int | None = None, mma_warps: int = 4):
     """Launch the GEMM1 experiment (swiglu, no clamp / bias, fast math) on grouped_gemm.gemm1_swiglu's arguments."""
     import torch
     import triton
@@ -235,13 +244,21 @@ def ws_gemm1(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, quad: int
     e_local, two_i, half_h = w1.shape
     inter, hidden = two_i // 2, half_h * 2
     words = wg._as_words(w1)
-    grid = (triton.cdiv(inter, 32), _max_tiles(plan.num_slots, e_local, block_m))
+    block_n = 8 * mma_warps       # gate + up = 2 * block_n rows = 64 per MMA warpgroup
+    grid = (triton.cdiv(inter, block_n), _max_tiles(plan.num_slots, e_local, block_m))
     return _ws_gemm1_kernel[grid](
         x_bits.view(torch.bfloat16), x_bits.stride(0), words, w1_sf, wg.fp4_lut(x_bits.device), words.stride(0),
         words.stride(1), w1_sf.stride(0), w1_sf.stride(1), plan.expert_offsets, plan.sorted_slots, topk_weights, act,
-        act.stride(0), e_local, hidden, inter, hidden // 8, hidden // 32, num_warps=4,
-        **dict(constexprs(block_m, 32, stages, depth, decode_regs, gemm1=True, quad=quad), TOPK=topk),
+        act.stride(0), e_local, hidden, inter, hidden // 8, hidden // 32, num_warps=mma_warps,
+        **dict(constexprs(block_m, block_n, stages, depth, decode_regs, gemm1=True, quad=quad, mma_warps=mma_warps),
+               TOPK=topk),
         **({"maxnreg": maxnreg} if maxnreg else {}))
+
+
+# (tokens per tile, activation stages, A slots, register cap, MMA warps). NOTES: cap 128 = 2 CTAs (16 warps) per SM
+# where shared memory allows (64 tokens, 3 + 3 slots: 98 KB); 8 MMA warps: 128-row A tiles (each activation tile
+# feeds 128 weight rows), 12 warps at 168 registers, one CTA per SM
+VARIANTS = ((64, 3, 3, 128, 4), (64, 4, 3, None, 4), (128, 3, 2, None, 4), (64, 3, 2, None, 8), (128, 3, 2, None, 8))
 
 
 def gpu_check(workload: str, tokens: list[int]) -> None:
@@ -293,11 +310,13 @@ def gpu_check(workload: str, tokens: list[int]) -> None:
         ref1 = buf.act[: t * k].clone()
         print(f"  T={t:5} GEMM1 shipped {pick['gemm1']}: {time_graph(shipped1, reps=20):8.1f} us")
         if wl.clamp is None and h % BLOCK_K == 0:       # the experiment's GEMM1: swiglu, no clamp, whole K steps
-            for block_m, stages, depth, cap in ((64, 3, 3, 128), (64, 4, 3, None), (128, 3, 2, None)):
+            for block_m, stages, depth, cap, warps in VARIANTS:
                 def run1():
                     return ws_gemm1(buf.x_dq, l1[0], l1[1], plan, buf.topk_weights, buf.act, topk=k,
-                                    quad=is_quad(l1), block_m=block_m, stages=stages, depth=depth, maxnreg=cap)
-                report(t, "GEMM1", f"bm{block_m} s{stages} depth{depth} cap{cap}", run1, buf.act, ref1, t * k)
+                                    quad=is_quad(l1), block_m=block_m, stages=stages, depth=depth, maxnreg=cap,
+                                    mma_warps=warps)
+                report(t, "GEMM1", f"bm{block_m} w{warps}+4 s{stages} depth{depth} cap{cap}", run1, buf.act, ref1,
+                       t * k)
         shipped1()      # GEMM2 reads the shipped GEMM1's act
 
         def shipped():
@@ -307,12 +326,12 @@ def gpu_check(workload: str, tokens: list[int]) -> None:
         torch.cuda.synchronize()
         ref = buf.slot_out[: t * k].clone()
         print(f"  T={t:5} GEMM2 shipped {pick['gemm2']}: {time_graph(shipped, reps=20):8.1f} us")
-        # NOTES: cap 128 = 2 CTAs (16 warps) per SM where shared memory allows (64 tokens, 3 + 3 slots: 98 KB)
-        for block_m, stages, depth, cap in ((64, 3, 3, 128), (64, 4, 3, None), (128, 3, 2, None), (128, 4, 4, None)):
+        for block_m, stages, depth, cap, warps in VARIANTS:
             def run():
                 return ws_gemm2(buf.act, l2[0], l2[1], plan, buf.slot_out, quad=is_quad(l2), block_m=block_m,
-                                stages=stages, depth=depth, maxnreg=cap)
-            report(t, "GEMM2", f"bm{block_m} s{stages} depth{depth} cap{cap}", run, buf.slot_out, ref, t * k)
+                                stages=stages, depth=depth, maxnreg=cap, mma_warps=warps)
+            report(t, "GEMM2", f"bm{block_m} w{warps}+4 s{stages} depth{depth} cap{cap}", run, buf.slot_out, ref,
+                   t * k)
         buf.destroy()
 
 
