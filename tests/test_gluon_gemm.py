@@ -70,23 +70,30 @@ def test_gluon_bitwise_equals_triton(hidden, inter, num_experts, topk, gptoss, n
             assert torch.equal(y.view(torch.int16), y_ref.view(torch.int16)), f"gemm1 {g1} gemm2 {g2}"
 
 
+def _expert_counts_case(counts, h, i, seed):
+    """(weights, x, idx, w, y of the Triton kernel): top-1 routing with counts[e] tokens on expert e (shuffled, GPU),
+    y checked against the float64 reference."""
+    dev = torch.device("cuda")
+    weights = make_weights(len(counts), h, i, seed=seed, device=dev)
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+    idx = idx[torch.randperm(idx.numel(), generator=g)].unsqueeze(1).to(dev)
+    w = (torch.rand(idx.shape, generator=g) + 0.5).to(dev)
+    x = make_tokens(idx.shape[0], h, seed=seed + 1, device=dev)
+    y_ref, buf = run_layer(weights, x, idx, w, gemm1_config=TRITON_CFG, gemm2_config=TRITON_CFG)
+    assert calc_diff(y_ref, reference_moe(buf.x[:idx.shape[0]], buf.x_sf[:idx.shape[0]], idx, w, weights)) <= 1e-4
+    return weights, x, idx, w, y_ref
+
+
 @pytest.mark.skipif(not ON_HOPPER, reason="Gluon wgmma kernels need an sm_90 GPU")
 @pytest.mark.parametrize("tail", [32, 64])
 def test_gluon_full_and_tail_tiles(tail):
     """tail_block_m: each expert's rows in block_m tiles plus, when count % block_m <= tail, one tail tile
     in a second launch. Counts around every boundary (0, < tail, = tail, tail + 1, block_m, block_m + 1,
     block_m + tail, > block_m + tail) give the same bits as the untiled-split configs and the Triton kernel."""
-    dev = torch.device("cuda")
     h, i = 256, 128
     counts = [0, 5, tail, tail + 1, 256, 257, 256 + tail, 300]
-    weights = make_weights(len(counts), h, i, seed=tail, device=dev)
-    g = torch.Generator().manual_seed(tail)
-    idx = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
-    idx = idx[torch.randperm(idx.numel(), generator=g)].unsqueeze(1).to(dev)
-    w = (torch.rand(idx.shape, generator=g) + 0.5).to(dev)
-    x = make_tokens(idx.shape[0], h, seed=tail + 1, device=dev)
-    y_ref, buf = run_layer(weights, x, idx, w, gemm1_config=TRITON_CFG, gemm2_config=TRITON_CFG)
-    assert calc_diff(y_ref, reference_moe(buf.x[:idx.shape[0]], buf.x_sf[:idx.shape[0]], idx, w, weights)) <= 1e-4
+    weights, x, idx, w, y_ref = _expert_counts_case(counts, h, i, tail)
     for bm, warps in ((128, 8), (256, 8), (128, 4)):
         g1 = GemmConfig(bm, 64 if warps == 8 else 32, True, warps, 2, kernel="gluon", tail_block_m=tail)
         g2 = GemmConfig(bm, 128 if warps == 8 else 64, True, warps, 3, kernel="gluon", tail_block_m=tail)
@@ -111,18 +118,10 @@ def test_gluon_sub_tiles(g1, g2):
     program; n_fastest: either grid order at any tile size. Counts around both boundaries (0, < sub, = sub,
     sub + 1, block_m, block_m + sub, block_m + sub + 1, 2 * block_m + 1) give the Triton kernel's bits, with either
     GEMM on the Triton kernel and both on Gluon."""
-    dev = torch.device("cuda")
     h, i = 256, 128
     sub, bm = g1.sub_block_m or g1.block_m // 2, g1.block_m
     counts = [0, 5, sub, sub + 1, bm, bm + sub, bm + sub + 1, 2 * bm + 1]
-    weights = make_weights(len(counts), h, i, seed=sub, device=dev)
-    g = torch.Generator().manual_seed(sub)
-    idx = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
-    idx = idx[torch.randperm(idx.numel(), generator=g)].unsqueeze(1).to(dev)
-    w = (torch.rand(idx.shape, generator=g) + 0.5).to(dev)
-    x = make_tokens(idx.shape[0], h, seed=sub + 1, device=dev)
-    y_ref, buf = run_layer(weights, x, idx, w, gemm1_config=TRITON_CFG, gemm2_config=TRITON_CFG)
-    assert calc_diff(y_ref, reference_moe(buf.x[:idx.shape[0]], buf.x_sf[:idx.shape[0]], idx, w, weights)) <= 1e-4
+    weights, x, idx, w, y_ref = _expert_counts_case(counts, h, i, sub)
     for c1, c2 in ((g1, g2), (g1, TRITON_CFG), (TRITON_CFG, g2)):
         y, _ = run_layer(weights, x, idx, w, gemm1_config=c1, gemm2_config=c2)
         assert torch.equal(y.view(torch.int16), y_ref.view(torch.int16)), f"{c1} / {c2}"

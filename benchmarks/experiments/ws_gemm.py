@@ -31,7 +31,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (async_copy, fence_
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 from tmoe.kernels import wgmma_gemm as wg  # noqa: E402
-from tmoe.kernels.grouped_gemm import _gemm1_epilogue, _gemm2_epilogue  # noqa: E402
+from tmoe.kernels.grouped_gemm import _gemm2_epilogue  # noqa: E402
 
 BLOCK_K = wg.BLOCK_K
 
@@ -140,17 +140,8 @@ def _ws_gemm1_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, str
                           w1_sf_ptr + expert.to(gl.int64) * stride_wse, lut_ptr, stride_wn, stride_wsn, n0,
                           inter + n0, inter - n0, k_words, k_groups, num_full, 2 * BLOCK_N, True, MMA_DEC, DEPTH,
                           QUAD))], [4], [DECODE_REGS])
-        # as wgmma_gemm._gemm1_block: A row 16 * a + 8 * part + b = channel n0 + 8 * a + b of gate (0) / up (1)
-        acc = gl.permute(gl.reshape(acc, [2 * BLOCK_N // 16, 2, 8, BLOCK_M]), (3, 0, 2, 1))
-        acc_g, acc_u = gl.split(gl.reshape(acc, [BLOCK_M, BLOCK_N, 2]))
-        acc_g = gl.convert_layout(acc_g, EPI)
-        acc_u = gl.convert_layout(acc_u, EPI)
-        rows = row_start + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, EPI))
-        row_ok = rows < row_end
-        slot = gl.load(sorted_ptr + rows, mask=row_ok, other=0)
-        n = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, EPI))
-        _gemm1_epilogue(acc_g, acc_u, rows, row_ok, slot, n, n < inter, expert, weights_ptr, act_ptr, stride_act,
-                        weights_ptr, 0, inter, 0.0, 1.702, BLOCK_M, BLOCK_N, False, True, 0, False, False)
+        wg.gemm1_tile_epilogue(acc, n0, row_start, row_end, expert, sorted_ptr, weights_ptr, act_ptr, stride_act,
+                               weights_ptr, 0, inter, 0.0, 1.702, BLOCK_M, BLOCK_N, False, True, 0, False, EPI)
 
 
 @gluon.jit

@@ -33,6 +33,8 @@ GPU only (sm_90): the Triton interpreter cannot run Gluon; CPU runs use `grouped
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 from triton.experimental import gluon
@@ -863,7 +865,10 @@ def _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 ro
     return acc
 
 
+@functools.lru_cache(maxsize=None)
 def _layouts(block_m: int, num_warps: int = 4) -> dict:
+    """The constexpr layouts of a block_m-token tile. NOTES: cached; building them took ~8 µs of host time per
+    launch, twice with a sub body (callers only spread the dict)."""
     return dict(
         MMA=gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, block_m, 16]),
         B_LOAD=gl.BlockedLayout([1, 8], [2, 16], [num_warps, 1], [1, 0]),   # [BLOCK_M, 128] bf16, 16-B cp.async
@@ -1024,7 +1029,19 @@ def _gemm1_block(n0, row_start, row_end, expert, x_ptr, stride_x, w1_ptr, w1_sf_
                       stride_wn, stride_wsn, lut_ptr, n0, inter + n0, inter - n0, hidden, k_words, k_groups,
                       2 * BLOCK_N, True, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K, SCALE_WORDS, TILED,
                       K_LOOP, GDC_WAIT)
-    # A-tile row r = 16 * a + 8 * part + b holds channel n0 + 8 * a + b of gate (part 0) / up (part 1)
+    gemm1_tile_epilogue(acc, n0, row_start, row_end, expert, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
+                        stride_bias, inter, clamp, alpha, BLOCK_M, BLOCK_N, HAS_CLAMP, FAST_MATH, ACTIVATION,
+                        HAS_BIAS, EPI)
+
+
+@gluon.jit
+def gemm1_tile_epilogue(acc, n0, row_start, row_end, expert, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
+                        stride_bias, inter, clamp, alpha, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                        HAS_CLAMP: gl.constexpr, FAST_MATH: gl.constexpr, ACTIVATION: gl.constexpr,
+                        HAS_BIAS: gl.constexpr, EPI: gl.constexpr):
+    """acc [2 * BLOCK_N, BLOCK_M] of the gate / up A rows (_weight_rows with GATE_UP) -> SwiGLU, MXFP8 into act rows
+    of the token tile (grouped_gemm._gemm1_epilogue). A-tile row r = 16 * a + 8 * part + b holds channel
+    n0 + 8 * a + b of gate (part 0) / up (part 1)."""
     acc = gl.permute(gl.reshape(acc, [2 * BLOCK_N // 16, 2, 8, BLOCK_M]), (3, 0, 2, 1))
     acc_g, acc_u = gl.split(gl.reshape(acc, [BLOCK_M, BLOCK_N, 2]))
     acc_g = gl.convert_layout(acc_g, EPI)
