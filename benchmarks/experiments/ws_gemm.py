@@ -39,12 +39,18 @@ BLOCK_K = wg.BLOCK_K
 @gluon.jit
 def _ws_decode(a_smem, a_ready, a_empty, w_words, ws_base, lut_ptr, stride_ww, stride_wsn, first, second, limit,
                k_words, k_groups, num_full, BLOCK_A: gl.constexpr, GATE_UP: gl.constexpr, MMA: gl.constexpr,
-               DEPTH: gl.constexpr, QUAD: gl.constexpr):
+               DEPTH: gl.constexpr, QUAD: gl.constexpr, PART: gl.constexpr = 0):
     """Decode partition: step i's exact bf16 weights [BLOCK_A, 128] into A slot i % DEPTH (codes one step ahead in
     registers, unmasked loads: rows past the block read its last valid row, as the shipped 4-warp loops). The A rows
     as the shipped kernels' (wgmma_gemm._weight_rows; GATE_UP: GEMM1's gate / up rows interleaved by 8). MMA: a
     4-warp wgmma layout whose A-operand layout the decode emits (the MMA partition may have 8 warps: the shared-memory
-    tile is the same)."""
+    tile is the same). PART: which BLOCK_A rows of a slot this partition fills (several decode partitions per A tile;
+    each arrives on a_ready once, so a_ready counts the partitions)."""
+    ROW0: gl.constexpr = PART * BLOCK_A
+    SHIFT: gl.constexpr = ROW0 // 2 if GATE_UP else ROW0    # GATE_UP: rows r + 64 are channels c + 32 (_weight_rows)
+    first += SHIFT
+    second += SHIFT
+    limit -= SHIFT
     A_LAYOUT: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     WORD3: gl.constexpr = wg._word_layout(BLOCK_A, gl.num_warps())
     ROWS: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(2, WORD3))
@@ -62,7 +68,7 @@ def _ws_decode(a_smem, a_ready, a_empty, w_words, ws_base, lut_ptr, stride_ww, s
         a = wg._decode_a(words, pairs, lut, BLOCK_A, WORD3, A_LAYOUT, QUAD)
         s = i % DEPTH
         mbarrier.wait(a_empty.index(s), ((i // DEPTH) & 1) ^ 1)     # a fresh barrier passes parity 1
-        a_smem.index(s).store(a)
+        a_smem.index(s).slice(ROW0, BLOCK_A, 0).store(a)
         fence_async_shared()
         gl.thread_barrier()             # the partition's 128 threads stored before the one arrive
         mbarrier.arrive(a_ready.index(s))
@@ -100,8 +106,10 @@ def _ws_mma(a_smem, b_smem, a_ready, a_empty, act_ptr, b_rows64, b_ok, stride_ac
 
 
 @gluon.jit
-def _ws_buffers(BLOCK_A: gl.constexpr, BLOCK_M: gl.constexpr, STAGES: gl.constexpr, DEPTH: gl.constexpr):
-    """The A ring (decode -> MMA), the activation ring and the A ring's ready / empty mbarriers (count 1 each)."""
+def _ws_buffers(BLOCK_A: gl.constexpr, BLOCK_M: gl.constexpr, STAGES: gl.constexpr, DEPTH: gl.constexpr,
+                NUM_DEC: gl.constexpr):
+    """The A ring (decode -> MMA), the activation ring and the A ring's ready / empty mbarriers (ready: one arrive
+    per decode partition; empty: one, the MMA partition's)."""
     A_SMEM: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_A, BLOCK_K], gl.bfloat16)
     a_smem = gl.allocate_shared_memory(gl.bfloat16, [DEPTH, BLOCK_A, BLOCK_K], A_SMEM)
     B_SMEM: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, BLOCK_K], gl.bfloat16)
@@ -109,7 +117,7 @@ def _ws_buffers(BLOCK_A: gl.constexpr, BLOCK_M: gl.constexpr, STAGES: gl.constex
     a_ready = gl.allocate_shared_memory(gl.int64, [DEPTH, 1], mbarrier.MBarrierLayout())
     a_empty = gl.allocate_shared_memory(gl.int64, [DEPTH, 1], mbarrier.MBarrierLayout())
     for s in gl.static_range(DEPTH):
-        mbarrier.init(a_ready.index(s), count=1)
+        mbarrier.init(a_ready.index(s), count=NUM_DEC)
         mbarrier.init(a_empty.index(s), count=1)
     return a_smem, b_smem, a_ready, a_empty
 
@@ -120,26 +128,38 @@ def _ws_gemm1_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, str
                      k_words, k_groups, TOPK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                      E_PAD: gl.constexpr, STAGES: gl.constexpr, DEPTH: gl.constexpr, QUAD: gl.constexpr,
                      MMA: gl.constexpr, MMA_DEC: gl.constexpr, B_LOAD: gl.constexpr, EPI: gl.constexpr,
-                     DECODE_REGS: gl.constexpr):
+                     DECODE_REGS: gl.constexpr, NUM_DEC: gl.constexpr = 1):
     """GEMM1 + SwiGLU + MXFP8 requant (no clamp, no bias), the gate / up channels [n0, n0 + BLOCK_N) of one token
-    tile: A tile = 2 * BLOCK_N rows (wgmma_gemm._gemm1_block's order and epilogue)."""
+    tile: A tile = 2 * BLOCK_N rows (wgmma_gemm._gemm1_block's order and epilogue), NUM_DEC (1 or 2) decode
+    partitions, each filling 2 * BLOCK_N / NUM_DEC rows of every A slot."""
     pid, npid, nblk = wg._tile_pids(True)
     expert, row_start, row_end, real = wg.tile_of_program(offsets_ptr, pid, num_local_experts, BLOCK_M, E_PAD,
                                                           wg.SPLIT_ALL, BLOCK_M, BLOCK_M)
     if real:
         n0 = nblk * BLOCK_N
-        a_smem, b_smem, a_ready, a_empty = _ws_buffers(2 * BLOCK_N, BLOCK_M, STAGES, DEPTH)
+        a_smem, b_smem, a_ready, a_empty = _ws_buffers(2 * BLOCK_N, BLOCK_M, STAGES, DEPTH, NUM_DEC)
         m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, B_LOAD))
         tok_ok = row_start + m < row_end
         tok64 = (gl.load(sorted_ptr + row_start + m, mask=tok_ok, other=0) // TOPK).to(gl.int64)
         num_full = hidden // BLOCK_K
-        acc, = gl.warp_specialize([
-            (_ws_mma, (a_smem, b_smem, a_ready, a_empty, x_ptr, tok64, tok_ok, stride_x, hidden, num_full,
-                       2 * BLOCK_N, BLOCK_M, STAGES, DEPTH, MMA, B_LOAD)),
-            (_ws_decode, (a_smem, a_ready, a_empty, w1_ptr + expert.to(gl.int64) * stride_we,
-                          w1_sf_ptr + expert.to(gl.int64) * stride_wse, lut_ptr, stride_wn, stride_wsn, n0,
-                          inter + n0, inter - n0, k_words, k_groups, num_full, 2 * BLOCK_N, True, MMA_DEC, DEPTH,
-                          QUAD))], [4], [DECODE_REGS])
+        w_words = w1_ptr + expert.to(gl.int64) * stride_we
+        ws_base = w1_sf_ptr + expert.to(gl.int64) * stride_wse
+        if NUM_DEC == 2:
+            acc, = gl.warp_specialize([(_ws_mma, (
+                a_smem, b_smem, a_ready, a_empty, x_ptr, tok64, tok_ok, stride_x, hidden, num_full, 2 * BLOCK_N,
+                BLOCK_M, STAGES, DEPTH, MMA, B_LOAD)), (_ws_decode, (
+                a_smem, a_ready, a_empty, w_words, ws_base, lut_ptr, stride_wn, stride_wsn, n0, inter + n0,
+                inter - n0, k_words, k_groups, num_full, BLOCK_N, True, MMA_DEC, DEPTH, QUAD, 0)), (_ws_decode, (
+                a_smem, a_ready, a_empty, w_words, ws_base, lut_ptr, stride_wn, stride_wsn, n0, inter + n0,
+                inter - n0, k_words, k_groups, num_full, BLOCK_N, True, MMA_DEC, DEPTH, QUAD, 1))], [4, 4],
+                [DECODE_REGS, DECODE_REGS])
+        else:
+            acc, = gl.warp_specialize([(_ws_mma, (
+                a_smem, b_smem, a_ready, a_empty, x_ptr, tok64, tok_ok, stride_x, hidden, num_full, 2 * BLOCK_N,
+                BLOCK_M, STAGES, DEPTH, MMA, B_LOAD)), (_ws_decode, (
+                a_smem, a_ready, a_empty, w_words, ws_base, lut_ptr, stride_wn, stride_wsn, n0, inter + n0,
+                inter - n0, k_words, k_groups, num_full, 2 * BLOCK_N, True, MMA_DEC, DEPTH, QUAD, 0))], [4],
+                [DECODE_REGS])
         wg.gemm1_tile_epilogue(acc, n0, row_start, row_end, expert, sorted_ptr, weights_ptr, act_ptr, stride_act,
                                weights_ptr, 0, inter, 0.0, 1.702, BLOCK_M, BLOCK_N, False, True, 0, False, EPI)
 
@@ -149,23 +169,35 @@ def _ws_gemm2_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_we,
                      offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, num_local_experts, hidden, inter,
                      k_words, k_groups, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, E_PAD: gl.constexpr,
                      STAGES: gl.constexpr, DEPTH: gl.constexpr, QUAD: gl.constexpr, MMA: gl.constexpr,
-                     MMA_DEC: gl.constexpr, B_LOAD: gl.constexpr, EPI: gl.constexpr, DECODE_REGS: gl.constexpr):
+                     MMA_DEC: gl.constexpr, B_LOAD: gl.constexpr, EPI: gl.constexpr, DECODE_REGS: gl.constexpr,
+                     NUM_DEC: gl.constexpr = 1):
     pid, npid, nblk = wg._tile_pids(True)
     expert, row_start, row_end, real = wg.tile_of_program(offsets_ptr, pid, num_local_experts, BLOCK_M, E_PAD,
                                                           wg.SPLIT_ALL, BLOCK_M, BLOCK_M)
     if real:
         n0 = nblk * BLOCK_N
-        a_smem, b_smem, a_ready, a_empty = _ws_buffers(BLOCK_N, BLOCK_M, STAGES, DEPTH)
+        a_smem, b_smem, a_ready, a_empty = _ws_buffers(BLOCK_N, BLOCK_M, STAGES, DEPTH, NUM_DEC)
         m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, B_LOAD))
         w_words = w2_ptr + expert.to(gl.int64) * stride_we
         ws_base = w2_sf_ptr + expert.to(gl.int64) * stride_wse
         num_full = inter // BLOCK_K
-        acc, = gl.warp_specialize([
-            (_ws_mma, (a_smem, b_smem, a_ready, a_empty, act_ptr, (row_start + m).to(gl.int64), row_start + m < row_end,
-                       stride_act, inter, num_full, BLOCK_N, BLOCK_M, STAGES, DEPTH, MMA, B_LOAD)),
-            (_ws_decode, (a_smem, a_ready, a_empty, w_words, ws_base, lut_ptr, stride_wn, stride_wsn, n0, n0,
-                          hidden - n0, k_words, k_groups, num_full, BLOCK_N, False, MMA_DEC, DEPTH, QUAD))], [4],
-            [DECODE_REGS])
+        b_rows64 = (row_start + m).to(gl.int64)
+        b_ok = row_start + m < row_end
+        if NUM_DEC == 2:
+            acc, = gl.warp_specialize([(_ws_mma, (
+                a_smem, b_smem, a_ready, a_empty, act_ptr, b_rows64, b_ok, stride_act, inter, num_full, BLOCK_N,
+                BLOCK_M, STAGES, DEPTH, MMA, B_LOAD)), (_ws_decode, (
+                a_smem, a_ready, a_empty, w_words, ws_base, lut_ptr, stride_wn, stride_wsn, n0, n0, hidden - n0,
+                k_words, k_groups, num_full, BLOCK_N // 2, False, MMA_DEC, DEPTH, QUAD, 0)), (_ws_decode, (
+                a_smem, a_ready, a_empty, w_words, ws_base, lut_ptr, stride_wn, stride_wsn, n0, n0, hidden - n0,
+                k_words, k_groups, num_full, BLOCK_N // 2, False, MMA_DEC, DEPTH, QUAD, 1))], [4, 4],
+                [DECODE_REGS, DECODE_REGS])
+        else:
+            acc, = gl.warp_specialize([(_ws_mma, (
+                a_smem, b_smem, a_ready, a_empty, act_ptr, b_rows64, b_ok, stride_act, inter, num_full, BLOCK_N,
+                BLOCK_M, STAGES, DEPTH, MMA, B_LOAD)), (_ws_decode, (
+                a_smem, a_ready, a_empty, w_words, ws_base, lut_ptr, stride_wn, stride_wsn, n0, n0, hidden - n0,
+                k_words, k_groups, num_full, BLOCK_N, False, MMA_DEC, DEPTH, QUAD, 0))], [4], [DECODE_REGS])
         acc = gl.convert_layout(gl.permute(acc, (1, 0)), EPI)
         rows = row_start + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, EPI))
         n = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, EPI))
@@ -173,14 +205,21 @@ def _ws_gemm2_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_we,
                         stride_out, out_ptr, weights_ptr, 0, False, False, False)
 
 
+def a_rows(mma_warps: int, num_dec: int) -> int:
+    """Rows of the A tile: 64 per MMA warpgroup, and 64 per decode partition (a 4-warp MMA partition issues two
+    64-row wgmmas per k16 step on a 128-row tile)."""
+    return 64 * max(mma_warps // 4, num_dec)
+
+
 def constexprs(block_m: int, block_n: int = 64, stages: int = 4, depth: int = 3, decode_regs: int = 152,
-               gemm1: bool = False, quad: int | None = None, mma_warps: int = 4) -> dict:
+               gemm1: bool = False, quad: int | None = None, mma_warps: int = 4, num_dec: int = 1) -> dict:
     """GEMM2: block_n weight rows per program; GEMM1 (gemm1=True): block_n gate + block_n up channels; the A tile
-    (block_n or 2 * block_n rows) is 64 rows per MMA warpgroup (mma_warps 4 or 8). quad: weight_layout.is_quad of the
-    weights (default: what transform_weights_for_mega_moe makes on Hopper)."""
+    (block_n or 2 * block_n rows) is a_rows(mma_warps, num_dec). quad: weight_layout.is_quad of the weights
+    (default: what transform_weights_for_mega_moe makes on Hopper)."""
     quad = quad if quad is not None else (2 if gemm1 else 1)
+    assert block_n * (2 if gemm1 else 1) == a_rows(mma_warps, num_dec), "block_n does not match the A tile"
     return dict(BLOCK_M=block_m, BLOCK_N=block_n, E_PAD=256, STAGES=stages, DEPTH=depth, QUAD=quad,
-                DECODE_REGS=decode_regs, **({"TOPK": 8} if gemm1 else {}), **wg._layouts(block_m, mma_warps),
+                DECODE_REGS=decode_regs, NUM_DEC=num_dec, **({"TOPK": 8} if gemm1 else {}), **wg._layouts(block_m, mma_warps),
                 MMA_DEC=wg._layouts(block_m, 4)["MMA"])
 
 
@@ -192,23 +231,26 @@ def compile_offline() -> None:
     g1 = {"x_ptr": "*bf16", "w1_ptr": "*i32", "w1_sf_ptr": "*u8", "lut_ptr": "*i32", "offsets_ptr": "*i32",
           "sorted_ptr": "*i32", "weights_ptr": "*fp32", "act_ptr": "*i16"}
     kernels = {"gemm1": (_ws_gemm1_kernel, g1), "gemm2": (_ws_gemm2_kernel, g2)}
-    for name, block_m, block_n, stages, depth, cap, warps in (
-            ("gemm2", 64, 64, 3, 3, 128, 4), ("gemm2", 64, 64, 4, 3, None, 4), ("gemm2", 128, 64, 3, 2, None, 4),
-            ("gemm1", 64, 32, 3, 3, 128, 4), ("gemm2", 128, 128, 3, 2, None, 8), ("gemm1", 128, 64, 3, 2, None, 8)):
+    for name, block_m, block_n, stages, depth, cap, warps, num_dec in (
+            ("gemm2", 64, 64, 3, 3, 128, 4, 1), ("gemm2", 64, 64, 4, 3, None, 4, 1), ("gemm2", 128, 64, 3, 2, None, 4, 1),
+            ("gemm1", 64, 32, 3, 3, 128, 4, 1), ("gemm2", 128, 128, 3, 2, None, 8, 1), ("gemm1", 128, 64, 3, 2, None, 8, 1),
+            ("gemm2", 128, 128, 3, 2, None, 4, 2), ("gemm2", 64, 128, 3, 3, None, 4, 2),
+            ("gemm1", 128, 64, 3, 2, None, 4, 2), ("gemm2", 128, 128, 3, 2, None, 8, 2)):
         kernel, ptrs = kernels[name]
         compiled = compile_gluon(kernel, ptrs, set(), constexprs(block_m, block_n, stages, depth,
-                                                                 gemm1=name == "gemm1", mma_warps=warps), warps,
-                                 maxnreg=cap)
+                                                                 gemm1=name == "gemm1", mma_warps=warps,
+                                                                 num_dec=num_dec), warps, maxnreg=cap)
         ptx = compiled.asm["ptx"]
         info = inspect(compiled, 0)
-        print(f"{name} bm{block_m} bn{block_n} w{warps}+4 s{stages} depth{depth} cap{cap}: regs={info['regs']} "
+        print(f"{name} bm{block_m} bn{block_n} w{warps}+{4 * num_dec} s{stages} depth{depth} cap{cap}: "
+              f"regs={info['regs']} "
               f"spills={info['spills']} shared={compiled.metadata.shared} wgmma={ptx.count('wgmma.mma_async')} "
               f"setmaxnreg={ptx.count('setmaxnreg')} named_bar={ptx.count('bar.sync') + ptx.count('barrier.sync')} "
               f"mbarrier_wait={ptx.count('mbarrier.try_wait')}")
 
 
 def ws_gemm2(act, w2, w2_sf, plan, out_bits, *, quad: int, block_m: int, stages: int, depth: int,
-             decode_regs: int = 152, maxnreg: int | None = None, mma_warps: int = 4):
+             decode_regs: int = 152, maxnreg: int | None = None, mma_warps: int = 4, num_dec: int = 1):
     """Launch the experiment on a plan of grouped_gemm.gemm2's arguments (tiled quad weights, K % 128 == 0)."""
     import torch
     import triton
@@ -216,18 +258,18 @@ def ws_gemm2(act, w2, w2_sf, plan, out_bits, *, quad: int, block_m: int, stages:
     e_local, hidden, half_i = w2.shape
     inter = half_i * 2
     words = wg._as_words(w2)
-    block_n = 16 * mma_warps      # 64 weight rows per MMA warpgroup
+    block_n = a_rows(mma_warps, num_dec)
     grid = (triton.cdiv(hidden, block_n), _max_tiles(plan.num_slots, e_local, block_m))
     return _ws_gemm2_kernel[grid](
         act.view(torch.bfloat16), act.stride(0), words, w2_sf, wg.fp4_lut(act.device), words.stride(0),
         words.stride(1), w2_sf.stride(0), w2_sf.stride(1), plan.expert_offsets, plan.sorted_slots, out_bits, out_bits,
         out_bits.stride(0), e_local, hidden, inter, inter // 8, inter // 32, num_warps=mma_warps,
-        **constexprs(block_m, block_n, stages, depth, decode_regs, quad=quad, mma_warps=mma_warps),
+        **constexprs(block_m, block_n, stages, depth, decode_regs, quad=quad, mma_warps=mma_warps, num_dec=num_dec),
         **({"maxnreg": maxnreg} if maxnreg else {}))
 
 
 def ws_gemm1(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, quad: int, block_m: int, stages: int,
-             depth: int, decode_regs: int = 152, maxnreg: int | None = None, mma_warps: int = 4):
+             depth: int, decode_regs: int = 152, maxnreg: int | None = None, mma_warps: int = 4, num_dec: int = 1):
     """Launch the GEMM1 experiment (swiglu, no clamp / bias, fast math) on grouped_gemm.gemm1_swiglu's arguments."""
     import torch
     import triton
@@ -235,21 +277,25 @@ def ws_gemm1(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, quad: int
     e_local, two_i, half_h = w1.shape
     inter, hidden = two_i // 2, half_h * 2
     words = wg._as_words(w1)
-    block_n = 8 * mma_warps       # gate + up = 2 * block_n rows = 64 per MMA warpgroup
+    block_n = a_rows(mma_warps, num_dec) // 2     # gate + up rows
     grid = (triton.cdiv(inter, block_n), _max_tiles(plan.num_slots, e_local, block_m))
     return _ws_gemm1_kernel[grid](
         x_bits.view(torch.bfloat16), x_bits.stride(0), words, w1_sf, wg.fp4_lut(x_bits.device), words.stride(0),
         words.stride(1), w1_sf.stride(0), w1_sf.stride(1), plan.expert_offsets, plan.sorted_slots, topk_weights, act,
         act.stride(0), e_local, hidden, inter, hidden // 8, hidden // 32, num_warps=mma_warps,
-        **dict(constexprs(block_m, block_n, stages, depth, decode_regs, gemm1=True, quad=quad, mma_warps=mma_warps),
+        **dict(constexprs(block_m, block_n, stages, depth, decode_regs, gemm1=True, quad=quad, mma_warps=mma_warps,
+                          num_dec=num_dec),
                TOPK=topk),
         **({"maxnreg": maxnreg} if maxnreg else {}))
 
 
-# (tokens per tile, activation stages, A slots, register cap, MMA warps). NOTES: cap 128 = 2 CTAs (16 warps) per SM
-# where shared memory allows (64 tokens, 3 + 3 slots: 98 KB); 8 MMA warps: 128-row A tiles (each activation tile
-# feeds 128 weight rows), 12 warps at 168 registers, one CTA per SM
-VARIANTS = ((64, 3, 3, 128, 4), (64, 4, 3, None, 4), (128, 3, 2, None, 4), (64, 3, 2, None, 8), (128, 3, 2, None, 8))
+# (tokens per tile, activation stages, A slots, register cap, MMA warps, decode partitions, decode registers).
+# NOTES: session 16's first run (H100): one 4-warp decode partition per CTA was 1.2-2.2x slower than the shipped
+# kernels everywhere (same bits) — fewer warps decoding than the shipped tiles, whose every warp decodes. Two decode
+# partitions (8 warps) feed 128-row A tiles: 4 MMA warps (two 64-row wgmmas per k16) + 8 decode warps at 168
+# registers (setmaxnreg: decode 152, MMA 200), or 8 + 8 at 128 (decode 104, MMA 152).
+VARIANTS = ((128, 3, 2, None, 8, 1, 152), (128, 3, 2, None, 4, 2, 152), (128, 3, 3, None, 4, 2, 152),
+            (64, 3, 3, None, 4, 2, 152), (128, 3, 2, None, 4, 2, 128), (128, 3, 2, None, 8, 2, 104))
 
 
 def gpu_check(workload: str, tokens: list[int]) -> None:
@@ -268,20 +314,23 @@ def gpu_check(workload: str, tokens: list[int]) -> None:
     e, k, h, i = wl.num_experts, wl.topk, wl.hidden, wl.intermediate
     l1, l2 = tmoe.transform_weights_for_mega_moe(random_mxfp4_weights(e, 2 * i, h, seed=1),
                                                  random_mxfp4_weights(e, h, i, seed=2))
-    assert is_tiled(l2) and i % BLOCK_K == 0, "the experiment reads tiled weights with whole K steps"
+    assert is_tiled(l2) and i % BLOCK_K.value == 0, "the experiment reads tiled weights with whole K steps"
     dev = torch.cuda.get_device_name()
     print(f"{dev}: {workload}, each GEMM alone, CUDA graph")
 
-    def report(t, gemm, label, run, out, ref, rows):
+    def label(block_m, stages, depth, cap, warps, num_dec, dec_regs):
+        return f"bm{block_m} w{warps}+{4 * num_dec} s{stages} depth{depth} cap{cap} dec{dec_regs}"
+
+    def report(t, gemm, name, run, out, ref, rows):
         out.fill_(0)
         try:
             compiled = run()
             torch.cuda.synchronize()
         except Exception as exc:  # noqa: BLE001 - report and go on
-            print(f"  T={t:5} {gemm} ws {label}: FAILED {exc!s:.300}", flush=True)
+            print(f"  T={t:5} {gemm} ws {name}: FAILED {exc!s:.300}", flush=True)
             return
         same = bool(torch.equal(out[:rows], ref))
-        print(f"  T={t:5} {gemm} ws {label}: {time_graph(run, reps=20):8.1f} us same={same} "
+        print(f"  T={t:5} {gemm} ws {name}: {time_graph(run, reps=20):8.1f} us same={same} "
               f"regs={compiled.n_regs} spills={compiled.n_spills}", flush=True)
     for t in tokens:
         buf = tmoe.get_symm_buffer_for_mega_moe(None, e, t, k, h, i)
@@ -300,13 +349,13 @@ def gpu_check(workload: str, tokens: list[int]) -> None:
         torch.cuda.synchronize()
         ref1 = buf.act[: t * k].clone()
         print(f"  T={t:5} GEMM1 shipped {pick['gemm1']}: {time_graph(shipped1, reps=20):8.1f} us")
-        if wl.clamp is None and h % BLOCK_K == 0:       # the experiment's GEMM1: swiglu, no clamp, whole K steps
-            for block_m, stages, depth, cap, warps in VARIANTS:
+        if wl.clamp is None and h % BLOCK_K.value == 0:       # the experiment's GEMM1: swiglu, no clamp, whole K steps
+            for block_m, stages, depth, cap, warps, num_dec, dec_regs in VARIANTS:
                 def run1():
                     return ws_gemm1(buf.x_dq, l1[0], l1[1], plan, buf.topk_weights, buf.act, topk=k,
                                     quad=is_quad(l1), block_m=block_m, stages=stages, depth=depth, maxnreg=cap,
-                                    mma_warps=warps)
-                report(t, "GEMM1", f"bm{block_m} w{warps}+4 s{stages} depth{depth} cap{cap}", run1, buf.act, ref1,
+                                    mma_warps=warps, num_dec=num_dec, decode_regs=dec_regs)
+                report(t, "GEMM1", label(block_m, stages, depth, cap, warps, num_dec, dec_regs), run1, buf.act, ref1,
                        t * k)
         shipped1()      # GEMM2 reads the shipped GEMM1's act
 
@@ -317,11 +366,12 @@ def gpu_check(workload: str, tokens: list[int]) -> None:
         torch.cuda.synchronize()
         ref = buf.slot_out[: t * k].clone()
         print(f"  T={t:5} GEMM2 shipped {pick['gemm2']}: {time_graph(shipped, reps=20):8.1f} us")
-        for block_m, stages, depth, cap, warps in VARIANTS:
+        for block_m, stages, depth, cap, warps, num_dec, dec_regs in VARIANTS:
             def run():
                 return ws_gemm2(buf.act, l2[0], l2[1], plan, buf.slot_out, quad=is_quad(l2), block_m=block_m,
-                                stages=stages, depth=depth, maxnreg=cap, mma_warps=warps)
-            report(t, "GEMM2", f"bm{block_m} w{warps}+4 s{stages} depth{depth} cap{cap}", run, buf.slot_out, ref,
+                                stages=stages, depth=depth, maxnreg=cap, mma_warps=warps, num_dec=num_dec,
+                                decode_regs=dec_regs)
+            report(t, "GEMM2", label(block_m, stages, depth, cap, warps, num_dec, dec_regs), run, buf.slot_out, ref,
                    t * k)
         buf.destroy()
 
