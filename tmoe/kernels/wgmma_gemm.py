@@ -34,7 +34,6 @@ GPU only (sm_90): the Triton interpreter cannot run Gluon; CPU runs use `grouped
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 import triton
@@ -231,52 +230,6 @@ def _gdc_wait():
 def _gdc_launch_dependents():
     gl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [], dtype=gl.int32, is_pure=False,
                               pack=1)
-
-
-# Experiment (benchmarks/NOTES.md "v20"; off unless TMOE_L2_PREFETCH is set when this module is imported):
-# "MODE[,STEPS]" — the code-ring K loop asks L2 for the next STEPS whole K steps of its weight codes (and their
-# scale words) behind the DEPTH steps it loads itself, with one bulk prefetch per 32-row block of the tiled layout
-# (each block's K steps are consecutive 2 KB chunks). MODE 1: only a program launched early by programmatic dependent
-# launch (GDC_WAIT), before its wait — GEMM2's weights stream while GEMM1 still runs; 2: as 1 with an evict_last
-# policy; 3: every ring program. Caching hints only: the loads and the bits are unchanged.
-_L2_ENV = os.environ.get("TMOE_L2_PREFETCH", "0").split(",")
-L2_PREFETCH = gl.constexpr(int(_L2_ENV[0]))
-L2_PREFETCH_STEPS = gl.constexpr(int(_L2_ENV[1]) if len(_L2_ENV) > 1 else 4096)
-_L2_PREFETCH_ASM = """{
-.reg .pred lead, go, one, two;
-.reg .b32 lane;
-mov.u32 lane, %laneid;
-and.b32 lane, lane, 3;
-setp.eq.u32 lead, lane, 0;
-setp.ne.and.u32 go, $3, 0, lead;
-setp.ne.and.u32 one, $5, 0, lead;
-setp.gt.and.u32 two, $5, 64, lead;
-POLICY
-@go cp.async.bulk.prefetch.L2.global HINT [$1], $2;
-@one prefetch.global.L2 [$4];
-@two prefetch.global.L2 [$6];
-mov.b32 $0, 0;
-}"""
-_L2_PREFETCH_NORMAL = gl.constexpr(_L2_PREFETCH_ASM.replace("POLICY\n", "").replace(" HINT", ""))
-_L2_PREFETCH_EVICT_LAST = gl.constexpr(_L2_PREFETCH_ASM.replace(
-    "POLICY", ".reg .b64 pol;\ncreatepolicy.fractional.L2::evict_last.b64 pol, 1.0;").replace(
-    " HINT [$1], $2;", ".L2::cache_hint [$1], $2, pol;"))
-
-
-@gluon.jit
-def _l2_prefetch(w_words, ws_base, rows_w, stride_wsn, k_words, first, stop, EVICT_LAST: gl.constexpr):
-    """Ask L2 for K steps [first, stop) of the tile's tiled codes (one bulk prefetch per 32-row block, issued by the
-    block's first row; rows_w in a layout that holds each row in 4 lanes of a quad: lane % 4 == 0 issues) and each
-    row's scale words of those steps (one or two 64-byte prefetches)."""
-    nsteps = gl.maximum(stop - first, 0)
-    codes = w_words + (rows_w // 32) * (32 * k_words) + first * (32 * BLOCK_K // 8)
-    nbytes = gl.zeros_like(rows_w) + nsteps * (32 * BLOCK_K // 2)
-    go = ((rows_w % 32 == 0) & (nsteps > 0)).to(gl.int32)
-    scales = ws_base + rows_w * stride_wsn + first * (BLOCK_K // 32)
-    sbytes = gl.zeros_like(rows_w) + nsteps * (BLOCK_K // 32)
-    asm: gl.constexpr = _L2_PREFETCH_EVICT_LAST if EVICT_LAST else _L2_PREFETCH_NORMAL
-    gl.inline_asm_elementwise(asm, "=r,l,r,r,l,r,l", [codes.to(gl.int64), nbytes, go, scales.to(gl.int64), sbytes,
-                                                       (scales + 64).to(gl.int64)], dtype=gl.int32, is_pure=False, pack=1)
 
 
 # K loop shapes (GemmConfig.overlap / prefetch -> K_LOOP): one step per iteration with the next step's codes in
@@ -721,9 +674,6 @@ def _wgmma_gemm_ring(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_w
         _issue_codes(c_smem, s_smem, w_words, ws_base, code_rows, rows_w, stride_wsn, gl.minimum(s, last), s, WORD3,
                      STEP_MULT)
         async_copy.commit_group()
-    if TILED and ((L2_PREFETCH == 3) or ((L2_PREFETCH > 0) and GDC_WAIT)):
-        _l2_prefetch(w_words, ws_base, rows_w, stride_wsn, k_words, DEPTH, gl.minimum(num_full, DEPTH +
-                     L2_PREFETCH_STEPS), L2_PREFETCH == 2)
     if GDC_WAIT:        # the weight codes are in flight; the activations are the previous kernel's output
         _gdc_wait()
         _gdc_launch_dependents()    # after the wait (kernels/pdl.py's contract)
