@@ -17,6 +17,11 @@ output channels, GEMM1: 32 gate + 32 up), N-block-major grid.
 
     python benchmarks/experiments/ws_gemm.py --compile     # offline: sm_90 registers / spills / barriers (no GPU)
     python benchmarks/experiments/ws_gemm.py --gpu         # each GEMM bitwise vs the shipped pick + time, dsv3
+
+Measured (H100, session 16, benchmarks/NOTES.md "v20"): bitwise equal to the shipped kernels in every variant and
+case, and slower in every one — 1.2-2.2x with one 4-warp decode partition, no better with two (8 decode warps on a
+128-row A tile), e.g. dsv3 GEMM2 T = 2048 1778 µs shipped vs 2203 best. Kept as a worked example of Gluon warp
+specialization on Hopper (mbarrier rings between partitions, setmaxnreg, several worker partitions), not wired in.
 """
 from __future__ import annotations
 
