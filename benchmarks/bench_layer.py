@@ -70,6 +70,7 @@ def _config_str(cfg) -> str:
             + ("" if cfg.swap_ab else " noswap") + (f" tail{cfg.tail_block_m}" if cfg.tail_block_m else "")
             + (f" sub{cfg.sub_block_m}" if cfg.sub_block_m else "")
             + ("" if cfg.n_fastest is None else (" nfast" if cfg.n_fastest else " tilefast"))
+            + (f" group{cfg.group_m}" if cfg.group_m else "")
             + (" overlap" if cfg.overlap else "") + (f" maxnreg{cfg.maxnreg}" if cfg.maxnreg else ""))
 
 

@@ -114,6 +114,16 @@ def sub_candidates(base: GemmConfig, kernel: str = "gemm2") -> list[GemmConfig]:
     return list(dict.fromkeys(out))
 
 
+def group_candidates(base: GemmConfig) -> list[GemmConfig]:
+    """`base` (the shipped pick), then its N-block-major grid in groups of 2 / 4 / 8 token tiles (`group_m`: an
+    expert's next tile takes each channel block right after its first, weights from L2; NOTES "v20"); a tile-major
+    pick also as plain N-block-major."""
+    if base.kernel != "gluon":
+        return [base]
+    nfast = base if base.grid_n_fastest else replace(base, n_fastest=True)
+    return list(dict.fromkeys([base, nfast] + [replace(nfast, group_m=g) for g in (2, 4, 8)]))
+
+
 def candidates(per_expert: float, regcap: bool = False, gluon: bool = False, kernel: str = "gemm1") -> list[GemmConfig]:
     """Configs to compare (BLOCK_K is fixed in grouped_gemm: never a tunable). `regcap`: the decode
     configs with and without a 128-register cap (4 CTAs of 128 threads per SM instead of 3), and an
@@ -171,6 +181,8 @@ def main() -> None:
                     help="the shipped config (autotune cache or heuristic) vs its other prefetch depth (and prefetch=2 capped)")
     ap.add_argument("--sub", action="store_true",
                     help="the shipped config (autotune cache or heuristic) vs token tiles with a narrower second body")
+    ap.add_argument("--group", action="store_true",
+                    help="the shipped config (autotune cache or heuristic) vs its grid in groups of token tiles")
     ap.add_argument("--ring-overlap", action="store_true",
                     help="the shipped config (autotune cache or heuristic) vs the code ring with overlap")
     args = ap.parse_args()
@@ -191,13 +203,15 @@ def main() -> None:
         per_expert = t * k / e
         ref1 = ref2 = None
         def configs(kernel):
-            if args.overlap or args.n_blocks or args.prefetch or args.ring_overlap or args.sub:    # the shipped pick:
+            if args.overlap or args.n_blocks or args.prefetch or args.ring_overlap or args.sub or args.group:  # pick:
                 pick = select_config(kernel, t * k, e, False, num_experts=e, hidden=h,  # the cache's, else heuristic
                                      intermediate=i, topk=k, hopper=True, device_name=torch.cuda.get_device_name())
                 if args.prefetch:
                     return prefetch_candidates(pick)
                 if args.sub:
                     return sub_candidates(pick, kernel)
+                if args.group:
+                    return group_candidates(pick)
                 if args.ring_overlap:
                     return ring_overlap_candidates(pick)
                 return overlap_candidates(pick) if args.overlap else n_blocks_candidates(pick, kernel, args.block_n)
@@ -237,7 +251,8 @@ def main() -> None:
                 results.append(row)
                 print(f"{kernel} T={t:5} bm={cfg.block_m:3} bn={cfg.block_n:3} swap={int(cfg.swap_ab)} "
                       f"w={cfg.num_warps} s={cfg.num_stages} fuse={int(cfg.fuse_gate_up)} maxnreg={cfg.maxnreg} "
-                      f"tail={cfg.tail_block_m} sub={cfg.sub_block_m} nf={cfg.n_fastest} ovl={int(cfg.overlap)} "
+                      f"tail={cfg.tail_block_m} sub={cfg.sub_block_m} nf={cfg.n_fastest} grp={cfg.group_m} "
+                      f"ovl={int(cfg.overlap)} "
                       f"nb={cfg.n_blocks} pf={cfg.prefetch} {cfg.kernel:6}: "
                       f"{us:9.1f} us "
                       f"{row['weight_gbps']:6.0f} GB/s {row['tflops']:6.1f} TFLOP/s same={same} | {info}", flush=True)

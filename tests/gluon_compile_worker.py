@@ -245,6 +245,13 @@ def main() -> None:
         scale_word_loads = 0 if k_loop >= 3 else (2 if "TOPK" in extra else 1) * bn // (8 * warps)
         out[name] = dict(inspect(compiled, scale_word_loads), shared=compiled.metadata.shared,
                          total_hgmma=compiled.asm["sass"].count("HGMMA."))
+    # GemmConfig.group_m: N-block-major in groups of tiles (_tile_pids, N_FASTEST = group): the program ids only
+    for group in (1, 4):
+        const = dict(BLOCK_M=64, BLOCK_N=128, E_PAD=256, HAS_BIAS=False, ROW_ADDR=False, STAGES=3, QUAD=1,
+                     PARTIAL_K=False, PERSISTENT=False, N_FASTEST=group, SPLIT=0, FULL_M=64, TAIL_M=64,
+                     SCALE_WORDS=True, TILED=True, K_LOOP=0, N_BLOCKS=1, **wg._layouts(64, 8))
+        out[f"gemm2 bm64 bn128 s3 w8 quad group{group}"] = inspect(
+            compile_gluon(wg._gemm2_wgmma_kernel, g2_ptrs, set(), const, 8), 128 // 64)
     out["triton quad b-operand"] = triton_quad_b_operand()
     print(json.dumps(out))
 

@@ -247,11 +247,12 @@ def test_seed_current_picks_adds_variants_of_a_gluon_pick(tmp_path, monkeypatch)
             pass
     assert subs, current
     order = [replace(current, n_fastest=not current.grid_n_fastest)]     # then the other grid order
-    head = 5 + len(rings) + len(subs) + 1
+    groups = [replace(current, group_m=g) for g in (2, 4)] if current.grid_n_fastest else []   # grouped tiles
+    head = 5 + len(rings) + len(subs) + 1 + len(groups)
     assert seeded[:head] == [space[0], current, replace(current, n_blocks=1), replace(current, n_blocks=4),
-                             replace(current, prefetch=2)] + rings + subs + order
+                             replace(current, prefetch=2)] + rings + subs + order + groups
     # the n_blocks=1 variant was there already
-    assert len(seeded) == len(set(seeded)) == len(space) + 3 + len(rings) + len(subs) + 1
+    assert len(seeded) == len(set(seeded)) == len(space) + 3 + len(rings) + len(subs) + 1 + len(groups)
     cache.clear_memory_cache()
 
 
@@ -565,7 +566,7 @@ def test_maxnreg_is_an_optional_config_field():
 
 
 def test_sub_block_m_and_n_fastest_are_optional_config_fields():
-    """Both round-trip through the cache's JSON form; absent = None (no sub body, the grid order by tile size)."""
+    """They (and group_m) round-trip through the cache's JSON form; absent = None (no sub body, the grid order by tile size)."""
     base = {"block_m": 64, "block_n": 64, "swap_ab": True, "num_warps": 8, "num_stages": 3, "decode": "asm",
             "kernel": "gluon"}
     assert (cache.config_from_dict(base).sub_block_m, cache.config_from_dict(base).n_fastest) == (None, None)
@@ -573,6 +574,10 @@ def test_sub_block_m_and_n_fastest_are_optional_config_fields():
     assert (cfg.sub_block_m, cfg.n_fastest) == (32, True)
     assert cache.config_from_dict(cache.config_to_dict(cfg)) == cfg
     assert cache.config_from_dict({**base, "n_fastest": False}).n_fastest is False
-    for name, bad in (("n_fastest", 1), ("n_fastest", "yes"), ("sub_block_m", True), ("sub_block_m", 24)):
+    assert cache.config_from_dict(base).group_m is None
+    grouped = cache.config_from_dict({**base, "n_fastest": True, "group_m": 4})
+    assert grouped.group_m == 4 and cache.config_from_dict(cache.config_to_dict(grouped)) == grouped
+    for name, bad in (("n_fastest", 1), ("n_fastest", "yes"), ("sub_block_m", True), ("sub_block_m", 24),
+                      ("group_m", True), ("group_m", 3), ("group_m", "2")):
         with pytest.raises(ValueError, match=name):
             cache.config_from_dict({**base, name: bad})

@@ -112,10 +112,15 @@ def test_gluon_full_and_tail_tiles(tail):
     (GemmConfig(64, 64, True, 8, 3, kernel="gluon", n_fastest=True),
      GemmConfig(128, 128, True, 4, 2, kernel="gluon", sub_block_m=64, n_fastest=False)),
     (GemmConfig(32, 32, True, 4, 3, kernel="gluon", sub_block_m=16, n_fastest=True, prefetch=4),
-     GemmConfig(64, 128, True, 4, 3, kernel="gluon", sub_block_m=32, n_fastest=True))])
+     GemmConfig(64, 128, True, 4, 3, kernel="gluon", sub_block_m=32, n_fastest=True)),
+    (GemmConfig(64, 64, True, 8, 3, kernel="gluon", sub_block_m=32, n_blocks=4, n_fastest=True, group_m=2),
+     GemmConfig(128, 128, True, 8, 3, kernel="gluon", sub_block_m=64, overlap=True, group_m=4)),
+    (GemmConfig(32, 32, True, 4, 3, kernel="gluon", n_fastest=True, group_m=8, prefetch=3),
+     GemmConfig(16, 64, True, 4, 3, kernel="gluon", n_fastest=True, group_m=4))])
 def test_gluon_sub_tiles(g1, g2):
     """sub_block_m: a tile whose expert has at most sub_block_m rows left runs the narrower body in the same
-    program; n_fastest: either grid order at any tile size. Counts around both boundaries (0, < sub, = sub,
+    program; n_fastest: either grid order at any tile size; group_m: N-block-major in groups of tiles (the last
+    group short: every (tile, channel block) pair once). Counts around both boundaries (0, < sub, = sub,
     sub + 1, block_m, block_m + sub, block_m + sub + 1, 2 * block_m + 1) give the Triton kernel's bits, with either
     GEMM on the Triton kernel and both on Gluon."""
     h, i = 256, 128
@@ -148,7 +153,10 @@ def _routed_buffer(e, h, i, k, t, seeds):
                                    (GemmConfig(128, 64, True, 8, 2, kernel="gluon"),
                                     GemmConfig(128, 128, True, 8, 3, kernel="gluon")),
                                    (GemmConfig(256, 64, True, 8, 2, kernel="gluon", tail_block_m=32),
-                                    GemmConfig(128, 128, True, 8, 3, kernel="gluon", tail_block_m=64))])
+                                    GemmConfig(128, 128, True, 8, 3, kernel="gluon", tail_block_m=64)),
+                                   (GemmConfig(16, 32, True, 4, 3, kernel="gluon", n_fastest=True, group_m=4),
+                                    GemmConfig(256, 128, True, 8, 2, kernel="gluon", tail_block_m=64, n_fastest=True,
+                                               group_m=2))])
 def test_gluon_overflow_launch_and_graph(g1, g2):
     """The EP launch shape (a plain grid for the expected slots + a looping overflow launch) and CUDA-graph
     replay give the same bits as one plain launch."""
@@ -241,7 +249,9 @@ def test_gluon_scale_words_and_bytes(hidden, inter):
     (dict(block_m=64, num_warps=8, sub_block_m=16), "sub_block_m=16"),
     (dict(block_m=64, sub_block_m=32, tail_block_m=16), "sub_block_m=32"),
     (dict(kernel="triton", block_m=64, sub_block_m=32), "sub_block_m=32"),
-    (dict(kernel="triton", n_fastest=True), "n_fastest=True"), (dict(n_fastest=1), "n_fastest=1")])
+    (dict(kernel="triton", n_fastest=True), "n_fastest=True"), (dict(n_fastest=1), "n_fastest=1"),
+    (dict(group_m=2), "group_m=2"), (dict(n_fastest=True, group_m=3), "group_m=3"),
+    (dict(n_fastest=True, group_m=True), "group_m=True"), (dict(kernel="triton", group_m=2), "group_m=2")])
 def test_gluon_config_validation(kwargs, match):
     base = dict(block_m=16, block_n=64, swap_ab=True, num_warps=4, num_stages=3, kernel="gluon")
     with pytest.raises(ValueError, match=match):
@@ -251,6 +261,9 @@ def test_gluon_config_validation(kwargs, match):
         {}, dict(overlap=True), dict(prefetch=2), dict(prefetch=4), dict(prefetch=4, overlap=True))] == [0, 1, 2, 4, 36]
     with pytest.raises(ValueError, match="kernel must be one of"):
         GemmConfig(16, 64, True, kernel="cuda")
+    # group_m needs an N-block-major grid: n_fastest=True, or the default order of >= 128-token tiles
+    assert GemmConfig(**dict(base, n_fastest=True, group_m=4)).group_m == 4
+    assert GemmConfig(**dict(base, block_m=128, num_warps=8, block_n=128, group_m=2)).grid_n_fastest
 
 
 def test_gluon_config_runs_anywhere(device):

@@ -224,8 +224,8 @@ def constexprs(block_m: int, block_n: int = 64, stages: int = 4, depth: int = 3,
     quad = quad if quad is not None else (2 if gemm1 else 1)
     assert block_n * (2 if gemm1 else 1) == a_rows(mma_warps, num_dec), "block_n does not match the A tile"
     return dict(BLOCK_M=block_m, BLOCK_N=block_n, E_PAD=256, STAGES=stages, DEPTH=depth, QUAD=quad,
-                DECODE_REGS=decode_regs, NUM_DEC=num_dec, **({"TOPK": 8} if gemm1 else {}), **wg._layouts(block_m, mma_warps),
-                MMA_DEC=wg._layouts(block_m, 4)["MMA"])
+                DECODE_REGS=decode_regs, NUM_DEC=num_dec, **({"TOPK": 8} if gemm1 else {}),
+                **wg._layouts(block_m, mma_warps), MMA_DEC=wg._layouts(block_m, 4)["MMA"])
 
 
 def compile_offline() -> None:
@@ -237,8 +237,9 @@ def compile_offline() -> None:
           "sorted_ptr": "*i32", "weights_ptr": "*fp32", "act_ptr": "*i16"}
     kernels = {"gemm1": (_ws_gemm1_kernel, g1), "gemm2": (_ws_gemm2_kernel, g2)}
     for name, block_m, block_n, stages, depth, cap, warps, num_dec in (
-            ("gemm2", 64, 64, 3, 3, 128, 4, 1), ("gemm2", 64, 64, 4, 3, None, 4, 1), ("gemm2", 128, 64, 3, 2, None, 4, 1),
-            ("gemm1", 64, 32, 3, 3, 128, 4, 1), ("gemm2", 128, 128, 3, 2, None, 8, 1), ("gemm1", 128, 64, 3, 2, None, 8, 1),
+            ("gemm2", 64, 64, 3, 3, 128, 4, 1), ("gemm2", 64, 64, 4, 3, None, 4, 1),
+            ("gemm2", 128, 64, 3, 2, None, 4, 1), ("gemm1", 64, 32, 3, 3, 128, 4, 1),
+            ("gemm2", 128, 128, 3, 2, None, 8, 1), ("gemm1", 128, 64, 3, 2, None, 8, 1),
             ("gemm2", 128, 128, 3, 2, None, 4, 2), ("gemm2", 64, 128, 3, 3, None, 4, 2),
             ("gemm1", 128, 64, 3, 2, None, 4, 2), ("gemm2", 128, 128, 3, 2, None, 8, 2)):
         kernel, ptrs = kernels[name]

@@ -192,7 +192,11 @@ def seed_current_picks(spaces: dict, device_name: str, num_experts: int, hidden:
                     variants.append(replace(current, tail_block_m=None, **kw))
                 except ValueError:      # no valid body width for this tile
                     pass
-            variants.append(replace(current, n_fastest=not current.grid_n_fastest))    # the other grid order
+            variants.append(replace(current, n_fastest=not current.grid_n_fastest, group_m=None))   # other order
+            if current.grid_n_fastest:
+                # NOTES: N-block-major in groups of tiles: an expert's next tile reads the weights from L2 (dsv3
+                # T = 2048 GEMM1 read 1.46x its weights from HBM without, NOTES "v20")
+                variants += [replace(current, group_m=g) for g in (2, 4) if g != current.group_m]
             for pos, variant in enumerate(variants, start=2):
                 if variant in cands:
                     cands.remove(variant)
@@ -205,7 +209,8 @@ def short(cfg) -> str:
             + (" fused" if cfg.fuse_gate_up else "") + (f" maxnreg={cfg.maxnreg}" if cfg.maxnreg else "")
             + (f" tail={cfg.tail_block_m}" if cfg.tail_block_m else "")
             + (f" sub={cfg.sub_block_m}" if cfg.sub_block_m else "") + (" overlap" if cfg.overlap else "")
-            + ("" if cfg.n_fastest is None else f" n_fastest={int(cfg.n_fastest)}"))
+            + ("" if cfg.n_fastest is None else f" n_fastest={int(cfg.n_fastest)}")
+            + (f" group={cfg.group_m}" if cfg.group_m else ""))
 
 
 # ----------------------------------------------------------------------------- the problem

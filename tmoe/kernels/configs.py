@@ -52,6 +52,8 @@ class GemmConfig:
     n_fastest: bool | None = None   # gluon: the grid runs all channel blocks of a token tile next to each other
                                     # (its activation rows read once from HBM, then from L2) instead of all tiles of
                                     # a channel block; None: for tiles of >= 128 tokens (wgmma_gemm._tile_pids)
+    group_m: int | None = None      # gluon, N-block-major grids: group_m adjacent token tiles take each channel block
+                                    # in turn (an expert's next tile finds that block's weights in L2, NOTES "v20")
 
     @property
     def k_loop(self) -> int:
@@ -114,6 +116,10 @@ class GemmConfig:
                              "tail_block_m")
         if self.n_fastest is not None and (self.kernel != "gluon" or not isinstance(self.n_fastest, bool)):
             raise ValueError(f"n_fastest={self.n_fastest!r}: must be None, or True / False with kernel='gluon'")
+        if self.group_m is not None and (self.kernel != "gluon" or self.group_m not in (2, 4, 8)
+                                         or not self.grid_n_fastest):
+            raise ValueError(f"group_m={self.group_m!r}: must be None, or 2, 4 or 8 with kernel='gluon' and an "
+                             "N-block-major grid (n_fastest=True, or block_m >= 128 with n_fastest None)")
 
     @property
     def launch_options(self) -> dict:

@@ -383,7 +383,7 @@ def _max_tiles(num_slots: int, num_local_experts: int, block_m: int) -> int:
 
 
 def _launch_over_tiles(kernel, grid_n: int, num_slots: int, e_local: int, block_m: int,
-                       expected_slots: int | None, args: tuple, kwargs: dict, n_fastest: bool | None = None,
+                       expected_slots: int | None, args: tuple, kwargs: dict, n_fastest: bool | int | None = None,
                        max_tiles=None, first_kwargs: dict | None = None):
     """Launch `kernel` over the ragged tile list without knowing the routed counts (no host sync).
 
@@ -400,8 +400,8 @@ def _launch_over_tiles(kernel, grid_n: int, num_slots: int, e_local: int, block_
     if n_fastest is None:           # kernels without the N_FASTEST flag: tiles on grid axis 0
         def grid(tiles):
             return (tiles, grid_n)
-    else:                           # NOTES: grid axis 1 holds at most 65535 programs
-        n_fastest = n_fastest and first <= 65535
+    else:                           # NOTES: grid axis 1 holds at most 65535 programs; an int > 1: grouped tiles
+        n_fastest = n_fastest if first <= 65535 else False       # (wgmma_gemm._tile_pids)
         kwargs = dict(kwargs, N_FASTEST=n_fastest)
 
         def grid(tiles):
