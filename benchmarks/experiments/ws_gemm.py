@@ -9,11 +9,12 @@ and issues the wgmmas with A from shared memory — the same k16 wgmma sequence 
 (A from registers or from shared memory is the same instruction), so the result must be bitwise the same; the GPU
 check below says whether it is.
 
-Handshake per A slot s (mbarriers, one arrive each): decode waits a_empty[s], stores, fences the async proxy, syncs
-its 4 warps, arrives a_ready[s]; MMA waits a_ready[s], issues step i, waits until step i - 1 retired, arrives
-a_empty[(i - 1) % DEPTH]. Scope: the plain layer's GEMM2 (no bias, no EP row addresses) and GEMM1 (swiglu without
-clamp or bias, fast math), tiled quad weights with scale words, K % 128 == 0, one 64-row A tile per program (GEMM2: 64
-output channels, GEMM1: 32 gate + 32 up), N-block-major grid.
+Handshake per A slot s (mbarriers): each decode partition waits a_empty[s], stores its rows, fences the async proxy,
+syncs its 4 warps and arrives on a_ready[s] (which counts the decode partitions); MMA waits a_ready[s], issues step i,
+waits until step i - 1 retired, arrives a_empty[(i - 1) % DEPTH]. Scope: the plain layer's GEMM2 (no bias, no EP row
+addresses) and GEMM1 (swiglu without clamp or bias, fast math), tiled quad weights with scale words, K % 128 == 0, one
+A tile per program of 64 rows per MMA warpgroup or per decode partition (`a_rows`; GEMM2: that many output channels,
+GEMM1: half gate, half up), N-block-major grid.
 
     python benchmarks/experiments/ws_gemm.py --compile     # offline: sm_90 registers / spills / barriers (no GPU)
     python benchmarks/experiments/ws_gemm.py --gpu         # each GEMM bitwise vs the shipped pick + time, dsv3

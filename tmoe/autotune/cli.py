@@ -194,8 +194,8 @@ def seed_current_picks(spaces: dict, device_name: str, num_experts: int, hidden:
                     pass
             variants.append(replace(current, n_fastest=not current.grid_n_fastest, group_m=None))   # other order
             if current.grid_n_fastest:
-                # NOTES: N-block-major in groups of tiles: an expert's next tile reads the weights from L2 (dsv3
-                # T = 2048 GEMM1 read 1.46x its weights from HBM without, NOTES "v20")
+                # NOTES: N-block-major in groups of tiles (an expert's next tile reads the weights from L2): won
+                # for one H100 GEMM (dsv3 GEMM2 T = 2048 -3.2%), lost for the GEMM1s (NOTES "v20")
                 variants += [replace(current, group_m=g) for g in (2, 4) if g != current.group_m]
             for pos, variant in enumerate(variants, start=2):
                 if variant in cands:
