@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_layer import layer_call, layer_weights  # noqa: E402
 from tmoe.autotune.timing import time_graph  # noqa: E402
-from tmoe.kernels.configs import GemmConfig, select_config  # noqa: E402
+from tmoe.kernels.configs import GemmConfig, gluon_block_n, select_config  # noqa: E402
 from tmoe.workloads import WORKLOADS  # noqa: E402
 
 import tmoe  # noqa: E402
@@ -45,11 +45,26 @@ def k_loop_candidates(pick: GemmConfig) -> list[GemmConfig]:
     return list(dict.fromkeys(out))
 
 
+def tile_candidates(pick: GemmConfig, gemm: str) -> list[GemmConfig]:
+    """The pick, then the same K loop with 1 / 2 / 4 channel blocks per program (fewer, longer programs: a grid of
+    1.8 waves becomes 0.9, NOTES "v20"), a 4-warp pick with its other block_n, and the other grid order."""
+    if pick.kernel != "gluon":
+        return [pick]
+    out = [pick] + [replace(pick, n_blocks=nb) for nb in (1, 2, 4)]
+    if pick.num_warps == 4:
+        out += [replace(pick, block_n=bn, maxnreg=None) for bn in gluon_block_n(gemm, 4) if bn != pick.block_n]
+    out.append(replace(pick, n_fastest=not pick.grid_n_fastest, group_m=None))
+    return list(dict.fromkeys(out))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workloads", default="qwen3,gptoss,v4flash,dsv3")
     ap.add_argument("--tokens", default="1")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--space", choices=("kloop", "tiles"), default="kloop",
+                    help="kloop: the pick's tile with each K loop; tiles: its K loop with other channel blocks per "
+                         "program / block_n / grid order")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     device = torch.cuda.get_device_name()
@@ -67,7 +82,8 @@ def main() -> None:
             chosen = dict(picks)
             ref = None
             for gemm in ("gemm1", "gemm2"):
-                cands = k_loop_candidates(picks[gemm])
+                cands = (k_loop_candidates(picks[gemm]) if args.space == "kloop"
+                         else tile_candidates(picks[gemm], gemm))
                 calls, times, same = {}, {c: [] for c in cands}, {}
                 for c in cands:
                     cfgs = dict(chosen, **{gemm: c})
@@ -84,8 +100,9 @@ def main() -> None:
                     us = statistics.median(times[c])
                     rows.append({"workload": wl.name, "tokens": t, **c.as_dict(), "gemm": gemm, "us": us,
                                  "scope": "layer", "same_as_first": same[c], "rounds": times[c]})
-                    print(f"{name} T={t} {gemm} {'pick' if n == 0 else '    '} pf={c.prefetch} ovl={int(c.overlap)} "
-                          f"s={c.num_stages} maxnreg={c.maxnreg}: layer {us:7.1f} us "
+                    print(f"{name} T={t} {gemm} {'pick' if n == 0 else '    '} bn={c.block_n} nb={c.n_blocks} "
+                          f"pf={c.prefetch} ovl={int(c.overlap)} s={c.num_stages} maxnreg={c.maxnreg} "
+                          f"nf={int(c.grid_n_fastest)}: layer {us:7.1f} us "
                           f"({' '.join(f'{v:.1f}' for v in times[c])}) same={same[c]}", flush=True)
                 chosen[gemm] = min((c for c in cands if same[c]), key=lambda c: statistics.median(times[c]))
         buf.destroy()

@@ -125,3 +125,21 @@ def test_tune_layer_small_candidates():
     assert len(k_loop_candidates(GemmConfig(8, 32, True, 4, 3, kernel="gluon"))) == 5   # the pick is the plain loop
     for other in (GemmConfig(128, 64, True, 8, 2, kernel="gluon"), GemmConfig(16, 64, True, 4, 3)):
         assert k_loop_candidates(other) == [other]
+
+
+def test_tune_layer_small_tile_candidates():
+    """tune_layer_small.tile_candidates (--space tiles): the pick, then its K loop with 1 / 2 / 4 channel blocks per
+    program, a 4-warp pick's other block_n, and the other grid order; no repeats, all valid; a Triton pick alone."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from tune_layer_small import tile_candidates
+
+    from tmoe.kernels.configs import GemmConfig
+    pick = GemmConfig(8, 64, True, 4, 3, kernel="gluon", prefetch=3, n_blocks=2)
+    cands = tile_candidates(pick, "gemm2")
+    assert cands[0] == pick and len(cands) == len(set(cands)) == 5
+    assert sorted(c.n_blocks for c in cands) == [1, 2, 2, 2, 4] and all(c.prefetch == 3 for c in cands)
+    assert [c.block_n for c in cands if c.block_n != 64] == [128]
+    assert [c.grid_n_fastest for c in cands].count(True) == 1
+    grouped = GemmConfig(64, 128, True, 8, 3, kernel="gluon", n_fastest=True, group_m=4)
+    assert tile_candidates(grouped, "gemm2")[-1] == GemmConfig(64, 128, True, 8, 3, kernel="gluon", n_fastest=False)
+    assert tile_candidates(GemmConfig(16, 64, True, 4, 3), "gemm2") == [GemmConfig(16, 64, True, 4, 3)]
