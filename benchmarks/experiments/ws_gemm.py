@@ -129,6 +129,32 @@ def _ws_buffers(BLOCK_A: gl.constexpr, BLOCK_M: gl.constexpr, STAGES: gl.constex
 
 
 @gluon.jit
+def _ws_region(a_smem, b_smem, a_ready, a_empty, b_ptr, b_rows64, b_ok, stride_b, K_DIM, num_full, w_words, ws_base,
+               lut_ptr, stride_wn, stride_wsn, first, second, limit, k_words, k_groups, BLOCK_A: gl.constexpr,
+               GATE_UP: gl.constexpr, BLOCK_M: gl.constexpr, STAGES: gl.constexpr, DEPTH: gl.constexpr,
+               QUAD: gl.constexpr, MMA: gl.constexpr, MMA_DEC: gl.constexpr, B_LOAD: gl.constexpr,
+               DECODE_REGS: gl.constexpr, NUM_DEC: gl.constexpr):
+    """The warp-specialized K loop of one BLOCK_A-row A tile: the MMA partition (_ws_mma, this kernel's warps) and
+    NUM_DEC (1 or 2) 4-warp decode partitions, each filling BLOCK_A / NUM_DEC rows of every A slot. Returns acc.
+    NOTES: written out per NUM_DEC — a Gluon tuple cannot hold the partition functions or layouts."""
+    if NUM_DEC == 2:
+        acc, = gl.warp_specialize([(_ws_mma, (
+            a_smem, b_smem, a_ready, a_empty, b_ptr, b_rows64, b_ok, stride_b, K_DIM, num_full, BLOCK_A, BLOCK_M,
+            STAGES, DEPTH, MMA, B_LOAD)), (_ws_decode, (
+            a_smem, a_ready, a_empty, w_words, ws_base, lut_ptr, stride_wn, stride_wsn, first, second, limit, k_words,
+            k_groups, num_full, BLOCK_A // 2, GATE_UP, MMA_DEC, DEPTH, QUAD, 0)), (_ws_decode, (
+            a_smem, a_ready, a_empty, w_words, ws_base, lut_ptr, stride_wn, stride_wsn, first, second, limit, k_words,
+            k_groups, num_full, BLOCK_A // 2, GATE_UP, MMA_DEC, DEPTH, QUAD, 1))], [4, 4], [DECODE_REGS, DECODE_REGS])
+    else:
+        acc, = gl.warp_specialize([(_ws_mma, (
+            a_smem, b_smem, a_ready, a_empty, b_ptr, b_rows64, b_ok, stride_b, K_DIM, num_full, BLOCK_A, BLOCK_M,
+            STAGES, DEPTH, MMA, B_LOAD)), (_ws_decode, (
+            a_smem, a_ready, a_empty, w_words, ws_base, lut_ptr, stride_wn, stride_wsn, first, second, limit, k_words,
+            k_groups, num_full, BLOCK_A, GATE_UP, MMA_DEC, DEPTH, QUAD, 0))], [4], [DECODE_REGS])
+    return acc
+
+
+@gluon.jit
 def _ws_gemm1_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse, stride_wsn,
                      offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, num_local_experts, hidden, inter,
                      k_words, k_groups, TOPK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
@@ -150,22 +176,9 @@ def _ws_gemm1_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, str
         num_full = hidden // BLOCK_K
         w_words = w1_ptr + expert.to(gl.int64) * stride_we
         ws_base = w1_sf_ptr + expert.to(gl.int64) * stride_wse
-        if NUM_DEC == 2:
-            acc, = gl.warp_specialize([(_ws_mma, (
-                a_smem, b_smem, a_ready, a_empty, x_ptr, tok64, tok_ok, stride_x, hidden, num_full, 2 * BLOCK_N,
-                BLOCK_M, STAGES, DEPTH, MMA, B_LOAD)), (_ws_decode, (
-                a_smem, a_ready, a_empty, w_words, ws_base, lut_ptr, stride_wn, stride_wsn, n0, inter + n0,
-                inter - n0, k_words, k_groups, num_full, BLOCK_N, True, MMA_DEC, DEPTH, QUAD, 0)), (_ws_decode, (
-                a_smem, a_ready, a_empty, w_words, ws_base, lut_ptr, stride_wn, stride_wsn, n0, inter + n0,
-                inter - n0, k_words, k_groups, num_full, BLOCK_N, True, MMA_DEC, DEPTH, QUAD, 1))], [4, 4],
-                [DECODE_REGS, DECODE_REGS])
-        else:
-            acc, = gl.warp_specialize([(_ws_mma, (
-                a_smem, b_smem, a_ready, a_empty, x_ptr, tok64, tok_ok, stride_x, hidden, num_full, 2 * BLOCK_N,
-                BLOCK_M, STAGES, DEPTH, MMA, B_LOAD)), (_ws_decode, (
-                a_smem, a_ready, a_empty, w_words, ws_base, lut_ptr, stride_wn, stride_wsn, n0, inter + n0,
-                inter - n0, k_words, k_groups, num_full, 2 * BLOCK_N, True, MMA_DEC, DEPTH, QUAD, 0))], [4],
-                [DECODE_REGS])
+        acc = _ws_region(a_smem, b_smem, a_ready, a_empty, x_ptr, tok64, tok_ok, stride_x, hidden, num_full, w_words,
+                         ws_base, lut_ptr, stride_wn, stride_wsn, n0, inter + n0, inter - n0, k_words, k_groups,
+                         2 * BLOCK_N, True, BLOCK_M, STAGES, DEPTH, QUAD, MMA, MMA_DEC, B_LOAD, DECODE_REGS, NUM_DEC)
         wg.gemm1_tile_epilogue(acc, n0, row_start, row_end, expert, sorted_ptr, weights_ptr, act_ptr, stride_act,
                                weights_ptr, 0, inter, 0.0, 1.702, BLOCK_M, BLOCK_N, False, True, 0, False, EPI)
 
@@ -189,21 +202,9 @@ def _ws_gemm2_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_we,
         num_full = inter // BLOCK_K
         b_rows64 = (row_start + m).to(gl.int64)
         b_ok = row_start + m < row_end
-        if NUM_DEC == 2:
-            acc, = gl.warp_specialize([(_ws_mma, (
-                a_smem, b_smem, a_ready, a_empty, act_ptr, b_rows64, b_ok, stride_act, inter, num_full, BLOCK_N,
-                BLOCK_M, STAGES, DEPTH, MMA, B_LOAD)), (_ws_decode, (
-                a_smem, a_ready, a_empty, w_words, ws_base, lut_ptr, stride_wn, stride_wsn, n0, n0, hidden - n0,
-                k_words, k_groups, num_full, BLOCK_N // 2, False, MMA_DEC, DEPTH, QUAD, 0)), (_ws_decode, (
-                a_smem, a_ready, a_empty, w_words, ws_base, lut_ptr, stride_wn, stride_wsn, n0, n0, hidden - n0,
-                k_words, k_groups, num_full, BLOCK_N // 2, False, MMA_DEC, DEPTH, QUAD, 1))], [4, 4],
-                [DECODE_REGS, DECODE_REGS])
-        else:
-            acc, = gl.warp_specialize([(_ws_mma, (
-                a_smem, b_smem, a_ready, a_empty, act_ptr, b_rows64, b_ok, stride_act, inter, num_full, BLOCK_N,
-                BLOCK_M, STAGES, DEPTH, MMA, B_LOAD)), (_ws_decode, (
-                a_smem, a_ready, a_empty, w_words, ws_base, lut_ptr, stride_wn, stride_wsn, n0, n0, hidden - n0,
-                k_words, k_groups, num_full, BLOCK_N, False, MMA_DEC, DEPTH, QUAD, 0))], [4], [DECODE_REGS])
+        acc = _ws_region(a_smem, b_smem, a_ready, a_empty, act_ptr, b_rows64, b_ok, stride_act, inter, num_full,
+                         w_words, ws_base, lut_ptr, stride_wn, stride_wsn, n0, n0, hidden - n0, k_words, k_groups,
+                         BLOCK_N, False, BLOCK_M, STAGES, DEPTH, QUAD, MMA, MMA_DEC, B_LOAD, DECODE_REGS, NUM_DEC)
         acc = gl.convert_layout(gl.permute(acc, (1, 0)), EPI)
         rows = row_start + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, EPI))
         n = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, EPI))
