@@ -120,13 +120,14 @@ def test_warp_specialized_gemm_experiment_compiles_for_sm90():
     against wgmma_gemm's helpers: every variant (GEMM2 and GEMM1, 4 or 8 MMA warps, one or two decode partitions
     splitting the rows, two to four taking turns by K step)
     without spills, with register hand-over between the partitions (setmaxnreg), a wgmma per k16 step and mbarrier
-    waits. (Measured slower than the shipped kernels, benchmarks/NOTES.md "v20"; kept as the worked example.)"""
+    waits. (Measured slower than the shipped kernels, benchmarks/NOTES.md "v20", "v21"; kept as the worked example.)"""
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks", "experiments", "ws_gemm.py")
     run = subprocess.run([sys.executable, script, "--compile"], capture_output=True, text=True,
                          env=dict(os.environ, TRITON_INTERPRET="0"), timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     lines = [line for line in run.stdout.splitlines() if line.startswith(("gemm1 bm", "gemm2 bm"))]
     assert len(lines) == 15 and any(line.startswith("gemm1") for line in lines), run.stdout
+    assert sum(" by step " in line for line in lines) == 5, run.stdout     # the small-T variants (turns by K step)
     for line in lines:
         fields = dict(item.split("=") for item in line.split(": ", 1)[1].split())
         assert fields["spills"] == "0" and int(fields["setmaxnreg"]) > 0, line

@@ -258,7 +258,7 @@ def constexprs(block_m: int, block_n: int = 64, stages: int = 4, depth: int = 3,
                gemm1: bool = False, quad: int | None = None, mma_warps: int = 4, num_dec: int = 1,
                steps: bool = False) -> dict:
     """GEMM2: block_n weight rows per program; GEMM1 (gemm1=True): block_n gate + block_n up channels; the A tile
-    (block_n or 2 * block_n rows) is a_rows(mma_warps, num_dec). quad: weight_layout.is_quad of the weights
+    (block_n or 2 * block_n rows) is a_rows(mma_warps, num_dec, steps). quad: weight_layout.is_quad of the weights
     (default: what transform_weights_for_mega_moe makes on Hopper)."""
     quad = quad if quad is not None else (2 if gemm1 else 1)
     assert block_n * (2 if gemm1 else 1) == a_rows(mma_warps, num_dec, steps), "block_n does not match the A tile"
