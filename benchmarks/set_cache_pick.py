@@ -28,8 +28,8 @@ from tmoe.workloads import WORKLOADS  # noqa: E402
 def parse_value(text: str):
     if text in ("None", "null"):
         return None
-    if text in ("true", "false"):
-        return text == "true"
+    if text in ("true", "false", "True", "False"):      # JSON's or Python's spelling (GemmConfig's repr)
+        return text.lower() == "true"
     return int(text) if text.lstrip("-").isdigit() else text
 
 

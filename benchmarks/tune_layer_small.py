@@ -57,14 +57,25 @@ def tile_candidates(pick: GemmConfig, gemm: str) -> list[GemmConfig]:
     return list(dict.fromkeys(out))
 
 
+def combo_candidates(pick: GemmConfig) -> list[GemmConfig]:
+    """The pick, then the same 4-warp tile with the plain loop / the code ring 3 / 4 deep, each in both grid orders:
+    the two choices compound (dsv3 T = 128 GEMM1, whole call: ring 4 -1.3%, N-block-major -1.6%, both -3.8%; NOTES
+    "v21"), which a coordinate descent over one space at a time misses."""
+    if pick.kernel != "gluon" or pick.num_warps != 4:
+        return [pick]
+    plain = replace(pick, prefetch=1, overlap=False, maxnreg=None, group_m=None)
+    out = [pick] + [replace(plain, prefetch=pf, n_fastest=nf) for pf in (1, 3, 4) for nf in (False, True)]
+    return list(dict.fromkeys(out))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workloads", default="qwen3,gptoss,v4flash,dsv3")
     ap.add_argument("--tokens", default="1")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--space", choices=("kloop", "tiles"), default="kloop",
+    ap.add_argument("--space", choices=("kloop", "tiles", "combo"), default="kloop",
                     help="kloop: the pick's tile with each K loop; tiles: its K loop with other channel blocks per "
-                         "program / block_n / grid order")
+                         "program / block_n / grid order; combo: K loop x grid order")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     device = torch.cuda.get_device_name()
@@ -82,8 +93,8 @@ def main() -> None:
             chosen = dict(picks)
             ref = None
             for gemm in ("gemm1", "gemm2"):
-                cands = (k_loop_candidates(picks[gemm]) if args.space == "kloop"
-                         else tile_candidates(picks[gemm], gemm))
+                cands = {"kloop": k_loop_candidates, "combo": combo_candidates}.get(
+                    args.space, functools.partial(tile_candidates, gemm=gemm))(picks[gemm])
                 calls, times, same = {}, {c: [] for c in cands}, {}
                 for c in cands:
                     cfgs = dict(chosen, **{gemm: c})

@@ -108,6 +108,15 @@ def test_set_cache_pick_from_sweep(tmp_path):
     assert list(after["buckets"]) == sorted(after["buckets"], key=int)
 
 
+def test_set_cache_pick_parses_values():
+    """set_cache_pick.py --set FIELD=VALUE: ints, None, and booleans in JSON's or Python's spelling become the
+    GemmConfig field types (a string 'True' for n_fastest was a ValueError from GemmConfig)."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from set_cache_pick import parse_value
+    assert [parse_value(v) for v in ("4", "-1", "None", "null", "true", "True", "false", "False", "asm")] == [
+        4, -1, None, None, True, True, False, False, "asm"]
+
+
 def test_tune_layer_small_candidates():
     """tune_layer_small.k_loop_candidates: the cache's pick first, then the same 4-warp tile with every K loop (plain,
     codes in registers, rings 3 / 4, the ring with overlap and >= 3 stages), no repeats, all valid configs; other
@@ -125,6 +134,25 @@ def test_tune_layer_small_candidates():
     assert len(k_loop_candidates(GemmConfig(8, 32, True, 4, 3, kernel="gluon"))) == 5   # the pick is the plain loop
     for other in (GemmConfig(128, 64, True, 8, 2, kernel="gluon"), GemmConfig(16, 64, True, 4, 3)):
         assert k_loop_candidates(other) == [other]
+
+
+def test_tune_layer_small_combo_candidates():
+    """tune_layer_small.combo_candidates (--space combo): the pick, then its 4-warp tile with the plain loop / rings 3
+    and 4 in both grid orders (no register cap, no groups), no repeats, all valid; other picks alone."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from tune_layer_small import combo_candidates
+
+    from tmoe.kernels.configs import GemmConfig
+    pick = GemmConfig(8, 32, True, 4, 4, kernel="gluon", maxnreg=136)
+    cands = combo_candidates(pick)
+    assert cands[0] == pick and len(cands) == len(set(cands)) == 7
+    assert sorted((c.prefetch, c.grid_n_fastest) for c in cands[1:]) == [
+        (1, False), (1, True), (3, False), (3, True), (4, False), (4, True)]
+    assert all((c.block_m, c.block_n, c.num_stages) == (8, 32, 4) and c.maxnreg is None for c in cands[1:])
+    # a pick that is one of the variants is not repeated
+    assert len(combo_candidates(GemmConfig(8, 32, True, 4, 4, kernel="gluon", prefetch=4, n_fastest=True))) == 6
+    for other in (GemmConfig(128, 64, True, 8, 2, kernel="gluon"), GemmConfig(16, 64, True, 4, 3)):
+        assert combo_candidates(other) == [other]
 
 
 def test_tune_layer_small_tile_candidates():
