@@ -149,8 +149,9 @@ def test_tune_layer_small_combo_candidates():
     assert sorted((c.prefetch, c.grid_n_fastest) for c in cands[1:]) == [
         (1, False), (1, True), (3, False), (3, True), (4, False), (4, True)]
     assert all((c.block_m, c.block_n, c.num_stages) == (8, 32, 4) and c.maxnreg is None for c in cands[1:])
-    # a pick that is one of the variants is not repeated
+    # a pick that is one of the variants is not repeated (the default grid order spelled None or explicitly)
     assert len(combo_candidates(GemmConfig(8, 32, True, 4, 4, kernel="gluon", prefetch=4, n_fastest=True))) == 6
+    assert len(combo_candidates(GemmConfig(8, 32, True, 4, 4, kernel="gluon", prefetch=4))) == 6
     for other in (GemmConfig(128, 64, True, 8, 2, kernel="gluon"), GemmConfig(16, 64, True, 4, 3)):
         assert combo_candidates(other) == [other]
 
