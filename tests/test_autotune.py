@@ -247,12 +247,16 @@ def test_seed_current_picks_adds_variants_of_a_gluon_pick(tmp_path, monkeypatch)
             pass
     assert subs, current
     order = [replace(current, n_fastest=not current.grid_n_fastest)]     # then the other grid order
+    # ... with each other K loop (plain, the rings) for a 4-warp pick: the two choices compound (NOTES "v21")
+    combos = ([replace(current, prefetch=d, n_fastest=not current.grid_n_fastest)
+               for d in (1,) + CODE_RING_DEPTHS if d != current.prefetch] if current.num_warps == 4 else [])
     groups = [replace(current, group_m=g) for g in (2, 4)] if current.grid_n_fastest else []   # grouped tiles
-    head = 5 + len(rings) + len(subs) + 1 + len(groups)
+    head = 5 + len(rings) + len(subs) + 1 + len(combos) + len(groups)
     assert seeded[:head] == [space[0], current, replace(current, n_blocks=1), replace(current, n_blocks=4),
-                             replace(current, prefetch=2)] + rings + subs + order + groups
+                             replace(current, prefetch=2)] + rings + subs + order + combos + groups
     # the n_blocks=1 variant was there already
-    assert len(seeded) == len(set(seeded)) == len(space) + 3 + len(rings) + len(subs) + 1 + len(groups)
+    assert len(seeded) == len(set(seeded)) == (len(space) + 3 + len(rings) + len(subs) + 1 + len(combos)
+                                               + len(groups))
     cache.clear_memory_cache()
 
 

@@ -193,6 +193,11 @@ def seed_current_picks(spaces: dict, device_name: str, num_experts: int, hidden:
                 except ValueError:      # no valid body width for this tile
                     pass
             variants.append(replace(current, n_fastest=not current.grid_n_fastest, group_m=None))   # other order
+            if current.num_warps == 4 and not current.overlap:
+                # NOTES: the grid order and the K loop compound (H100 dsv3 T = 128 GEMM1, whole call: ring 4 -1.3%,
+                # the other order -1.6%, both -3.8%; benchmarks/NOTES.md "v21"), so the other order with each K loop
+                variants += [replace(current, prefetch=d, n_fastest=not current.grid_n_fastest, group_m=None)
+                             for d in (1,) + CODE_RING_DEPTHS if d != current.prefetch]
             if current.grid_n_fastest:
                 # NOTES: N-block-major in groups of tiles (an expert's next tile reads the weights from L2): won
                 # for one H100 GEMM (dsv3 GEMM2 T = 2048 -3.2%), lost for the GEMM1s (NOTES "v20")
