@@ -132,3 +132,30 @@ def test_warp_specialized_gemm_experiment_compiles_for_sm90():
         fields = dict(item.split("=") for item in line.split(": ", 1)[1].split())
         assert fields["spills"] == "0" and int(fields["setmaxnreg"]) > 0, line
         assert int(fields["wgmma"]) >= 8 and int(fields["mbarrier_wait"]) >= 2, line
+
+
+def test_audit_picks_compiles_cached_picks_as_launched():
+    """benchmarks/audit_picks.py (every cached pick compiled offline with its launcher's constexprs): the launch
+    interception sees both launches of a tail config and one of a plain one, and a compiled pick reports HGMMAs,
+    registers and no spills. Runs in a subprocess (the audit compiles for real: TRITON_INTERPRET=0)."""
+    code = r'''
+import json, sys
+sys.path.insert(0, "benchmarks")
+from audit_picks import audit, launch_kwargs
+from tmoe.kernels.configs import GemmConfig
+from tmoe.workloads import WORKLOADS
+tail = GemmConfig(256, 64, True, 8, 2, kernel="gluon", tail_block_m=64)
+calls = launch_kwargs("gemm1", tail, WORKLOADS["qwen3"], 8192)
+ring = GemmConfig(8, 64, True, 4, 4, kernel="gluon", prefetch=3)
+tail_launches = [(c["BLOCK_M"], getattr(c["SPLIT"], "value", c["SPLIT"])) for c in calls]
+print(json.dumps({"tail": tail_launches, "ring": audit("gemm2", ring, WORKLOADS["qwen3"], 1)}))
+'''
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                         env=dict(os.environ, TRITON_INTERPRET="0"), timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert [m for m, _ in result["tail"]] == [256, 64] and len({s for _, s in result["tail"]}) == 2, result
+    (ring,) = result["ring"]
+    assert ring["block_m"] == 8 and ring["hgmma"] == 8 and ring["spills"] == 0 and 0 < ring["regs"] <= 128, ring
+    assert ring["wgmma_waits"] == 1 and not ring["serialized"], ring

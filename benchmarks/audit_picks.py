@@ -1,0 +1,146 @@
+"""Compile every autotune-cache pick of the Gluon GEMMs for sm_90 offline and report what ptxas made of it: registers,
+spill bytes, wgmma waits per K step, ptxas wgmma serialization (no GPU needed; issue 7: "check the SASS: HGMMA present,
+no local-memory spills").
+
+    python benchmarks/audit_picks.py                        # every card directory of autotune_cache/
+    python benchmarks/audit_picks.py --device NVIDIA_H100_80GB_HBM3 --workload dsv3 --json out.json
+
+Each pick is compiled with the constexprs its launcher passes (the launch is intercepted: the kernel's `[grid](...)`
+records its keyword arguments instead of running), for the cache file's workload shape and the bucket's token count,
+as a plain launch (the layer launches the first GEMM1 / GEMM2 of small calls as programmatic dependent launches, which
+adds a few registers at most, NOTES "v17"). Exit status 1 if a pick spills or has no HGMMA.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ["TRITON_INTERPRET"] = "0"   # compile for real on a CPU-only machine
+
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+from gluon_compile_worker import K2880_UNALIGNED, compile_gluon, inspect  # noqa: E402
+
+from tmoe.autotune import cache  # noqa: E402
+from tmoe.kernels import configs, wgmma_gemm  # noqa: E402
+from tmoe.workloads import WORKLOADS  # noqa: E402
+
+PTRS = {"gemm1": {"x_ptr": "*bf16", "w1_ptr": "*i32", "w1_sf_ptr": "*u8", "lut_ptr": "*i32", "offsets_ptr": "*i32",
+                  "sorted_ptr": "*i32", "weights_ptr": "*fp32", "act_ptr": "*i16", "bias_ptr": "*fp32"},
+        "gemm2": {"act_ptr": "*bf16", "w2_ptr": "*i32", "w2_sf_ptr": "*u8", "lut_ptr": "*i32", "offsets_ptr": "*i32",
+                  "sorted_ptr": "*i32", "weights_ptr": "*fp32", "out_ptr": "*i16", "row_addr_ptr": "*i64",
+                  "bias_ptr": "*fp32"}}
+LAUNCH_OPTIONS = ("num_warps", "maxnreg", "launch_pdl")
+
+
+@dataclass
+class _Plan:      # routing.RoutingPlan's fields the launchers read (pointers only: never dereferenced here)
+    expert_offsets: torch.Tensor
+    sorted_slots: torch.Tensor
+    num_slots: int
+
+
+class _Recorder:
+    """Stands in for a Gluon kernel: `kernel[grid](*args, **kwargs)` records the keyword arguments."""
+
+    def __init__(self, kernel):
+        self.kernel, self.calls = kernel, []
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: self.calls.append(kwargs)
+
+
+def _weights(e: int, n: int, k: int):
+    """Codes int8 [e, n, k/2] and scales uint8 [e, n, k/32] with rows padded to 4 bytes (weight_layout), uninitialized
+    (only shapes and strides matter)."""
+    groups = k // 32
+    padded = -(-groups // 4) * 4
+    return torch.empty(e, n, k // 2, dtype=torch.int8), torch.empty(e, n, padded, dtype=torch.uint8)[..., :groups]
+
+
+def launch_kwargs(gemm: str, cfg, workload, tokens: int) -> list[dict]:
+    """The constexpr keyword arguments of every launch the launcher would make for `cfg` (a tail config: two)."""
+    e, k, h, i = workload.num_experts, workload.topk, workload.hidden, workload.intermediate
+    slots = tokens * k
+    plan = _Plan(torch.zeros(e + 1, dtype=torch.int32), torch.zeros(slots, dtype=torch.int32), slots)
+    name = "_gemm1_wgmma_kernel" if gemm == "gemm1" else "_gemm2_wgmma_kernel"
+    original, is_hopper = getattr(wgmma_gemm, name), configs.is_hopper
+    recorder = _Recorder(original)
+    setattr(wgmma_gemm, name, recorder)
+    configs.is_hopper = lambda device: True     # _check asks the tensors' device
+    try:
+        if gemm == "gemm1":
+            w, sf = _weights(e, 2 * i, h)
+            wgmma_gemm.gemm1_swiglu_wgmma(torch.empty(slots, h, dtype=torch.int16), w, sf, plan,
+                                          torch.empty(tokens, k), torch.empty(slots, i, dtype=torch.int16), topk=k,
+                                          clamp=workload.clamp, fast_math=True, cfg=cfg, quad=True, tiled=True)
+        else:
+            w, sf = _weights(e, h, i)
+            wgmma_gemm.gemm2_wgmma(torch.empty(slots, i, dtype=torch.int16), w, sf, plan,
+                                   torch.empty(slots, h, dtype=torch.int16), cfg=cfg, quad=True, tiled=True)
+    finally:
+        setattr(wgmma_gemm, name, original)
+        configs.is_hopper = is_hopper
+    return recorder.calls
+
+
+def audit(gemm: str, cfg, workload, tokens: int) -> list[dict]:
+    kernel = wgmma_gemm._gemm1_wgmma_kernel if gemm == "gemm1" else wgmma_gemm._gemm2_wgmma_kernel
+    unaligned = K2880_UNALIGNED if (workload.hidden if gemm == "gemm1" else workload.intermediate) % 128 else set()
+    out = []
+    for kwargs in launch_kwargs(gemm, cfg, workload, tokens):
+        const = {n: v for n, v in kwargs.items() if n not in LAUNCH_OPTIONS}
+        compiled = compile_gluon(kernel, PTRS[gemm], {"clamp", "alpha"}, const, kwargs["num_warps"], unaligned,
+                                 maxnreg=kwargs.get("maxnreg"))
+        info = inspect(compiled, 0)
+        out.append({"regs": info["regs"], "spills": info["spills"], "hgmma": info["hgmma"],
+                    "wgmma_waits": info["wgmma_waits"], "serialized": info["serialized"],
+                    "shared": compiled.metadata.shared, "block_m": const["BLOCK_M"]})
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", default=str(ROOT / "autotune_cache"))
+    ap.add_argument("--device", default=None, help="a card directory name (default: all)")
+    ap.add_argument("--workload", default=None)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    shapes = {(w.num_experts, w.hidden, w.intermediate, w.topk): w for w in WORKLOADS.values()}
+    rows, bad = [], 0
+    for path in sorted(Path(args.root).glob("*/*.json")):
+        if args.device and path.parent.name != args.device:
+            continue
+        doc = cache.load(path)
+        wl = shapes.get((doc["num_experts"], doc["hidden"], doc["intermediate"], doc["topk"]))
+        if wl is None or (args.workload and wl.name != args.workload):
+            continue
+        for tokens, bucket in sorted(doc["buckets"].items(), key=lambda kv: int(kv[0])):
+            cfg = cache.config_from_dict(bucket["best"]["config"])
+            if cfg.kernel != "gluon":
+                continue
+            for launch in audit(doc["kernel"], cfg, wl, int(tokens)):
+                row = dict(device=path.parent.name, workload=wl.name, gemm=doc["kernel"], tokens=int(tokens),
+                           config=cache.config_to_dict(cfg), **launch)
+                rows.append(row)
+                flag = launch["spills"] > 0 or launch["hgmma"] == 0 or launch["serialized"]
+                bad += flag
+                print(f"{'!!' if flag else '  '} {path.parent.name[:22]:22} {wl.name:8} {doc['kernel']} T={tokens:>5} "
+                      f"bm{launch['block_m']} bn{cfg.block_n} w{cfg.num_warps} s{cfg.num_stages} k_loop={cfg.k_loop} "
+                      f"cap={cfg.maxnreg}: regs {launch['regs']} spills {launch['spills']} B hgmma {launch['hgmma']} "
+                      f"waits {launch['wgmma_waits']} smem {launch['shared']}", flush=True)
+    print(f"{len(rows)} launches compiled, {bad} with spills, no HGMMA or serialized wgmmas")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
