@@ -64,7 +64,7 @@ def combo_candidates(pick: GemmConfig) -> list[GemmConfig]:
     if pick.kernel != "gluon" or pick.num_warps != 4:
         return [pick]
     plain = replace(pick, prefetch=1, overlap=False, maxnreg=None, group_m=None)
-    default = plain.block_m >= 128     # GemmConfig.grid_n_fastest with n_fastest None: spelled None, so no repeats
+    default = replace(plain, n_fastest=None).grid_n_fastest     # the default order spelled None: no repeats
     out = [pick] + [replace(plain, prefetch=pf, n_fastest=None if nf == default else nf)
                     for pf in (1, 3, 4) for nf in (False, True)]
     return list(dict.fromkeys(out))

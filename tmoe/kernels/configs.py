@@ -65,9 +65,13 @@ class GemmConfig:
 
     @property
     def grid_n_fastest(self) -> bool:
-        """The grid order of the block_m-token launch: n_fastest, or by default N-block-major from 128 tokens
-        (wgmma_gemm._launch; a tail launch's smaller tiles follow n_fastest, or by default their own size)."""
-        return self.block_m >= 128 if self.n_fastest is None else self.n_fastest
+        """The grid order of the block_m-token launch (see grid_n_fastest_for)."""
+        return self.grid_n_fastest_for(self.block_m)
+
+    def grid_n_fastest_for(self, tile_m: int) -> bool:
+        """The grid order of a launch of tile_m-token tiles (the block_m launch, or a tail launch's smaller tiles):
+        n_fastest, or by default N-block-major from 128 tokens (wgmma_gemm._launch)."""
+        return tile_m >= 128 if self.n_fastest is None else self.n_fastest
 
     @property
     def decode_mode(self) -> int:

@@ -923,10 +923,9 @@ def _launch(kernel, grid_n: int, num_slots: int, e_local: int, cfg, expected_slo
                   **_layouts(block_m, cfg.num_warps))
         if sub:     # see _gemm1_wgmma_tile
             kw.update(SUB_M=sub, **{f"{k}_S": v for k, v in _layouts(sub, cfg.num_warps).items()})
-        n_fastest = block_m >= 128 if cfg.n_fastest is None else cfg.n_fastest
         return _launch_over_tiles(kernel, grid_n, num_slots, e_local, block_m, expected_slots, args, kw,
-                                  n_fastest=(cfg.group_m or 1) if n_fastest else False, max_tiles=max_tiles,
-                                  first_kwargs=first)
+                                  n_fastest=(cfg.group_m or 1) if cfg.grid_n_fastest_for(block_m) else False,
+                                  max_tiles=max_tiles, first_kwargs=first)
     if cfg.tail_block_m is None:
         return one(cfg.block_m, SPLIT_ALL, None, first_kwargs)
     handle = one(cfg.block_m, SPLIT_FULL, None, first_kwargs)
