@@ -70,12 +70,23 @@ def combo_candidates(pick: GemmConfig) -> list[GemmConfig]:
     return list(dict.fromkeys(out))
 
 
+def depth_candidates(pick: GemmConfig) -> list[GemmConfig]:
+    """The pick, then its 4-warp tile with the code ring 3 / 4 / 5 / 6 steps deep and one activation stage more than
+    that (STAGES = DEPTH + 1): a ring step commits its codes and its activation tile as one cp.async group, and the
+    wait for activation tile i (AHEAD = STAGES - 1 steps after its issue) completes every older group, so a ring
+    deeper than STAGES - 1 only hides STAGES - 1 steps of load latency (NOTES "v22")."""
+    if pick.kernel != "gluon" or pick.num_warps != 4:
+        return [pick]
+    out = [pick] + [replace(pick, prefetch=depth, num_stages=depth + 1, overlap=False) for depth in (3, 4, 5, 6)]
+    return list(dict.fromkeys(out))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workloads", default="qwen3,gptoss,v4flash,dsv3")
     ap.add_argument("--tokens", default="1")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--space", choices=("kloop", "tiles", "combo"), default="kloop",
+    ap.add_argument("--space", choices=("kloop", "tiles", "combo", "depth"), default="kloop",
                     help="kloop: the pick's tile with each K loop; tiles: its K loop with other channel blocks per "
                          "program / block_n / grid order; combo: K loop x grid order")
     ap.add_argument("--json", default=None)
@@ -95,7 +106,7 @@ def main() -> None:
             chosen = dict(picks)
             ref = None
             for gemm in ("gemm1", "gemm2"):
-                cands = {"kloop": k_loop_candidates, "combo": combo_candidates}.get(
+                cands = {"kloop": k_loop_candidates, "combo": combo_candidates, "depth": depth_candidates}.get(
                     args.space, functools.partial(tile_candidates, gemm=gemm))(picks[gemm])
                 calls, times, same = {}, {c: [] for c in cands}, {}
                 for c in cands:
