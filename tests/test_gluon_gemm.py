@@ -18,7 +18,8 @@ TRITON_CFG = GemmConfig(16, 64, True, 4, 3)
 # then n_blocks > 1 (adjacent channel blocks per program; N need not divide: 2880, 160) and prefetch=2 (codes
 # two steps ahead; the shapes below have odd and even whole-step counts, 0 and 1 included); then two pairs
 # decode each K step while the previous wgmma runs (overlap, with and without a register cap); the next two pairs
-# take the codes 3-6 steps ahead through a shared-memory ring (prefetch >= 3; K < 128 runs the plain loop); the
+# take the codes 3-6 steps ahead through a shared-memory ring (prefetch >= 3; K < 128 runs the plain loop; stages
+# below and equal to prefetch + 1, which sets how far ahead the ring really loads, NOTES "v22"); the
 # last two pairs do both (the ring's loop with overlap, capped and not)
 OVERLAP = dict(overlap=True)
 GLUON_G1 = [GemmConfig(bm, bn, True, w, s, kernel="gluon", **kw) for bm, bn, w, s, kw in
@@ -26,7 +27,7 @@ GLUON_G1 = [GemmConfig(bm, bn, True, w, s, kernel="gluon", **kw) for bm, bn, w, 
              (128, 32, 4, 3, {}), (64, 64, 8, 3, {}), (128, 64, 8, 2, {}), (256, 64, 8, 2, {}),
              (8, 32, 4, 4, dict(n_blocks=2)), (16, 32, 4, 3, dict(n_blocks=4)), (8, 32, 4, 4, dict(prefetch=2)),
              (64, 64, 8, 3, dict(prefetch=2)), (32, 32, 4, 3, OVERLAP), (64, 64, 8, 4, dict(OVERLAP, maxnreg=128)),
-             (8, 32, 4, 3, dict(prefetch=6)), (16, 32, 4, 2, dict(prefetch=4, n_blocks=2)),
+             (8, 32, 4, 7, dict(prefetch=6)), (16, 32, 4, 2, dict(prefetch=4, n_blocks=2)),
              (8, 32, 4, 4, dict(OVERLAP, prefetch=3, maxnreg=80)), (16, 32, 4, 3, dict(OVERLAP, prefetch=4)))]
 GLUON_G2 = [GemmConfig(bm, bn, True, w, s, kernel="gluon", **kw) for bm, bn, w, s, kw in
             ((8, 64, 4, 2, {}), (16, 64, 4, 3, {}), (16, 128, 4, 3, {}), (32, 64, 4, 4, {}), (64, 128, 4, 2, {}),
@@ -34,7 +35,7 @@ GLUON_G2 = [GemmConfig(bm, bn, True, w, s, kernel="gluon", **kw) for bm, bn, w, 
              (8, 128, 4, 3, dict(n_blocks=2, maxnreg=128)), (16, 64, 4, 3, dict(n_blocks=4)),
              (8, 64, 4, 4, dict(prefetch=2)), (16, 64, 4, 3, dict(prefetch=2, maxnreg=80)),
              (64, 128, 4, 4, dict(OVERLAP, maxnreg=128)), (128, 128, 8, 3, OVERLAP),
-             (8, 64, 4, 3, dict(prefetch=6)), (8, 128, 4, 4, dict(prefetch=3)),
+             (8, 64, 4, 3, dict(prefetch=6)), (8, 128, 4, 6, dict(prefetch=5)),
              (8, 64, 4, 3, dict(OVERLAP, prefetch=4)), (8, 128, 4, 4, dict(OVERLAP, prefetch=3, maxnreg=96)))]
 
 
