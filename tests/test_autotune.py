@@ -239,6 +239,9 @@ def test_seed_current_picks_adds_variants_of_a_gluon_pick(tmp_path, monkeypatch)
     cli.seed_current_picks(spaces, FAKE_GPU, 4, 64, 32, 2)
     seeded = spaces[("gemm1", 128)]
     rings = [replace(current, prefetch=d) for d in CODE_RING_DEPTHS] if current.num_warps == 4 else []
+    # ... and each ring with one activation stage more than its depth (what the ring really hides, NOTES "v22")
+    rings += ([replace(current, prefetch=d, num_stages=d + 1) for d in CODE_RING_DEPTHS if d + 1 != current.num_stages]
+              if current.num_warps == 4 else [])
     subs = []       # a narrower second token body in the pick's tile, and in one twice as large
     for kw in (dict(sub_block_m=current.block_m // 2), dict(block_m=2 * current.block_m, sub_block_m=current.block_m)):
         try:

@@ -156,6 +156,26 @@ def test_tune_layer_small_combo_candidates():
         assert combo_candidates(other) == [other]
 
 
+def test_tune_layer_small_depth_candidates():
+    """tune_layer_small.depth_candidates (--space depth): the pick, then its 4-warp tile with code rings 3 / 4 / 5 / 6
+    deep, each with one activation stage more than its depth (the rest of the pick kept, overlap off); a pick that
+    is one of them is not repeated; other picks alone."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from tune_layer_small import depth_candidates
+
+    from tmoe.kernels.configs import GemmConfig
+    pick = GemmConfig(8, 64, True, 4, 3, kernel="gluon", prefetch=3, n_blocks=2, n_fastest=True)
+    cands = depth_candidates(pick)
+    assert cands[0] == pick and len(cands) == len(set(cands)) == 5
+    assert [(c.prefetch, c.num_stages) for c in cands[1:]] == [(3, 4), (4, 5), (5, 6), (6, 7)]
+    assert all((c.block_n, c.n_blocks, c.n_fastest, c.overlap) == (64, 2, True, False) for c in cands)
+    assert len(depth_candidates(GemmConfig(8, 64, True, 4, 5, kernel="gluon", prefetch=4))) == 4
+    overlapped = GemmConfig(8, 64, True, 4, 4, kernel="gluon", prefetch=3, overlap=True)
+    assert [c.overlap for c in depth_candidates(overlapped)] == [True] + [False] * 4
+    for other in (GemmConfig(128, 64, True, 8, 2, kernel="gluon"), GemmConfig(16, 64, True, 4, 3)):
+        assert depth_candidates(other) == [other]
+
+
 def test_tune_layer_small_tile_candidates():
     """tune_layer_small.tile_candidates (--space tiles): the pick, then its K loop with 1 / 2 / 4 channel blocks per
     program, a 4-warp pick's other block_n, and the other grid order; no repeats, all valid; a Triton pick alone."""

@@ -154,9 +154,13 @@ def heuristic_config(kernel: str, num_slots: int, num_local_experts: int, soft: 
         # NOTES: tiles of >= 16 tokens run N-block-major (n_fastest): the tiled GEMMs alone at T = 512 / 2048 ran
         # 2-19% faster that way on all four workloads (H100, benchmarks/NOTES.md "v19"); 8-token tiles measured
         # -15..+10%
+        # NOTES: waiting for activation tile i completes the cp.async group that carried the ring's codes with it,
+        # so the ring hides min(3, num_stages - 1) steps: 8-token tiles take 4 stages (H100 whole calls, 3 -> 4
+        # stages under the 10 bm8 picks that had 3: -0.2..-3.9%, one +0.1%; 16-token tiles mixed, NOTES "v22")
         bm = next(b for b in (8, 16, 32, 64) if per_expert <= b)
         return GemmConfig(block_m=bm, block_n=32 if kernel == "gemm1" else 64, swap_ab=True, num_warps=4,
-                          num_stages=3, kernel="gluon", prefetch=3, n_fastest=True if bm >= 16 else None)
+                          num_stages=4 if bm == 8 else 3, kernel="gluon", prefetch=3,
+                          n_fastest=True if bm >= 16 else None)
     if hopper:      # prefill: two warpgroups share 128-256-token activation tiles, small remainders in
         # tail tiles (H100 dsv3 T=8192: GEMM1 16.4 ms Triton -> 10.2 ms 256-token tiles -> 8.5 ms + tails)
         big = per_expert >= 160
