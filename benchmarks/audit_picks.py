@@ -134,6 +134,7 @@ def main() -> int:
                 bad += flag
                 print(f"{'!!' if flag else '  '} {path.parent.name[:22]:22} {wl.name:8} {doc['kernel']} T={tokens:>5} "
                       f"bm{launch['block_m']} bn{cfg.block_n} w{cfg.num_warps} s{cfg.num_stages} k_loop={cfg.k_loop} "
+                      f"ahead={cfg.ring_lookahead} "
                       f"cap={cfg.maxnreg}: regs {launch['regs']} spills {launch['spills']} B hgmma {launch['hgmma']} "
                       f"waits {launch['wgmma_waits']} smem {launch['shared']}", flush=True)
     print(f"{len(rows)} launches compiled, {bad} with spills, no HGMMA or serialized wgmmas")

@@ -267,6 +267,17 @@ def test_gluon_config_validation(kwargs, match):
     assert GemmConfig(**dict(base, block_m=128, num_warps=8, block_n=128, group_m=2)).grid_n_fastest
 
 
+def test_ring_lookahead():
+    """GemmConfig.ring_lookahead: a code ring hides min(prefetch, num_stages - 1) steps (one fewer stage ahead with
+    overlap); the other K loops report 0."""
+    ring = dict(kernel="gluon", swap_ab=True, num_warps=4)
+    assert [GemmConfig(8, 64, num_stages=s, prefetch=d, **ring).ring_lookahead
+            for d, s in ((3, 3), (3, 4), (4, 4), (4, 5), (6, 3), (6, 7), (3, 8))] == [2, 3, 3, 4, 2, 6, 3]
+    assert GemmConfig(8, 64, num_stages=4, prefetch=3, overlap=True, **ring).ring_lookahead == 2
+    assert GemmConfig(8, 64, num_stages=4, prefetch=2, **ring).ring_lookahead == 0
+    assert GemmConfig(8, 64, num_stages=4, **ring).ring_lookahead == 0
+
+
 def test_gluon_config_runs_anywhere(device):
     """A gluon config is a valid request on CPU and Hopper: the interpreter runs the Triton kernel (same bits)."""
     if device.type == "cuda" and not ON_HOPPER:

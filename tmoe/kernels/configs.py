@@ -45,7 +45,8 @@ class GemmConfig:
                                 # start per n_blocks weight passes: short K loops)
     prefetch: int = 1           # gluon: K steps of weight codes in flight ahead of the decode (2: in registers, a
                                 # two-step loop body, 128 registers, for grids of few programs per SM; 3-8, 4-warp
-                                # tiles: through a shared-memory ring that deep, ~70 registers; NOTES "v12", "v15")
+                                # tiles: through a shared-memory ring that deep, ~70 registers; NOTES "v12", "v15";
+                                # a ring hides only ring_lookahead steps: num_stages = prefetch + 1, NOTES "v22")
     sub_block_m: int | None = None  # gluon: a tile whose expert has at most sub_block_m rows left runs a
                                     # sub_block_m-token body (smaller wgmmas) in the same program: block_m-token
                                     # tiles that decode each weight block once, without block_m-wide MMAs for few rows
@@ -62,6 +63,16 @@ class GemmConfig:
         if self.overlap:
             return 32 + self.prefetch if self.prefetch >= 3 else 1
         return self.prefetch if self.prefetch >= 2 else 0
+
+    @property
+    def ring_lookahead(self) -> int:
+        """K steps of load latency a code-ring loop (prefetch >= 3) hides: its depth, capped at the activation tiles
+        it keeps ahead (num_stages - 1, one fewer with overlap). A ring step commits its codes and an activation
+        tile as one cp.async group, and the wait for activation tile i completes every older group, codes
+        included (wgmma_gemm._wgmma_gemm_ring). 0 for the other K loops."""
+        if self.prefetch < 3:
+            return 0
+        return min(self.prefetch, self.num_stages - 1 - int(self.overlap))
 
     @property
     def grid_n_fastest(self) -> bool:
