@@ -88,7 +88,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--space", choices=("kloop", "tiles", "combo", "depth"), default="kloop",
                     help="kloop: the pick's tile with each K loop; tiles: its K loop with other channel blocks per "
-                         "program / block_n / grid order; combo: K loop x grid order")
+                         "program / block_n / grid order; combo: K loop x grid order; depth: code rings 3-6 deep, "
+                         "one activation stage more than the depth")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     device = torch.cuda.get_device_name()

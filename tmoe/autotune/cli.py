@@ -187,7 +187,7 @@ def seed_current_picks(spaces: dict, device_name: str, num_experts: int, hidden:
                 if current.num_warps == 4:
                     # NOTES: a ring step commits its codes with an activation tile, and waiting for that tile
                     # completes the codes' cp.async group too: a ring hides min(depth, num_stages - 1) steps, so
-                    # each depth with num_stages = depth + 1 (H100 whole calls: -0.5..-4%, NOTES "v22")
+                    # each depth with num_stages = depth + 1 (whole calls: H100 -0.2..-4.3%, H200 -3.5..-7.1%, NOTES "v22")
                     variants += [replace(current, prefetch=d, num_stages=d + 1) for d in CODE_RING_DEPTHS
                                  if d + 1 != current.num_stages]
             # NOTES: a second, narrower token body (sub_block_m) in the pick's tile or in one twice as large: one

@@ -648,7 +648,7 @@ def _wgmma_gemm_ring(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_w
     NOTES: groups complete in order, so _b_ready's wait for activation tile i also waits for the codes of step
     i - AHEAD + DEPTH (committed with it): the ring hides min(DEPTH, AHEAD) steps of load latency
     (GemmConfig.ring_lookahead), and a ring deeper than AHEAD = STAGES - 1 (- 1 with OVERLAP) only costs shared
-    memory. Picks pair them (STAGES = DEPTH + 1; H100 ncu, gpt-oss T = 8: long-scoreboard stalls per issue
+    memory. The decode picks pair them (STAGES = DEPTH + 1; H100 ncu, gpt-oss T = 8: long-scoreboard stalls per issue
     1.7 -> 1.1 in GEMM1, 2.6 -> 0.9 in GEMM2; benchmarks/NOTES.md "v22")."""
     DEPTH: gl.constexpr = K_LOOP % K_LOOP_RING_OVERLAP
     OVERLAP: gl.constexpr = K_LOOP >= K_LOOP_RING_OVERLAP
