@@ -81,15 +81,29 @@ def depth_candidates(pick: GemmConfig) -> list[GemmConfig]:
     return list(dict.fromkeys(out))
 
 
+def mid4_candidates(pick: GemmConfig, gemm: str) -> list[GemmConfig]:
+    """The pick, then (an 8-warp pick only) 4-warp tiles of its block_m and half of it, N-block-major with a body of
+    half the tile, the codes through a ring 3 / 4 deep with one activation stage more: at mid T (qwen3 T = 512:
+    8-warp register loops, 2 CTAs per SM, 1.9 TB/s under ncu, NOTES "v20") more, smaller CTAs whose rings hide the
+    loads (NOTES "v22")."""
+    if pick.kernel != "gluon" or pick.num_warps != 8 or pick.block_m > 64:
+        return [pick]
+    block_n = 32 if gemm == "gemm1" else 64
+    out = [pick] + [GemmConfig(bm, block_n, True, 4, depth + 1, kernel="gluon", prefetch=depth, n_fastest=True,
+                               sub_block_m=bm // 2)
+                    for bm in (pick.block_m // 2, pick.block_m) for depth in (3, 4)]
+    return list(dict.fromkeys(out))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workloads", default="qwen3,gptoss,v4flash,dsv3")
     ap.add_argument("--tokens", default="1")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--space", choices=("kloop", "tiles", "combo", "depth"), default="kloop",
+    ap.add_argument("--space", choices=("kloop", "tiles", "combo", "depth", "mid4"), default="kloop",
                     help="kloop: the pick's tile with each K loop; tiles: its K loop with other channel blocks per "
                          "program / block_n / grid order; combo: K loop x grid order; depth: code rings 3-6 deep, "
-                         "one activation stage more than the depth")
+                         "one activation stage more than the depth; mid4: 4-warp ring tiles next to an 8-warp pick")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     device = torch.cuda.get_device_name()
@@ -107,7 +121,8 @@ def main() -> None:
             chosen = dict(picks)
             ref = None
             for gemm in ("gemm1", "gemm2"):
-                cands = {"kloop": k_loop_candidates, "combo": combo_candidates, "depth": depth_candidates}.get(
+                cands = {"kloop": k_loop_candidates, "combo": combo_candidates, "depth": depth_candidates,
+                         "mid4": functools.partial(mid4_candidates, gemm=gemm)}.get(
                     args.space, functools.partial(tile_candidates, gemm=gemm))(picks[gemm])
                 calls, times, same = {}, {c: [] for c in cands}, {}
                 for c in cands:
