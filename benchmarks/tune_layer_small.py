@@ -140,7 +140,8 @@ def main() -> None:
                     us = statistics.median(times[c])
                     rows.append({"workload": wl.name, "tokens": t, **c.as_dict(), "gemm": gemm, "us": us,
                                  "scope": "layer", "same_as_first": same[c], "rounds": times[c]})
-                    print(f"{name} T={t} {gemm} {'pick' if n == 0 else '    '} bn={c.block_n} nb={c.n_blocks} "
+                    print(f"{name} T={t} {gemm} {'pick' if n == 0 else '    '} bm={c.block_m} bn={c.block_n} w={c.num_warps} "
+                          f"sub={c.sub_block_m} nb={c.n_blocks} "
                           f"pf={c.prefetch} ovl={int(c.overlap)} s={c.num_stages} maxnreg={c.maxnreg} "
                           f"nf={int(c.grid_n_fastest)}: layer {us:7.1f} us "
                           f"({' '.join(f'{v:.1f}' for v in times[c])}) same={same[c]}", flush=True)
