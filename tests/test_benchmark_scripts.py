@@ -176,6 +176,25 @@ def test_tune_layer_small_depth_candidates():
         assert depth_candidates(other) == [other]
 
 
+def test_tune_layer_small_mid4_candidates():
+    """tune_layer_small.mid4_candidates (--space mid4): next to an 8-warp pick of <= 64 tokens, 4-warp tiles of its
+    block_m and half of it (block_n 32 / 64 by GEMM), N-block-major, a half-width body, rings 3 / 4 with one stage more;
+    every one a valid config; other picks alone."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from tune_layer_small import mid4_candidates
+
+    from tmoe.kernels.configs import GemmConfig
+    pick = GemmConfig(64, 128, True, 8, 3, kernel="gluon", sub_block_m=32, n_fastest=True, n_blocks=2)
+    cands = mid4_candidates(pick, "gemm2")
+    assert cands[0] == pick and len(cands) == len(set(cands)) == 5
+    assert sorted((c.block_m, c.block_n, c.num_warps, c.sub_block_m, c.prefetch, c.num_stages) for c in cands[1:]) == [
+        (32, 64, 4, 16, 3, 4), (32, 64, 4, 16, 4, 5), (64, 64, 4, 32, 3, 4), (64, 64, 4, 32, 4, 5)]
+    assert all(c.grid_n_fastest and c.ring_lookahead == c.prefetch for c in cands[1:])
+    assert {c.block_n for c in mid4_candidates(pick, "gemm1")[1:]} == {32}
+    for other in (GemmConfig(128, 128, True, 8, 3, kernel="gluon"), GemmConfig(8, 64, True, 4, 4, kernel="gluon")):
+        assert mid4_candidates(other, "gemm2") == [other]
+
+
 def test_tune_layer_small_tile_candidates():
     """tune_layer_small.tile_candidates (--space tiles): the pick, then its K loop with 1 / 2 / 4 channel blocks per
     program, a 4-warp pick's other block_n, and the other grid order; no repeats, all valid; a Triton pick alone."""
