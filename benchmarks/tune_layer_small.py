@@ -85,7 +85,7 @@ def mid4_candidates(pick: GemmConfig, gemm: str) -> list[GemmConfig]:
     """The pick, then (an 8-warp pick only) 4-warp tiles of its block_m and half of it, N-block-major with a body of
     half the tile, the codes through a ring 3 / 4 deep with one activation stage more: at mid T (qwen3 T = 512:
     8-warp register loops, 2 CTAs per SM, 1.9 TB/s under ncu, NOTES "v20") more, smaller CTAs whose rings hide the
-    loads (NOTES "v22")."""
+    loads. Measured slower than the 8-warp picks at qwen3 T = 512 and gpt-oss / v4flash T = 2048 (NOTES "v22")."""
     if pick.kernel != "gluon" or pick.num_warps != 8 or pick.block_m > 64:
         return [pick]
     block_n = 32 if gemm == "gemm1" else 64
@@ -140,8 +140,8 @@ def main() -> None:
                     us = statistics.median(times[c])
                     rows.append({"workload": wl.name, "tokens": t, **c.as_dict(), "gemm": gemm, "us": us,
                                  "scope": "layer", "same_as_first": same[c], "rounds": times[c]})
-                    print(f"{name} T={t} {gemm} {'pick' if n == 0 else '    '} bm={c.block_m} bn={c.block_n} w={c.num_warps} "
-                          f"sub={c.sub_block_m} nb={c.n_blocks} "
+                    print(f"{name} T={t} {gemm} {'pick' if n == 0 else '    '} bm={c.block_m} bn={c.block_n} "
+                          f"w={c.num_warps} sub={c.sub_block_m} nb={c.n_blocks} "
                           f"pf={c.prefetch} ovl={int(c.overlap)} s={c.num_stages} maxnreg={c.maxnreg} "
                           f"nf={int(c.grid_n_fastest)}: layer {us:7.1f} us "
                           f"({' '.join(f'{v:.1f}' for v in times[c])}) same={same[c]}", flush=True)
