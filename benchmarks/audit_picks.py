@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from gluon_compile_worker import K2880_UNALIGNED, compile_gluon, inspect  # noqa: E402
 
 from tmoe.autotune import cache  # noqa: E402
-from tmoe.kernels import configs, wgmma_gemm  # noqa: E402
+from tmoe.kernels import configs, weight_layout, wgmma_gemm  # noqa: E402
 from tmoe.workloads import WORKLOADS  # noqa: E402
 
 PTRS = {"gemm1": {"x_ptr": "*bf16", "w1_ptr": "*i32", "w1_sf_ptr": "*u8", "lut_ptr": "*i32", "offsets_ptr": "*i32",
@@ -58,11 +58,10 @@ class _Recorder:
 
 
 def _weights(e: int, n: int, k: int):
-    """Codes int8 [e, n, k/2] and scales uint8 [e, n, k/32] with rows padded to 4 bytes (weight_layout), uninitialized
-    (only shapes and strides matter)."""
-    groups = k // 32
-    padded = -(-groups // 4) * 4
-    return torch.empty(e, n, k // 2, dtype=torch.int8), torch.empty(e, n, padded, dtype=torch.uint8)[..., :groups]
+    """Codes int8 [e, n, k/2] and scales uint8 [e, n, k/32] with the layer's row padding (weight_layout.pad_scale_rows),
+    values never read (only shapes and strides matter)."""
+    return (torch.empty(e, n, k // 2, dtype=torch.int8),
+            weight_layout.pad_scale_rows(torch.empty(e, n, k // 32, dtype=torch.uint8)))
 
 
 def launch_kwargs(gemm: str, cfg, workload, tokens: int) -> list[dict]:

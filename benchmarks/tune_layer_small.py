@@ -77,7 +77,7 @@ def depth_candidates(pick: GemmConfig) -> list[GemmConfig]:
     deeper than STAGES - 1 only hides STAGES - 1 steps of load latency (NOTES "v22")."""
     if pick.kernel != "gluon" or pick.num_warps != 4:
         return [pick]
-    out = [pick] + [replace(pick, prefetch=depth, num_stages=depth + 1, overlap=False) for depth in (3, 4, 5, 6)]
+    out = [pick] + [pick.with_code_ring(depth) for depth in (3, 4, 5, 6)]
     return list(dict.fromkeys(out))
 
 
@@ -89,9 +89,8 @@ def mid4_candidates(pick: GemmConfig, gemm: str) -> list[GemmConfig]:
     if pick.kernel != "gluon" or pick.num_warps != 8 or pick.block_m > 64:
         return [pick]
     block_n = 32 if gemm == "gemm1" else 64
-    out = [pick] + [GemmConfig(bm, block_n, True, 4, depth + 1, kernel="gluon", prefetch=depth, n_fastest=True,
-                               sub_block_m=bm // 2)
-                    for bm in (pick.block_m // 2, pick.block_m) for depth in (3, 4)]
+    out = [pick] + [GemmConfig(bm, block_n, True, 4, kernel="gluon", n_fastest=True, sub_block_m=bm // 2)
+                    .with_code_ring(depth) for bm in (pick.block_m // 2, pick.block_m) for depth in (3, 4)]
     return list(dict.fromkeys(out))
 
 

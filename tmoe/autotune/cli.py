@@ -188,8 +188,7 @@ def seed_current_picks(spaces: dict, device_name: str, num_experts: int, hidden:
                     # NOTES: a ring step commits its codes with an activation tile, and waiting for that tile
                     # completes the codes' cp.async group too: a ring hides min(depth, num_stages - 1) steps, so
                     # each depth with num_stages = depth + 1 (whole calls: H100 -0.2..-4.3%, H200 -3.5..-7.1%, NOTES "v22")
-                    variants += [replace(current, prefetch=d, num_stages=d + 1) for d in CODE_RING_DEPTHS
-                                 if d + 1 != current.num_stages]
+                    variants += [current.with_code_ring(d) for d in CODE_RING_DEPTHS if d + 1 != current.num_stages]
             # NOTES: a second, narrower token body (sub_block_m) in the pick's tile or in one twice as large: one
             # weight decode for up to 2x the tokens (H100 T = 2048 GEMM2: dsv3 -11%, gpt-oss -18%, NOTES "v19")
             for kw in (dict(sub_block_m=current.block_m // 2), dict(block_m=2 * current.block_m,

@@ -5,7 +5,7 @@ Only M/N tiling, warps and stages are tunable; BLOCK_K (the reduction step) is f
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 __all__ = ["GemmConfig", "heuristic_config", "check_gpu_config", "select_config", "is_hopper", "DECODE_MODES",
            "KERNELS"]
@@ -73,6 +73,11 @@ class GemmConfig:
         if self.prefetch < 3:
             return 0
         return min(self.prefetch, self.num_stages - 1 - int(self.overlap))
+
+    def with_code_ring(self, depth: int) -> "GemmConfig":
+        """This tile with the weight codes `depth` K steps ahead through the shared-memory ring and the activation
+        stages that let the ring load that far ahead (num_stages = depth + 1, no overlap: ring_lookahead == depth)."""
+        return replace(self, prefetch=depth, num_stages=depth + 1, overlap=False)
 
     @property
     def grid_n_fastest(self) -> bool:
