@@ -58,7 +58,7 @@ def compile_gluon(kernel, ptr_types: dict, floats: set, const: dict, num_warps: 
                           options={"num_warps": num_warps, **({"maxnreg": maxnreg} if maxnreg else {})})
 
 
-def k_loop(sass: str) -> list:
+def k_loop(sass: str, addresses: bool = False) -> list:
     ins = [(int(m.group(1), 16), m.group(2).strip())
            for m in (re.search(r"/\*([0-9a-f]{4})\*/\s+(.*?);", line) for line in sass.splitlines()) if m]
     loops = []
@@ -68,7 +68,7 @@ def k_loop(sass: str) -> list:
             loops.append((int(target.group(1), 16), addr))
     lo, hi = min((lp for lp in loops if any("HGMMA" in t for a, t in ins if lp[0] <= a <= lp[1])),
                  key=lambda lp: lp[1] - lp[0])                       # the innermost loop with wgmmas: K
-    return [t for a, t in ins if lo <= a <= hi]
+    return [(a, t) if addresses else t for a, t in ins if lo <= a <= hi]
 
 
 def epilogue_race(ptx: str) -> bool:
@@ -99,7 +99,8 @@ def inspect(compiled, scale_word_loads: int = 0) -> dict:
     return {"regs": int(regs.group(1)) if regs else -1, "spills": int(spills.group(1)) if spills else 0,
             "hgmma": sum(t.startswith("HGMMA") for t in body), "loop_instructions": len(body),
             "wgmma_waits": sum(t.startswith("WARPGROUP.DEPBAR") for t in body),
-            "a_reg_writes_in_flight": a_reg_hazards(body), "serialized": "C7515" in info,
+            "barriers": sum(t.startswith("BAR.SYNC") for t in body),
+            "a_reg_writes_in_flight": a_reg_hazards(k_loop(sass, addresses=True)), "serialized": "C7515" in info,
             "narrow_code_loads": sum(re.match(r"(@!?P\d+ )?LDG\.E ", t) is not None for t in body) - scale_word_loads,
             "uniform_copies": sum(re.match(r"IMAD\.U32 R\d+, RZ, RZ, UR\d+", t) is not None for t in body),
             "code_moves": sum(re.match(r"(IMAD\.MOV\.U32 R\d+, RZ, RZ, R\d+|MOV R\d+, R\d+)$", t) is not None

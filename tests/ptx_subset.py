@@ -70,10 +70,22 @@ def run(asm: str, operands: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
         if not line or line in "{}" or line.startswith(".reg"):
             continue
         op, args = line.split(None, 1)
+        halves = re.fullmatch(r"\{\s*(\S+)\s*,\s*(\S+)\s*\}\s*,\s*(\S+)", args)      # mov.b32 {lo, hi}, x
+        packs = re.fullmatch(r"(\S+)\s*,\s*\{\s*(\S+)\s*,\s*(\S+)\s*\}", args)       # mov.b32 x, {lo, hi}
+        if op == "mov.b32" and halves:      # b16 registers hold their half in the low 16 bits
+            x = val(halves.group(3))
+            env[halves.group(1)], env[halves.group(2)] = x & U32(0xFFFF), x >> U32(16)
+            continue
+        if op == "mov.b32" and packs:
+            env[packs.group(1)] = (val(packs.group(2)) & U32(0xFFFF)) | (val(packs.group(3)) << U32(16))
+            continue
         args = [a.strip() for a in args.split(",")]
         dst = args[0]
         if op == "mov.b32":
             env[dst] = val(args[1])
+        elif op == "shf.l.wrap.b32":        # funnel shift of {args[2]:args[1]} left, the high word (a rotate if equal)
+            lo, hi, n = val(args[1]).astype(np.uint64), val(args[2]).astype(np.uint64), val(args[3]) & U32(31)
+            env[dst] = (((hi << np.uint64(32) | lo) << n.astype(np.uint64)) >> np.uint64(32)).astype(U32)
         elif op == "and.b32":
             env[dst] = val(args[1]) & val(args[2])
         elif op in ("shr.u32", "shr.b32"):

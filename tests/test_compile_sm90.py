@@ -42,6 +42,14 @@ def test_a_reg_hazard_check_finds_writes_to_in_flight_operands():
     assert a_reg_hazards(overlap[:3] + ["LDG.E.128 R60, desc[UR4][R2.64]"] + overlap[3:]) == 0
     assert a_reg_hazards(["LDG.E.128 R58, desc[UR4][R2.64]"] + overlap) == 1       # R60's group from the last walk
     assert a_reg_hazards(overlap[:2] + ["IMAD.MOV.U32 R41, RZ, RZ, R3"] + overlap[2:]) == 1
+    # a loop with one copy of its step per branch (benchmarks/experiments/parity_ring.patch): the wait at the top
+    # covers both copies; walked in address order, the second copy's decode would look like a write behind the first
+    # copy's wgmma
+    branches = [(0x00, "WARPGROUP.DEPBAR.LE gsb0, 0x0"), (0x10, "@!P5 BRA 0x50"), (0x20, "PRMT R40, R1, 0x5140, R2"),
+                (0x30, hgmma.format(40)), (0x40, "BRA 0x70"), (0x50, "PRMT R40, R1, 0x5140, R2"),
+                (0x60, hgmma.format(40)), (0x70, "@P3 BRA 0x0")]
+    assert a_reg_hazards(branches) == 0 and a_reg_hazards([t for _, t in branches]) == 1
+    assert a_reg_hazards([(0x00, "NOP")] + branches[1:]) == 2        # no wait: both copies write in-flight registers
 
 
 def test_gluon_gemms_compile_for_sm90_without_register_hazards():

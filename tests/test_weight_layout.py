@@ -55,8 +55,8 @@ def test_arith_word_bits_give_the_decoders_registers():
     word = _words(weight_layout._permute_blocks(codes, (2, 0, 1)))
     w = _words(weight_layout.to_quad(codes, "arith"))
     m = 0x81C081C0
-    regs = [w & m, (w << 3) & m, (w << 6) & m,
-            ((w >> 4) & 0x00400040) | ((w >> 6) & 0x01800180) | ((w << 4) & 0x80008000)]
+    rot10 = ((w << 10) | (w >> 22)) & 0xFFFFFFFF
+    regs = [w & m, (w << 4) & m, rot10 & m, ((w << 6) & 0x80C080C0) | ((w >> 2) & 0x01000100)]
     for i, reg in enumerate(regs):
         want = 0
         for half, code in enumerate((2 * i, 2 * i + 1)):

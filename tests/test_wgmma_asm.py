@@ -45,29 +45,39 @@ def test_fp4_pairs_asm_is_exact(bits, scale_range):
     scale_asm = wgmma_gemm._SCALE_BYTE_ARITH_ASM if bits == "arith" else wgmma_gemm._SCALE_BYTE_ASM
     pairs = ptx_subset.run(scale_asm.value, {1: scales})[0]
     th0, tl0 = wgmma_gemm.FP4_LUT_WORDS
-    asm = {"canonical": wgmma_gemm._FP4_PAIRS_ASM, "signed": wgmma_gemm._FP4_PAIRS_SIGNED_ASM,
-           "arith": wgmma_gemm._FP4_PAIRS_ARITH_ASM}[bits]
     ins = words if bits == "canonical" else _word_bits(words, bits)
-    out = ptx_subset.run(asm.value, {4: ins, 12: pairs, 20: np.full_like(words, th0),
-                                     28: np.full_like(words, tl0 & 0xFFFFFFFF)})
-    got = np.stack([out[i] for i in range(4)], -1)
-    want = _expected_pairs(words, scales)
+    if bits == "arith":     # two words per call, each with its own scale pair: (w, s) and (w, s) shifted by one
+        out = ptx_subset.run(wgmma_gemm._FP4_PAIRS_ARITH_ASM.value,
+                             {8: ins, 16: np.roll(ins, 1), 24: pairs, 32: np.roll(pairs, 1)})
+        got = np.concatenate([np.stack([out[i] for i in range(4)], -1), np.stack([out[i] for i in range(4, 8)], -1)])
+        want = np.concatenate([_expected_pairs(words, scales), _expected_pairs(np.roll(words, 1), np.roll(scales, 1))])
+        words, scales = np.concatenate([words, np.roll(words, 1)]), np.concatenate([scales, np.roll(scales, 1)])
+    else:
+        asm = {"canonical": wgmma_gemm._FP4_PAIRS_ASM, "signed": wgmma_gemm._FP4_PAIRS_SIGNED_ASM}[bits]
+        out = ptx_subset.run(asm.value, {4: ins, 12: pairs, 20: np.full_like(words, th0),
+                                         28: np.full_like(words, tl0 & 0xFFFFFFFF)})
+        got = np.stack([out[i] for i in range(4)], -1)
+        want = _expected_pairs(words, scales)
     bad = np.argwhere(got != want)
     assert bad.size == 0, f"word {words[bad[0][0]]:#010x} scale {scales[bad[0][0]]} byte {bad[0][1]}: " \
                           f"{got[tuple(bad[0])]:#010x} != {want[tuple(bad[0])]:#010x}"
 
 
 def test_arith_scale_pairs():
-    """2^(s-1) in both halves for every s <= 128 (s = 0: 2^-1), from a byte and from each byte of a word."""
+    """2^(s-1) for every s <= 128 (s = 0: 2^-1): from a byte in both halves, and from a scale word with the selectors
+    of _scale_pairs(ARITH): groups 2j and 2j + 1 in the low and the high half."""
     every = np.arange(129, dtype=U32)
     want = np.array([int(torch.tensor(2.0 ** (s - 1), dtype=torch.bfloat16).view(torch.int16)) & 0xFFFF
                      for s in range(129)], dtype=U32) * U32(0x10001)
     np.testing.assert_array_equal(ptx_subset.run(wgmma_gemm._SCALE_BYTE_ARITH_ASM.value, {1: every})[0], want)
-    for r in range(4):
-        words = (every << U32(8 * r)) | U32(0x55555555 & ~(0xFF << (8 * r)))
-        sel = np.full_like(words, r * 0x0101 + 0x4040)
+    rng = np.random.default_rng(4)
+    for j in range(2):      # the selectors of _scale_pairs(ARITH): groups 2j, 2j + 1 in the low / high half
+        lo, hi = rng.permutation(129).astype(U32), every
+        words = (lo << U32(16 * j)) | (hi << U32(16 * j + 8)) | U32(0x55550000 >> (16 * j))
+        sel = np.full_like(words, j * 0x0202 + 0x4140)
         got = ptx_subset.run(wgmma_gemm._SCALE_WORD_ARITH_ASM.value, {1: words, 2: sel})[0]
-        np.testing.assert_array_equal(got, want, err_msg=f"group {r}")
+        np.testing.assert_array_equal(got & U32(0xFFFF), want[lo] & U32(0xFFFF), err_msg=f"group {2 * j}")
+        np.testing.assert_array_equal(got >> U32(16), want[hi] >> U32(16), err_msg=f"group {2 * j + 1}")
 
 
 def test_scale_word_asm_equals_byte_asm():

@@ -101,17 +101,17 @@ def _permute_blocks(codes: torch.Tensor, order: tuple) -> torch.Tensor:
 # "signed": magnitudes stay, the sign of code j (j < 4) at bit 8j + 7, of code 4 + j at bit 8j + 3, where the
 #   lookup decode (wgmma_gemm._FP4_PAIRS_SIGNED_ASM) merges them without shuffles.
 # "arith": register i's two codes at the bf16 positions mantissa 6 / exponent 7, 8 / sign 15 (+16 for the
-#   second code), shifted: register 0 as is, 1 by -3, 2 by -6, register 3 gathered from the remaining bits
-#   (wgmma_gemm._FP4_PAIRS_ARITH_ASM: a few shifts and masks instead of table lookups; needs scales <= 2^1).
+#   second code), for register 0 as is, register 1 four places lower, register 2 rotated ten places right,
+#   register 3 at the bits left (positions 6, 7, 15 six places lower, 8 two higher; wgmma_gemm._FP4_PAIRS_ARITH_ASM:
+#   a few shifts and masks instead of table lookups; needs scales <= 2^1).
 def _arith_bits() -> tuple:
     out = [0] * 32
-    for i, shift in enumerate((0, 3, 6)):
+    for i in range(4):
         for half, code in enumerate((2 * i, 2 * i + 1)):
             for b, pos in enumerate((6, 7, 8, 15)):
-                out[4 * code + b] = pos + 16 * half - shift
-    for half, code in enumerate((6, 7)):                  # mantissa, exponent bits, sign -> the leftover bits
-        for b, pos in enumerate((10, 13, 14, 11)):
-            out[4 * code + b] = pos + 16 * half
+                p = pos + 16 * half
+                out[4 * code + b] = (p, p - 4, (p - 10) % 32, p + 2 if pos == 8 else p - 6)[i]
+    assert sorted(out) == list(range(32))
     return tuple(out)
 
 
@@ -164,10 +164,10 @@ def _canonical_words(w, ARITH: tl.constexpr):
     """uint32 words laid out as WORD_BITS["arith"] (ARITH) or ["signed"] -> canonical (one shift + mask per
     distance, generated from WORD_BITS; tests/test_weight_layout.py checks it against `from_quad`)."""
     if ARITH:
-        return (((w & 0x80000000) >> 24) | ((w & 0x1c00000) >> 18) | ((w & 0x10000000) >> 13) | ((w & 0x8000) >> 12)
-                | ((w & 0x380000) >> 7) | ((w & 0x1c0) >> 6) | ((w & 0x2000000) >> 2) | ((w & 0x1000) >> 1)
-                | (w & 0x60000000) | ((w & 0x4000000) << 2) | ((w & 0x8070000) << 4) | ((w & 0x38) << 5)
-                | ((w & 0x200) << 10) | ((w & 0x6000) << 12) | ((w & 0x400) << 14) | ((w & 0x807) << 16))
+        return (((w & 0x80000000) >> 24) | ((w & 0x1c00000) >> 18) | ((w & 0x78008000) >> 12) | ((w & 0x1c01c0) >> 6)
+                | (w & 0x800) | ((w & 0x200000) << 2) | ((w & 0x4000000) << 4) | ((w & 0x200001c) << 6)
+                | ((w & 0x7000) << 8) | ((w & 0x30000) << 12) | ((w & 0x20) << 14) | ((w & 0x400) << 16)
+                | ((w & 0x200) << 18) | ((w & 0x3) << 24))
     return (((w & 0x80000000) >> 16) | ((w & 0x800000) >> 12) | ((w & 0x8000) >> 8) | ((w & 0x80) >> 4)
             | (w & 0x77777777) | ((w & 0x8000000) << 4) | ((w & 0x80000) << 8) | ((w & 0x800) << 12)
             | ((w & 0x8) << 16))

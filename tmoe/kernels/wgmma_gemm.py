@@ -21,8 +21,8 @@ and, per k16 block, k pairs (2t, 2t+1) and (2t+8, 2t+9) with g = lane / 4, t = l
 register directly from one byte (`_FP4_PAIRS_ASM`): no interleaving shuffles. The bytes a thread
 needs (j = t mod 4 of the 64-byte row slice of a K step) are strided, so each lane loads 16
 contiguous bytes and the lanes of a quad swap bytes (`_QUAD_EXCHANGE_ASM`).
-A K step is ~220 instructions per thread (4 warps, 64 weight rows; ~95 of them on the ALU pipe, which bound
-the table-lookup decode: benchmarks/NOTES.md "v10"). With row-major weights both the H100
+A K step is ~200 instructions per thread (4 warps, 64 weight rows, the "arith" decode; ~80 of them on the ALU pipe,
+which bound the table-lookup decode: benchmarks/NOTES.md "v10", "v23"). With row-major weights both the H100
 and the H200 streamed them at 55-60% of their read bandwidth — an access-pattern limit (64-byte pieces
 of rows K/2 bytes apart); the tiled layout (weight_layout.to_tiled: 2 KB runs per 32 rows and K step)
 reaches ~80% on the H100 (benchmarks/NOTES.md "v8").
@@ -91,31 +91,40 @@ lop3.b32 hb1, hb1, w4, 0x80808080, 0xF8;
 
 # NOTES (decode, "arith" quad words: weight_layout.WORD_BITS["arith"], scales <= 128): no lookup at all. The bf16
 # with bits n << 6 (n = the 3 magnitude bits e1 e0 m) is exactly E2M1(n) x 2^-126 (n = 1: the subnormal 2^-127),
-# so a code's bf16 is its sign at bit 15 and n at bits 6..8, times 2^(s-1) (the scale pair of
-# _SCALE_WORD_ARITH_ASM; exact: a power of two, results down to 2^-128 are bf16 subnormals). The layout puts
-# registers 0 / 1 / 2 at those positions shifted by 0 / -3 / -6 (a mask, a shift and a mask), register 3 in the
-# remaining bits (two shifts, two muxes). Per word 8 ALU + 3 FMA-pipe instructions instead of 12 + 1 (sm_90
-# SASS, GEMM1 decode tile: 243 -> 219 loop instructions, 127 -> 95 on the ALU pipe; NOTES "v10").
+# so a code's bf16 is its sign at bit 15 and n at bits 6..8 (M = 0x81C081C0 for a register's two codes), times
+# 2^(s-1) (the scale pair of _SCALE_WORD_ARITH_ASM; exact: a power of two, results down to 2^-128 are bf16
+# subnormals). The layout puts register 0 at M, register 1 at M >> 4, register 2 at M rotated right by 10 and
+# register 3 at the bits left: M's bits 6, 7, 15, 22, 23, 31 six places lower, 8 and 24 two places higher. Per word:
+# 5 LOP3 + 2 SHF (ALU pipe), 2 shifts left (IMAD.SHL) and 4 HMUL2 (FMA pipe) = 13 instructions (the layout of
+# session 8: 15, 8 of them on the ALU pipe; NOTES "v23"). No 32-bit layout does it with one shift per register: the
+# 4 registers' bit sets would tile the word by translates of M, and none do (checked exhaustively, rotations too).
+# Two words per call ($8 -> $0..$3, $16 -> $4..$7; `pack=16`: a thread's groups r, r + 1 of a row): word A is
+# scaled by the low half of its scale pair ($24), word B by the high half of its own ($32) — ptxas folds the half
+# into HMUL2's operand (.H0_H0 / .H1_H1), so one scale word carries two groups (_scale_pairs).
+_ARITH_WORD = """and.b32 t, {w}, 0x81C081C0;
+mul.rn.bf16x2 {o0}, t, {p};
+shl.b32 t, {w}, 4;
+and.b32 t, t, 0x81C081C0;
+mul.rn.bf16x2 {o1}, t, {p};
+shf.l.wrap.b32 t, {w}, {w}, 10;
+and.b32 t, t, 0x81C081C0;
+mul.rn.bf16x2 {o2}, t, {p};
+shr.b32 a, {w}, 2;
+and.b32 a, a, 0x01000100;
+shl.b32 t, {w}, 6;
+lop3.b32 t, t, a, 0x80C080C0, 0xEC;
+mul.rn.bf16x2 {o3}, t, {p};
+"""
 _FP4_PAIRS_ARITH_ASM = gl.constexpr("""
 {
-.reg .b32 a, b, c, t;
-and.b32 t, $4, 0x81C081C0;
-mul.rn.bf16x2 $0, t, $12;
-shl.b32 a, $4, 3;
-and.b32 a, a, 0x81C081C0;
-mul.rn.bf16x2 $1, a, $12;
-shl.b32 b, $4, 6;
-and.b32 b, b, 0x81C081C0;
-mul.rn.bf16x2 $2, b, $12;
-shr.b32 a, $4, 4;
-shr.b32 b, $4, 6;
-shl.b32 c, $4, 4;
-and.b32 c, c, 0x80008000;
-lop3.b32 t, a, b, 0x00400040, 0xE4;
-lop3.b32 t, t, c, 0x01C001C0, 0xE4;
-mul.rn.bf16x2 $3, t, $12;
-}
-""")
+.reg .b32 a, t, pa, pb;
+.reg .b16 sa, sb, sx, sy;
+mov.b32 {sa, sx}, $24;
+mov.b32 {sy, sb}, $32;
+mov.b32 pa, {sa, sa};
+mov.b32 pb, {sb, sb};
+""" + _ARITH_WORD.format(w="$8", p="pa", o0="$0", o1="$1", o2="$2", o3="$3")
+    + _ARITH_WORD.format(w="$16", p="pb", o0="$4", o1="$5", o2="$6", o3="$7") + "}\n")
 
 # NOTES (scales): UE8M0 byte s -> bf16x2 (2^(s-127), 2^(s-127)) = bits s << 7 in each half, s = 0 -> the
 # subnormal 0x0040 (2^-127) as in numerics. From a word of 4 scale bytes (SCALE_WORDS, one 32-bit load
@@ -130,8 +139,8 @@ shl.b32 t, t, 7;
 max.u16x2 $0, t, lo;
 }
 """)
-# The arithmetic decode's scale pair: 2^(s-1) = bf16 bits (s + 126) << 7 in each half (s <= 128: normal;
-# s = 0 needs no special case).
+# The arithmetic decode's scale pair: 2^(s-1) = bf16 bits (s + 126) << 7 (s <= 128: normal; s = 0 needs no special
+# case), of the bytes $2 selects into bytes 0 and 2 (_scale_pairs: one group in both halves, or two groups).
 _SCALE_WORD_ARITH_ASM = gl.constexpr("""
 {
 .reg .b32 t;
@@ -332,16 +341,19 @@ def _decode_a(words, scales, lut, BLOCK_A: gl.constexpr, WORD3: gl.constexpr, A_
     a whole K step of quad-ordered weights with WORD_BITS "signed" (1, _FP4_PAIRS_SIGNED_ASM) or "arith" (2,
     _FP4_PAIRS_ARITH_ASM, scales from _scale_pairs(ARITH=True)); 0: canonical words."""
     zeros = gl.zeros([BLOCK_A, 16, 8], gl.int32, WORD3)
-    ins = [gl.broadcast(gl.expand_dims(words, 2), zeros)[0], gl.broadcast(gl.expand_dims(scales, 2), zeros)[0],
-           gl.broadcast(gl.expand_dims(gl.expand_dims(lut[0], 1), 2), zeros)[0],
-           gl.broadcast(gl.expand_dims(gl.expand_dims(lut[1], 1), 2), zeros)[0]]
-    if SIGNED == 2:
-        asm: gl.constexpr = _FP4_PAIRS_ARITH_ASM
-    elif SIGNED:
-        asm: gl.constexpr = _FP4_PAIRS_SIGNED_ASM
+    ins = [gl.broadcast(gl.expand_dims(words, 2), zeros)[0], gl.broadcast(gl.expand_dims(scales, 2), zeros)[0]]
+    if SIGNED == 2:     # two words per call (see _FP4_PAIRS_ARITH_ASM), no lookup registers
+        vals = gl.inline_asm_elementwise(_FP4_PAIRS_ARITH_ASM, "=r," * 7 + "=r" + ",r" * 32, ins, dtype=gl.bfloat16,
+                                         is_pure=True, pack=16)
     else:
-        asm: gl.constexpr = _FP4_PAIRS_ASM
-    vals = gl.inline_asm_elementwise(asm, "=r,=r,=r,=r" + ",r" * 32, ins, dtype=gl.bfloat16, is_pure=True, pack=8)
+        ins = ins + [gl.broadcast(gl.expand_dims(gl.expand_dims(lut[0], 1), 2), zeros)[0],
+                     gl.broadcast(gl.expand_dims(gl.expand_dims(lut[1], 1), 2), zeros)[0]]
+        if SIGNED:
+            asm: gl.constexpr = _FP4_PAIRS_SIGNED_ASM
+        else:
+            asm: gl.constexpr = _FP4_PAIRS_ASM
+        vals = gl.inline_asm_elementwise(asm, "=r,=r,=r,=r" + ",r" * 32, ins, dtype=gl.bfloat16, is_pure=True,
+                                         pack=8)
     # [rows, col = 4 * t + group, 2 * q + nibble] -> k = 32 * group + 8 * q + 2 * t + nibble
     vals = gl.permute(gl.reshape(vals, [BLOCK_A, 4, 4, 4, 2]), (0, 2, 3, 1, 4))
     return gl.convert_layout(gl.reshape(vals, [BLOCK_A, BLOCK_K]), A_LAYOUT, assert_trivial=True)
@@ -416,12 +428,17 @@ def _load_codes(w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, k0, k_
 def _scale_pairs(s, k0, k_groups, WORD3: gl.constexpr, K_MASK: gl.constexpr, SCALE_WORDS: gl.constexpr,
                  ARITH: gl.constexpr = False):
     """Loaded scales -> int32 [BLOCK_A, 16] bf16x2 scale of (row, col = 4t + group) (see _SCALE_WORD_ASM);
-    ARITH: 2^(s-1) for the arithmetic decode (_SCALE_WORD_ARITH_ASM; whole quad steps only).
+    ARITH: 2^(s-1) for the arithmetic decode (_SCALE_WORD_ARITH_ASM; whole quad steps only): from scale words,
+    col 4t + r holds groups 2j and 2j + 1 (j = r // 2) in its low and high half; from bytes its own group in both.
     K_MASK with scale words: groups past K read the row's padding; 1.0 there whatever it holds (the codes
     are 0, and 0 x 2^128 would be NaN)."""
     col = gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(2, WORD3)))
     if SCALE_WORDS:
-        words, sel = gl.broadcast(gl.expand_dims(s, 1), ((col % 4) * 0x0101 + 0x4040)[None, :])
+        if ARITH:       # groups (2j, 2j + 1) in the two halves (_FP4_PAIRS_ARITH_ASM takes one half per word)
+            sel = (col % 4) // 2 * 0x0202 + 0x4140
+        else:
+            sel = (col % 4) * 0x0101 + 0x4040
+        words, sel = gl.broadcast(gl.expand_dims(s, 1), sel[None, :])
         asm: gl.constexpr = _SCALE_WORD_ARITH_ASM if ARITH else _SCALE_WORD_ASM
         pairs = gl.inline_asm_elementwise(asm, "=r,r,r", [words, sel], dtype=gl.int32, is_pure=True, pack=1)
         if K_MASK:
