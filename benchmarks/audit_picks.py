@@ -8,7 +8,8 @@ no local-memory spills").
 Each pick is compiled with the constexprs its launcher passes (the launch is intercepted: the kernel's `[grid](...)`
 records its keyword arguments instead of running), for the cache file's workload shape and the bucket's token count,
 as a plain launch (the layer launches the first GEMM1 / GEMM2 of small calls as programmatic dependent launches, which
-adds a few registers at most, NOTES "v17"). Exit status 1 if a pick spills or has no HGMMA.
+adds a few registers at most, NOTES "v17"), with the weights' "arith" word bits (what real checkpoints get; `--bits
+signed` for weights with scales above 2^1, which take the lookup decode). Exit status 1 if a pick spills or has no HGMMA.
 """
 from __future__ import annotations
 
@@ -64,8 +65,11 @@ def _weights(e: int, n: int, k: int):
             weight_layout.pad_scale_rows(torch.empty(e, n, k // 32, dtype=torch.uint8)))
 
 
-def launch_kwargs(gemm: str, cfg, workload, tokens: int) -> list[dict]:
-    """The constexpr keyword arguments of every launch the launcher would make for `cfg` (a tail config: two)."""
+def launch_kwargs(gemm: str, cfg, workload, tokens: int, bits: str = "arith") -> list[dict]:
+    """The constexpr keyword arguments of every launch the launcher would make for `cfg` (a tail config: two), for
+    tiled weights with the word bits `bits` (weight_layout.WORD_BITS: "arith", what the layer uses for weights whose
+    scales are all <= 2^1, i.e. real checkpoints; "signed" otherwise)."""
+    quad = {"arith": 2, "signed": 1}[bits]
     e, k, h, i = workload.num_experts, workload.topk, workload.hidden, workload.intermediate
     slots = tokens * k
     plan = _Plan(torch.zeros(e + 1, dtype=torch.int32), torch.zeros(slots, dtype=torch.int32), slots)
@@ -79,22 +83,22 @@ def launch_kwargs(gemm: str, cfg, workload, tokens: int) -> list[dict]:
             w, sf = _weights(e, 2 * i, h)
             wgmma_gemm.gemm1_swiglu_wgmma(torch.empty(slots, h, dtype=torch.int16), w, sf, plan,
                                           torch.empty(tokens, k), torch.empty(slots, i, dtype=torch.int16), topk=k,
-                                          clamp=workload.clamp, fast_math=True, cfg=cfg, quad=True, tiled=True)
+                                          clamp=workload.clamp, fast_math=True, cfg=cfg, quad=quad, tiled=True)
         else:
             w, sf = _weights(e, h, i)
             wgmma_gemm.gemm2_wgmma(torch.empty(slots, i, dtype=torch.int16), w, sf, plan,
-                                   torch.empty(slots, h, dtype=torch.int16), cfg=cfg, quad=True, tiled=True)
+                                   torch.empty(slots, h, dtype=torch.int16), cfg=cfg, quad=quad, tiled=True)
     finally:
         setattr(wgmma_gemm, name, original)
         configs.is_hopper = is_hopper
     return recorder.calls
 
 
-def audit(gemm: str, cfg, workload, tokens: int) -> list[dict]:
+def audit(gemm: str, cfg, workload, tokens: int, bits: str = "arith") -> list[dict]:
     kernel = wgmma_gemm._gemm1_wgmma_kernel if gemm == "gemm1" else wgmma_gemm._gemm2_wgmma_kernel
     unaligned = K2880_UNALIGNED if (workload.hidden if gemm == "gemm1" else workload.intermediate) % 128 else set()
     out = []
-    for kwargs in launch_kwargs(gemm, cfg, workload, tokens):
+    for kwargs in launch_kwargs(gemm, cfg, workload, tokens, bits):
         const = {n: v for n, v in kwargs.items() if n not in LAUNCH_OPTIONS}
         compiled = compile_gluon(kernel, PTRS[gemm], {"clamp", "alpha"}, const, kwargs["num_warps"], unaligned,
                                  maxnreg=kwargs.get("maxnreg"))
@@ -111,6 +115,8 @@ def main() -> int:
     ap.add_argument("--device", default=None, help="a card directory name (default: all)")
     ap.add_argument("--workload", default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--bits", default="arith", choices=("arith", "signed"),
+                    help="the weights' word bits (weight_layout.WORD_BITS; the layer picks arith for scales <= 2^1)")
     args = ap.parse_args()
     shapes = {(w.num_experts, w.hidden, w.intermediate, w.topk): w for w in WORKLOADS.values()}
     rows, bad = [], 0
@@ -125,7 +131,7 @@ def main() -> int:
             cfg = cache.config_from_dict(bucket["best"]["config"])
             if cfg.kernel != "gluon":
                 continue
-            for launch in audit(doc["kernel"], cfg, wl, int(tokens)):
+            for launch in audit(doc["kernel"], cfg, wl, int(tokens), args.bits):
                 row = dict(device=path.parent.name, workload=wl.name, gemm=doc["kernel"], tokens=int(tokens),
                            config=cache.config_to_dict(cfg), **launch)
                 rows.append(row)

@@ -177,7 +177,7 @@ KNOWN_SPILLS = {("NVIDIA_H100_80GB_HBM3", "v4flash", "gemm2", 2048), ("NVIDIA_H2
 
 def test_every_shipped_pick_compiles_to_wgmma_without_spills(tmp_path):
     """Every Gluon pick of the shipped autotune cache (both cards), compiled for sm_90 as its launcher launches it
-    (benchmarks/audit_picks.py): HGMMA in the K loop, no ptxas wgmma serialization, and no spills except the
+    for weights with the "arith" word bits (benchmarks/audit_picks.py; what real checkpoints get): HGMMA in the K loop, no ptxas wgmma serialization, and no spills except the
     measured exceptions above — a cache edit that brings in a spilling or serialized pick fails here. The two card
     directories compile in parallel (~4-8 minutes on a 2-core machine)."""
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
