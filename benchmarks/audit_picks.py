@@ -9,7 +9,8 @@ Each pick is compiled with the constexprs its launcher passes (the launch is int
 records its keyword arguments instead of running), for the cache file's workload shape and the bucket's token count,
 as a plain launch (the layer launches the first GEMM1 / GEMM2 of small calls as programmatic dependent launches, which
 adds a few registers at most, NOTES "v17"), with the weights' "arith" word bits (what real checkpoints get; `--bits
-signed` for weights with scales above 2^1, which take the lookup decode). Exit status 1 if a pick spills or has no HGMMA.
+signed` for weights with scales above 2^1, which take the lookup decode). Exit status 1 if a pick spills or has no
+HGMMA.
 """
 from __future__ import annotations
 
@@ -27,17 +28,12 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
-from gluon_compile_worker import K2880_UNALIGNED, compile_gluon, inspect  # noqa: E402
+from gluon_compile_worker import GEMM_PTRS as PTRS, K2880_UNALIGNED, compile_gluon, inspect  # noqa: E402
 
 from tmoe.autotune import cache  # noqa: E402
 from tmoe.kernels import configs, weight_layout, wgmma_gemm  # noqa: E402
 from tmoe.workloads import WORKLOADS  # noqa: E402
 
-PTRS = {"gemm1": {"x_ptr": "*bf16", "w1_ptr": "*i32", "w1_sf_ptr": "*u8", "lut_ptr": "*i32", "offsets_ptr": "*i32",
-                  "sorted_ptr": "*i32", "weights_ptr": "*fp32", "act_ptr": "*i16", "bias_ptr": "*fp32"},
-        "gemm2": {"act_ptr": "*bf16", "w2_ptr": "*i32", "w2_sf_ptr": "*u8", "lut_ptr": "*i32", "offsets_ptr": "*i32",
-                  "sorted_ptr": "*i32", "weights_ptr": "*fp32", "out_ptr": "*i16", "row_addr_ptr": "*i64",
-                  "bias_ptr": "*fp32"}}
 LAUNCH_OPTIONS = ("num_warps", "maxnreg", "launch_pdl")
 
 

@@ -30,6 +30,13 @@ from sass_hazards import a_reg_hazards  # noqa: E402
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 ALIGNED = {"stride_x", "stride_act", "stride_we", "stride_wn", "stride_wse", "stride_out", "hidden", "inter",
            "k_words", "k_groups"}
+# the Gluon GEMM kernels' pointer arguments as a launch types them (benchmarks/audit_picks.py compiles with them too)
+GEMM_PTRS = {"gemm1": {"x_ptr": "*bf16", "w1_ptr": "*i32", "w1_sf_ptr": "*u8", "lut_ptr": "*i32",
+                       "offsets_ptr": "*i32", "sorted_ptr": "*i32", "weights_ptr": "*fp32", "act_ptr": "*i16",
+                       "bias_ptr": "*fp32"},
+             "gemm2": {"act_ptr": "*bf16", "w2_ptr": "*i32", "w2_sf_ptr": "*u8", "lut_ptr": "*i32",
+                       "offsets_ptr": "*i32", "sorted_ptr": "*i32", "weights_ptr": "*fp32", "out_ptr": "*i16",
+                       "row_addr_ptr": "*i64", "bias_ptr": "*fp32"}}
 # K = 2880 (gpt-oss): K/8 = 360 words is not a multiple of 16, so a launch does not specialize these
 K2880_UNALIGNED = {"stride_wn", "k_words", "k_groups"}
 
@@ -93,14 +100,15 @@ def inspect(compiled, scale_word_loads: int = 0) -> dict:
                               check=True).stdout
         info = subprocess.run([os.path.join(BIN, "ptxas"), "-arch=sm_90a", "-v", ptx, "-o", os.path.join(d, "o")],
                               capture_output=True, text=True).stderr
-    body = k_loop(sass)
+    loop = k_loop(sass, addresses=True)
+    body = [t for _, t in loop]
     regs = re.search(r"Used (\d+) registers", info)
     spills = re.search(r"(\d+) bytes spill stores", info)
     return {"regs": int(regs.group(1)) if regs else -1, "spills": int(spills.group(1)) if spills else 0,
             "hgmma": sum(t.startswith("HGMMA") for t in body), "loop_instructions": len(body),
             "wgmma_waits": sum(t.startswith("WARPGROUP.DEPBAR") for t in body),
             "barriers": sum(t.startswith("BAR.SYNC") for t in body),
-            "a_reg_writes_in_flight": a_reg_hazards(k_loop(sass, addresses=True)), "serialized": "C7515" in info,
+            "a_reg_writes_in_flight": a_reg_hazards(loop), "serialized": "C7515" in info,
             "narrow_code_loads": sum(re.match(r"(@!?P\d+ )?LDG\.E ", t) is not None for t in body) - scale_word_loads,
             "uniform_copies": sum(re.match(r"IMAD\.U32 R\d+, RZ, RZ, UR\d+", t) is not None for t in body),
             "code_moves": sum(re.match(r"(IMAD\.MOV\.U32 R\d+, RZ, RZ, R\d+|MOV R\d+, R\d+)$", t) is not None
@@ -110,11 +118,7 @@ def inspect(compiled, scale_word_loads: int = 0) -> dict:
 
 def main() -> None:
     out = {}
-    g1_ptrs = {"x_ptr": "*bf16", "w1_ptr": "*i32", "w1_sf_ptr": "*u8", "lut_ptr": "*i32", "offsets_ptr": "*i32",
-               "sorted_ptr": "*i32", "weights_ptr": "*fp32", "act_ptr": "*i16", "bias_ptr": "*fp32"}
-    g2_ptrs = {"act_ptr": "*bf16", "w2_ptr": "*i32", "w2_sf_ptr": "*u8", "lut_ptr": "*i32", "offsets_ptr": "*i32",
-               "sorted_ptr": "*i32", "weights_ptr": "*fp32", "out_ptr": "*i16", "row_addr_ptr": "*i64",
-               "bias_ptr": "*fp32"}
+    g1_ptrs, g2_ptrs = GEMM_PTRS["gemm1"], GEMM_PTRS["gemm2"]
     # (block_m, block_n, stages, bias, persistent / row_addr, quad, warps, K % 128 != 0 like gpt-oss's 2880);
     # scale rows loaded as 32-bit words except for bm16 (GEMM1) / bm32 (GEMM2): byte loads (' bytes');
     # the quad variants read the tiled layout (weight_layout.to_tiled, the default on Hopper) with the "arith"
