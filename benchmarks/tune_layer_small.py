@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_layer import layer_call, layer_weights  # noqa: E402
 from tmoe.autotune.timing import time_graph  # noqa: E402
-from tmoe.kernels.configs import GemmConfig, gluon_block_n, select_config  # noqa: E402
+from tmoe.kernels.configs import GemmConfig, gluon_block_n, half_tile_block_n, select_config  # noqa: E402
 from tmoe.workloads import WORKLOADS  # noqa: E402
 
 import tmoe  # noqa: E402
@@ -47,7 +47,8 @@ def k_loop_candidates(pick: GemmConfig) -> list[GemmConfig]:
 
 def tile_candidates(pick: GemmConfig, gemm: str) -> list[GemmConfig]:
     """The pick, then the same K loop with 1 / 2 / 4 channel blocks per program (fewer, longer programs: a grid of
-    1.8 waves becomes 0.9, NOTES "v20"), a 4-warp pick with its other block_n, and the other grid order."""
+    1.8 waves becomes 0.9, NOTES "v20"), a 4-warp pick with its other full-tile block_n (half tiles: --space half),
+    and the other grid order."""
     if pick.kernel != "gluon":
         return [pick]
     out = [pick] + [replace(pick, n_blocks=nb) for nb in (1, 2, 4)]
@@ -94,15 +95,35 @@ def mid4_candidates(pick: GemmConfig, gemm: str) -> list[GemmConfig]:
     return list(dict.fromkeys(out))
 
 
+def half_candidates(pick: GemmConfig, gemm: str) -> list[GemmConfig]:
+    """The pick, then (a 4-warp pick) half tiles — 8 weight rows per warp, the wgmma's other 8 rows zeros
+    (configs.half_tile_block_n): GEMM2's 4-warp block_n 32 and both GEMMs' 8-warp one — each with the pick's K loop and
+    with code rings 3 / 4 / 6 deep (one activation stage more). At T = 1 a program's K steps are the decode's latency
+    chain with 1-3 programs per SM (NOTES "v17"); a half tile decodes one row per thread instead of two, and twice as
+    many programs share the weights."""
+    if pick.kernel != "gluon" or pick.num_warps != 4:
+        return [pick]
+    halves = [replace(pick, block_n=half_tile_block_n(gemm, warps), num_warps=warps, maxnreg=None)
+              for warps in (4, 8) if half_tile_block_n(gemm, warps)]
+    out = [pick]
+    for half in halves:
+        out += [half] + [half.with_code_ring(depth) for depth in (3, 4, 6)]
+    return list(dict.fromkeys(out))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workloads", default="qwen3,gptoss,v4flash,dsv3")
     ap.add_argument("--tokens", default="1")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--space", choices=("kloop", "tiles", "combo", "depth", "mid4"), default="kloop",
+    ap.add_argument("--space", choices=("kloop", "tiles", "combo", "depth", "mid4", "half"), default="kloop",
                     help="kloop: the pick's tile with each K loop; tiles: its K loop with other channel blocks per "
                          "program / block_n / grid order; combo: K loop x grid order; depth: code rings 3-6 deep, "
-                         "one activation stage more than the depth; mid4: 4-warp ring tiles next to an 8-warp pick")
+                         "one activation stage more than the depth; mid4: 4-warp ring tiles next to an 8-warp pick; "
+                         "half: half tiles (8 weight rows per warp) with the pick's K loop and rings 3 / 4 / 6")
+    ap.add_argument("--compile-only", action="store_true",
+                    help="run each candidate once (compile it, check its bits) and time nothing: warms the Triton "
+                         "cache, e.g. one process per workload in parallel before the timed run")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     device = torch.cuda.get_device_name()
@@ -121,7 +142,8 @@ def main() -> None:
             ref = None
             for gemm in ("gemm1", "gemm2"):
                 cands = {"kloop": k_loop_candidates, "combo": combo_candidates, "depth": depth_candidates,
-                         "mid4": functools.partial(mid4_candidates, gemm=gemm)}.get(
+                         "mid4": functools.partial(mid4_candidates, gemm=gemm),
+                         "half": functools.partial(half_candidates, gemm=gemm)}.get(
                     args.space, functools.partial(tile_candidates, gemm=gemm))(picks[gemm])
                 calls, times, same = {}, {c: [] for c in cands}, {}
                 for c in cands:
@@ -132,6 +154,11 @@ def main() -> None:
                     ref = y.clone() if ref is None else ref
                     same[c] = bool(torch.equal(y.view(torch.int16), ref.view(torch.int16)))
                     calls[c] = call
+                if args.compile_only:
+                    print(f"{name} T={t} {gemm}: {len(cands)} candidates compiled, bitwise equal to the first: "
+                          f"{all(same.values())}", flush=True)
+                    assert all(same.values()), [c for c in cands if not same[c]]
+                    continue
                 for _ in range(args.rounds):
                     for c in cands:
                         times[c].append(time_graph(calls[c]))

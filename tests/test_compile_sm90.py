@@ -63,7 +63,7 @@ def test_gluon_gemms_compile_for_sm90_without_register_hazards():
     result = json.loads(run.stdout.strip().splitlines()[-1])
     triton_b = result.pop("triton quad b-operand")
     assert triton_b == {"compiles": [True, True], "unspecialized": ["stride_wsn"]}, triton_b
-    assert len(result) == 40
+    assert len(result) == 46
     for name in ("gemm1 bm128 bn64 s3 w8 quad sub64", "gemm1 bm64 bn32 s3 quad sub32 ring3",
                  "gemm2 bm128 bn128 s3 w8 quad sub64"):
         # sub_block_m: both token bodies' K loops (twice the wgmmas of one), the activation rings sharing memory
@@ -118,6 +118,14 @@ def test_gluon_gemms_compile_for_sm90_without_register_hazards():
     grouped, plain = result["gemm2 bm64 bn128 s3 w8 quad group4"], result["gemm2 bm64 bn128 s3 w8 quad group1"]
     assert grouped["loop_instructions"] == plain["loop_instructions"] and grouped["regs"] <= plain["regs"] + 4, (
         grouped, plain)
+    # half tiles: a warpgroup's 8 wgmmas per K step (64 rows, 32 of them weights), a loop a quarter shorter than the
+    # full tile's (one weight row decoded per thread instead of two); the ring sized for the weight rows only
+    half_ring, full_ring = result["gemm2 bm8 bn32 s5 quad ring4 half"], result["gemm1 bm8 bn32 s3 quad ring6"]
+    assert half_ring["hgmma"] == 8 and half_ring["loop_instructions"] < 0.85 * full_ring["loop_instructions"], (
+        half_ring, full_ring)
+    assert half_ring["shared"] < 4 * 64 * 68 + 5 * 8 * 128 * 2, half_ring
+    for name in ("gemm1 bm8 bn32 s5 w8 quad ring4 half", "gemm2 bm8 bn64 s4 w8 quad ahead2 half"):
+        assert result[name]["hgmma"] == 8 * (2 if "ahead2" in name else 1), (name, result[name])
     for kernel in ("gemm1 bm8 bn32 s3", "gemm2 bm8 bn64 s3", "gemm1 bm8 bn32 s3 k2880", "gemm2 bm8 bn64 s3 k2880"):
         # quad-ordered weights: no exchange in the loop (K = 2880: only the peeled partial last step has one)
         assert result[kernel + " quad"]["loop_instructions"] < result[kernel]["loop_instructions"] - 40, kernel

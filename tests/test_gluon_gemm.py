@@ -71,6 +71,39 @@ def test_gluon_bitwise_equals_triton(hidden, inter, num_experts, topk, gptoss, n
             assert torch.equal(y.view(torch.int16), y_ref.view(torch.int16)), f"gemm1 {g1} gemm2 {g2}"
 
 
+# half tiles (8 weight rows per warp: configs.half_tile_block_n) with every K loop: GEMM1 8 warps (register loop, codes two
+# steps ahead, overlap, rings), GEMM2 4 warps (same) and 8 warps; paired with full tiles and with each other
+HALF_G1 = [GemmConfig(bm, 32, True, 8, s, kernel="gluon", **kw) for bm, s, kw in (
+    (8, 3, {}), (16, 4, dict(prefetch=2)), (32, 3, OVERLAP), (8, 5, dict(prefetch=4)), (8, 7, dict(prefetch=6)),
+    (16, 3, dict(prefetch=3, n_blocks=2)), (64, 3, dict(sub_block_m=32, n_fastest=True)))]
+HALF_G2 = [GemmConfig(bm, bn, True, w, s, kernel="gluon", **kw) for bm, bn, w, s, kw in (
+    (8, 32, 4, 3, {}), (16, 32, 4, 4, dict(prefetch=2)), (32, 32, 4, 3, OVERLAP), (8, 32, 4, 5, dict(prefetch=4)),
+    (8, 64, 8, 4, dict(prefetch=3)), (16, 32, 4, 4, dict(prefetch=3, overlap=True)),
+    (8, 32, 4, 7, dict(n_blocks=2, prefetch=6)))]
+
+
+@pytest.mark.skipif(not ON_HOPPER, reason="Gluon wgmma kernels need an sm_90 GPU")
+@pytest.mark.parametrize("hidden,inter,num_experts,topk,gptoss", [
+    (256, 128, 8, 2, False), (7168, 2048, 8, 8, False), (2880, 2880, 4, 4, True), (160, 96, 4, 3, True)])
+@pytest.mark.parametrize("num_tokens,pattern", [(1, "uniform"), (5, "masked"), (64, "hot_expert")])
+def test_gluon_half_tiles_bitwise(hidden, inter, num_experts, topk, gptoss, num_tokens, pattern):
+    """Half tiles (each warp's m16 wgmma slice: 8 weight rows, 8 rows of zeros) give the Triton kernel's bits with
+    every K loop, on either GEMM and on both, next to full tiles; K = 2880 and 96 (a partial last step, none whole)."""
+    dev = torch.device("cuda")
+    weights = make_weights(num_experts, hidden, inter, seed=hidden + 3 * num_tokens, device=dev)
+    x = make_tokens(num_tokens, hidden, seed=num_tokens + 1, device=dev)
+    idx, w = make_routing(num_tokens, num_experts, topk, pattern, seed=11, device=dev)
+    kw = dict(activation="swiglu_oai", clamp=7.0) if gptoss else {}
+    if gptoss:
+        kw["l1_bias"], kw["l2_bias"] = _biases(num_experts, hidden, inter, 5, dev)
+    y_ref, _ = run_layer(weights, x, idx, w, gemm1_config=TRITON_CFG, gemm2_config=TRITON_CFG, **kw)
+    full1, full2 = GLUON_G1[-2], GLUON_G2[-3]
+    for h1, h2 in zip(HALF_G1, HALF_G2):
+        for g1, g2 in ((h1, full2), (full1, h2), (h1, h2)):
+            y, _ = run_layer(weights, x, idx, w, gemm1_config=g1, gemm2_config=g2, **kw)
+            assert torch.equal(y.view(torch.int16), y_ref.view(torch.int16)), f"gemm1 {g1} gemm2 {g2}"
+
+
 def _expert_counts_case(counts, h, i, seed):
     """(weights, x, idx, w, y of the Triton kernel): top-1 routing with counts[e] tokens on expert e (shuffled, GPU),
     y checked against the float64 reference."""
@@ -236,14 +269,14 @@ def test_gluon_scale_words_and_bytes(hidden, inter):
 @pytest.mark.parametrize("kwargs,match", [
     (dict(swap_ab=False), "gluon kernel needs"), (dict(num_warps=2), "gluon kernel needs"),
     (dict(num_stages=1), "gluon kernel needs"), (dict(block_m=512), "gluon kernel needs"),
-    (dict(block_n=96), "gluon kernel needs"), (dict(num_warps=8, block_n=32), "gluon kernel needs"),
+    (dict(block_n=96), "gluon kernel needs"), (dict(num_warps=8, block_n=256), "gluon kernel needs"),
     (dict(decode="arith"), "gluon kernel needs"), (dict(overlap=True, num_stages=2), "overlap=True"),
     (dict(kernel="triton", swap_ab=True, overlap=True), "overlap=True"),
     (dict(tail_block_m=16), "tail_block_m=16"), (dict(tail_block_m=24), "tail_block_m=24"),
     (dict(block_m=64, num_warps=8, tail_block_m=16), "tail_block_m=16"),
     (dict(kernel="triton", tail_block_m=8), "tail_block_m=8"), (dict(n_blocks=3), "n_blocks=3"),
     (dict(kernel="triton", n_blocks=2), "n_blocks=2"), (dict(prefetch=9), "prefetch=9"),
-    (dict(prefetch=0), "prefetch=0"), (dict(num_warps=8, prefetch=4), "prefetch=4"),
+    (dict(prefetch=0), "prefetch=0"), (dict(num_warps=8, block_n=128, prefetch=4), "prefetch=4"),
     (dict(kernel="triton", prefetch=4), "prefetch=4"),
     (dict(prefetch=2, overlap=True), "prefetch=2"), (dict(kernel="triton", prefetch=2), "prefetch=2"),
     (dict(sub_block_m=16), "sub_block_m=16"), (dict(block_m=64, sub_block_m=24), "sub_block_m=24"),
@@ -320,13 +353,33 @@ def test_gluon_config_checks_before_any_launch():
     configs.check_gpu_config(g1, "gemm1", hopper=True)
     with pytest.raises(ValueError, match="needs a Hopper GPU"):
         configs.check_gpu_config(g1, "gemm1", hopper=False)
-    with pytest.raises(ValueError, match="gluon gemm2 with 4 warps needs block_n"):
-        configs.check_gpu_config(g1, "gemm2", hopper=True)
     with pytest.raises(ValueError, match="gluon gemm1 with 4 warps needs block_n"):
         configs.check_gpu_config(GemmConfig(8, 128, True, 4, 3, kernel="gluon"), "gemm1")
     configs.check_gpu_config(GemmConfig(128, 64, True, 8, 2, kernel="gluon"), "gemm1", hopper=True)
+    with pytest.raises(ValueError, match="gluon gemm1 with 8 warps needs block_n"):
+        configs.check_gpu_config(GemmConfig(128, 128, True, 8, 2, kernel="gluon"), "gemm1")
     with pytest.raises(ValueError, match="gluon gemm2 with 8 warps needs block_n"):
-        configs.check_gpu_config(GemmConfig(128, 64, True, 8, 2, kernel="gluon"), "gemm2")
+        configs.check_gpu_config(GemmConfig(128, 32, True, 8, 2, kernel="gluon"), "gemm2")
+
+
+def test_half_tiles():
+    """Half tiles (8 weight rows per warp): GEMM2 block_n 32 with 4 warps and 64 with 8, GEMM1 block_n 32 with 8 (no
+    4-warp one: its MXFP8 requant needs 32 channels); a code ring with 8 warps only on a half tile."""
+    from tmoe.kernels import configs
+    half = {(kernel, bn, warps) for kernel in ("gemm1", "gemm2") for warps in (4, 8)
+            for bn in configs.gluon_block_n(kernel, warps, half=True)
+            if configs.is_half_tile(GemmConfig(8, bn, True, warps, 3, kernel="gluon"), kernel)}
+    assert half == {("gemm2", 32, 4), ("gemm2", 64, 8), ("gemm1", 32, 8)}
+    # the autotuner's space (gluon_block_n without half) holds full tiles only
+    assert not any(configs.is_half_tile(GemmConfig(8, bn, True, w, 3, kernel="gluon"), k) for k in ("gemm1", "gemm2")
+                   for w in (4, 8) for bn in configs.gluon_block_n(k, w))
+    assert not configs.is_half_tile(GemmConfig(8, 32, True, 4, 3), "gemm2")      # the Triton kernel: no such tile
+    for kernel, bn in (("gemm1", 32), ("gemm2", 64)):
+        configs.check_gpu_config(GemmConfig(8, bn, True, 8, 5, kernel="gluon", prefetch=4), kernel, hopper=True)
+    with pytest.raises(ValueError, match="needs a half tile"):     # block_n 64: GEMM1's full 8-warp tile
+        configs.check_gpu_config(GemmConfig(8, 64, True, 8, 5, kernel="gluon", prefetch=4), "gemm1")
+    with pytest.raises(ValueError, match="prefetch=4"):                 # block_n 128: never a half tile
+        GemmConfig(8, 128, True, 8, 5, kernel="gluon", prefetch=4)
 
 
 def test_cache_entries_carry_the_kernel_field():

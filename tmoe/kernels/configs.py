@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-__all__ = ["GemmConfig", "heuristic_config", "check_gpu_config", "select_config", "is_hopper", "DECODE_MODES",
-           "KERNELS"]
+__all__ = ["GemmConfig", "heuristic_config", "check_gpu_config", "select_config", "is_hopper", "is_half_tile",
+           "half_tile_block_n", "gluon_block_n", "DECODE_MODES", "KERNELS"]
 
 DECODE_MODES = ("arith", "asm", "dot_scaled")
 KERNELS = ("triton", "gluon")
@@ -20,8 +20,23 @@ MAX_CODE_RING = 8    # GemmConfig.prefetch: the deepest shared-memory code ring 
 CODE_RING_DEPTHS = (3, 4, 6)   # the ring depths the autotuner and sweeps try next to a 4-warp pick
 
 
-def gluon_block_n(kernel: str, num_warps: int) -> tuple:
-    return GLUON_BLOCK_N_8_WARPS[kernel] if num_warps == 8 else GLUON_BLOCK_N[kernel]
+def half_tile_block_n(kernel: str, num_warps: int) -> int | None:
+    """block_n of the gluon `kernel`'s half tile with `num_warps` warps, or None (GEMM1 with 4 warps). A half tile
+    has 8 weight rows per warp: each warp's m16 slice of the wgmma holds 8 weight rows and 8 rows of zeros, so a
+    thread decodes one row per K step instead of two (wgmma_gemm._half_rows; same bits). GEMM1 has no 4-warp one:
+    its MXFP8 requant needs 32 channels per tile. Measured as whole calls (H100 / H200, T = 1 and 8, NOTES "v24"):
+    slower than the full tiles nearly everywhere, one H100 pick (qwen3 GEMM2 at T = 1, -2.7%); so they are valid
+    configs outside the autotuner's space (benchmarks/tune_layer_small.py --space half times them)."""
+    block_n = 8 * num_warps // (2 if kernel == "gemm1" else 1)
+    return block_n if block_n % 32 == 0 else None
+
+
+def gluon_block_n(kernel: str, num_warps: int, half: bool = False) -> tuple:
+    """The full-tile block_n values of the gluon `kernel` with `num_warps` warps (the autotuner's), and with `half`
+    its half tile's (half_tile_block_n) too: every valid one."""
+    full = GLUON_BLOCK_N_8_WARPS[kernel] if num_warps == 8 else GLUON_BLOCK_N[kernel]
+    half_bn = half_tile_block_n(kernel, num_warps) if half else None
+    return full + ((half_bn,) if half_bn else ())
 
 
 @dataclass(frozen=True)
@@ -107,19 +122,20 @@ class GemmConfig:
         if self.kernel == "gluon" and (not self.swap_ab or self.num_warps not in (4, 8) or self.num_stages < 2
                                        or not 8 <= self.block_m <= 256
                                        or self.decode != "asm" or self.fuse_gate_up
-                                       or self.block_n not in (gluon_block_n("gemm1", self.num_warps)
-                                                               + gluon_block_n("gemm2", self.num_warps))):
+                                       or self.block_n not in (gluon_block_n("gemm1", self.num_warps, half=True)
+                                                               + gluon_block_n("gemm2", self.num_warps, half=True))):
             raise ValueError(f"{self}: the gluon kernel needs swap_ab=True, num_warps 4 or 8, num_stages >= 2, "
                              f"8 <= block_m <= 256, decode='asm', no fuse_gate_up, and block_n in "
-                             f"{GLUON_BLOCK_N} (4 warps) / {GLUON_BLOCK_N_8_WARPS} (8 warps)")
+                             f"{GLUON_BLOCK_N} (4 warps) / {GLUON_BLOCK_N_8_WARPS} (8 warps) or a half tile's "
+                             "(half_tile_block_n)")
         if self.n_blocks not in (1, 2, 4) or (self.n_blocks != 1 and self.kernel != "gluon"):
             raise ValueError(f"n_blocks={self.n_blocks!r}: must be 1, 2 or 4, and 1 unless kernel='gluon'")
         if (not isinstance(self.prefetch, int) or not 1 <= self.prefetch <= MAX_CODE_RING
                 or (self.prefetch >= 2 and self.kernel != "gluon") or (self.prefetch == 2 and self.overlap)
-                or (self.prefetch >= 3 and self.num_warps != 4)):
+                or (self.prefetch >= 3 and self.num_warps == 8 and self.block_n != 32 and self.block_n != 64)):
             raise ValueError(f"prefetch={self.prefetch!r}: must be 1 .. {MAX_CODE_RING}, and 1 unless kernel='gluon'; "
                              "2 (codes in registers) not with overlap; 3 and more (a shared-memory code ring) need "
-                             "num_warps=4")
+                             "num_warps=4 or an 8-warp half tile (block_n 32 / 64: see half_tile_block_n)")
         if self.overlap and (self.kernel != "gluon" or self.num_stages < 3):
             raise ValueError(f"overlap=True needs kernel='gluon' and num_stages >= 3, got {self}")
         if self.tail_block_m is not None and (
@@ -191,6 +207,11 @@ def heuristic_config(kernel: str, num_slots: int, num_local_experts: int, soft: 
     return GemmConfig(block_m=128, block_n=128, swap_ab=False, num_warps=8, num_stages=3)
 
 
+def is_half_tile(cfg: GemmConfig, kernel: str) -> bool:
+    """Whether `cfg` gives the gluon `kernel` a half tile (8 weight rows per warp, see half_tile_block_n)."""
+    return cfg.kernel == "gluon" and cfg.block_n == half_tile_block_n(kernel, cfg.num_warps)
+
+
 def is_hopper(device) -> bool:
     """True on an sm_90 GPU, where the Gluon kernels (wgmma) run."""
     import torch
@@ -205,14 +226,17 @@ def check_gpu_config(cfg: GemmConfig, kernel: str | None = None, hopper: bool | 
     rounds its internal sums differently; measured: results differ) for fewer than 4 warps or an
     MMA M side (BLOCK_N with swap-AB, else BLOCK_M) that is not a multiple of 64. The Gluon kernel
     always uses wgmma; it needs an sm_90 GPU (`hopper` False: raise) and, per `kernel`, the block_n
-    values of GLUON_BLOCK_N.
+    values of GLUON_BLOCK_N or its half tile's (half_tile_block_n).
     """
     if cfg.kernel == "gluon":
         if hopper is False:
             raise ValueError(f"{cfg}: the gluon kernel needs a Hopper GPU (sm_90); use kernel='triton' here")
-        if kernel is not None and cfg.block_n not in gluon_block_n(kernel, cfg.num_warps):
+        if kernel is not None and cfg.block_n not in gluon_block_n(kernel, cfg.num_warps, half=True):
             raise ValueError(f"{cfg}: the gluon {kernel} with {cfg.num_warps} warps needs block_n in "
-                             f"{gluon_block_n(kernel, cfg.num_warps)}")
+                             f"{gluon_block_n(kernel, cfg.num_warps, half=True)}")
+        if kernel is not None and cfg.prefetch >= 3 and cfg.num_warps == 8 and not is_half_tile(cfg, kernel):
+            raise ValueError(f"{cfg}: a code ring (prefetch >= 3) with 8 warps needs a half tile (gemm1 block_n 32, "
+                             "gemm2 block_n 64)")
         return
     mma_m = cfg.block_n if cfg.swap_ab else cfg.block_m
     if cfg.num_warps < 4 or cfg.num_warps % 4 or mma_m % 64:

@@ -205,18 +205,39 @@ selp.b32 $3, u1, u3, p1;
 
 
 @gluon.constexpr_function
+def _half_rows(block_a, num_warps):
+    """Whether an A tile of `block_a` weight rows is a half tile: 8 rows per warp, each warp's m16 slice of the
+    wgmma holding its 8 weight rows and 8 rows of zeros (see _decode_a). NOTES: a thread then decodes one row
+    instead of two, so a K step is half the decode work per thread, and twice as many programs cover the same
+    weights; the wgmma is the same instruction (64 rows per warpgroup), so every real row's sums are the
+    same bits. For grids of few programs per SM (T = 1), where a step is the decode's latency chain."""
+    return block_a == 8 * num_warps
+
+
+@gluon.constexpr_function
+def _mma_rows(block_a, num_warps):
+    """Rows of the wgmma accumulator for an A tile of `block_a` weight rows (a half tile: twice as many)."""
+    return 2 * block_a if _half_rows(block_a, num_warps) else block_a
+
+
+@gluon.constexpr_function
 def _word_layout(block_a, num_warps):
     """[BLOCK_A, 16 words, 8 values] of one K step: threads = the wgmma A fragment's (rows 16w + g, +8,
     + 16 * num_warps; t = lane % 4), lane t holding words col = 4t + r (r = 0..3: 16 contiguous bytes as
     loaded; after the exchange, word r is group r's bytes j = 16r + t + 4q), registers: the 8 values of
-    a word first. With 8 warps the second warpgroup holds rows 64..127 (its own m64 wgmmas)."""
+    a word first. With 8 warps the second warpgroup holds rows 64..127 (its own m64 wgmmas).
+    A half tile (_half_rows): row 8w + g is the A fragment's row 16w + g, the fragment's rows 16w + 8 + g are zeros."""
     span = 16 * num_warps
-    rows = [[8, 0, 0]] + [[span * 2 ** i, 0, 0] for i in range((block_a // span).bit_length() - 1)]
+    if _half_rows(block_a, num_warps):
+        rows = []
+        warps = [[8 * 2 ** i, 0, 0] for i in range(num_warps.bit_length() - 1)]
+    else:
+        rows = [[8, 0, 0]] + [[span * 2 ** i, 0, 0] for i in range((block_a // span).bit_length() - 1)]
+        warps = [[16 * 2 ** i, 0, 0] for i in range(num_warps.bit_length() - 1)]
     return gl.DistributedLinearLayout(
         reg_bases=[[0, 0, 1], [0, 0, 2], [0, 0, 4], [0, 1, 0], [0, 2, 0]] + rows,
         lane_bases=[[0, 4, 0], [0, 8, 0], [1, 0, 0], [2, 0, 0], [4, 0, 0]],
-        warp_bases=[[16 * 2 ** i, 0, 0] for i in range(num_warps.bit_length() - 1)], block_bases=[],
-        shape=[block_a, 16, 8])
+        warp_bases=warps, block_bases=[], shape=[block_a, 16, 8])
 
 
 @gluon.jit
@@ -355,8 +376,24 @@ def _decode_a(words, scales, lut, BLOCK_A: gl.constexpr, WORD3: gl.constexpr, A_
         vals = gl.inline_asm_elementwise(asm, "=r,=r,=r,=r" + ",r" * 32, ins, dtype=gl.bfloat16, is_pure=True,
                                          pack=8)
     # [rows, col = 4 * t + group, 2 * q + nibble] -> k = 32 * group + 8 * q + 2 * t + nibble
-    vals = gl.permute(gl.reshape(vals, [BLOCK_A, 4, 4, 4, 2]), (0, 2, 3, 1, 4))
-    return gl.convert_layout(gl.reshape(vals, [BLOCK_A, BLOCK_K]), A_LAYOUT, assert_trivial=True)
+    vals = gl.reshape(gl.permute(gl.reshape(vals, [BLOCK_A, 4, 4, 4, 2]), (0, 2, 3, 1, 4)), [BLOCK_A, BLOCK_K])
+    if _half_rows(BLOCK_A, gl.num_warps()):
+        # row 8w + g -> fragment row 16w + g; rows 16w + 8 + g are zeros (the register bit the join adds)
+        vals = gl.join(vals, gl.zeros_like(vals))
+        vals = gl.permute(gl.reshape(vals, [gl.num_warps(), 8, BLOCK_K, 2]), (0, 3, 1, 2))
+        vals = gl.reshape(vals, [2 * BLOCK_A, BLOCK_K])
+    return gl.convert_layout(vals, A_LAYOUT, assert_trivial=True)
+
+
+@gluon.jit
+def _real_rows(acc, BLOCK_A: gl.constexpr):
+    """The accumulator rows of the A tile's weight rows: [BLOCK_A, N] (a half tile drops the fragment's zero rows,
+    row 16w + g -> 8w + g; see _decode_a), else `acc` itself."""
+    if _half_rows(BLOCK_A, gl.num_warps()):
+        acc = gl.permute(gl.reshape(acc, [gl.num_warps(), 2, 8, acc.shape[1]]), (0, 2, 3, 1))
+        acc, zero_rows = gl.split(acc)
+        acc = gl.reshape(acc, [BLOCK_A, acc.shape[2]])
+    return acc
 
 
 @gluon.jit
@@ -574,7 +611,7 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_ww, st
         acc = _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_ww, stride_wsn, lut_ptr, first,
                                second, limit, K_DIM, k_words, k_groups, BLOCK_A, GATE_UP, BLOCK_M, STAGES, MMA, B_LOAD,
                                QUAD, PARTIAL_K, SCALE_WORDS, TILED, K_LOOP)
-    return acc
+    return _real_rows(acc, BLOCK_A)
 
 
 @gluon.jit
@@ -701,7 +738,7 @@ def _wgmma_gemm_ring(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_w
         _gdc_launch_dependents()    # after the wait (kernels/pdl.py's contract)
     for s in gl.static_range(AHEAD):
         _issue_b(b_smem, b_base, bk, b_ok, s, K_DIM, STAGES)
-    acc = gl.zeros([BLOCK_A, BLOCK_M], gl.float32, MMA)
+    acc = gl.zeros([_mma_rows(BLOCK_A, gl.num_warps()), BLOCK_M], gl.float32, MMA)
     # NOTES: step 0 is peeled (see _wgmma_gemm_regs: a loop that may run zero times must not define the
     # accumulator outside a wgmma)
     async_copy.wait_group(DEPTH + AHEAD - 1)
@@ -815,7 +852,7 @@ def _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 ro
     a = _decode_a(_exchange(c, WORD3, QUAD), pairs, lut, BLOCK_A, WORD3, A_LAYOUT, QUAD)
     _b_ready(AHEAD)
     _issue_b(b_smem, b_base, bk, b_ok, AHEAD, K_DIM, STAGES)
-    acc = warpgroup_mma(a, b_smem.index(0).permute((1, 0)), gl.zeros([BLOCK_A, BLOCK_M], gl.float32, MMA),
+    acc = warpgroup_mma(a, b_smem.index(0).permute((1, 0)), gl.zeros([_mma_rows(BLOCK_A, gl.num_warps()), BLOCK_M], gl.float32, MMA),
                         is_async=True)
     c = c_next
     sc = sc_next
@@ -1076,8 +1113,13 @@ def gemm1_tile_epilogue(acc, n0, row_start, row_end, expert, sorted_ptr, weights
     """acc [2 * BLOCK_N, BLOCK_M] of the gate / up A rows (_weight_rows with GATE_UP) -> SwiGLU, MXFP8 into act rows
     of the token tile (grouped_gemm._gemm1_epilogue). A-tile row r = 16 * a + 8 * part + b holds channel
     n0 + 8 * a + b of gate (part 0) / up (part 1)."""
-    acc = gl.permute(gl.reshape(acc, [2 * BLOCK_N // 16, 2, 8, BLOCK_M]), (3, 0, 2, 1))
-    acc_g, acc_u = gl.split(gl.reshape(acc, [BLOCK_M, BLOCK_N, 2]))
+    acc = gl.reshape(gl.permute(gl.reshape(acc, [2 * BLOCK_N // 16, 2, 8, BLOCK_M]), (3, 0, 2, 1)),
+                     [BLOCK_M, BLOCK_N, 2])
+    if _half_rows(2 * BLOCK_N, gl.num_warps()):
+        # NOTES: a half tile's gate / up rows of a channel are in warps 2a / 2a + 1 (row 8w + g): one pass
+        # through shared memory puts them in one thread
+        acc = gl.convert_layout(acc, gl.BlockedLayout([1, 1, 2], [1, 32, 1], [1, gl.num_warps(), 1], [2, 1, 0]))
+    acc_g, acc_u = gl.split(acc)
     acc_g = gl.convert_layout(acc_g, EPI)
     acc_u = gl.convert_layout(acc_u, EPI)
     rows = row_start + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, EPI))
