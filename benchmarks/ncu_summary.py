@@ -121,11 +121,43 @@ def _sass_block(header: list[str], rows: list[list[str]], top: int) -> str:
         per_op[r[src].split()[0].split(".")[0] if r[src].split() else "?"] += _num(r[samp]) or 0
     lines = [f"{len(rows)} instructions, {total:.0f} stall samples; by opcode: "
              + ", ".join(f"{op} {100 * v / max(total, 1):.1f}%" for op, v in per_op.most_common(12))]
+    loop = _loop_share(col, rows, samp)
+    if loop:
+        lines.append(loop)
     ranked = sorted(rows, key=lambda r: -(_num(r[samp]) or 0))[:top]
     for r in ranked:
         lines.append(f"  {r[col['Address']] if 'Address' in col else '':>8} {100 * (_num(r[samp]) or 0) / max(total, 1):5.1f}%"
                      f"  {r[src][:80]}")
     return "\n".join(lines)
+
+
+def _loop_share(col: dict, rows: list[list[str]], samp: int) -> str | None:
+    """The hottest loop's share: the address range of the backward branch whose body executed the most instructions
+    (the K loop), its stall samples and executed instructions against the kernel's (the rest: tile search, ring
+    prologue, epilogue — what a short program pays once)."""
+    exe = next((i for n, i in col.items() if n == "Instructions Executed"), None)
+    if exe is None or "Address" not in col:
+        return None
+    addr = [int(r[col["Address"]], 16) for r in rows]
+    best = None
+    for a, r in zip(addr, rows):
+        op = r[col["Source"]].split()
+        target = next((t for t in op if t.startswith("0x")), None) if any(o == "BRA" for o in op) else None
+        if target is None or int(target, 16) > a:
+            continue
+        lo = int(target, 16)
+        inside = [i for i, x in enumerate(addr) if lo <= x <= a]
+        executed = sum(_num(rows[i][exe]) or 0 for i in inside)
+        if best is None or executed > best[0]:
+            best = (executed, inside, lo, a)
+    if best is None:
+        return None
+    executed, inside, lo, hi = best
+    total_exe = sum(_num(r[exe]) or 0 for r in rows) or 1
+    total_samp = sum(_num(r[samp]) or 0 for r in rows) or 1
+    loop_samp = sum(_num(rows[i][samp]) or 0 for i in inside)
+    return (f"hottest loop {lo:#x}..{hi:#x} ({len(inside)} instructions): {100 * loop_samp / total_samp:.1f}% of the "
+            f"stall samples, {100 * executed / total_exe:.1f}% of the executed instructions")
 
 
 def main() -> None:
