@@ -97,10 +97,10 @@ def mid4_candidates(pick: GemmConfig, gemm: str) -> list[GemmConfig]:
 
 def half_candidates(pick: GemmConfig, gemm: str) -> list[GemmConfig]:
     """The pick, then (a 4-warp pick) half tiles — 8 weight rows per warp, the wgmma's other 8 rows zeros
-    (configs.half_tile_block_n): GEMM2's 4-warp block_n 32 and both GEMMs' 8-warp one — each with the pick's K loop and
-    with code rings 3 / 4 / 6 deep (one activation stage more). At T = 1 a program's K steps are the decode's latency
-    chain with 1-3 programs per SM (NOTES "v17"); a half tile decodes one row per thread instead of two, and twice as
-    many programs share the weights."""
+    (configs.half_tile_block_n): GEMM2's 4-warp block_n 32 and both GEMMs' 8-warp one — each with the pick's K loop
+    and with code rings 3 / 4 / 6 deep (one activation stage more). A half tile decodes one row per thread instead of
+    two, and twice as many programs (or warps) share the weights: meant for T = 1, where a program's K steps run
+    with 1-3 programs per SM (NOTES "v17"); measured slower nearly everywhere (NOTES "v24")."""
     if pick.kernel != "gluon" or pick.num_warps != 4:
         return [pick]
     halves = [replace(pick, block_n=half_tile_block_n(gemm, warps), num_warps=warps, maxnreg=None)

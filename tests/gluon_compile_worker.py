@@ -257,8 +257,8 @@ def main() -> None:
                      SCALE_WORDS=True, TILED=True, K_LOOP=0, N_BLOCKS=1, **wg._layouts(64, 8))
         out[f"gemm2 bm64 bn128 s3 w8 quad group{group}"] = inspect(
             compile_gluon(wg._gemm2_wgmma_kernel, g2_ptrs, set(), const, 8), 128 // 64)
-    # half tiles (configs.half_tile_block_n: 8 weight rows per warp, the wgmma's other 8 rows zeros): GEMM2 4 warps, GEMM1 /
-    # GEMM2 8 warps (also through the code ring), each K loop shape once
+    # half tiles (configs.half_tile_block_n: 8 weight rows per warp, the wgmma's other 8 rows zeros): GEMM2 4 warps,
+    # GEMM1 / GEMM2 8 warps (also through the code ring), each K loop shape once
     g1_extra = dict(TOPK=8, HAS_CLAMP=True, FAST_MATH=True, ACTIVATION=1)
     for kernel, bm, bn, warps, stages, k_loop, partial in (
             ("gemm2", 8, 32, 4, 5, 4, False), ("gemm2", 8, 32, 4, 3, 0, True), ("gemm2", 8, 64, 8, 4, 2, False),
@@ -272,7 +272,8 @@ def main() -> None:
                                  {"clamp", "alpha"} if gemm1 else set(), const, warps,
                                  K2880_UNALIGNED if partial else set())
         loop = {0: "", 1: " overlap", 2: " ahead2"}.get(k_loop, f" ring{k_loop}")
-        name = f"{kernel} bm{bm} bn{bn} s{stages}{' w8' if warps == 8 else ''}{' k2880' if partial else ''} quad{loop} half"
+        name = (f"{kernel} bm{bm} bn{bn} s{stages}{' w8' if warps == 8 else ''}{' k2880' if partial else ''} "
+                f"quad{loop} half")
         rows = (2 if gemm1 else 1) * bn
         steps = 2 if k_loop in (1, 2) else 1        # K steps per loop iteration: one scale word per row and step
         out[name] = dict(inspect(compiled, 0 if k_loop >= 3 else steps * rows // (8 * warps)),

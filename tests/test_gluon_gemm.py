@@ -71,8 +71,8 @@ def test_gluon_bitwise_equals_triton(hidden, inter, num_experts, topk, gptoss, n
             assert torch.equal(y.view(torch.int16), y_ref.view(torch.int16)), f"gemm1 {g1} gemm2 {g2}"
 
 
-# half tiles (8 weight rows per warp: configs.half_tile_block_n) with every K loop: GEMM1 8 warps (register loop, codes two
-# steps ahead, overlap, rings), GEMM2 4 warps (same) and 8 warps; paired with full tiles and with each other
+# half tiles (8 weight rows per warp: configs.half_tile_block_n) with every K loop: GEMM1 8 warps (register loop,
+# codes two steps ahead, overlap, rings), GEMM2 4 warps (same) and 8 warps; paired with full tiles and with each other
 HALF_G1 = [GemmConfig(bm, 32, True, 8, s, kernel="gluon", **kw) for bm, s, kw in (
     (8, 3, {}), (16, 4, dict(prefetch=2)), (32, 3, OVERLAP), (8, 5, dict(prefetch=4)), (8, 7, dict(prefetch=6)),
     (16, 3, dict(prefetch=3, n_blocks=2)), (64, 3, dict(sub_block_m=32, n_fastest=True)))]

@@ -12,8 +12,10 @@ ascending k, fp32 accumulation, BLOCK_K = 128. What differs is how a K step is f
   this kernel:    16-byte code loads issued one step ahead -> quad exchange (butterfly shuffles) ->
                   wait for the previous wgmma -> decode into the A registers -> async wgmma;
                   activations arrive by cp.async in a STAGES-deep NVMMA-swizzled ring (B operand)
-                  (4-warp tiles, GemmConfig.prefetch >= 3: the codes come through a shared-memory ring that
-                  many steps deep instead, each lane reading back its own cp.async bytes: _wgmma_gemm_ring)
+                  (4-warp tiles and 8-warp half tiles, GemmConfig.prefetch >= 3: the codes come through a
+                  shared-memory ring that many steps deep instead, each lane reading back its own cp.async
+                  bytes: _wgmma_gemm_ring)
+Half tiles (`_half_rows`, configs.half_tile_block_n): 8 weight rows per warp, the wgmma's other 8 rows zeros.
 
 NOTES (register A operand, bf16 with k_width = 2): a thread of warp w holds rows 16w + g (+8, +64)
 and, per k16 block, k pairs (2t, 2t+1) and (2t+8, 2t+9) with g = lane / 4, t = lane % 4. A pair
@@ -210,7 +212,8 @@ def _half_rows(block_a, num_warps):
     wgmma holding its 8 weight rows and 8 rows of zeros (see _decode_a). NOTES: a thread then decodes one row
     instead of two, so a K step is half the decode work per thread, and twice as many programs cover the same
     weights; the wgmma is the same instruction (64 rows per warpgroup), so every real row's sums are the
-    same bits. For grids of few programs per SM (T = 1), where a step is the decode's latency chain."""
+    same bits. Meant for grids of few programs per SM (T = 1); measured, a step got no shorter (its fixed work,
+    not the decode, sets it at T = 1) and only one pick took it (benchmarks/NOTES.md "v24")."""
     return block_a == 8 * num_warps
 
 
@@ -852,8 +855,8 @@ def _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 ro
     a = _decode_a(_exchange(c, WORD3, QUAD), pairs, lut, BLOCK_A, WORD3, A_LAYOUT, QUAD)
     _b_ready(AHEAD)
     _issue_b(b_smem, b_base, bk, b_ok, AHEAD, K_DIM, STAGES)
-    acc = warpgroup_mma(a, b_smem.index(0).permute((1, 0)), gl.zeros([_mma_rows(BLOCK_A, gl.num_warps()), BLOCK_M], gl.float32, MMA),
-                        is_async=True)
+    acc = warpgroup_mma(a, b_smem.index(0).permute((1, 0)),
+                        gl.zeros([_mma_rows(BLOCK_A, gl.num_warps()), BLOCK_M], gl.float32, MMA), is_async=True)
     c = c_next
     sc = sc_next
     if K_LOOP == K_LOOP_OVERLAP:
