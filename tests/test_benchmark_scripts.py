@@ -211,3 +211,44 @@ def test_tune_layer_small_tile_candidates():
     grouped = GemmConfig(64, 128, True, 8, 3, kernel="gluon", n_fastest=True, group_m=4)
     assert tile_candidates(grouped, "gemm2")[-1] == GemmConfig(64, 128, True, 8, 3, kernel="gluon", n_fastest=False)
     assert tile_candidates(GemmConfig(16, 64, True, 4, 3), "gemm2") == [GemmConfig(16, 64, True, 4, 3)]
+
+
+def test_tune_layer_small_half_candidates():
+    """tune_layer_small.half_candidates (--space half): the pick, then each half tile of the GEMM (GEMM2: 4 and 8 warps,
+    GEMM1: 8) with the pick's K loop and code rings 3 / 4 / 6; all valid for the GEMM; a non-4-warp pick alone."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from tune_layer_small import half_candidates
+
+    from tmoe.kernels.configs import GemmConfig, check_gpu_config, is_half_tile
+    for gemm, bn, halves in (("gemm1", 32, {(32, 8)}), ("gemm2", 64, {(32, 4), (64, 8)})):
+        pick = GemmConfig(8, bn, True, 4, 4, kernel="gluon", prefetch=3)
+        cands = half_candidates(pick, gemm)
+        # per half tile: the pick's loop (ring 3, 4 stages: the same as with_code_ring(3)), rings 4 and 6
+        assert cands[0] == pick and len(cands) == len(set(cands)) == 1 + 3 * len(halves)
+        assert {(c.block_n, c.num_warps) for c in cands[1:]} == halves
+        for c in cands[1:]:
+            assert is_half_tile(c, gemm) and c.prefetch in (3, 4, 6)
+            check_gpu_config(c, gemm, hopper=True)
+    eight = GemmConfig(64, 64, True, 8, 3, kernel="gluon")
+    assert half_candidates(eight, "gemm1") == [eight]
+
+
+def test_run_gpu_tests_shards():
+    """run_gpu_tests.shards: every node id in exactly one shard, in collection order within a shard; tests of a HEAVY
+    file spread over the shards, other files kept whole; costs balanced; a bad process count is a ValueError."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from run_gpu_tests import shards
+    heavy = [f"tests/test_gluon_gemm.py::test_bitwise[{n}]" for n in range(12)]
+    light = [f"tests/test_formats.py::test_{n}" for n in range(30)] + [f"tests/test_router.py::test_{n}" for n in range(9)]
+    ids = heavy[:6] + light + heavy[6:]
+    parts = shards(ids, 4, heavy={"tests/test_gluon_gemm.py": 20.0})
+    assert sorted(i for p in parts for i in p) == sorted(ids)
+    order = {i: n for n, i in enumerate(ids)}
+    assert all([order[i] for i in p] == sorted(order[i] for i in p) for p in parts)
+    for name in ("test_formats.py", "test_router.py"):
+        assert sum(any(name in i for i in p) for p in parts) == 1, name
+    cost = [sum(20.0 if "gluon" in i else 1.0 for i in p) for p in parts]
+    assert len(parts) == 4 and max(cost) - min(cost) <= 20.0, cost
+    assert shards(ids[:2], 8, heavy={}) == [ids[:2]]
+    with pytest.raises(ValueError, match="procs"):
+        shards(ids, 0)
