@@ -33,8 +33,9 @@ def collect(paths: list[str], exclude: list[str]) -> list[str]:
     run = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *paths],
                          capture_output=True, text=True)
     ids = [line.strip() for line in run.stdout.splitlines() if "::" in line]
-    if not ids:
-        raise SystemExit(f"pytest collected nothing under {paths}:\n{run.stdout[-2000:]}{run.stderr[-2000:]}")
+    if run.returncode != 0 or not ids:     # a file that fails to import must not vanish from the run
+        raise SystemExit(f"pytest collection under {paths} failed (rc={run.returncode}):\n{run.stdout[-3000:]}"
+                         f"{run.stderr[-2000:]}")
     return [i for i in ids if not any(fnmatch.fnmatch(i.split("::")[0], pat) for pat in exclude)]
 
 
