@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 __all__ = ["GemmConfig", "heuristic_config", "check_gpu_config", "select_config", "is_hopper", "is_half_tile",
-           "half_tile_block_n", "gluon_block_n", "DECODE_MODES", "KERNELS"]
+           "half_tile_block_n", "HALF_TILE_ROWS_PER_WARP", "gluon_block_n", "DECODE_MODES", "KERNELS"]
 
 DECODE_MODES = ("arith", "asm", "dot_scaled")
 KERNELS = ("triton", "gluon")
@@ -20,6 +20,9 @@ MAX_CODE_RING = 8    # GemmConfig.prefetch: the deepest shared-memory code ring 
 CODE_RING_DEPTHS = (3, 4, 6)   # the ring depths the autotuner and sweeps try next to a 4-warp pick
 
 
+HALF_TILE_ROWS_PER_WARP = 8     # a half tile's weight rows per warp (the wgmma's m16 slice: the other 8 are zeros)
+
+
 def half_tile_block_n(kernel: str, num_warps: int) -> int | None:
     """block_n of the gluon `kernel`'s half tile with `num_warps` warps, or None (GEMM1 with 4 warps). A half tile
     has 8 weight rows per warp: each warp's m16 slice of the wgmma holds 8 weight rows and 8 rows of zeros, so a
@@ -27,7 +30,7 @@ def half_tile_block_n(kernel: str, num_warps: int) -> int | None:
     its MXFP8 requant needs 32 channels per tile. Measured as whole calls (H100 / H200, T = 1 and 8, NOTES "v24"):
     slower than the full tiles nearly everywhere, one H100 pick (qwen3 GEMM2 at T = 1, -2.7%); so they are valid
     configs outside the autotuner's space (benchmarks/tune_layer_small.py --space half times them)."""
-    block_n = 8 * num_warps // (2 if kernel == "gemm1" else 1)
+    block_n = HALF_TILE_ROWS_PER_WARP * num_warps // (2 if kernel == "gemm1" else 1)
     return block_n if block_n % 32 == 0 else None
 
 
@@ -132,10 +135,11 @@ class GemmConfig:
             raise ValueError(f"n_blocks={self.n_blocks!r}: must be 1, 2 or 4, and 1 unless kernel='gluon'")
         if (not isinstance(self.prefetch, int) or not 1 <= self.prefetch <= MAX_CODE_RING
                 or (self.prefetch >= 2 and self.kernel != "gluon") or (self.prefetch == 2 and self.overlap)
-                or (self.prefetch >= 3 and self.num_warps == 8 and self.block_n != 32 and self.block_n != 64)):
+                or (self.prefetch >= 3 and self.num_warps == 8
+                    and self.block_n not in (half_tile_block_n("gemm1", 8), half_tile_block_n("gemm2", 8)))):
             raise ValueError(f"prefetch={self.prefetch!r}: must be 1 .. {MAX_CODE_RING}, and 1 unless kernel='gluon'; "
                              "2 (codes in registers) not with overlap; 3 and more (a shared-memory code ring) need "
-                             "num_warps=4 or an 8-warp half tile (block_n 32 / 64: see half_tile_block_n)")
+                             "num_warps=4 or an 8-warp half tile (see half_tile_block_n)")
         if self.overlap and (self.kernel != "gluon" or self.num_stages < 3):
             raise ValueError(f"overlap=True needs kernel='gluon' and num_stages >= 3, got {self}")
         if self.tail_block_m is not None and (
@@ -235,8 +239,8 @@ def check_gpu_config(cfg: GemmConfig, kernel: str | None = None, hopper: bool | 
             raise ValueError(f"{cfg}: the gluon {kernel} with {cfg.num_warps} warps needs block_n in "
                              f"{gluon_block_n(kernel, cfg.num_warps, half=True)}")
         if kernel is not None and cfg.prefetch >= 3 and cfg.num_warps == 8 and not is_half_tile(cfg, kernel):
-            raise ValueError(f"{cfg}: a code ring (prefetch >= 3) with 8 warps needs a half tile (gemm1 block_n 32, "
-                             "gemm2 block_n 64)")
+            raise ValueError(f"{cfg}: a code ring (prefetch >= 3) with 8 warps needs a half tile ({kernel} block_n "
+                             f"{half_tile_block_n(kernel, 8)})")
         return
     mma_m = cfg.block_n if cfg.swap_ab else cfg.block_m
     if cfg.num_warps < 4 or cfg.num_warps % 4 or mma_m % 64:

@@ -214,7 +214,7 @@ def _half_rows(block_a, num_warps):
     weights; the wgmma is the same instruction (64 rows per warpgroup), so every real row's sums are the
     same bits. Meant for grids of few programs per SM (T = 1); measured, a step got no shorter (its fixed work,
     not the decode, sets it at T = 1) and only one pick took it (benchmarks/NOTES.md "v24")."""
-    return block_a == 8 * num_warps
+    return block_a == configs.HALF_TILE_ROWS_PER_WARP * num_warps
 
 
 @gluon.constexpr_function
