@@ -195,6 +195,20 @@ def test_tune_layer_small_mid4_candidates():
         assert mid4_candidates(other, "gemm2") == [other]
 
 
+def test_tune_layer_small_cap_candidates():
+    """tune_layer_small.cap_candidates (--space cap): a 4-warp pick, then the same tile capped at 80 / 72 / 64
+    registers (a pick that carries one of them is not repeated); 8-warp and Triton picks alone."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from tune_layer_small import cap_candidates
+
+    from tmoe.kernels.configs import GemmConfig
+    pick = GemmConfig(8, 32, True, 4, 5, kernel="gluon", prefetch=4)
+    assert [c.maxnreg for c in cap_candidates(pick)] == [None, 80, 72, 64]
+    assert [c.maxnreg for c in cap_candidates(GemmConfig(8, 32, True, 4, 5, kernel="gluon", maxnreg=72))] == [72, 80, 64]
+    for other in (GemmConfig(64, 64, True, 8, 3, kernel="gluon"), GemmConfig(16, 64, True, 4, 3)):
+        assert cap_candidates(other) == [other]
+
+
 def test_tune_layer_small_tile_candidates():
     """tune_layer_small.tile_candidates (--space tiles): the pick, then its K loop with 1 / 2 / 4 channel blocks per
     program, a 4-warp pick's other block_n, and the other grid order; no repeats, all valid; a Triton pick alone."""

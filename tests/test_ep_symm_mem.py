@@ -19,6 +19,7 @@ import tmoe
 from tmoe.dispatch import symm_mem
 from tmoe.dispatch.symm_mem import (FUSED_RETURN_MAX_SLOTS, SymmMemTimeout, fused_return_setting, simulated_transports,
                                     tma_return_setting)
+from tmoe.kernels.configs import GemmConfig
 from tmoe.layer import MegaMoEBuffer, fill_buffer, mega_moe_steps
 
 import ep_worker
@@ -32,16 +33,17 @@ def _weights(device):
     return make_weights(E, H, I, seed=7, device=device)
 
 
-def _simulated_buffers(world: int, device, fused_return: bool = False):
-    transports = simulated_transports(world, E, CAP, K, H, device=device)
+def _simulated_buffers(world: int, device, fused_return: bool = False, shape=(E, H, I, K)):
+    e, h, i, k = shape
+    transports = simulated_transports(world, e, CAP, k, h, device=device)
     for tr in transports:
         tr.fused_return = fused_return      # GEMM2 writes the results straight into the sources' `home`
-    return [MegaMoEBuffer(None, E, CAP, K, H, I, device=device, _simulated=(r, transports[r]))
+    return [MegaMoEBuffer(None, e, CAP, k, h, i, device=device, _simulated=(r, transports[r]))
             for r in range(world)]
 
 
-def _run_simulated(bufs, inputs, weights, device, stats=None):
-    """One layer call on every simulated rank; returns y per rank."""
+def _run_simulated(bufs, inputs, weights, device, stats=None, **layer_kwargs):
+    """One layer call on every simulated rank (`layer_kwargs`: mega_moe_steps' options); returns y per rank."""
     world = len(bufs)
     gens, ys = [], []
     for r in range(world):
@@ -50,9 +52,9 @@ def _run_simulated(bufs, inputs, weights, device, stats=None):
         local = weights.local(r, world)
         l1, l2 = tmoe.transform_weights_for_mega_moe((local.w1, local.w1_sf), (local.w2, local.w2_sf),
                                                      backend="triton")
-        y = torch.full((x.shape[0], H), float("nan"), dtype=torch.bfloat16, device=device)
+        y = torch.full((x.shape[0], bufs[r].hidden), float("nan"), dtype=torch.bfloat16, device=device)
         ys.append(y)
-        gens.append(mega_moe_steps(y, l1, l2, bufs[r], None if stats is None else stats[r]))
+        gens.append(mega_moe_steps(y, l1, l2, bufs[r], None if stats is None else stats[r], **layer_kwargs))
     alive = list(range(world))
     while alive:            # lockstep: every rank's signal half before any rank's wait half
         for r in list(alive):
@@ -63,14 +65,15 @@ def _run_simulated(bufs, inputs, weights, device, stats=None):
     return ys
 
 
-def _single_rank(inputs, weights, device):
+def _single_rank(inputs, weights, device, shape=(E, H, I, K)):
+    e, h, i, k = shape
     l1, l2 = tmoe.transform_weights_for_mega_moe((weights.w1, weights.w1_sf), (weights.w2, weights.w2_sf),
                                                  backend="triton")
-    buf = tmoe.get_symm_buffer_for_mega_moe(None, E, CAP, K, H, I, device=device, backend="triton")
+    buf = tmoe.get_symm_buffer_for_mega_moe(None, e, CAP, k, h, i, device=device, backend="triton")
     out = []
     for x, idx, w in inputs:
         fill_buffer(buf, x.to(device), idx.to(device), w.to(device))
-        y = torch.full((x.shape[0], H), float("nan"), dtype=torch.bfloat16, device=device)
+        y = torch.full((x.shape[0], h), float("nan"), dtype=torch.bfloat16, device=device)
         tmoe.fp8_fp4_mega_moe(y, l1, l2, buf)
         out.append(y)
     return out
@@ -127,6 +130,34 @@ def test_symm_mem_tma_return_codes(world, device):
         want_addr = tr.peer_ptrs[rank] + tr.layout.offset("home") * 4 + row * tr.layout.hidden * 2
         assert torch.equal(addr[used], want_addr), f"rank {tr.rank}"
         assert bool((code[~used] == 0).all())
+
+
+# GEMM2 tiles under the fused TMA return: the H100 cache's qwen3 pick at one token (an 8-warp half tile, code ring 3:
+# configs.half_tile_block_n), a 4-warp code ring and a plain 8x128 tile; K = 256 gives the rings whole steps
+TMA_RETURN_G2 = [GemmConfig(8, 64, True, 8, 4, kernel="gluon", prefetch=3),
+                 GemmConfig(8, 64, True, 4, 5, kernel="gluon", prefetch=4), GemmConfig(8, 128, True, 4, 3, kernel="gluon")]
+
+
+@pytest.mark.parametrize("gemm2_config", TMA_RETURN_G2, ids=["half8w-ring3", "ring4", "plain128"])
+def test_symm_mem_fused_tma_return_gemm2_tiles(gemm2_config, device):
+    """The fused return by TMA stores (GEMM2's ROW_TMA epilogue) with the small-T GEMM2 tiles the caches pick, the
+    8-warp half tile included: the same bits as one rank with default tiles (on CPU the interpreter runs the Triton
+    kernel for a gluon config: same bits)."""
+    shape = (8, 128, 256, 2)
+    e, h, i, k = shape
+    weights = make_weights(e, h, i, seed=21, device=device)
+    inputs = []
+    for r, t in enumerate((3, 1)):
+        idx, w = make_routing(t, e, k, "masked", seed=40 + r, device="cpu")
+        inputs.append((make_tokens(t, h, seed=30 + r, device="cpu"), idx, w))
+    bufs = _simulated_buffers(2, device, shape=shape)
+    for b in bufs:
+        b.symm.tma_return, b.symm.fused_return = True, True
+    got = _run_simulated(bufs, inputs, weights, device, gemm2_config=gemm2_config)
+    want = _single_rank(inputs, weights, device, shape=shape)
+    for r in range(2):
+        assert torch.equal(got[r].view(torch.int16), want[r].view(torch.int16)), f"rank {r}"
+    _assert_clean(bufs)
 
 
 @pytest.mark.parametrize("value,want", [("1", True), ("0", False), ("auto", None)])
