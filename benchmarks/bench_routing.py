@@ -45,9 +45,10 @@ def main() -> None:
             for warps in (4, 2, 1):
                 offsets = torch.zeros(e + 1, dtype=torch.int32, device="cuda")
                 sorted_slots = torch.full((slots,), -1, dtype=torch.int32, device="cuda")
+                done = torch.ones(e, dtype=torch.int32, device="cuda")
 
                 def launch():
-                    _single_chunk_kernel[(1,)](idx, offsets, sorted_slots, offsets, slots, 0, e, CHUNK=chunk,
+                    _single_chunk_kernel[(1,)](idx, offsets, sorted_slots, offsets, done, slots, 0, e, CHUNK=chunk,
                                                E_PAD=e_pad, HAS_STATS=False, PDL=False, num_warps=warps)
                 launch()
                 torch.cuda.synchronize()

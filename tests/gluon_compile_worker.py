@@ -47,6 +47,10 @@ def compile_gluon(kernel, ptr_types: dict, floats: set, const: dict, num_warps: 
         const = dict(const, GDC_WAIT=False)
     if "SUB_M" in kernel.arg_names and "SUB_M" not in const:           # no sub-tile body (GemmConfig.sub_block_m)
         const = dict(const, SUB_M=0, MMA_S=None, B_LOAD_S=None, EPI_S=None)
+    if "SIGNAL" in kernel.arg_names and "SIGNAL" not in const:         # GEMM1: no row counters (early GEMM2)
+        const = dict(const, SIGNAL=False, done_ptr=None)
+    if "EARLY" in kernel.arg_names and "EARLY" not in const:           # GEMM2: waits for all of GEMM1
+        const = dict(const, EARLY=False, done_ptr=None, done_per_row=0)
     if "ROW_TMA" in kernel.arg_names and "ROW_TMA" not in const:       # GEMM2: no TMA row epilogue
         const = dict(const, ROW_TMA=False, R_PEERS=1, **{f"pd{i}": None for i in range(8)})
     sig, attrs = {}, {}
@@ -215,6 +219,16 @@ def main() -> None:
                                       wait_after_codes=ptx.index("cp.async") < ptx.index("griddepcontrol.wait"),
                                       trigger_after_wait=ptx.index("griddepcontrol.wait")
                                       < ptx.index("griddepcontrol.launch_dependents"))
+            # early GEMM2 (RoutingPlan.expert_rows_done): GEMM1 adds its rows to the expert's counter (release) after
+            # each channel block; GEMM2 polls its expert's counter (acquire) after the codes' prologue instead of
+            # waiting for all of GEMM1, and waits for GEMM1 before it exits
+            extra = dict(SIGNAL=True) if "TOPK" in extra else dict(EARLY=True)
+            early = compile_gluon(kernel, dict(ptrs, done_ptr="*i32"), floats, dict(const, **flag, **extra), 4)
+            ptx = early.asm["ptx"]
+            sync = ("atom.global.gpu.release.add" if "SIGNAL" in extra else "ld.global.gpu.acquire")
+            out[name + " early"] = dict(inspect(early, 0), shared=early.metadata.shared, sync_ops=ptx.count(sync),
+                                        gdc_waits=ptx.count("griddepcontrol.wait"),
+                                        poll_after_codes=sync not in ptx or ptx.index("cp.async") < ptx.index(sync))
     # GEMM2 storing its rows into the ranks' `home` by TMA (the fused symm_mem return, tma_copy.store_tile_rows)
     from tmoe.dispatch import tma_copy
     from triton.runtime.jit import mangle_type

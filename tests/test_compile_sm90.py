@@ -63,7 +63,7 @@ def test_gluon_gemms_compile_for_sm90_without_register_hazards():
     result = json.loads(run.stdout.strip().splitlines()[-1])
     triton_b = result.pop("triton quad b-operand")
     assert triton_b == {"compiles": [True, True], "unspecialized": ["stride_wsn"]}, triton_b
-    assert len(result) == 47
+    assert len(result) == 49
     for name in ("gemm1 bm128 bn64 s3 w8 quad sub64", "gemm1 bm64 bn32 s3 quad sub32 ring3",
                  "gemm2 bm128 bn128 s3 w8 quad sub64"):
         # sub_block_m: both token bodies' K loops (twice the wgmmas of one), the activation rings sharing memory
@@ -114,6 +114,14 @@ def test_gluon_gemms_compile_for_sm90_without_register_hazards():
         pdl, plain = result[name + " pdl"], result[name]
         assert pdl["gdc_waits"] == 2 and pdl["wait_after_codes"] and pdl["trigger_after_wait"], (name, pdl)
         assert pdl["loop_instructions"] == plain["loop_instructions"] and pdl["regs"] <= plain["regs"] + 8, (pdl, plain)
+    # early GEMM2: GEMM1 releases its rows with one atomic per channel block, GEMM2 polls its expert's counter (two
+    # acquire loads: before and in the poll loop) after issuing its first codes and keeps the exit wait; the same K loops
+    # up to ptxas' scheduling (+-8 instructions)
+    signal, poll = result["gemm1 bm8 bn32 s3 quad ring6 early"], result["gemm2 bm8 bn128 s3 quad ring4 early"]
+    assert signal["sync_ops"] == 1 and poll["sync_ops"] == 2 and poll["poll_after_codes"], (signal, poll)
+    assert poll["gdc_waits"] == 2, poll         # the fallback after SPIN_LIMIT polls, and before exiting
+    for name in ("gemm2 bm8 bn128 s3 quad ring4", "gemm1 bm8 bn32 s3 quad ring6"):
+        assert abs(result[name + " early"]["loop_instructions"] - result[name]["loop_instructions"]) <= 8, name
     # grouped N-block-major order (GemmConfig.group_m): a few program-id instructions before the tile, the same loop
     grouped, plain = result["gemm2 bm64 bn128 s3 w8 quad group4"], result["gemm2 bm64 bn128 s3 w8 quad group1"]
     assert grouped["loop_instructions"] == plain["loop_instructions"] and grouped["regs"] <= plain["regs"] + 4, (

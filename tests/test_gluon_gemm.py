@@ -406,6 +406,41 @@ _PDL_PAIRS = [   # (GEMM1, GEMM2): code rings (GEMM1 waits inside the ring), reg
 ]
 
 
+# early GEMM2 with every kind of program: code rings, register loops, n_blocks with blocks past N (2880 = 90 x 32),
+# the 8-warp prefill tiles with a tail launch, a sub-tile body, an 8-warp half tile
+_EARLY_PAIRS = _PDL_PAIRS + [
+    (GemmConfig(8, 32, True, 4, 5, kernel="gluon", prefetch=4, n_blocks=4),
+     GemmConfig(8, 64, True, 8, 4, kernel="gluon", prefetch=3)),
+    (GemmConfig(64, 64, True, 8, 3, kernel="gluon", sub_block_m=32, n_fastest=True),
+     GemmConfig(64, 128, True, 8, 3, kernel="gluon", sub_block_m=32, n_fastest=True))]
+
+
+@pytest.mark.skipif(not ON_HOPPER, reason="Gluon wgmma kernels need an sm_90 GPU")
+@pytest.mark.parametrize("g1,g2", _EARLY_PAIRS)
+def test_early_gemm2_bitwise_and_counters(g1, g2, monkeypatch):
+    """Early GEMM2 (TMOE_EARLY_GEMM2=1: each GEMM2 program waits for its expert's rows of GEMM1, counted per expert)
+    gives the bits of the whole-kernel wait (=0) and of no programmatic launch at all, chained (<= 128 tokens) and
+    GEMM2-only (300); after a call every local expert's counter holds its rows x GEMM1's channel blocks (so GEMM2
+    found them complete: it did not fall back to waiting for all of GEMM1)."""
+    dev = torch.device("cuda")
+    e, h, i, k = 16, 2880, 2880, 4
+    weights = make_weights(e, h, i, seed=80, device=dev)
+    for t, pattern in ((1, "uniform"), (40, "few_experts"), (300, "hot_expert")):
+        x = make_tokens(t, h, seed=81 + t, device=dev)
+        idx, w = make_routing(t, e, k, pattern, seed=82 + t, device=dev)
+        outs = {}
+        for pdl_mode, early in (("0", "1"), ("1", "0"), ("1", "1")):
+            monkeypatch.setenv("TMOE_PDL", pdl_mode)
+            monkeypatch.setenv("TMOE_EARLY_GEMM2", early)
+            outs[pdl_mode, early], buf = run_layer(weights, x, idx, w, gemm1_config=g1, gemm2_config=g2)
+        ref = outs["0", "1"].view(torch.int16)
+        assert all(torch.equal(y.view(torch.int16), ref) for y in outs.values()), (t, pattern)
+        torch.cuda.synchronize()
+        counts = torch.bincount(idx[idx >= 0].flatten(), minlength=e).to(torch.int32)
+        done = buf.workspace["expert_rows_done"][:e].cpu()
+        assert torch.equal(done, counts.cpu() * -(-i // g1.block_n)), (t, pattern, done.tolist())
+
+
 @pytest.mark.skipif(not ON_HOPPER, reason="Gluon wgmma kernels need an sm_90 GPU")
 @pytest.mark.parametrize("g1,g2", _PDL_PAIRS)
 def test_pdl_chain_programmatic_dependent_launch(g1, g2, monkeypatch):

@@ -58,8 +58,9 @@ def test_which_launches_are_chained(tokens, rows_in_bf16, mode, monkeypatch):
     seen = {}
     monkeypatch.setattr(compute, "build_routing", lambda *a, **kw: seen.update(routing=kw["pdl_launch"]) or "plan")
     monkeypatch.setattr(compute, "mxfp8_to_bf16", lambda *a, **kw: seen.update(dq=kw["pdl_launch"]))
-    monkeypatch.setattr(compute.grouped_gemm, "gemm1_swiglu", lambda *a, **kw: seen.update(gemm1=kw["pdl_launch"]))
-    monkeypatch.setattr(compute.grouped_gemm, "gemm2", lambda *a, **kw: seen.update(gemm2=kw["pdl"]))
+    monkeypatch.setattr(compute.grouped_gemm, "gemm1_swiglu",
+                        lambda *a, **kw: seen.update(gemm1=kw["pdl_launch"], signal=kw["signal_rows"]))
+    monkeypatch.setattr(compute.grouped_gemm, "gemm2", lambda *a, **kw: seen.update(gemm2=kw["pdl"], early=kw["early_rows"]))
     e, h, i, k = 4, 64, 32, 2
     w1 = (torch.zeros(e, 2 * i, h // 2, dtype=torch.uint8), torch.zeros(e, 2 * i, h // 32, dtype=torch.uint8))
     w2 = (torch.zeros(e, h, i // 2, dtype=torch.uint8), torch.zeros(e, h, i // 32, dtype=torch.uint8))
@@ -70,4 +71,44 @@ def test_which_launches_are_chained(tokens, rows_in_bf16, mode, monkeypatch):
                   expert_start=0, opts=ExpertOptions(), soft=True)
     chain = mode == "1" and tokens <= pdl.CHAIN_MAX_TOKENS
     want_gemm1 = pdl.GEMM1_PLAIN if not chain else pdl.GEMM1_WAIT_FIRST if rows_in_bf16 else pdl.GEMM1_EARLY
-    assert seen == dict(routing=chain, gemm1=want_gemm1, gemm2=mode != "0", **({} if rows_in_bf16 else dict(dq=chain)))
+    assert seen == dict(routing=chain, gemm1=want_gemm1, gemm2=mode != "0", signal=False, early=0,   # the interpreter
+                        **({} if rows_in_bf16 else dict(dq=chain)))
+
+
+@pytest.mark.parametrize("mode,setting,kernels,want", [
+    ("1", None, ("gluon", "gluon"), False), ("1", "1", ("gluon", "gluon"), True), ("gemm2", "1", ("gluon", "gluon"), True), ("0", "1", ("gluon", "gluon"), False),
+    ("1", "0", ("gluon", "gluon"), False), ("1", "1", ("triton", "gluon"), False), ("1", "1", ("gluon", "triton"), False)])
+def test_when_gemm2_starts_early(mode, setting, kernels, want, monkeypatch):
+    """Early GEMM2 (TMOE_EARLY_GEMM2=1, default off): GEMM1 signals its finished rows and GEMM2 waits for its expert's
+    rows (GEMM1's channel blocks per row: ceil(I / GEMM1's block_n)) only when both are the Gluon kernels on a GPU and
+    GEMM2 is a programmatic dependent launch; a bad setting is a ValueError before any launch."""
+    from tmoe.kernels.configs import GemmConfig
+    monkeypatch.setenv("TMOE_PDL", mode)
+    if setting is None:
+        monkeypatch.delenv("TMOE_EARLY_GEMM2", raising=False)
+    else:
+        monkeypatch.setenv("TMOE_EARLY_GEMM2", setting)
+    monkeypatch.setattr(pdl, "supported", lambda device: True)
+    monkeypatch.setattr(compute.configs, "is_hopper", lambda device: True)
+    monkeypatch.setattr(compute.autotune_cache, "device_name", lambda device: "pretend H100")
+    seen = {}
+    monkeypatch.setattr(compute, "build_routing", lambda *a, **kw: "plan")
+    monkeypatch.setattr(compute, "mxfp8_to_bf16", lambda *a, **kw: None)
+    monkeypatch.setattr(compute.grouped_gemm, "gemm1_swiglu", lambda *a, **kw: seen.update(signal=kw["signal_rows"]))
+    monkeypatch.setattr(compute.grouped_gemm, "gemm2", lambda *a, **kw: seen.update(early=kw["early_rows"]))
+    e, h, i, k = 4, 64, 96, 2
+    w1 = (torch.zeros(e, 2 * i, h // 2, dtype=torch.uint8), torch.zeros(e, 2 * i, h // 32, dtype=torch.uint8))
+    w2 = (torch.zeros(e, h, i // 2, dtype=torch.uint8), torch.zeros(e, h, i // 32, dtype=torch.uint8))
+    g1, g2 = (GemmConfig(8, bn, True, 4, 3, kernel="gluon") if kernel == "gluon" else GemmConfig(16, 64, True, 4, 3)
+              for kernel, bn in zip(kernels, (32, 64)))
+    args = (_Scratch(3, k, h, i), torch.zeros(3, h, dtype=torch.uint8), torch.zeros(3, 1, dtype=torch.int32),
+            torch.zeros(3, k, dtype=torch.int64), torch.ones(3, k), w1, w2)
+    compute_slots(*args, num_local_experts=e, expert_start=0, opts=ExpertOptions(gemm1_config=g1, gemm2_config=g2),
+                  soft=False)
+    assert seen == dict(signal=want, early=3 if want else 0)      # ceil(96 / 32) channel blocks of GEMM1
+    monkeypatch.setenv("TMOE_EARLY_GEMM2", "yes")
+    seen.clear()
+    with pytest.raises(ValueError, match="TMOE_EARLY_GEMM2 must be '1' or '0', got 'yes'"):
+        compute_slots(*args, num_local_experts=e, expert_start=0, opts=ExpertOptions(gemm1_config=g1, gemm2_config=g2),
+                      soft=False)
+    assert seen == {}

@@ -70,6 +70,19 @@ def test_one_chunk_and_chunk_boundaries(device):
         assert stats.cpu().tolist() == [b - a for a, b in zip(offsets, offsets[1:])], slots
 
 
+def test_routing_zeroes_the_rows_done_counters(device):
+    """Both routing paths (one program, three launches) set `expert_rows_done` to zero for every local expert (GEMM1
+    adds finished rows to it, early GEMM2 waits on it), reusing a workspace whose counters hold the last call's."""
+    chunk = 64 if device.type == "cpu" else 128
+    workspace = {}
+    for slots in (5, 3 * chunk + 1, 5):
+        idx = torch.randint(-1, 8, (slots, 1), generator=torch.Generator().manual_seed(slots))
+        plan = build_routing(idx.to(device), 8, workspace=workspace)
+        assert plan.expert_rows_done.shape == (8,) and plan.expert_rows_done.dtype == torch.int32
+        assert plan.expert_rows_done.cpu().tolist() == [0] * 8, slots
+        plan.expert_rows_done.fill_(77)                  # what GEMM1 leaves behind
+
+
 def test_one_program_widths_with_many_experts(device):
     """The one-program kernel sized to the slots (16 / 32 / 64 lanes) with dsv3's 256 local experts (E_PAD 512, the
     offsets gathered per lane), experts outside the rank's range and masked slots included."""

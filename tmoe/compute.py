@@ -69,6 +69,7 @@ def compute_slots(scratch, x_fp8: Optional[torch.Tensor], x_sf: Optional[torch.T
     if n == 0:
         return out_row_addr is not None
     mode = pdl.pdl_mode()           # TMOE_PDL: a bad value is a ValueError before any launch
+    early_setting = pdl.early_gemm2_on()    # TMOE_EARLY_GEMM2: likewise
     chain = pdl.chain_on(topk_idx.device, (config_slots or n * k) // k, mode)
     num_experts, topk = layer_shape or (num_local_experts, k)
     expected = config_slots if config_slots is not None and config_slots < n * k else None
@@ -83,11 +84,16 @@ def compute_slots(scratch, x_fp8: Optional[torch.Tensor], x_sf: Optional[torch.T
     # (kernels/pdl.py): it finds its tile and issues its first weight loads while that kernel runs
     gdc1 = (pdl.GEMM1_PLAIN if not chain else pdl.GEMM1_EARLY if x_fp8 is not None
             else pdl.GEMM1_WAIT_FIRST)
+    gemm2_pdl = pdl.gemm2_on(mode)
+    # NOTES: early GEMM2 (kernels/pdl.py, wgmma_gemm._previous_done): its programs start on an expert whose rows GEMM1
+    # has finished instead of waiting for GEMM1's last programs to drain; both GEMMs must be the Gluon kernels
+    early = (gemm2_pdl and cfg1.kernel == cfg2.kernel == "gluon" and not soft and pdl.supported(topk_idx.device)
+             and early_setting)
     grouped_gemm.gemm1_swiglu(scratch.x_dq, l1[0], l1[1], plan, topk_weights, scratch.act, topk=k,
                               quad=weight_layout.is_quad(l1), tiled=weight_layout.is_tiled(l1),
                               clamp=opts.activation_clamp, fast_math=opts.fast_math, cfg=cfg1, soft=soft,
                               activation=opts.activation, alpha=opts.activation_alpha, bias=opts.l1_bias,
-                              expected_slots=expected, pdl_launch=gdc1)
+                              expected_slots=expected, pdl_launch=gdc1, signal_rows=early)
     if isinstance(out_row_addr, PeerRows) and cfg2.kernel != "gluon" and not soft:
         # NOTES: the TMA epilogue is the Gluon kernel's; SM stores to other ranks from another kernel's
         # epilogue stall it at many rows (docs/expert_parallel.md), so the caller returns slot_out instead
@@ -95,5 +101,5 @@ def compute_slots(scratch, x_fp8: Optional[torch.Tensor], x_sf: Optional[torch.T
     grouped_gemm.gemm2(scratch.act, l2[0], l2[1], plan, scratch.slot_out, cfg=cfg2, soft=soft,
                        quad=weight_layout.is_quad(l2), tiled=weight_layout.is_tiled(l2),
                        topk_weights=topk_weights, bias=opts.l2_bias, expected_slots=expected, out_row_addr=out_row_addr,
-                       pdl=pdl.gemm2_on(mode))
+                       pdl=gemm2_pdl, early_rows=-(-(l2[0].shape[2] * 2) // cfg1.block_n) if early else 0)
     return out_row_addr is not None

@@ -424,18 +424,22 @@ def check_tiled(name: str, codes: torch.Tensor, tiled: bool) -> None:
 def gemm1_swiglu(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp: float | None,
                  fast_math: bool, cfg, soft: bool, activation: str = "swiglu",
                  alpha: float = 1.702, bias=None, expected_slots: int | None = None, quad: bool = False,
-                 tiled: bool = False, pdl_launch: int = 0):
+                 tiled: bool = False, pdl_launch: int = 0, signal_rows: bool = False):
     """Launch GEMM1 + SwiGLU + requant: x_bits int16 [T, H] (bf16 bits of the dequantized tokens),
     w1 uint8 [E, 2I, H/2] (`quad`: in weight_layout's quad byte order; `tiled`: its tiled layout, which
     implies quad), w1_sf uint8 [E, 2I, H/32] -> act int16 [S, I] (sorted slot rows). `pdl_launch`: the Gluon
-    kernel's place in the programmatic dependent launch chain (wgmma_gemm.GDC_*; the Triton kernel launches plainly)."""
+    kernel's place in the programmatic dependent launch chain (wgmma_gemm.GDC_*; the Triton kernel launches plainly).
+    `signal_rows` (Gluon): add each finished (tile, channel block)'s rows to plan.expert_rows_done (early GEMM2)."""
     quad = quad or tiled
     check_tiled("w1", w1, tiled)
     if cfg.kernel == "gluon" and not soft:
         from .wgmma_gemm import gemm1_swiglu_wgmma
         return gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, topk=topk, clamp=clamp,
                                   fast_math=fast_math, cfg=cfg, activation=activation, alpha=alpha, bias=bias,
-                                  expected_slots=expected_slots, quad=quad, tiled=tiled, pdl_launch=pdl_launch)
+                                  expected_slots=expected_slots, quad=quad, tiled=tiled, pdl_launch=pdl_launch,
+                                  signal_rows=signal_rows)
+    if signal_rows:
+        raise ValueError("signal_rows (early GEMM2) needs the Gluon GEMM1 on a GPU")
     e_local, two_i, half_h = w1.shape
     inter, hidden = two_i // 2, half_h * 2
     e_pad = expert_pad(e_local)
@@ -456,12 +460,13 @@ def gemm1_swiglu(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp
 
 def gemm2(act, w2, w2_sf, plan, out_bits, *, cfg, soft: bool, topk_weights=None,
           bias=None, expected_slots: int | None = None, out_row_addr=None, quad: bool = False,
-          tiled: bool = False, pdl: bool = False):
+          tiled: bool = False, pdl: bool = False, early_rows: int = 0):
     """Launch GEMM2: act int16 [S, I] (bf16 bits) x w2 [E, H, I/2] -> out_bits int16 [T*K, H] at row slot.
     `out_row_addr` (int64 [T*K]): write slot s's row at that absolute address instead (e.g. a peer's
     memory); out_bits is then unused. A `tma_copy.PeerRows`: the same rows, stored by TMA (Gluon kernel).
     `quad` / `tiled`: as in gemm1_swiglu. `pdl`: the Gluon kernel starts while the previous kernel on the stream
-    (GEMM1) still runs and waits for it before reading `act` (wgmma_gemm.gemm2_wgmma)."""
+    (GEMM1) still runs and waits for it before reading `act` (wgmma_gemm.gemm2_wgmma); with `early_rows` (GEMM1's
+    channel blocks, its signal_rows on) only until the expert's rows in plan.expert_rows_done are complete."""
     quad = quad or tiled
     check_tiled("w2", w2, tiled)
     if isinstance(out_row_addr, PeerRows) and (cfg.kernel != "gluon" or soft):
@@ -469,7 +474,10 @@ def gemm2(act, w2, w2_sf, plan, out_bits, *, cfg, soft: bool, topk_weights=None,
     if cfg.kernel == "gluon" and not soft:
         from .wgmma_gemm import gemm2_wgmma
         return gemm2_wgmma(act, w2, w2_sf, plan, out_bits, cfg=cfg, topk_weights=topk_weights, bias=bias,
-                           expected_slots=expected_slots, out_row_addr=out_row_addr, quad=quad, tiled=tiled, pdl=pdl)
+                           expected_slots=expected_slots, out_row_addr=out_row_addr, quad=quad, tiled=tiled, pdl=pdl,
+                           early_rows=early_rows)
+    if early_rows:
+        raise ValueError("early_rows (early GEMM2) needs the Gluon GEMM2 on a GPU")
     e_local, hidden, half_i = w2.shape
     inter = half_i * 2
     e_pad = expert_pad(e_local)

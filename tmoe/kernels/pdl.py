@@ -10,7 +10,10 @@ The contract every tmoe kernel launched this way keeps (`enter` below; the Gluon
      touches memory that the previous kernel may write or read;
   2. it signals its own dependents only after that wait.
 By (2), when kernel n + 1 starts, kernel n has passed its wait, so kernel n - 1 has completed: a program may read
-before its wait what kernels n - 2 and older wrote. The GEMMs use this: GEMM2 finds its tile in the routing plan
+before its wait what kernels n - 2 and older wrote. One exception (early GEMM2, `early_gemm2_on`): a GEMM2 program
+waits for its expert's rows of GEMM1 (per-expert counters) instead of GEMM1's completion, releases the combine after
+that, and waits for GEMM1's completion before it exits — the combine reads nothing GEMM1 writes, and GEMM2's
+completion still implies GEMM1's. The GEMMs use this: GEMM2 finds its tile in the routing plan
 and issues its first weight loads before waiting for GEMM1, GEMM1 does the same while the MXFP8 -> bf16 kernel,
 which sits between routing and GEMM1, finishes. Every program of a kernel waits at least once, so the last
 kernel's completion implies all earlier ones'; a kernel launched without the attribute waits for everything as
@@ -26,7 +29,7 @@ import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 __all__ = ["MODES", "GEMM1_PLAIN", "GEMM1_WAIT_FIRST", "GEMM1_EARLY", "CHAIN_MAX_TOKENS", "pdl_mode", "supported",
-           "chain_on", "gemm2_on", "launch_options", "enter"]
+           "chain_on", "gemm2_on", "early_gemm2_on", "launch_options", "enter"]
 
 # "1": every kernel of the call after the first (quantize, routing, MXFP8 -> bf16, GEMM1, GEMM2, combine);
 # "gemm2": only GEMM2 after GEMM1 (session 11's launches, kept for A/B runs); "0": none.
@@ -67,6 +70,17 @@ def chain_on(device: torch.device, num_tokens: int, mode: str | None = None) -> 
 def gemm2_on(mode: str | None = None) -> bool:
     """Launch the Gluon GEMM2 as a programmatic dependent launch of GEMM1 (modes "1" and "gemm2")?"""
     return (mode or pdl_mode()) in ("1", "gemm2")
+
+
+def early_gemm2_on() -> bool:
+    """`TMOE_EARLY_GEMM2` (default "0"): "1" = a Gluon GEMM2 launched as a programmatic dependent launch of a Gluon GEMM1
+    waits for its expert's rows of GEMM1 (per-expert counters, wgmma_gemm._previous_done) instead of all of GEMM1.
+    Opt-in: measured -0.3..-1.5% at 8-128 tokens on dsv3 / v4flash / gpt-oss, +2..+4% on qwen3 and at one token
+    (H100, benchmarks/NOTES.md "v26"). ValueError for anything else (checked before any launch)."""
+    value = os.environ.get("TMOE_EARLY_GEMM2", "0")
+    if value not in ("1", "0"):
+        raise ValueError(f"TMOE_EARLY_GEMM2 must be '1' or '0', got {value!r}")
+    return value == "1"
 
 
 def launch_options(on: bool) -> dict:

@@ -6,7 +6,9 @@ A *slot* is one (token, k) pair, index `t * K + k`. From `topk_idx` [T, K] (glob
 * `expert_offsets` int32 [E_local + 1]: exclusive prefix sum of the per-expert slot counts;
 * `sorted_slots` int32 [capacity]: positions `expert_offsets[e] .. expert_offsets[e+1]-1` hold the
   slots routed to local expert e in ascending slot order (stable, so deterministic);
-* optionally adds the counts to `cumulative_local_expert_recv_stats` int32 [E_local].
+* optionally adds the counts to `cumulative_local_expert_recv_stats` int32 [E_local];
+* `expert_rows_done` int32 [E_local] set to zero: GEMM1 adds the rows of each finished (tile, channel block), so GEMM2
+  may start on an expert whose rows are complete while GEMM1 still runs (wgmma_gemm, "early GEMM2").
 
 Three launches (one, `_single_chunk_kernel`, when all slots fit one chunk), each sized from T (never from
 counts), so the whole thing is graph-capturable:
@@ -36,6 +38,7 @@ class RoutingPlan:
     sorted_slots: torch.Tensor       # int32 [capacity]; entries past expert_offsets[-1] are unused
     num_slots: int                   # T * K (host int: a shape, not a count)
     num_local_experts: int
+    expert_rows_done: torch.Tensor | None = None   # int32 [E_local], zeroed by the routing kernels
 
 
 @triton.jit
@@ -58,7 +61,7 @@ def _chunk_histogram_kernel(idx_ptr, chunk_counts_ptr, num_slots, expert_start, 
 
 
 @triton.jit
-def _scan_kernel(chunk_counts_ptr, chunk_base_ptr, offsets_ptr, stats_ptr, num_chunks, num_local_experts,
+def _scan_kernel(chunk_counts_ptr, chunk_base_ptr, offsets_ptr, stats_ptr, done_ptr, num_chunks, num_local_experts,
                  C_BLOCK: tl.constexpr, E_PAD: tl.constexpr, HAS_STATS: tl.constexpr, PDL: tl.constexpr):
     pdl.enter(PDL)
     experts = tl.arange(0, E_PAD)
@@ -75,6 +78,7 @@ def _scan_kernel(chunk_counts_ptr, chunk_base_ptr, offsets_ptr, stats_ptr, num_c
     totals = tl.where(real, running, 0)
     tl.store(offsets_ptr + experts, tl.cumsum(totals, axis=0) - totals, mask=real)
     tl.store(offsets_ptr + num_local_experts, tl.sum(totals, axis=0))
+    tl.store(done_ptr + experts, tl.zeros([E_PAD], dtype=tl.int32), mask=real)
     if HAS_STATS:
         prev = tl.load(stats_ptr + experts, mask=real, other=0)
         tl.store(stats_ptr + experts, prev + totals, mask=real)
@@ -97,8 +101,8 @@ def _scatter_kernel(idx_ptr, chunk_base_ptr, offsets_ptr, sorted_ptr, num_slots,
 
 
 @triton.jit
-def _single_chunk_kernel(idx_ptr, offsets_ptr, sorted_ptr, stats_ptr, num_slots, expert_start, num_local_experts,
-                         CHUNK: tl.constexpr, E_PAD: tl.constexpr, HAS_STATS: tl.constexpr, PDL: tl.constexpr):
+def _single_chunk_kernel(idx_ptr, offsets_ptr, sorted_ptr, stats_ptr, done_ptr, num_slots, expert_start,
+                         num_local_experts, CHUNK: tl.constexpr, E_PAD: tl.constexpr, HAS_STATS: tl.constexpr, PDL: tl.constexpr):
     """All three steps in one program when every slot fits one chunk (decode: T * K <= 128 on a GPU, the chunk as wide
     as the slots): two launches fewer (measured in the graph-timed layer on an H100: qwen3 T = 1 -0.8 µs)."""
     pdl.enter(PDL)
@@ -110,6 +114,7 @@ def _single_chunk_kernel(idx_ptr, offsets_ptr, sorted_ptr, stats_ptr, num_slots,
     offsets = tl.cumsum(totals, axis=0) - totals
     tl.store(offsets_ptr + experts, offsets, mask=real)
     tl.store(offsets_ptr + num_local_experts, tl.sum(totals, axis=0))
+    tl.store(done_ptr + experts, tl.zeros([E_PAD], dtype=tl.int32), mask=real)
     if HAS_STATS:
         prev = tl.load(stats_ptr + experts, mask=real, other=0)
         tl.store(stats_ptr + experts, prev + totals, mask=real)
@@ -156,20 +161,21 @@ def build_routing(topk_idx: torch.Tensor, num_local_experts: int, expert_start: 
 
     offsets = scratch("expert_offsets", (num_local_experts + 1,), torch.int32)
     sorted_slots = scratch("sorted_slots", (capacity_slots,), torch.int32)
+    done = scratch("expert_rows_done", (num_local_experts,), torch.int32)
     idx = topk_idx.reshape(-1)
     if num_slots <= chunk:
-        _single_chunk_kernel[(1,)](idx, offsets, sorted_slots, stats if stats is not None else offsets, num_slots,
-                                   expert_start, num_local_experts, CHUNK=chunk, E_PAD=e_pad,
+        _single_chunk_kernel[(1,)](idx, offsets, sorted_slots, stats if stats is not None else offsets, done,
+                                   num_slots, expert_start, num_local_experts, CHUNK=chunk, E_PAD=e_pad,
                                    HAS_STATS=stats is not None, num_warps=1 if soft else 2 if chunk <= 32 else 4,
                                    **opts)
-        return RoutingPlan(offsets, sorted_slots, num_slots, num_local_experts)
+        return RoutingPlan(offsets, sorted_slots, num_slots, num_local_experts, done)
     chunk_counts = scratch("chunk_counts", (num_chunks, e_pad), torch.int32)
     chunk_base = scratch("chunk_base", (num_chunks, e_pad), torch.int32)
     _chunk_histogram_kernel[(num_chunks,)](idx, chunk_counts, num_slots, expert_start, num_local_experts,
                                            CHUNK=chunk, E_PAD=e_pad, **opts)
-    _scan_kernel[(1,)](chunk_counts, chunk_base, offsets, stats if stats is not None else offsets,
+    _scan_kernel[(1,)](chunk_counts, chunk_base, offsets, stats if stats is not None else offsets, done,
                        num_chunks, num_local_experts, C_BLOCK=16 if soft else 32, E_PAD=e_pad,
                        HAS_STATS=stats is not None, **opts)
     _scatter_kernel[(num_chunks,)](idx, chunk_base, offsets, sorted_slots, num_slots, expert_start,
                                    num_local_experts, CHUNK=chunk, E_PAD=e_pad, **opts)
-    return RoutingPlan(offsets, sorted_slots, num_slots, num_local_experts)
+    return RoutingPlan(offsets, sorted_slots, num_slots, num_local_experts, done)

@@ -265,6 +265,42 @@ def _gdc_launch_dependents():
                               pack=1)
 
 
+# NOTES (early GEMM2, RoutingPlan.expert_rows_done): GEMM2 launched with `launch_pdl` starts once every GEMM1 program
+# has started, i.e. during GEMM1's last wave, whose programs drain with the read rate falling (gpt-oss T = 8: GEMM2's
+# first program at 106 µs, GEMM1's end at 115 µs, benchmarks/NOTES.md "v26"). Instead of waiting for all of GEMM1, a
+# GEMM2 program waits until its expert's rows are complete: each GEMM1 program adds its tile's rows to the expert's
+# counter (release) once per channel block it stored, and GEMM2 polls it (acquire) for count x GEMM1's channel blocks.
+# No deadlock: every GEMM1 program is resident or done before the first GEMM2 program starts. A GEMM2 program still
+# waits for GEMM1's completion before it exits (so GEMM2's completion implies GEMM1's), and after SPIN_LIMIT polls
+# falls back to that wait (correct whatever the counters say). Its dependents (the combine) are released after its
+# tile's rows are complete: the combine reads nothing GEMM1 writes.
+SPIN_LIMIT = gl.constexpr(1 << 20)
+
+
+@gluon.jit
+def _rows_done(done_ptr, expert, rows):
+    """GEMM1: one channel block of this program's act rows is stored; add the rows to the expert's counter."""
+    gl.thread_barrier()         # every warp's stores issued before the release
+    gl.atomic_add(done_ptr + expert, rows, sem="release", scope="gpu")
+
+
+@gluon.jit
+def _previous_done(ready):
+    """Before the first activation load of a programmatic dependent launch: wait for the previous kernel (ready None),
+    or (early GEMM2, ready = (counter pointer, rows)) until the expert's counter reaches `rows` (see the NOTES above)."""
+    if ready is None:
+        _gdc_wait()
+    else:
+        done = gl.atomic_add(ready[0], 0, sem="acquire", scope="gpu")
+        polls = 0
+        while (done < ready[1]) & (polls < SPIN_LIMIT):
+            done = gl.atomic_add(ready[0], 0, sem="acquire", scope="gpu")
+            polls += 1
+        if done < ready[1]:
+            _gdc_wait()
+        gl.thread_barrier()     # the polling thread's acquire before every warp's activation loads
+
+
 # K loop shapes (GemmConfig.overlap / prefetch -> K_LOOP): one step per iteration with the next step's codes in
 # flight (PLAIN); decode while the previous wgmma runs (OVERLAP, _overlap_step); two steps per iteration with
 # the codes two steps ahead (AHEAD2, _ahead2_step).
@@ -599,17 +635,17 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_ww, st
                 K_DIM, k_words, k_groups, BLOCK_A: gl.constexpr, GATE_UP: gl.constexpr, BLOCK_M: gl.constexpr,
                 STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr, QUAD: gl.constexpr,
                 PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, K_LOOP: gl.constexpr,
-                GDC_WAIT: gl.constexpr = False):
+                GDC_WAIT: gl.constexpr = False, ready=None):
     """acc[BLOCK_A, BLOCK_M] = W[rows, :K_DIM] @ B[b_rows, :K_DIM]^T (see _wgmma_gemm_regs; K_LOOP >= K_LOOP_RING:
     _wgmma_gemm_ring). Every K loop issues the same wgmmas in the same order (same bits). GDC_WAIT: wait for the
-    previous kernel (see _gdc_wait) before the first activation load."""
+    previous kernel (see _gdc_wait), or for `ready` (early GEMM2, _previous_done), before the first activation load."""
     if K_LOOP >= K_LOOP_RING:
         acc = _wgmma_gemm_ring(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_ww, stride_wsn, lut_ptr, first,
                                second, limit, K_DIM, k_words, k_groups, BLOCK_A, GATE_UP, BLOCK_M, STAGES, MMA, B_LOAD,
-                               QUAD, PARTIAL_K, TILED, K_LOOP, GDC_WAIT)
+                               QUAD, PARTIAL_K, TILED, K_LOOP, GDC_WAIT, ready)
     else:
         if GDC_WAIT:
-            _gdc_wait()
+            _previous_done(ready)
             _gdc_launch_dependents()
         acc = _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_ww, stride_wsn, lut_ptr, first,
                                second, limit, K_DIM, k_words, k_groups, BLOCK_A, GATE_UP, BLOCK_M, STAGES, MMA, B_LOAD,
@@ -691,7 +727,7 @@ def _wgmma_gemm_ring(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_w
                      limit, K_DIM, k_words, k_groups, BLOCK_A: gl.constexpr, GATE_UP: gl.constexpr,
                      BLOCK_M: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
                      QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, TILED: gl.constexpr, K_LOOP: gl.constexpr,
-                     GDC_WAIT: gl.constexpr):
+                     GDC_WAIT: gl.constexpr, ready=None):
     """The K loop with the weight codes DEPTH = K_LOOP % K_LOOP_RING_OVERLAP whole steps ahead (4-warp tiles, scale
     words; the plain loop's schedule otherwise); K_LOOP >= K_LOOP_RING_OVERLAP: each step's decode runs while the
     previous step's wgmma does (_ring_overlap_step; the activation ring then keeps STAGES - 2 tiles ahead; ~145
@@ -737,7 +773,7 @@ def _wgmma_gemm_ring(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_w
                      STEP_MULT)
         async_copy.commit_group()
     if GDC_WAIT:        # the weight codes are in flight; the activations are the previous kernel's output
-        _gdc_wait()
+        _previous_done(ready)
         _gdc_launch_dependents()    # after the wait (kernels/pdl.py's contract)
     for s in gl.static_range(AHEAD):
         _issue_b(b_smem, b_base, bk, b_ok, s, K_DIM, STAGES)
@@ -1013,6 +1049,15 @@ def _k_loop(cfg, words: torch.Tensor, scales: torch.Tensor) -> int:
     return cfg.k_loop
 
 
+def _rows_done_counters(plan) -> torch.Tensor:
+    """plan.expert_rows_done (int32 [E_local], zeroed by routing), checked before any launch."""
+    done = plan.expert_rows_done
+    if done is None or done.dtype != torch.int32 or done.numel() < plan.num_local_experts:
+        raise ValueError("early GEMM2 needs plan.expert_rows_done (int32 [E_local], from routing.build_routing), got "
+                         f"{None if done is None else (done.dtype, tuple(done.shape))}")
+    return done
+
+
 def scale_words(scales: torch.Tensor) -> bool:
     """Whether the kernel may load a K step's 4 scale bytes of a row as one aligned 32-bit word: rows start
     4-byte aligned and the last row's padding up to the next 4 bytes is inside the tensor's storage
@@ -1061,7 +1106,8 @@ def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, s
                       TILED: gl.constexpr, SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr,
                       K_LOOP: gl.constexpr, N_BLOCKS: gl.constexpr, GDC_WAIT: gl.constexpr = False,
                       SUB_M: gl.constexpr = 0, MMA_S: gl.constexpr = None, B_LOAD_S: gl.constexpr = None,
-                      EPI_S: gl.constexpr = None):
+                      EPI_S: gl.constexpr = None, done_ptr=None, SIGNAL: gl.constexpr = False):
+    """SIGNAL: add the tile's rows to the expert's counter at done_ptr after each channel block (early GEMM2)."""
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD,
                                                        SPLIT, FULL_M, TAIL_M)
     if real:
@@ -1084,6 +1130,8 @@ def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, s
                                  stride_act, bias_ptr, stride_bias, hidden, inter, clamp, alpha, k_words, k_groups,
                                  TOPK, BLOCK_M, BLOCK_N, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA,
                                  B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, K_LOOP, GDC_WAIT)
+                if SIGNAL:      # NOTES: row_end is the expert's end (tile_of_program), the tile holds BLOCK_M rows
+                    _rows_done(done_ptr, expert, gl.minimum(row_end - row_start, BLOCK_M))
 
 
 @gluon.jit
@@ -1145,7 +1193,8 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, 
                         TILED: gl.constexpr, PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr,
                         SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr, K_LOOP: gl.constexpr,
                         N_BLOCKS: gl.constexpr, GDC: gl.constexpr = GDC_PLAIN, SUB_M: gl.constexpr = 0,
-                        MMA_S: gl.constexpr = None, B_LOAD_S: gl.constexpr = None, EPI_S: gl.constexpr = None):
+                        MMA_S: gl.constexpr = None, B_LOAD_S: gl.constexpr = None, EPI_S: gl.constexpr = None,
+                        done_ptr=None, SIGNAL: gl.constexpr = False):
     if GDC == GDC_PLAIN:
         _gdc_launch_dependents()     # GEMM2 (launched with launch_pdl) may start its prologue now
     elif GDC == GDC_WAIT_FIRST:
@@ -1162,14 +1211,14 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, 
                               stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups,
                               TOPK, BLOCK_M, BLOCK_N, E_PAD, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES,
                               MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP,
-                              N_BLOCKS, False, SUB_M, MMA_S, B_LOAD_S, EPI_S)
+                              N_BLOCKS, False, SUB_M, MMA_S, B_LOAD_S, EPI_S, done_ptr, SIGNAL)
     else:
         _gemm1_wgmma_tile(pid, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse,
                           stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
                           stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups, TOPK,
                           BLOCK_M, BLOCK_N, E_PAD, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA,
                           B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP, N_BLOCKS,
-                          GDC == GDC_EARLY, SUB_M, MMA_S, B_LOAD_S, EPI_S)
+                          GDC == GDC_EARLY, SUB_M, MMA_S, B_LOAD_S, EPI_S, done_ptr, SIGNAL)
         if GDC == GDC_EARLY:
             _gdc_wait()     # programs that found no tile wait too (see _gemm2_wgmma_kernel)
 
@@ -1184,9 +1233,17 @@ def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_pt
                       PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, SPLIT: gl.constexpr,
                       FULL_M: gl.constexpr, TAIL_M: gl.constexpr, K_LOOP: gl.constexpr, N_BLOCKS: gl.constexpr,
                       GDC_WAIT: gl.constexpr = False, SUB_M: gl.constexpr = 0, MMA_S: gl.constexpr = None,
-                      B_LOAD_S: gl.constexpr = None, EPI_S: gl.constexpr = None):
+                      B_LOAD_S: gl.constexpr = None, EPI_S: gl.constexpr = None, done_ptr=None, done_per_row=0,
+                      EARLY: gl.constexpr = False):
+    """EARLY (with GDC_WAIT): wait for this expert's rows in GEMM1's counter at done_ptr, not for all of GEMM1 (GEMM1
+    adds a tile's rows once per channel block: done_per_row blocks per row; see _previous_done)."""
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD,
                                                        SPLIT, FULL_M, TAIL_M)
+    if EARLY:
+        ready = (done_ptr + expert,
+                 (gl.load(offsets_ptr + expert + 1) - gl.load(offsets_ptr + expert)) * done_per_row)
+    else:
+        ready = None
     if real:
         # NOTES: N_BLOCKS > 1: this program computes N_BLOCKS adjacent channel blocks of its token tile
         # (unrolled: a runtime loop costs ~30 registers, offline SASS), i.e. one tile search and program start
@@ -1203,13 +1260,13 @@ def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_pt
                                  stride_we, stride_wn, stride_wse, stride_wsn, sorted_ptr, weights_ptr, out_ptr,
                                  stride_out, row_addr_ptr, epi_s, peer_descs, bias_ptr, stride_bias, hidden, inter,
                                  k_words, k_groups, SUB_M, BLOCK_N, HAS_BIAS, ROW_ADDR, ROW_TMA, R_PEERS, STAGES,
-                                 MMA_S, B_LOAD_S, EPI_S, QUAD, PARTIAL_K, SCALE_WORDS, TILED, K_LOOP, GDC_WAIT)
+                                 MMA_S, B_LOAD_S, EPI_S, QUAD, PARTIAL_K, SCALE_WORDS, TILED, K_LOOP, GDC_WAIT, ready)
                 else:
                     _gemm2_block(n0, row_start, row_end, expert, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr,
                                  stride_we, stride_wn, stride_wse, stride_wsn, sorted_ptr, weights_ptr, out_ptr,
                                  stride_out, row_addr_ptr, epi, peer_descs, bias_ptr, stride_bias, hidden, inter,
                                  k_words, k_groups, BLOCK_M, BLOCK_N, HAS_BIAS, ROW_ADDR, ROW_TMA, R_PEERS, STAGES,
-                                 MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, K_LOOP, GDC_WAIT)
+                                 MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, K_LOOP, GDC_WAIT, ready)
 
 
 @gluon.jit
@@ -1219,7 +1276,7 @@ def _gemm2_block(n0, row_start, row_end, expert, act_ptr, stride_act, w2_ptr, w2
                  HAS_BIAS: gl.constexpr, ROW_ADDR: gl.constexpr, ROW_TMA: gl.constexpr, R_PEERS: gl.constexpr,
                  STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr, EPI: gl.constexpr, QUAD: gl.constexpr,
                  PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, K_LOOP: gl.constexpr,
-                 GDC_WAIT: gl.constexpr):
+                 GDC_WAIT: gl.constexpr, ready=None):
     """Output channels [n0, n0 + BLOCK_N) of one token tile of one expert. ROW_TMA: each result row goes to the
     `home` row of its source rank by TMA stores (row_addr_ptr = PeerRows.codes, see tma_copy.store_tile_rows)."""
     m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, B_LOAD))
@@ -1227,7 +1284,7 @@ def _gemm2_block(n0, row_start, row_end, expert, act_ptr, stride_act, w2_ptr, w2
                       w2_ptr + expert.to(gl.int64) * stride_we, w2_sf_ptr + expert.to(gl.int64) * stride_wse,
                       stride_wn, stride_wsn, lut_ptr, n0, n0, hidden - n0, inter, k_words, k_groups,
                       BLOCK_N, False, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K, SCALE_WORDS, TILED,
-                      K_LOOP, GDC_WAIT)
+                      K_LOOP, GDC_WAIT, ready)
     acc = gl.convert_layout(gl.permute(acc, (1, 0)), EPI)
     rows = row_start + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, EPI))
     n = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, EPI))
@@ -1253,7 +1310,8 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_
                         TILED: gl.constexpr, PERSISTENT: gl.constexpr, N_FASTEST: gl.constexpr, SPLIT: gl.constexpr,
                         FULL_M: gl.constexpr, TAIL_M: gl.constexpr, K_LOOP: gl.constexpr, N_BLOCKS: gl.constexpr,
                         GDC_WAIT: gl.constexpr, SUB_M: gl.constexpr = 0, MMA_S: gl.constexpr = None,
-                        B_LOAD_S: gl.constexpr = None, EPI_S: gl.constexpr = None):
+                        B_LOAD_S: gl.constexpr = None, EPI_S: gl.constexpr = None, done_ptr=None, done_per_row=0,
+                        EARLY: gl.constexpr = False):
     """ROW_TMA: the symm_mem return fused into GEMM2 by TMA stores (pd0..pd7: PeerRows.kernel_args, R_PEERS
     ranks); otherwise they are None. NOTES: eight parameters, not a tuple: the launcher does not expand
     descriptors inside tuples (Triton 3.6)."""
@@ -1279,7 +1337,7 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_
                           peer_descs, bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups,
                           BLOCK_M, BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, ROW_TMA, R_PEERS, STAGES, MMA, B_LOAD, EPI,
                           QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP, N_BLOCKS, GDC_WAIT,
-                          SUB_M, MMA_S, B_LOAD_S, EPI_S)
+                          SUB_M, MMA_S, B_LOAD_S, EPI_S, done_ptr, done_per_row, EARLY)
         if GDC_WAIT:
             # NOTES: every program waits for GEMM1 before it exits (a second wait is free), so GEMM2's completion,
             # which the next kernel on the stream waits for, implies GEMM1's even where a program found no tile
@@ -1291,9 +1349,11 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_
 # ----------------------------------------------------------------------------- launchers
 def gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp: float | None,
                        fast_math: bool, cfg, activation: str = "swiglu", alpha: float = 1.702, bias=None,
-                       expected_slots: int | None = None, quad: bool = False, tiled: bool = False, pdl_launch: int = 0):
+                       expected_slots: int | None = None, quad: bool = False, tiled: bool = False, pdl_launch: int = 0,
+                       signal_rows: bool = False):
     """`grouped_gemm.gemm1_swiglu` with this file's kernel (same arguments, bitwise the same result). `pdl_launch`:
-    pdl.GEMM1_PLAIN, or GEMM1_WAIT_FIRST / GEMM1_EARLY: a programmatic dependent launch (the first launch only)."""
+    pdl.GEMM1_PLAIN, or GEMM1_WAIT_FIRST / GEMM1_EARLY: a programmatic dependent launch (the first launch only).
+    `signal_rows`: every launch adds its finished rows to plan.expert_rows_done (see _previous_done)."""
     e_local, two_i, half_h = w1.shape
     inter, hidden = two_i // 2, half_h * 2
     w1_words = _as_words(w1)
@@ -1310,6 +1370,8 @@ def gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int,
                   HAS_BIAS=bias is not None, STAGES=cfg.num_stages, QUAD=quad, PARTIAL_K=hidden % _BLOCK_K != 0,
                   SCALE_WORDS=scale_words(w1_sf), TILED=tiled, K_LOOP=_k_loop(cfg, w1_words, w1_sf),
                   N_BLOCKS=cfg.n_blocks, num_warps=cfg.num_warps, **cfg.launch_options)
+    if signal_rows:
+        kwargs.update(done_ptr=_rows_done_counters(plan), SIGNAL=True)
     if pdl_launch == pdl.GEMM1_EARLY and kwargs["K_LOOP"] < K_LOOP_RING.value:
         # NOTES: the register K loops wait before their first code load anyway, so only the tile search would move
         # ahead, and it cost 2 registers (dsv3 T = 128 tile 8x32 s4: 72 -> 74, i.e. 7 -> 6 CTAs per SM; the layer
@@ -1322,9 +1384,11 @@ def gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int,
 
 def gemm2_wgmma(act, w2, w2_sf, plan, out_bits, *, cfg, topk_weights=None, bias=None,
                 expected_slots: int | None = None, out_row_addr=None, quad: bool = False, tiled: bool = False,
-                pdl: bool = False):
+                pdl: bool = False, early_rows: int = 0):
     """`grouped_gemm.gemm2` with this file's kernel (same arguments, bitwise the same result). `pdl`: the first launch
-    is a programmatic dependent launch (see _gdc_wait): its programs start while the previous kernel runs."""
+    is a programmatic dependent launch (see _gdc_wait): its programs start while the previous kernel runs; with
+    `early_rows` > 0 (GEMM1's channel blocks, GEMM1 launched with signal_rows) they wait for their expert's rows only
+    (_previous_done)."""
     e_local, hidden, half_i = w2.shape
     inter = half_i * 2
     w2_words = _as_words(w2)
@@ -1341,6 +1405,9 @@ def gemm2_wgmma(act, w2, w2_sf, plan, out_bits, *, cfg, topk_weights=None, bias=
             bias if bias is not None else out_bits, bias.stride(0) if bias is not None else 0,
             e_local, hidden, inter, inter // 8, inter // 32)
     descs = peer_rows.kernel_args(cfg.block_n) if peer_rows is not None else [None] * tma_copy.MAX_RANKS
+    if early_rows and not pdl:
+        raise ValueError(f"early_rows={early_rows}: early GEMM2 is a programmatic dependent launch (pdl=True)")
+    early = dict(done_ptr=_rows_done_counters(plan), done_per_row=int(early_rows), EARLY=True) if early_rows else {}
     kwargs = dict(**{f"pd{i}": d for i, d in enumerate(descs)}, BLOCK_N=cfg.block_n, E_PAD=expert_pad(e_local),
                   HAS_BIAS=bias is not None,
                   ROW_ADDR=out_row_addr is not None and peer_rows is None, ROW_TMA=peer_rows is not None,
@@ -1349,4 +1416,5 @@ def gemm2_wgmma(act, w2, w2_sf, plan, out_bits, *, cfg, topk_weights=None, bias=
                   K_LOOP=_k_loop(cfg, w2_words, w2_sf), N_BLOCKS=cfg.n_blocks, GDC_WAIT=False, num_warps=cfg.num_warps,
                   **cfg.launch_options)
     return _launch(_gemm2_wgmma_kernel, triton.cdiv(hidden, cfg.block_n * cfg.n_blocks), plan.num_slots, e_local, cfg,
-                   expected_slots, args, kwargs, first_kwargs=dict(GDC_WAIT=True, launch_pdl=True) if pdl else None)
+                   expected_slots, args, kwargs,
+                   first_kwargs=dict(GDC_WAIT=True, launch_pdl=True, **early) if pdl else None)
