@@ -1239,12 +1239,12 @@ def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_pt
     adds a tile's rows once per channel block: done_per_row blocks per row; see _previous_done)."""
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD,
                                                        SPLIT, FULL_M, TAIL_M)
-    if EARLY:
-        ready = (done_ptr + expert,
-                 (gl.load(offsets_ptr + expert + 1) - gl.load(offsets_ptr + expert)) * done_per_row)
-    else:
-        ready = None
     if real:
+        if EARLY:       # a real tile's expert only: past the last tile `expert` is out of the offsets' range
+            ready = (done_ptr + expert,
+                     (gl.load(offsets_ptr + expert + 1) - gl.load(offsets_ptr + expert)) * done_per_row)
+        else:
+            ready = None
         # NOTES: N_BLOCKS > 1: this program computes N_BLOCKS adjacent channel blocks of its token tile
         # (unrolled: a runtime loop costs ~30 registers, offline SASS), i.e. one tile search and program start
         # per N_BLOCKS weight passes — what short K loops (qwen3's K = 768: 6 steps) spend a large share on.
