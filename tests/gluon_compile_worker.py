@@ -222,10 +222,11 @@ def main() -> None:
             # early GEMM2 (RoutingPlan.expert_rows_done): GEMM1 adds its rows to the expert's counter (release) after
             # each channel block; GEMM2 polls its expert's counter (acquire) after the codes' prologue instead of
             # waiting for all of GEMM1, and waits for GEMM1 before it exits
-            extra = dict(SIGNAL=True) if "TOPK" in extra else dict(EARLY=True)
-            early = compile_gluon(kernel, dict(ptrs, done_ptr="*i32"), floats, dict(const, **flag, **extra), 4)
+            gemm1 = "TOPK" in extra
+            early = compile_gluon(kernel, dict(ptrs, done_ptr="*i32"), floats,
+                                  dict(const, **flag, **(dict(SIGNAL=True) if gemm1 else dict(EARLY=True))), 4)
             ptx = early.asm["ptx"]
-            sync = ("atom.global.gpu.release.add" if "SIGNAL" in extra else "ld.global.gpu.acquire")
+            sync = "atom.global.gpu.release.add" if gemm1 else "ld.global.gpu.acquire"
             out[name + " early"] = dict(inspect(early, 0), shared=early.metadata.shared, sync_ops=ptx.count(sync),
                                         gdc_waits=ptx.count("griddepcontrol.wait"),
                                         poll_after_codes=sync not in ptx or ptx.index("cp.async") < ptx.index(sync))

@@ -115,8 +115,8 @@ def test_gluon_gemms_compile_for_sm90_without_register_hazards():
         assert pdl["gdc_waits"] == 2 and pdl["wait_after_codes"] and pdl["trigger_after_wait"], (name, pdl)
         assert pdl["loop_instructions"] == plain["loop_instructions"] and pdl["regs"] <= plain["regs"] + 8, (pdl, plain)
     # early GEMM2: GEMM1 releases its rows with one atomic per channel block, GEMM2 polls its expert's counter (two
-    # acquire loads: before and in the poll loop) after issuing its first codes and keeps the exit wait; the same K loops
-    # up to ptxas' scheduling (+-8 instructions)
+    # acquire loads: before and in the poll loop) after issuing its first codes and keeps the exit wait; the same K
+    # loops up to ptxas' scheduling (+-8 instructions)
     signal, poll = result["gemm1 bm8 bn32 s3 quad ring6 early"], result["gemm2 bm8 bn128 s3 quad ring4 early"]
     assert signal["sync_ops"] == 1 and poll["sync_ops"] == 2 and poll["poll_after_codes"], (signal, poll)
     assert poll["gdc_waits"] == 2, poll         # the fallback after SPIN_LIMIT polls, and before exiting

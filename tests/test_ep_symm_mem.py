@@ -135,7 +135,8 @@ def test_symm_mem_tma_return_codes(world, device):
 # GEMM2 tiles under the fused TMA return: the H100 cache's qwen3 pick at one token (an 8-warp half tile, code ring 3:
 # configs.half_tile_block_n), a 4-warp code ring and a plain 8x128 tile; K = 256 gives the rings whole steps
 TMA_RETURN_G2 = [GemmConfig(8, 64, True, 8, 4, kernel="gluon", prefetch=3),
-                 GemmConfig(8, 64, True, 4, 5, kernel="gluon", prefetch=4), GemmConfig(8, 128, True, 4, 3, kernel="gluon")]
+                 GemmConfig(8, 64, True, 4, 5, kernel="gluon", prefetch=4),
+                 GemmConfig(8, 128, True, 4, 3, kernel="gluon")]
 
 
 @pytest.mark.parametrize("gemm2_config", TMA_RETURN_G2, ids=["half8w-ring3", "ring4", "plain128"])

@@ -39,6 +39,12 @@ def test_pdl_mode_rejects_bad_settings(env, message, device, monkeypatch):
         run_layer(weights, x, idx, w)
 
 
+def _zero_weights(e, h, i):
+    """(w1, w1_sf), (w2, w2_sf) of zeros: compute_slots only reads their shapes when its launches are stubbed."""
+    return ((torch.zeros(e, 2 * i, h // 2, dtype=torch.uint8), torch.zeros(e, 2 * i, h // 32, dtype=torch.uint8)),
+            (torch.zeros(e, h, i // 2, dtype=torch.uint8), torch.zeros(e, h, i // 32, dtype=torch.uint8)))
+
+
 class _Scratch:
     def __init__(self, n, k, h, i):
         self.x_dq = torch.zeros(n, h, dtype=torch.int16)
@@ -60,10 +66,10 @@ def test_which_launches_are_chained(tokens, rows_in_bf16, mode, monkeypatch):
     monkeypatch.setattr(compute, "mxfp8_to_bf16", lambda *a, **kw: seen.update(dq=kw["pdl_launch"]))
     monkeypatch.setattr(compute.grouped_gemm, "gemm1_swiglu",
                         lambda *a, **kw: seen.update(gemm1=kw["pdl_launch"], signal=kw["signal_rows"]))
-    monkeypatch.setattr(compute.grouped_gemm, "gemm2", lambda *a, **kw: seen.update(gemm2=kw["pdl"], early=kw["early_rows"]))
+    monkeypatch.setattr(compute.grouped_gemm, "gemm2",
+                        lambda *a, **kw: seen.update(gemm2=kw["pdl"], early=kw["early_rows"]))
     e, h, i, k = 4, 64, 32, 2
-    w1 = (torch.zeros(e, 2 * i, h // 2, dtype=torch.uint8), torch.zeros(e, 2 * i, h // 32, dtype=torch.uint8))
-    w2 = (torch.zeros(e, h, i // 2, dtype=torch.uint8), torch.zeros(e, h, i // 32, dtype=torch.uint8))
+    w1, w2 = _zero_weights(e, h, i)
     idx = torch.zeros(tokens, k, dtype=torch.int64)
     x = None if rows_in_bf16 else torch.zeros(tokens, h, dtype=torch.uint8)
     x_sf = None if rows_in_bf16 else torch.zeros(tokens, h // 128 or 1, dtype=torch.int32)
@@ -76,8 +82,9 @@ def test_which_launches_are_chained(tokens, rows_in_bf16, mode, monkeypatch):
 
 
 @pytest.mark.parametrize("mode,setting,kernels,want", [
-    ("1", None, ("gluon", "gluon"), False), ("1", "1", ("gluon", "gluon"), True), ("gemm2", "1", ("gluon", "gluon"), True), ("0", "1", ("gluon", "gluon"), False),
-    ("1", "0", ("gluon", "gluon"), False), ("1", "1", ("triton", "gluon"), False), ("1", "1", ("gluon", "triton"), False)])
+    ("1", None, ("gluon", "gluon"), False), ("1", "1", ("gluon", "gluon"), True),
+    ("gemm2", "1", ("gluon", "gluon"), True), ("0", "1", ("gluon", "gluon"), False), ("1", "0", ("gluon", "gluon"), False),
+    ("1", "1", ("triton", "gluon"), False), ("1", "1", ("gluon", "triton"), False)])
 def test_when_gemm2_starts_early(mode, setting, kernels, want, monkeypatch):
     """Early GEMM2 (TMOE_EARLY_GEMM2=1, default off): GEMM1 signals its finished rows and GEMM2 waits for its expert's
     rows (GEMM1's channel blocks per row: ceil(I / GEMM1's block_n)) only when both are the Gluon kernels on a GPU and
@@ -97,8 +104,7 @@ def test_when_gemm2_starts_early(mode, setting, kernels, want, monkeypatch):
     monkeypatch.setattr(compute.grouped_gemm, "gemm1_swiglu", lambda *a, **kw: seen.update(signal=kw["signal_rows"]))
     monkeypatch.setattr(compute.grouped_gemm, "gemm2", lambda *a, **kw: seen.update(early=kw["early_rows"]))
     e, h, i, k = 4, 64, 96, 2
-    w1 = (torch.zeros(e, 2 * i, h // 2, dtype=torch.uint8), torch.zeros(e, 2 * i, h // 32, dtype=torch.uint8))
-    w2 = (torch.zeros(e, h, i // 2, dtype=torch.uint8), torch.zeros(e, h, i // 32, dtype=torch.uint8))
+    w1, w2 = _zero_weights(e, h, i)
     g1, g2 = (GemmConfig(8, bn, True, 4, 3, kernel="gluon") if kernel == "gluon" else GemmConfig(16, 64, True, 4, 3)
               for kernel, bn in zip(kernels, (32, 64)))
     args = (_Scratch(3, k, h, i), torch.zeros(3, h, dtype=torch.uint8), torch.zeros(3, 1, dtype=torch.int32),

@@ -72,10 +72,11 @@ def compute_slots(scratch, x_fp8: Optional[torch.Tensor], x_sf: Optional[torch.T
     early_setting = pdl.early_gemm2_on()    # TMOE_EARLY_GEMM2: likewise
     chain = pdl.chain_on(topk_idx.device, (config_slots or n * k) // k, mode)
     num_experts, topk = layer_shape or (num_local_experts, k)
+    inter = l2[0].shape[2] * 2
     expected = config_slots if config_slots is not None and config_slots < n * k else None
     cfg1, cfg2 = gemm_configs(opts, config_slots or n * k, num_local_experts, topk_idx.device, soft,
                               num_experts=num_experts, hidden=scratch.x_dq.shape[1],
-                              intermediate=l2[0].shape[2] * 2, topk=topk)
+                              intermediate=inter, topk=topk)
     plan = build_routing(topk_idx, num_local_experts, expert_start, capacity_slots=n * k, stats=stats,
                          workspace=scratch.workspace, pdl_launch=chain)
     if x_fp8 is not None:
@@ -101,5 +102,5 @@ def compute_slots(scratch, x_fp8: Optional[torch.Tensor], x_sf: Optional[torch.T
     grouped_gemm.gemm2(scratch.act, l2[0], l2[1], plan, scratch.slot_out, cfg=cfg2, soft=soft,
                        quad=weight_layout.is_quad(l2), tiled=weight_layout.is_tiled(l2),
                        topk_weights=topk_weights, bias=opts.l2_bias, expected_slots=expected, out_row_addr=out_row_addr,
-                       pdl=gemm2_pdl, early_rows=-(-(l2[0].shape[2] * 2) // cfg1.block_n) if early else 0)
+                       pdl=gemm2_pdl, early_rows=-(-inter // cfg1.block_n) if early else 0)
     return out_row_addr is not None

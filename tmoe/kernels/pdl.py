@@ -73,8 +73,8 @@ def gemm2_on(mode: str | None = None) -> bool:
 
 
 def early_gemm2_on() -> bool:
-    """`TMOE_EARLY_GEMM2` (default "0"): "1" = a Gluon GEMM2 launched as a programmatic dependent launch of a Gluon GEMM1
-    waits for its expert's rows of GEMM1 (per-expert counters, wgmma_gemm._previous_done) instead of all of GEMM1.
+    """`TMOE_EARLY_GEMM2` (default "0"): "1" = a Gluon GEMM2 launched as a programmatic dependent launch of a Gluon
+    GEMM1 waits for its expert's rows of GEMM1 (per-expert counters, wgmma_gemm._previous_done), not all of GEMM1.
     Opt-in: measured -0.3..-1.5% at 8-128 tokens on dsv3 / v4flash / gpt-oss, +2..+4% on qwen3 and at one token
     (H100, benchmarks/NOTES.md "v26"). ValueError for anything else (checked before any launch)."""
     value = os.environ.get("TMOE_EARLY_GEMM2", "0")

@@ -287,7 +287,8 @@ def _rows_done(done_ptr, expert, rows):
 @gluon.jit
 def _previous_done(ready):
     """Before the first activation load of a programmatic dependent launch: wait for the previous kernel (ready None),
-    or (early GEMM2, ready = (counter pointer, rows)) until the expert's counter reaches `rows` (see the NOTES above)."""
+    or (early GEMM2, ready = (counter pointer, rows)) until the expert's counter reaches `rows` (see the NOTES above).
+    NOTES: an atomic add of 0 with acquire semantics compiles to one thread's `ld.global.gpu.acquire`."""
     if ready is None:
         _gdc_wait()
     else:
