@@ -285,7 +285,8 @@ def test_gluon_scale_words_and_bytes(hidden, inter):
     (dict(kernel="triton", block_m=64, sub_block_m=32), "sub_block_m=32"),
     (dict(kernel="triton", n_fastest=True), "n_fastest=True"), (dict(n_fastest=1), "n_fastest=1"),
     (dict(group_m=2), "group_m=2"), (dict(n_fastest=True, group_m=3), "group_m=3"),
-    (dict(n_fastest=True, group_m=True), "group_m=True"), (dict(kernel="triton", group_m=2), "group_m=2")])
+    (dict(n_fastest=True, group_m=True), "group_m=True"), (dict(kernel="triton", group_m=2), "group_m=2"),
+    (dict(kernel="triton", early=True), "early=True"), (dict(early=1), "early=1")])
 def test_gluon_config_validation(kwargs, match):
     base = dict(block_m=16, block_n=64, swap_ab=True, num_warps=4, num_stages=3, kernel="gluon")
     with pytest.raises(ValueError, match=match):
@@ -412,16 +413,19 @@ _EARLY_PAIRS = _PDL_PAIRS + [
     (GemmConfig(8, 32, True, 4, 5, kernel="gluon", prefetch=4, n_blocks=4),
      GemmConfig(8, 64, True, 8, 4, kernel="gluon", prefetch=3)),
     (GemmConfig(64, 64, True, 8, 3, kernel="gluon", sub_block_m=32, n_fastest=True),
-     GemmConfig(64, 128, True, 8, 3, kernel="gluon", sub_block_m=32, n_fastest=True))]
+     GemmConfig(64, 128, True, 8, 3, kernel="gluon", sub_block_m=32, n_fastest=True)),
+    # the shipped decode picks' kind (H100 dsv3 bucket 8): both grids N-block-major, GEMM2's pick sets `early`
+    (GemmConfig(8, 32, True, 4, 4, kernel="gluon", prefetch=3, n_blocks=2, n_fastest=True),
+     GemmConfig(8, 128, True, 4, 6, kernel="gluon", prefetch=5, n_fastest=True, early=True))]
 
 
 @pytest.mark.skipif(not ON_HOPPER, reason="Gluon wgmma kernels need an sm_90 GPU")
 @pytest.mark.parametrize("g1,g2", _EARLY_PAIRS)
 def test_early_gemm2_bitwise_and_counters(g1, g2, monkeypatch):
-    """Early GEMM2 (TMOE_EARLY_GEMM2=1: each GEMM2 program waits for its expert's rows of GEMM1, counted per expert)
-    gives the bits of the whole-kernel wait (=0) and of no programmatic launch at all, chained (<= 128 tokens) and
-    GEMM2-only (300); after a call every local expert's counter holds its rows x GEMM1's channel blocks (so GEMM2
-    found them complete: it did not fall back to waiting for all of GEMM1)."""
+    """Early GEMM2 (TMOE_EARLY_GEMM2=1, or "auto" with a GEMM2 pick that sets `early`: each GEMM2 program waits for its
+    expert's rows of GEMM1, counted per expert) gives the bits of the whole-kernel wait (=0) and of no programmatic
+    launch at all, chained (<= 128 tokens) and GEMM2-only (300); after a call every local expert's counter holds its
+    rows x GEMM1's channel blocks (so GEMM2 found them complete: it did not fall back to waiting for all of GEMM1)."""
     dev = torch.device("cuda")
     e, h, i, k = 16, 2880, 2880, 4
     weights = make_weights(e, h, i, seed=80, device=dev)
@@ -429,7 +433,7 @@ def test_early_gemm2_bitwise_and_counters(g1, g2, monkeypatch):
         x = make_tokens(t, h, seed=81 + t, device=dev)
         idx, w = make_routing(t, e, k, pattern, seed=82 + t, device=dev)
         outs = {}
-        for pdl_mode, early in (("0", "1"), ("1", "0"), ("1", "1")):
+        for pdl_mode, early in (("0", "1"), ("1", "0"), ("1", "1")) + ((("1", "auto"),) if g2.early else ()):
             monkeypatch.setenv("TMOE_PDL", pdl_mode)
             monkeypatch.setenv("TMOE_EARLY_GEMM2", early)
             outs[pdl_mode, early], buf = run_layer(weights, x, idx, w, gemm1_config=g1, gemm2_config=g2)

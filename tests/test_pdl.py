@@ -81,14 +81,20 @@ def test_which_launches_are_chained(tokens, rows_in_bf16, mode, monkeypatch):
                         **({} if rows_in_bf16 else dict(dq=chain)))
 
 
-@pytest.mark.parametrize("mode,setting,kernels,want", [
-    ("1", None, ("gluon", "gluon"), False), ("1", "1", ("gluon", "gluon"), True),
-    ("gemm2", "1", ("gluon", "gluon"), True), ("0", "1", ("gluon", "gluon"), False), ("1", "0", ("gluon", "gluon"), False),
-    ("1", "1", ("triton", "gluon"), False), ("1", "1", ("gluon", "triton"), False)])
-def test_when_gemm2_starts_early(mode, setting, kernels, want, monkeypatch):
-    """Early GEMM2 (TMOE_EARLY_GEMM2=1, default off): GEMM1 signals its finished rows and GEMM2 waits for its expert's
-    rows (GEMM1's channel blocks per row: ceil(I / GEMM1's block_n)) only when both are the Gluon kernels on a GPU and
-    GEMM2 is a programmatic dependent launch; a bad setting is a ValueError before any launch."""
+GG = ("gluon", "gluon")
+
+
+@pytest.mark.parametrize("mode,setting,kernels,pick,want", [
+    ("1", None, GG, False, False), ("1", None, GG, True, True), ("1", "auto", GG, True, True),
+    ("1", "auto", GG, False, False), ("1", "1", GG, False, True), ("1", "0", GG, True, False),
+    ("gemm2", "1", GG, False, True), ("gemm2", None, GG, True, True), ("0", "1", GG, False, False),
+    ("0", None, GG, True, False), ("1", "1", ("triton", "gluon"), False, False),
+    ("1", None, ("triton", "gluon"), True, False), ("1", "1", ("gluon", "triton"), False, False)])
+def test_when_gemm2_starts_early(mode, setting, kernels, pick, want, monkeypatch):
+    """Early GEMM2 (TMOE_EARLY_GEMM2: default "auto" = the GEMM2 pick's `early`, "1" / "0" force it): GEMM1 signals
+    its finished rows and GEMM2 waits for its expert's rows (GEMM1's channel blocks per row: ceil(I / GEMM1's
+    block_n)) only when both are the Gluon kernels on a GPU and GEMM2 is a programmatic dependent launch; a bad
+    setting is a ValueError before any launch."""
     from tmoe.kernels.configs import GemmConfig
     monkeypatch.setenv("TMOE_PDL", mode)
     if setting is None:
@@ -105,8 +111,8 @@ def test_when_gemm2_starts_early(mode, setting, kernels, want, monkeypatch):
     monkeypatch.setattr(compute.grouped_gemm, "gemm2", lambda *a, **kw: seen.update(early=kw["early_rows"]))
     e, h, i, k = 4, 64, 96, 2
     w1, w2 = _zero_weights(e, h, i)
-    g1, g2 = (GemmConfig(8, bn, True, 4, 3, kernel="gluon") if kernel == "gluon" else GemmConfig(16, 64, True, 4, 3)
-              for kernel, bn in zip(kernels, (32, 64)))
+    g1, g2 = (GemmConfig(8, bn, True, 4, 3, kernel="gluon", early=pick and gemm == 2) if kernel == "gluon"
+              else GemmConfig(16, 64, True, 4, 3) for gemm, kernel, bn in zip((1, 2), kernels, (32, 64)))
     args = (_Scratch(3, k, h, i), torch.zeros(3, h, dtype=torch.uint8), torch.zeros(3, 1, dtype=torch.int32),
             torch.zeros(3, k, dtype=torch.int64), torch.ones(3, k), w1, w2)
     compute_slots(*args, num_local_experts=e, expert_start=0, opts=ExpertOptions(gemm1_config=g1, gemm2_config=g2),
@@ -114,7 +120,7 @@ def test_when_gemm2_starts_early(mode, setting, kernels, want, monkeypatch):
     assert seen == dict(signal=want, early=3 if want else 0)      # ceil(96 / 32) channel blocks of GEMM1
     monkeypatch.setenv("TMOE_EARLY_GEMM2", "yes")
     seen.clear()
-    with pytest.raises(ValueError, match="TMOE_EARLY_GEMM2 must be '1' or '0', got 'yes'"):
+    with pytest.raises(ValueError, match="TMOE_EARLY_GEMM2 must be 'auto', '1' or '0', got 'yes'"):
         compute_slots(*args, num_local_experts=e, expert_start=0, opts=ExpertOptions(gemm1_config=g1, gemm2_config=g2),
                       soft=False)
     assert seen == {}

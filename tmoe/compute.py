@@ -69,7 +69,7 @@ def compute_slots(scratch, x_fp8: Optional[torch.Tensor], x_sf: Optional[torch.T
     if n == 0:
         return out_row_addr is not None
     mode = pdl.pdl_mode()           # TMOE_PDL: a bad value is a ValueError before any launch
-    early_setting = pdl.early_gemm2_on()    # TMOE_EARLY_GEMM2: likewise
+    early_setting = pdl.early_gemm2_setting()    # TMOE_EARLY_GEMM2: likewise
     chain = pdl.chain_on(topk_idx.device, (config_slots or n * k) // k, mode)
     num_experts, topk = layer_shape or (num_local_experts, k)
     inter = l2[0].shape[2] * 2
@@ -87,9 +87,10 @@ def compute_slots(scratch, x_fp8: Optional[torch.Tensor], x_sf: Optional[torch.T
             else pdl.GEMM1_WAIT_FIRST)
     gemm2_pdl = pdl.gemm2_on(mode)
     # NOTES: early GEMM2 (kernels/pdl.py, wgmma_gemm._previous_done): its programs start on an expert whose rows GEMM1
-    # has finished instead of waiting for GEMM1's last programs to drain; both GEMMs must be the Gluon kernels
+    # has finished instead of waiting for GEMM1's last programs to drain; both GEMMs must be the Gluon kernels. The
+    # GEMM2 pick says whether (GemmConfig.early) unless TMOE_EARLY_GEMM2 forces it
     early = (gemm2_pdl and cfg1.kernel == cfg2.kernel == "gluon" and not soft and pdl.supported(topk_idx.device)
-             and early_setting)
+             and (cfg2.early if early_setting is None else early_setting))
     grouped_gemm.gemm1_swiglu(scratch.x_dq, l1[0], l1[1], plan, topk_weights, scratch.act, topk=k,
                               quad=weight_layout.is_quad(l1), tiled=weight_layout.is_tiled(l1),
                               clamp=opts.activation_clamp, fast_math=opts.fast_math, cfg=cfg1, soft=soft,

@@ -75,7 +75,8 @@ _CONFIG_FIELDS = {"block_m": int, "block_n": int, "swap_ab": bool, "num_warps": 
 _OPTIONAL_CONFIG_FIELDS = {"fuse_gate_up": bool, "maxnreg": (int, type(None)), "kernel": str,
                            "tail_block_m": (int, type(None)), "overlap": bool, "n_blocks": int,
                            "prefetch": int, "sub_block_m": (int, type(None)),
-                           "n_fastest": (bool, type(None)), "group_m": (int, type(None))}   # absent = default
+                           "n_fastest": (bool, type(None)), "group_m": (int, type(None)),
+                           "early": bool}   # absent = default
 _REQUIRED = {"schema": int, "device": str, "kernel": str, "num_experts": int, "hidden": int,
              "intermediate": int, "topk": int, "dtype": str, "triton": str, "torch": str, "date": str,
              "buckets": dict}

@@ -220,7 +220,7 @@ def short(cfg) -> str:
             + (f" tail={cfg.tail_block_m}" if cfg.tail_block_m else "")
             + (f" sub={cfg.sub_block_m}" if cfg.sub_block_m else "") + (" overlap" if cfg.overlap else "")
             + ("" if cfg.n_fastest is None else f" n_fastest={int(cfg.n_fastest)}")
-            + (f" group={cfg.group_m}" if cfg.group_m else ""))
+            + (f" group={cfg.group_m}" if cfg.group_m else "") + (" early" if cfg.early else ""))
 
 
 # ----------------------------------------------------------------------------- the problem

@@ -73,6 +73,9 @@ class GemmConfig:
                                     # a channel block; None: for tiles of >= 128 tokens (wgmma_gemm._tile_pids)
     group_m: int | None = None      # gluon, N-block-major grids: group_m adjacent token tiles take each channel block
                                     # in turn (an expert's next tile finds that block's weights in L2, NOTES "v20")
+    early: bool = False             # gluon GEMM2 picks: start each program once GEMM1 has finished its expert's rows
+                                    # (per-expert counters) instead of all of GEMM1 (kernels/pdl.py "early GEMM2",
+                                    # NOTES "v26", "v28"); TMOE_EARLY_GEMM2=0|1 overrides it
 
     @property
     def k_loop(self) -> int:
@@ -156,6 +159,8 @@ class GemmConfig:
                              "tail_block_m")
         if self.n_fastest is not None and (self.kernel != "gluon" or not isinstance(self.n_fastest, bool)):
             raise ValueError(f"n_fastest={self.n_fastest!r}: must be None, or True / False with kernel='gluon'")
+        if not isinstance(self.early, bool) or (self.early and self.kernel != "gluon"):
+            raise ValueError(f"early={self.early!r}: must be True or False, and False unless kernel='gluon'")
         if self.group_m is not None and (self.kernel != "gluon" or self.group_m not in (2, 4, 8)
                                          or not self.grid_n_fastest):
             raise ValueError(f"group_m={self.group_m!r}: must be None, or 2, 4 or 8 with kernel='gluon' and an "

@@ -10,7 +10,7 @@ The contract every tmoe kernel launched this way keeps (`enter` below; the Gluon
      touches memory that the previous kernel may write or read;
   2. it signals its own dependents only after that wait.
 By (2), when kernel n + 1 starts, kernel n has passed its wait, so kernel n - 1 has completed: a program may read
-before its wait what kernels n - 2 and older wrote. One exception (early GEMM2, `early_gemm2_on`): a GEMM2 program
+before its wait what kernels n - 2 and older wrote. One exception (early GEMM2, `early_gemm2_setting`): a GEMM2 program
 waits for its expert's rows of GEMM1 (per-expert counters) instead of GEMM1's completion, releases the combine after
 that, and waits for GEMM1's completion before it exits — the combine reads nothing GEMM1 writes, and GEMM2's
 completion still implies GEMM1's. The GEMMs use this: GEMM2 finds its tile in the routing plan
@@ -29,7 +29,7 @@ import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 __all__ = ["MODES", "GEMM1_PLAIN", "GEMM1_WAIT_FIRST", "GEMM1_EARLY", "CHAIN_MAX_TOKENS", "pdl_mode", "supported",
-           "chain_on", "gemm2_on", "early_gemm2_on", "launch_options", "enter"]
+           "chain_on", "gemm2_on", "early_gemm2_setting", "launch_options", "enter"]
 
 # "1": every kernel of the call after the first (quantize, routing, MXFP8 -> bf16, GEMM1, GEMM2, combine);
 # "gemm2": only GEMM2 after GEMM1 (session 11's launches, kept for A/B runs); "0": none.
@@ -72,15 +72,17 @@ def gemm2_on(mode: str | None = None) -> bool:
     return (mode or pdl_mode()) in ("1", "gemm2")
 
 
-def early_gemm2_on() -> bool:
-    """`TMOE_EARLY_GEMM2` (default "0"): "1" = a Gluon GEMM2 launched as a programmatic dependent launch of a Gluon
-    GEMM1 waits for its expert's rows of GEMM1 (per-expert counters, wgmma_gemm._previous_done), not all of GEMM1.
-    Opt-in: measured -0.3..-1.5% at 8-128 tokens on dsv3 / v4flash / gpt-oss, +2..+4% on qwen3 and at one token
-    (H100, benchmarks/NOTES.md "v26"). ValueError for anything else (checked before any launch)."""
-    value = os.environ.get("TMOE_EARLY_GEMM2", "0")
-    if value not in ("1", "0"):
-        raise ValueError(f"TMOE_EARLY_GEMM2 must be '1' or '0', got {value!r}")
-    return value == "1"
+def early_gemm2_setting() -> bool | None:
+    """`TMOE_EARLY_GEMM2` (default "auto"): "1" = a Gluon GEMM2 launched as a programmatic dependent launch of a Gluon
+    GEMM1 waits for its expert's rows of GEMM1 (per-expert counters, wgmma_gemm._previous_done), not all of GEMM1;
+    "0" = it waits for all of GEMM1; "auto" (None) = as the GEMM2 pick says (`GemmConfig.early`: the H100 picks of
+    dsv3 / gpt-oss / v4flash at 8-128 tokens, where it measured -0.2..-2.6% with both grids N-block-major; at one
+    token and on qwen3 it cost +1..+5%, benchmarks/NOTES.md "v26", "v28"). ValueError for anything else (checked
+    before any launch)."""
+    value = os.environ.get("TMOE_EARLY_GEMM2", "auto")
+    if value not in ("auto", "1", "0"):
+        raise ValueError(f"TMOE_EARLY_GEMM2 must be 'auto', '1' or '0', got {value!r}")
+    return None if value == "auto" else value == "1"
 
 
 def launch_options(on: bool) -> dict:
