@@ -76,7 +76,7 @@ def early_gemm2_setting() -> bool | None:
     """`TMOE_EARLY_GEMM2` (default "auto"): "1" = a Gluon GEMM2 launched as a programmatic dependent launch of a Gluon
     GEMM1 waits for its expert's rows of GEMM1 (per-expert counters, wgmma_gemm._previous_done), not all of GEMM1;
     "0" = it waits for all of GEMM1; "auto" (None) = as the GEMM2 pick says (`GemmConfig.early`: the H100 / H200 picks
-    of dsv3 / gpt-oss / v4flash at 4-128 tokens where it measured -0.2..-7.3% with both grids N-block-major; at one
+    of dsv3 / gpt-oss / v4flash at 2-128 tokens where it measured -0.2..-8.6% with both grids N-block-major; at one
     token and on qwen3 it cost +1..+5%, benchmarks/NOTES.md "v26", "v28"). ValueError for anything else (checked
     before any launch)."""
     value = os.environ.get("TMOE_EARLY_GEMM2", "auto")
