@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_layer import layer_call, layer_weights  # noqa: E402
 from tmoe.autotune.timing import time_graph  # noqa: E402
+from tmoe.kernels import pdl  # noqa: E402
 from tmoe.kernels.configs import GemmConfig, gluon_block_n, half_tile_block_n, select_config  # noqa: E402
 from tmoe.workloads import WORKLOADS  # noqa: E402
 
@@ -120,22 +121,68 @@ def cap_candidates(pick: GemmConfig) -> list[GemmConfig]:
     return list(dict.fromkeys([pick] + [replace(pick, maxnreg=cap) for cap in (80, 72, 64)]))
 
 
+def early_pairs(pick1: GemmConfig, pick2: GemmConfig) -> list[tuple[GemmConfig, GemmConfig]]:
+    """--space early: (GEMM1, GEMM2) pairs, timed together — the cache's picks first, then early GEMM2 off / on
+    (`GemmConfig.early`) with the picks' grid orders and with both grids N-block-major (GEMM1 then finishes experts in
+    order and GEMM2 takes them in that order: NOTES "v28"). Only for two Gluon picks (early needs both)."""
+    if pick1.kernel != "gluon" or pick2.kernel != "gluon":
+        return [(pick1, pick2)]
+    orders = ((pick1, pick2), (replace(pick1, n_fastest=True), replace(pick2, n_fastest=True)))
+    return list(dict.fromkeys([(pick1, pick2)] + [(g1, replace(g2, early=e)) for g1, g2 in orders for e in (False, True)]))
+
+
+def time_pairs(name: str, t: int, layer, y, pairs, rounds: int, compile_only: bool) -> list[dict]:
+    """Time each (GEMM1, GEMM2) pair as whole calls (rounds interleaved; every output bitwise equal to the first's);
+    one row per GEMM and pair, both with the pair's µs, so set_cache_pick.py --from-sweep takes the fastest pair's
+    configs for both GEMMs."""
+    calls, times, same, ref = {}, {p: [] for p in pairs}, {}, None
+    for pair in pairs:
+        calls[pair] = functools.partial(layer, gemm1_config=pair[0], gemm2_config=pair[1])
+        calls[pair]()
+        torch.cuda.synchronize()
+        ref = y.clone() if ref is None else ref
+        same[pair] = bool(torch.equal(y.view(torch.int16), ref.view(torch.int16)))
+    if compile_only:
+        print(f"{name} T={t}: {len(pairs)} pairs compiled, bitwise equal to the first: {all(same.values())}", flush=True)
+        assert all(same.values()), [p for p in pairs if not same[p]]
+        return []
+    for _ in range(rounds):
+        for pair in pairs:
+            times[pair].append(time_graph(calls[pair]))
+    rows = []
+    for n, pair in enumerate(pairs):
+        us = statistics.median(times[pair])
+        for gemm, c in zip(("gemm1", "gemm2"), pair):
+            rows.append({"workload": name, "tokens": t, **c.as_dict(), "gemm": gemm, "us": us, "scope": "layer",
+                         "same_as_first": same[pair], "rounds": times[pair]})
+        print(f"{name} T={t} {'pick' if n == 0 else '    '} nf={int(pair[0].grid_n_fastest)}/{int(pair[1].grid_n_fastest)} "
+              f"early={int(pair[1].early)}: layer {us:7.1f} us ({' '.join(f'{v:.1f}' for v in times[pair])}) "
+              f"same={same[pair]}", flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workloads", default="qwen3,gptoss,v4flash,dsv3")
     ap.add_argument("--tokens", default="1")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--space", choices=("kloop", "tiles", "combo", "depth", "mid4", "half", "cap"), default="kloop",
+    ap.add_argument("--space", choices=("kloop", "tiles", "combo", "depth", "mid4", "half", "cap", "early"),
+                    default="kloop",
                     help="kloop: the pick's tile with each K loop; tiles: its K loop with other channel blocks per "
                          "program / block_n / grid order; combo: K loop x grid order; depth: code rings 3-6 deep, "
                          "one activation stage more than the depth; mid4: 4-warp ring tiles next to an 8-warp pick; "
                          "half: half tiles (8 weight rows per warp) with the pick's K loop and rings 3 / 4 / 6; "
-                         "cap: a 4-warp pick capped at 80 / 72 / 64 registers (6 / 7 / 8 CTAs per SM)")
+                         "cap: a 4-warp pick capped at 80 / 72 / 64 registers (6 / 7 / 8 CTAs per SM); "
+                         "early: the two picks timed together with early GEMM2 off / on, in the picks' grid orders "
+                         "and both N-block-major")
     ap.add_argument("--compile-only", action="store_true",
                     help="run each candidate once (compile it, check its bits) and time nothing: warms the Triton "
                          "cache, e.g. one process per workload in parallel before the timed run")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    if args.space == "early" and pdl.early_gemm2_setting() is not None:
+        raise SystemExit("--space early times the GEMM2 picks' `early`, which TMOE_EARLY_GEMM2=0|1 overrides: "
+                         "unset it (or set auto)")
     device = torch.cuda.get_device_name()
     rows = []
     for name in args.workloads.split(","):
@@ -148,6 +195,10 @@ def main() -> None:
             layer, _, _, _, y = layer_call(wl, l1, l2, buf, t, "uniform")
             picks = {g: select_config(g, t * k, e, False, num_experts=e, hidden=h, intermediate=i, topk=k,
                                       device_name=device, hopper=True) for g in ("gemm1", "gemm2")}
+            if args.space == "early":
+                rows += time_pairs(wl.name, t, layer, y, early_pairs(picks["gemm1"], picks["gemm2"]), args.rounds,
+                                   args.compile_only)
+                continue
             chosen = dict(picks)
             ref = None
             for gemm in ("gemm1", "gemm2"):

@@ -136,6 +136,26 @@ def test_tune_layer_small_candidates():
         assert k_loop_candidates(other) == [other]
 
 
+def test_tune_layer_small_early_pairs():
+    """tune_layer_small.early_pairs (--space early): the cached (GEMM1, GEMM2) picks first, then early GEMM2 off / on
+    with the picks' grid orders and with both grids N-block-major; no repeats (a pick already N-block-major or already
+    early is not tried twice); only for two Gluon picks."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from tune_layer_small import early_pairs
+
+    from tmoe.kernels.configs import GemmConfig
+    g1, g2 = GemmConfig(8, 32, True, 4, 4, kernel="gluon", prefetch=3), GemmConfig(8, 128, True, 4, 6, kernel="gluon")
+    pairs = early_pairs(g1, g2)
+    assert pairs[0] == (g1, g2) and len(pairs) == len(set(pairs)) == 4
+    assert {(a.grid_n_fastest, b.grid_n_fastest, b.early) for a, b in pairs} == {
+        (False, False, False), (False, False, True), (True, True, False), (True, True, True)}
+    n1, n2 = (GemmConfig(8, 32, True, 4, 4, kernel="gluon", n_fastest=True),
+              GemmConfig(8, 128, True, 4, 6, kernel="gluon", n_fastest=True, early=True))
+    assert early_pairs(n1, n2) == [(n1, n2), (n1, GemmConfig(8, 128, True, 4, 6, kernel="gluon", n_fastest=True))]
+    triton = GemmConfig(16, 64, True, 4, 3)
+    assert early_pairs(triton, g2) == [(triton, g2)] and early_pairs(g1, triton) == [(g1, triton)]
+
+
 def test_tune_layer_small_combo_candidates():
     """tune_layer_small.combo_candidates (--space combo): the pick, then its 4-warp tile with the plain loop / rings 3
     and 4 in both grid orders (no register cap, no groups), no repeats, all valid; other picks alone."""
