@@ -128,7 +128,8 @@ def early_pairs(pick1: GemmConfig, pick2: GemmConfig) -> list[tuple[GemmConfig, 
     if pick1.kernel != "gluon" or pick2.kernel != "gluon":
         return [(pick1, pick2)]
     orders = ((pick1, pick2), (replace(pick1, n_fastest=True), replace(pick2, n_fastest=True)))
-    return list(dict.fromkeys([(pick1, pick2)] + [(g1, replace(g2, early=e)) for g1, g2 in orders for e in (False, True)]))
+    pairs = [(g1, replace(g2, early=e)) for g1, g2 in orders for e in (False, True)]
+    return list(dict.fromkeys([(pick1, pick2)] + pairs))
 
 
 def time_pairs(name: str, t: int, layer, y, pairs, rounds: int, compile_only: bool) -> list[dict]:
@@ -143,7 +144,8 @@ def time_pairs(name: str, t: int, layer, y, pairs, rounds: int, compile_only: bo
         ref = y.clone() if ref is None else ref
         same[pair] = bool(torch.equal(y.view(torch.int16), ref.view(torch.int16)))
     if compile_only:
-        print(f"{name} T={t}: {len(pairs)} pairs compiled, bitwise equal to the first: {all(same.values())}", flush=True)
+        print(f"{name} T={t}: {len(pairs)} pairs compiled, bitwise equal to the first: {all(same.values())}",
+              flush=True)
         assert all(same.values()), [p for p in pairs if not same[p]]
         return []
     for _ in range(rounds):
@@ -155,9 +157,9 @@ def time_pairs(name: str, t: int, layer, y, pairs, rounds: int, compile_only: bo
         for gemm, c in zip(("gemm1", "gemm2"), pair):
             rows.append({"workload": name, "tokens": t, **c.as_dict(), "gemm": gemm, "us": us, "scope": "layer",
                          "same_as_first": same[pair], "rounds": times[pair]})
-        print(f"{name} T={t} {'pick' if n == 0 else '    '} nf={int(pair[0].grid_n_fastest)}/{int(pair[1].grid_n_fastest)} "
-              f"early={int(pair[1].early)}: layer {us:7.1f} us ({' '.join(f'{v:.1f}' for v in times[pair])}) "
-              f"same={same[pair]}", flush=True)
+        print(f"{name} T={t} {'pick' if n == 0 else '    '} "
+              f"nf={int(pair[0].grid_n_fastest)}/{int(pair[1].grid_n_fastest)} early={int(pair[1].early)}: "
+              f"layer {us:7.1f} us ({' '.join(f'{v:.1f}' for v in times[pair])}) same={same[pair]}", flush=True)
     return rows
 
 
