@@ -132,25 +132,32 @@ def early_pairs(pick1: GemmConfig, pick2: GemmConfig) -> list[tuple[GemmConfig, 
     return list(dict.fromkeys([(pick1, pick2)] + pairs))
 
 
-def time_pairs(name: str, t: int, layer, y, pairs, rounds: int, compile_only: bool) -> list[dict]:
-    """Time each (GEMM1, GEMM2) pair as whole calls (rounds interleaved; every output bitwise equal to the first's);
-    one row per GEMM and pair, both with the pair's µs, so set_cache_pick.py --from-sweep takes the fastest pair's
-    configs for both GEMMs."""
-    calls, times, same, ref = {}, {p: [] for p in pairs}, {}, None
+def measure_pairs(layer, y, pairs, rounds: int, compile_only: bool, ref=None):
+    """Run each (GEMM1, GEMM2) config pair once (compiles it) and check its output bitwise against `ref` (default: the
+    first pair's); unless compile_only, time the pairs as whole calls, rounds interleaved. Returns
+    (times {pair: [µs per round]}, same {pair: bool}, ref)."""
+    calls, times, same = {}, {p: [] for p in pairs}, {}
     for pair in pairs:
         calls[pair] = functools.partial(layer, gemm1_config=pair[0], gemm2_config=pair[1])
         calls[pair]()
         torch.cuda.synchronize()
         ref = y.clone() if ref is None else ref
         same[pair] = bool(torch.equal(y.view(torch.int16), ref.view(torch.int16)))
+    for _ in range(0 if compile_only else rounds):
+        for pair in pairs:
+            times[pair].append(time_graph(calls[pair]))
+    return times, same, ref
+
+
+def time_pairs(name: str, t: int, layer, y, pairs, rounds: int, compile_only: bool) -> list[dict]:
+    """Time each (GEMM1, GEMM2) pair as whole calls (measure_pairs); one row per GEMM and pair, both with the pair's
+    µs, so set_cache_pick.py --from-sweep takes the fastest pair's configs for both GEMMs."""
+    times, same, _ = measure_pairs(layer, y, pairs, rounds, compile_only)
     if compile_only:
         print(f"{name} T={t}: {len(pairs)} pairs compiled, bitwise equal to the first: {all(same.values())}",
               flush=True)
         assert all(same.values()), [p for p in pairs if not same[p]]
         return []
-    for _ in range(rounds):
-        for pair in pairs:
-            times[pair].append(time_graph(calls[pair]))
     rows = []
     for n, pair in enumerate(pairs):
         us = statistics.median(times[pair])
@@ -209,23 +216,16 @@ def main() -> None:
                          "mid4": functools.partial(mid4_candidates, gemm=gemm),
                          "half": functools.partial(half_candidates, gemm=gemm)}.get(
                     args.space, functools.partial(tile_candidates, gemm=gemm))(picks[gemm])
-                calls, times, same = {}, {c: [] for c in cands}, {}
-                for c in cands:
-                    cfgs = dict(chosen, **{gemm: c})
-                    call = functools.partial(layer, gemm1_config=cfgs["gemm1"], gemm2_config=cfgs["gemm2"])
-                    call()
-                    torch.cuda.synchronize()
-                    ref = y.clone() if ref is None else ref
-                    same[c] = bool(torch.equal(y.view(torch.int16), ref.view(torch.int16)))
-                    calls[c] = call
+                pairs = {c: (c, chosen["gemm2"]) if gemm == "gemm1" else (chosen["gemm1"], c) for c in cands}
+                by_pair, same_pair, ref = measure_pairs(layer, y, list(pairs.values()), args.rounds,
+                                                        args.compile_only, ref)
+                times = {c: by_pair[pairs[c]] for c in cands}
+                same = {c: same_pair[pairs[c]] for c in cands}
                 if args.compile_only:
                     print(f"{name} T={t} {gemm}: {len(cands)} candidates compiled, bitwise equal to the first: "
                           f"{all(same.values())}", flush=True)
                     assert all(same.values()), [c for c in cands if not same[c]]
                     continue
-                for _ in range(args.rounds):
-                    for c in cands:
-                        times[c].append(time_graph(calls[c]))
                 for n, c in enumerate(cands):
                     us = statistics.median(times[c])
                     rows.append({"workload": wl.name, "tokens": t, **c.as_dict(), "gemm": gemm, "us": us,
