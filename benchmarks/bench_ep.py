@@ -11,7 +11,10 @@ top-k routing. Times are medians over --reps, ranks synchronized before each: th
 combine) as 10 back-to-back calls per graph replay; the collective transport's eagerly (it syncs
 the host). NCCL `all_to_all_single` moves the same bytes (dispatch rows, then bf16 results) eagerly.
 Rank 0 prints the table and writes the rows (`"ep": R`, `dispatch_us`, `combine_us`,
-`nccl_a2a_us` = dispatch + combine bytes, `offrank_gbps`) to --json.
+`nccl_a2a_us` = dispatch + combine bytes, `offrank_gbps`, `bitwise`) to --json.
+Every rank also checks its output (after the eager timing and after the graph replays) bitwise against
+the layer on one rank holding all E experts, same tokens (`--no-check` skips it: it needs the global
+weights on every GPU, ~17 GB at dsv3); a mismatch is reported in the table and exits non-zero.
 """
 from __future__ import annotations
 
@@ -82,6 +85,33 @@ def _graph_us(fn, reps: int, inner: int = 10) -> float:
     return statistics.median(times)
 
 
+class _OneRank:
+    """The layer on one rank holding every expert (each rank's weights re-made from its seed), the oracle of the
+    expert-parallel bits (EP invariance, DESIGN.md §1.1)."""
+
+    def __init__(self, wl: Workload, world: int, capacity: int, dev: torch.device):
+        import tmoe
+        e, h, i = wl.num_experts, wl.hidden, wl.intermediate
+        w1 = [random_mxfp4_weights(e // world, 2 * i, h, device=dev, seed=1 + r) for r in range(world)]
+        w2 = [random_mxfp4_weights(e // world, h, i, device=dev, seed=11 + r) for r in range(world)]
+        self.l1, self.l2 = tmoe.transform_weights_for_mega_moe(
+            tuple(torch.cat(parts) for parts in zip(*w1)), tuple(torch.cat(parts) for parts in zip(*w2)),
+            backend="triton")
+        self.buf = tmoe.get_symm_buffer_for_mega_moe(None, e, capacity, wl.topk, h, i, device=dev, backend="triton")
+        self.wl = wl
+
+    def output(self, x: torch.Tensor, idx: torch.Tensor, tw: torch.Tensor) -> torch.Tensor:
+        import tmoe
+        from tmoe.layer import fill_buffer
+        fill_buffer(self.buf, x, idx, tw)
+        y_one = torch.empty(x.shape, dtype=torch.bfloat16, device=x.device)
+        tmoe.fp8_fp4_mega_moe(y_one, self.l1, self.l2, self.buf, activation_clamp=self.wl.clamp)
+        return y_one
+
+    def same(self, y: torch.Tensor, x: torch.Tensor, idx: torch.Tensor, tw: torch.Tensor) -> bool:
+        return torch.equal(y.view(torch.int16), self.output(x, idx, tw).view(torch.int16))
+
+
 def _rank_main(rank: int, world: int, init_file: str, args) -> None:
     if args.device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"
@@ -105,6 +135,7 @@ def _rank_main(rank: int, world: int, init_file: str, args) -> None:
     buf = tmoe.get_symm_buffer_for_mega_moe(dist.group.WORLD, e, max(tokens), k, h, i, device=dev,
                                             backend="triton", transport=args.transport)
     tr = buf.transport_impl        # the collective transport (also the symm_mem buffers' agreement path)
+    one = _OneRank(wl, world, max(tokens), dev) if args.check else None
     rows = []
     for t in tokens:
         idx, tw = make_routing(t, e, k, "uniform", seed=1000 * rank + t, device=dev)
@@ -115,11 +146,15 @@ def _rank_main(rank: int, world: int, init_file: str, args) -> None:
         layer()   # compile + warm up
         us = _timed(layer, dev, args.reps)
         row = {"workload": wl.name, "tokens": t, "ep": world, "rank": rank, "transport": buf.transport, "us": us}
+        if one is not None:
+            row["bitwise"] = one.same(y, x, idx, tw)
         got = tr.dispatch(buf.x[:t], buf.x_sf[:t], buf.topk_idx[:t], buf.topk_weights[:t])   # counts for NCCL
         if buf.transport == "symm_mem":
             sm = buf.symm
             row_bytes = sm.layout.row_words * 4
             row["graph_us"] = _graph_us(layer, args.reps)
+            if one is not None:     # the last replay's output
+                row["bitwise"] = row["bitwise"] and one.same(y, x, idx, tw)
             row["dispatch_us"] = _graph_us(lambda: sm.dispatch(buf.x, buf.x_sf, buf.topk_idx[:t],
                                                                buf.topk_weights[:t]), args.reps)
 
@@ -164,17 +199,21 @@ def _rank_main(rank: int, world: int, init_file: str, args) -> None:
         rows.append(row)
     everything = [None] * world
     dist.all_gather_object(everything, rows)
+    flat = [r for per_rank in everything for r in per_rank]
     if rank == 0:
-        flat = [r for per_rank in everything for r in per_rank]
         _report(flat, args, torch.cuda.get_device_name(dev) if cuda else "cpu (interpreter)", world)
     dist.destroy_process_group()
+    bad = sorted({(r["tokens"], r["rank"]) for r in flat if r.get("bitwise") is False})
+    if bad:
+        raise SystemExit(f"EP output differs from one rank holding every expert at (tokens, rank) {bad}")
 
 
 def _report(rows, args, device_name: str, world: int) -> None:
     print(f"{device_name} x {world}, transport {rows[0]['transport']} (medians of {args.reps}; max over ranks)")
     print("| workload | T/rank | return | layer µs (eager) | layer µs (graph) | dispatch µs | combine µs | dispatch+combine µs "
-          "| NCCL a2a µs, same bytes (dispatch + combine) | vs NCCL | off-rank GB/s per rank (dispatch / combine) |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| NCCL a2a µs, same bytes (dispatch + combine) | vs NCCL | off-rank GB/s per rank (dispatch / combine) "
+          "| = 1 rank |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     summary = []
     for t in sorted({r["tokens"] for r in rows}):
         rs = [r for r in rows if r["tokens"] == t]
@@ -184,13 +223,16 @@ def _report(rows, args, device_name: str, world: int) -> None:
         agg["offrank_combine_gbps"] = min(r["offrank_combine_gbps"] for r in rs)
         both = agg["dispatch_us"] + agg["combine_us"]
         agg["speedup_vs_nccl"] = agg["nccl_a2a_us"] / both if both else 0.0
+        checks = [r.get("bitwise") for r in rs]
+        agg["bitwise"] = None if None in checks else all(checks)
+        same = {None: "not checked", True: "bitwise", False: "**DIFFERS**"}[agg["bitwise"]]
         modes = {(r.get("fused_return"), r.get("tma_return")) for r in rs}
         mode = "—" if modes == {(None, None)} else "/".join(sorted(
             ("fused" if f else "separate") + (" TMA" if tma else "") for f, tma in modes if f is not None))
         print(f"| {rs[0]['workload']} | {t} | {mode} | {agg['us']:.1f} | {agg['graph_us']:.1f} | {agg['dispatch_us']:.1f} | "
               f"{agg['combine_us']:.1f} | {both:.1f} | {agg['nccl_a2a_us']:.1f} ({agg['nccl_dispatch_us']:.1f} + "
               f"{agg['nccl_combine_us']:.1f}) | {agg['speedup_vs_nccl']:.2f}x | {agg['offrank_gbps']:.1f} / "
-              f"{agg['offrank_combine_gbps']:.1f} |")
+              f"{agg['offrank_combine_gbps']:.1f} | {same} |")
         summary.append({"workload": rs[0]["workload"], "tokens": t, "ep": world, "transport": rs[0]["transport"],
                         "return_mode": args.return_mode, "fused_return": [r.get("fused_return") for r in rs],
                         "tma_return": [r.get("tma_return") for r in rs], **agg})
@@ -213,6 +255,8 @@ def main() -> None:
                          "barrier + ordered combine only; the transfer is inside the layer time), separate = a "
                          "return pass after GEMM2, auto = fused up to FUSED_RETURN_MAX_SLOTS slots per rank")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--no-check", dest="check", action="store_false",
+                    help="skip the bitwise check against one rank holding every expert (saves the global weights' memory)")
     args = ap.parse_args()
     os.environ["TMOE_EP_FUSED_RETURN"] = RETURN_MODES[args.return_mode]     # inherited by the spawned ranks
     if args.device == "cuda" and torch.cuda.device_count() < args.ranks:

@@ -49,6 +49,7 @@ def run(rank: int, world: int, init_file: str, out_dir: str, device_kind: str) -
                             timeout=datetime.timedelta(seconds=120))
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import tmoe
+    from tmoe.kernels import configs
     from tmoe.kernels.configs import GemmConfig
     from tmoe.layer import fill_buffer
     from moe_cases import make_weights
@@ -77,10 +78,15 @@ def run(rank: int, world: int, init_file: str, out_dir: str, device_kind: str) -
     # symm_mem_tma: its return pass by TMA row copies (dispatch/tma_copy.py); symm_mem_tma_fused: GEMM2 storing
     # the results into the sources' home by TMA; symm_mem_tma_fused_triton: the same asked of a Triton GEMM2,
     # which writes slot_out instead (compute_slots), sent by the TMA return pass.
+    # *_early: early GEMM2 (GEMM2 programs start per expert as GEMM1 finishes its rows, GemmConfig.early) on a pair of
+    # the shipped decode picks' kind, both grids N-block-major; Gluon kernels, so GPUs only.
+    hopper = device_kind == "cuda" and configs.is_hopper(dev)
     transports = (("collective", "symm_mem", "symm_mem_fused", "symm_mem_tma", "symm_mem_tma_fused",
-                   "symm_mem_tma_fused_triton") if device_kind == "cuda" else ("collective",))
+                   "symm_mem_tma_fused_triton") + (("collective_early", "symm_mem_early", "symm_mem_tma_fused_early")
+                                                   if hopper else ())
+                  if device_kind == "cuda" else ("collective",))
     for variant in transports:
-        transport = "symm_mem" if variant.startswith("symm_mem") else variant
+        transport = "symm_mem" if variant.startswith("symm_mem") else "collective"
         results[variant] = out = {}
         for name in SCENARIOS:
             try:
@@ -93,7 +99,7 @@ def run(rank: int, world: int, init_file: str, out_dir: str, device_kind: str) -
                     buf.symm.fused_return = "_fused" in variant
                     buf.symm.tma_return = "_tma" in variant
                 triton_gemm2 = ({"gemm2_config": GemmConfig(16, 64, True, 4, 3)} if variant.endswith("_triton")
-                                else {})
+                                else early_pair() if variant.endswith("_early") else {})
                 fill_buffer(buf, x.to(dev), idx.to(dev), w.to(dev))
                 y = torch.full((x.shape[0], H), float("nan"), dtype=torch.bfloat16, device=dev)
                 stats = torch.zeros(E // world, dtype=torch.int32, device=dev)
@@ -112,14 +118,23 @@ def run(rank: int, world: int, init_file: str, out_dir: str, device_kind: str) -
     results["agree_status"] = CollectiveTransport(dist.group.WORLD, E).agree(None, device_status=status)
     if device_kind == "cuda":
         for key, fused, tma in (("stress", False, False), ("stress_fused", True, False), ("stress_tma", False, True),
-                                ("stress_tma_fused", True, True)):
+                                ("stress_tma_fused", True, True)) + ((("stress_tma_fused_early", True, True),)
+                                                                     if hopper else ()):
             try:
                 results[key] = stress_symm_mem(rank, world, dev, weights, l1, l2, fused_return=fused,
-                                               tma_return=tma)
+                                               tma_return=tma, configs=early_pair() if key.endswith("_early") else {})
             except Exception:  # noqa: BLE001
                 results[key] = {"crash": traceback.format_exc()}
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
+
+
+def early_pair() -> dict:
+    """The (GEMM1, GEMM2) configs of an early-GEMM2 pick (H100 dsv3 bucket 8's kind: 8-token tiles, code rings,
+    both grids N-block-major, GEMM2 `early`) as fp8_fp4_mega_moe keyword arguments."""
+    from tmoe.kernels.configs import GemmConfig
+    return {"gemm1_config": GemmConfig(8, 32, True, 4, 4, kernel="gluon", prefetch=3, n_fastest=True),
+            "gemm2_config": GemmConfig(8, 64, True, 4, 4, kernel="gluon", prefetch=3, n_fastest=True, early=True)}
 
 
 def pretend_multi_host(rank, world, dev) -> dict:
@@ -149,12 +164,13 @@ STRESS_CALLS = int(os.environ.get("TMOE_EP_STRESS_CALLS", "1000"))
 
 
 def stress_symm_mem(rank, world, dev, weights, l1, l2, fused_return: bool = False,
-                    tma_return: bool = False) -> dict:
+                    tma_return: bool = False, configs: dict | None = None) -> dict:
     """GPUs only: CUDA-graph capture + replay with new routing, then STRESS_CALLS back-to-back eager
     calls with changing T and routing; every output checked bitwise against one rank holding every
     expert (graph replays: all; eager: every 50th call and the last). `fused_return`: GEMM2 writes
     the results straight into the sources' home; `tma_return`: the results go back by TMA stores
-    (GEMM2's epilogue when fused, else the TMA return pass)."""
+    (GEMM2's epilogue when fused, else the TMA return pass). `configs`: gemm1_config / gemm2_config for the
+    expert-parallel calls (the one-rank reference keeps its own picks: the bits do not depend on them)."""
     import tmoe
     from tmoe.layer import fill_buffer
     from moe_cases import make_routing, make_tokens
@@ -184,12 +200,12 @@ def stress_symm_mem(rank, world, dev, weights, l1, l2, fused_return: bool = Fals
     x_s, idx_s, w_s = inputs(t, 1000 * rank)
     y_s = torch.empty((t, H), dtype=torch.bfloat16, device=dev)
     fill_buffer(buf, x_s, idx_s, w_s)
-    tmoe.fp8_fp4_mega_moe(y_s, l1, l2, buf)
+    tmoe.fp8_fp4_mega_moe(y_s, l1, l2, buf, **(configs or {}))
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         fill_buffer(buf, x_s, idx_s, w_s)
-        tmoe.fp8_fp4_mega_moe(y_s, l1, l2, buf)
+        tmoe.fp8_fp4_mega_moe(y_s, l1, l2, buf, **(configs or {}))
     for rep in range(5):
         x, idx, w = inputs(t, 1000 * rank + 7 * rep + 3, "masked" if rep % 2 else "uniform")
         x_s.copy_(x), idx_s.copy_(idx), w_s.copy_(w)
@@ -206,7 +222,7 @@ def stress_symm_mem(rank, world, dev, weights, l1, l2, fused_return: bool = Fals
         x, idx, w = inputs(t, 10_000 * rank + call, ("uniform", "masked", "hot_expert")[call % 3])
         y = torch.empty((t, H), dtype=torch.bfloat16, device=dev)
         fill_buffer(buf, x, idx, w)
-        tmoe.fp8_fp4_mega_moe(y, l1, l2, buf)
+        tmoe.fp8_fp4_mega_moe(y, l1, l2, buf, **(configs or {}))
         if call % 50 == 0 or call == STRESS_CALLS - 1:
             report["checked"] += 1
             if not torch.equal(y.view(torch.int16), reference(x, idx, w).view(torch.int16)):

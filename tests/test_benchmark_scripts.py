@@ -25,6 +25,23 @@ def test_bench_ep_cpu_smoke(tmp_path):
         assert row["ep"] == 2 and row["transport"] == "collective"
         for key in ("us", "dispatch_us", "combine_us", "nccl_a2a_us", "offrank_gbps"):
             assert key in row and row[key] == row[key], key      # present and not NaN
+        assert row["bitwise"] is True, row       # every rank's output = one rank holding every expert
+
+
+def test_bench_ep_one_rank_check_sees_one_bit():
+    """bench_ep's oracle (one rank holding every expert, the weights re-made from each rank's seed) equals the
+    layer's output and rejects it with one bit flipped."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from bench_ep import TINY, _OneRank
+    from tmoe.workloads import make_routing
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    one = _OneRank(TINY, 2, 4, dev)
+    x = torch.randn(3, TINY.hidden, device=dev).to(torch.bfloat16)
+    idx, tw = make_routing(3, TINY.num_experts, TINY.topk, "uniform", seed=5, device=dev)
+    y = one.output(x, idx, tw).clone()
+    assert one.same(y, x, idx, tw)
+    y.view(torch.int16)[1, 7] ^= 1
+    assert not one.same(y, x, idx, tw)
 
 
 def test_profile_layer_cases():

@@ -45,9 +45,9 @@ def ep_results(request, tmp_path_factory):
 
 # symm_mem_fused: GEMM2 writes into the sources' home; symm_mem_tma: the return pass by TMA row copies;
 # symm_mem_tma_fused: GEMM2 stores into the sources' home by TMA; symm_mem_tma_fused_triton: that asked of a Triton
-# GEMM2 (it writes slot_out, the TMA return pass sends it)
+# GEMM2 (it writes slot_out, the TMA return pass sends it); *_early: with an early-GEMM2 config pair (Gluon: GPUs only)
 VARIANTS = ("collective", "symm_mem", "symm_mem_fused", "symm_mem_tma", "symm_mem_tma_fused",
-            "symm_mem_tma_fused_triton")
+            "symm_mem_tma_fused_triton", "collective_early", "symm_mem_early", "symm_mem_tma_fused_early")
 
 
 def _transports(results) -> list[str]:
@@ -59,13 +59,14 @@ def _transports(results) -> list[str]:
 def test_ep_equals_single_rank_bitwise(ep_results, name, transport):
     world, results = ep_results
     if transport not in _transports(results):
-        pytest.skip("symm_mem runs on >= 2 GPUs (NVLink); covered on CPU by test_ep_symm_mem.py (simulated ranks)")
+        pytest.skip("symm_mem runs on >= 2 GPUs (NVLink; covered on CPU by test_ep_symm_mem.py, simulated ranks), "
+                    "the *_early pairs are Gluon kernels (an sm_90 GPU per rank)")
     total_stats = 0
     for rank in range(world):
         got = results[rank][transport][name]
         assert "crash" not in got, got.get("crash")
         assert "error" not in got, got["error"]
-        assert got["transport"] == ("symm_mem" if transport.startswith("symm_mem") else transport)
+        assert got["transport"] == ("symm_mem" if transport.startswith("symm_mem") else "collective")
         assert got.get("clean", True), f"rank {rank}: signal pads not zero or a barrier timed out"
         y_one = results[rank]["single"][name]     # one rank holding every expert, same device kind
         assert isinstance(y_one, torch.Tensor), y_one
@@ -110,7 +111,8 @@ def test_symm_mem_graph_replay_and_back_to_back_calls(ep_results):
     world, results = ep_results
     if "stress" not in results[0]:
         pytest.skip("needs >= 2 GPUs (NVLink symmetric memory)")
-    keys = ("stress", "stress_fused", "stress_tma", "stress_tma_fused")
+    keys = ("stress", "stress_fused", "stress_tma", "stress_tma_fused") + (
+        ("stress_tma_fused_early",) if "stress_tma_fused_early" in results[0] else ())   # Hopper: the Gluon kernels
     for rank, key in ((r, k) for r in range(world) for k in keys):
         rep = results[rank][key]
         assert "crash" not in rep, rep.get("crash")
