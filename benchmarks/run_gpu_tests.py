@@ -11,6 +11,9 @@ only the split is new. Every test of the files named in HEAVY is its own unit, e
 file one unit; units go to the least loaded shard, largest first. Each shard writes <out>/shard-<n>.txt; the
 summary lists each shard's pytest result line, and the exit status is non-zero if any shard failed or timed out.
 The EP files (tests/test_ep_*.py) want 2-4 GPUs: benchmarks/run_ep_suite.sh runs them.
+The shards run hypothesis's `ci` profile (12 examples per property) so the whole suite fits one device call; the
+property tests alone with the `gpu` profile (100 examples each, 18 tests) took 84 s in four parallel shards on an
+H100 (`results/final-2026-11-28-s23/run6.sh`): `TMOE_HYPOTHESIS_PROFILE=gpu python benchmarks/run_gpu_tests.py <node ids>`.
 """
 from __future__ import annotations
 
