@@ -256,7 +256,8 @@ def main() -> None:
                          "return pass after GEMM2, auto = fused up to FUSED_RETURN_MAX_SLOTS slots per rank")
     ap.add_argument("--json", default=None)
     ap.add_argument("--no-check", dest="check", action="store_false",
-                    help="skip the bitwise check against one rank holding every expert (saves the global weights' memory)")
+                    help="skip the bitwise check against one rank holding every expert (saves the global weights' "
+                         "memory)")
     args = ap.parse_args()
     os.environ["TMOE_EP_FUSED_RETURN"] = RETURN_MODES[args.return_mode]     # inherited by the spawned ranks
     if args.device == "cuda" and torch.cuda.device_count() < args.ranks:

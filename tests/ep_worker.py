@@ -98,13 +98,15 @@ def run(rank: int, world: int, init_file: str, out_dir: str, device_kind: str) -
                 if buf.symm is not None:
                     buf.symm.fused_return = "_fused" in variant
                     buf.symm.tma_return = "_tma" in variant
-                triton_gemm2 = ({"gemm2_config": GemmConfig(16, 64, True, 4, 3)} if variant.endswith("_triton")
-                                else early_pair() if variant.endswith("_early") else {})
+                variant_configs = ({"gemm2_config": GemmConfig(16, 64, True, 4, 3)} if variant.endswith("_triton")
+                                   else early_pair() if variant.endswith("_early") else {})
                 fill_buffer(buf, x.to(dev), idx.to(dev), w.to(dev))
                 y = torch.full((x.shape[0], H), float("nan"), dtype=torch.bfloat16, device=dev)
                 stats = torch.zeros(E // world, dtype=torch.int32, device=dev)
-                tmoe.fp8_fp4_mega_moe(y, l1, l2, buf, cumulative_local_expert_recv_stats=stats, **triton_gemm2)
+                tmoe.fp8_fp4_mega_moe(y, l1, l2, buf, cumulative_local_expert_recv_stats=stats, **variant_configs)
                 out[name] = {"y": y.cpu(), "stats": stats.cpu(), "transport": buf.transport}
+                if "expert_rows_done" in buf.workspace:   # early GEMM2: the rows GEMM1 counted per local expert
+                    out[name]["rows_done"] = int(buf.workspace["expert_rows_done"][: E // world].sum())
                 if buf.symm is not None:
                     out[name]["clean"] = buf.symm.signals_clean() and buf.symm.error_code() == 0
             except ValueError as exc:
@@ -121,8 +123,9 @@ def run(rank: int, world: int, init_file: str, out_dir: str, device_kind: str) -
                                 ("stress_tma_fused", True, True)) + ((("stress_tma_fused_early", True, True),)
                                                                      if hopper else ()):
             try:
+                pair = early_pair() if key.endswith("_early") else {}
                 results[key] = stress_symm_mem(rank, world, dev, weights, l1, l2, fused_return=fused,
-                                               tma_return=tma, configs=early_pair() if key.endswith("_early") else {})
+                                               tma_return=tma, gemm_configs=pair)
             except Exception:  # noqa: BLE001
                 results[key] = {"crash": traceback.format_exc()}
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
@@ -164,12 +167,12 @@ STRESS_CALLS = int(os.environ.get("TMOE_EP_STRESS_CALLS", "1000"))
 
 
 def stress_symm_mem(rank, world, dev, weights, l1, l2, fused_return: bool = False,
-                    tma_return: bool = False, configs: dict | None = None) -> dict:
+                    tma_return: bool = False, gemm_configs: dict | None = None) -> dict:
     """GPUs only: CUDA-graph capture + replay with new routing, then STRESS_CALLS back-to-back eager
     calls with changing T and routing; every output checked bitwise against one rank holding every
     expert (graph replays: all; eager: every 50th call and the last). `fused_return`: GEMM2 writes
     the results straight into the sources' home; `tma_return`: the results go back by TMA stores
-    (GEMM2's epilogue when fused, else the TMA return pass). `configs`: gemm1_config / gemm2_config for the
+    (GEMM2's epilogue when fused, else the TMA return pass). `gemm_configs`: gemm1_config / gemm2_config for the
     expert-parallel calls (the one-rank reference keeps its own picks: the bits do not depend on them)."""
     import tmoe
     from tmoe.layer import fill_buffer
@@ -200,12 +203,12 @@ def stress_symm_mem(rank, world, dev, weights, l1, l2, fused_return: bool = Fals
     x_s, idx_s, w_s = inputs(t, 1000 * rank)
     y_s = torch.empty((t, H), dtype=torch.bfloat16, device=dev)
     fill_buffer(buf, x_s, idx_s, w_s)
-    tmoe.fp8_fp4_mega_moe(y_s, l1, l2, buf, **(configs or {}))
+    tmoe.fp8_fp4_mega_moe(y_s, l1, l2, buf, **(gemm_configs or {}))
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         fill_buffer(buf, x_s, idx_s, w_s)
-        tmoe.fp8_fp4_mega_moe(y_s, l1, l2, buf, **(configs or {}))
+        tmoe.fp8_fp4_mega_moe(y_s, l1, l2, buf, **(gemm_configs or {}))
     for rep in range(5):
         x, idx, w = inputs(t, 1000 * rank + 7 * rep + 3, "masked" if rep % 2 else "uniform")
         x_s.copy_(x), idx_s.copy_(idx), w_s.copy_(w)
@@ -222,7 +225,7 @@ def stress_symm_mem(rank, world, dev, weights, l1, l2, fused_return: bool = Fals
         x, idx, w = inputs(t, 10_000 * rank + call, ("uniform", "masked", "hot_expert")[call % 3])
         y = torch.empty((t, H), dtype=torch.bfloat16, device=dev)
         fill_buffer(buf, x, idx, w)
-        tmoe.fp8_fp4_mega_moe(y, l1, l2, buf, **(configs or {}))
+        tmoe.fp8_fp4_mega_moe(y, l1, l2, buf, **(gemm_configs or {}))
         if call % 50 == 0 or call == STRESS_CALLS - 1:
             report["checked"] += 1
             if not torch.equal(y.view(torch.int16), reference(x, idx, w).view(torch.int16)):

@@ -71,6 +71,10 @@ def test_ep_equals_single_rank_bitwise(ep_results, name, transport):
         y_one = results[rank]["single"][name]     # one rank holding every expert, same device kind
         assert isinstance(y_one, torch.Tensor), y_one
         assert torch.equal(got["y"].view(torch.int16), y_one.view(torch.int16)), f"rank {rank}"
+        if transport.endswith("_early"):    # GEMM1 counted every row it computed: GEMM2 started per expert on them
+            # (ep_worker's early pair: I = 32 is one GEMM1 channel block, so one count per row)
+            done = got.get("rows_done", 0)        # absent: no rows came to this rank, nothing ran
+            assert done == int(got["stats"].sum()), (rank, done, got["stats"].tolist())
         total_stats = total_stats + got["stats"].sum()
     # every valid slot of every rank was computed exactly once somewhere
     n_valid = sum(int((ep_worker.scenario_inputs(name, r, world)[1] >= 0).sum()) for r in range(world))
