@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 23, calls 3 (the H100 of call 2, warm) and 4 (one H200): the layer table of the final tree and caches
+# Session 23, calls 3 (the H100 of call 2, warm), 4 (one H200) and 8 (another H100): the layer table of the final tree and caches
 # (every workload, T = 1 .. 8192, uniform routing; the copy / grouped-GEMM baselines in the same process).
 set -u
 OUT=${OUT:-/tmp/tmoe-out}; W=$OUT/w; mkdir -p "$W"
