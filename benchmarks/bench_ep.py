@@ -85,6 +85,13 @@ def _graph_us(fn, reps: int, inner: int = 10) -> float:
     return statistics.median(times)
 
 
+def rank_weights(wl: Workload, world: int, rank: int, dev: torch.device) -> tuple[tuple, tuple]:
+    """Rank `rank`'s experts (E / world of them) as canonical MXFP4 ((w1, w1_sf), (w2, w2_sf)), from its own seeds."""
+    e, h, i = wl.num_experts, wl.hidden, wl.intermediate
+    return (random_mxfp4_weights(e // world, 2 * i, h, device=dev, seed=1 + rank),
+            random_mxfp4_weights(e // world, h, i, device=dev, seed=11 + rank))
+
+
 class _OneRank:
     """The layer on one rank holding every expert (each rank's weights re-made from its seed), the oracle of the
     expert-parallel bits (EP invariance, DESIGN.md §1.1)."""
@@ -92,11 +99,9 @@ class _OneRank:
     def __init__(self, wl: Workload, world: int, capacity: int, dev: torch.device):
         import tmoe
         e, h, i = wl.num_experts, wl.hidden, wl.intermediate
-        w1 = [random_mxfp4_weights(e // world, 2 * i, h, device=dev, seed=1 + r) for r in range(world)]
-        w2 = [random_mxfp4_weights(e // world, h, i, device=dev, seed=11 + r) for r in range(world)]
-        self.l1, self.l2 = tmoe.transform_weights_for_mega_moe(
-            tuple(torch.cat(parts) for parts in zip(*w1)), tuple(torch.cat(parts) for parts in zip(*w2)),
-            backend="triton")
+        ranks = [rank_weights(wl, world, r, dev) for r in range(world)]     # [(w1 pair, w2 pair)] per rank
+        w1, w2 = ((torch.cat([r[j][0] for r in ranks]), torch.cat([r[j][1] for r in ranks])) for j in (0, 1))
+        self.l1, self.l2 = tmoe.transform_weights_for_mega_moe(w1, w2, backend="triton")
         self.buf = tmoe.get_symm_buffer_for_mega_moe(None, e, capacity, wl.topk, h, i, device=dev, backend="triton")
         self.wl = wl
 
@@ -109,7 +114,11 @@ class _OneRank:
         return y_one
 
     def same(self, y: torch.Tensor, x: torch.Tensor, idx: torch.Tensor, tw: torch.Tensor) -> bool:
-        return torch.equal(y.view(torch.int16), self.output(x, idx, tw).view(torch.int16))
+        return same_bits(y, self.output(x, idx, tw))
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return torch.equal(a.view(torch.int16), b.view(torch.int16))
 
 
 def _rank_main(rank: int, world: int, init_file: str, args) -> None:
@@ -129,9 +138,7 @@ def _rank_main(rank: int, world: int, init_file: str, args) -> None:
     wl = TINY if args.workload == "tiny" else WORKLOADS[args.workload]
     e, k, h, i = wl.num_experts, wl.topk, wl.hidden, wl.intermediate
     tokens = [int(t) for t in args.tokens.split(",")]
-    w1, w1_sf = random_mxfp4_weights(e // world, 2 * i, h, device=dev, seed=1 + rank)
-    w2, w2_sf = random_mxfp4_weights(e // world, h, i, device=dev, seed=11 + rank)
-    l1, l2 = tmoe.transform_weights_for_mega_moe((w1, w1_sf), (w2, w2_sf), backend="triton")
+    l1, l2 = tmoe.transform_weights_for_mega_moe(*rank_weights(wl, world, rank, dev), backend="triton")
     buf = tmoe.get_symm_buffer_for_mega_moe(dist.group.WORLD, e, max(tokens), k, h, i, device=dev,
                                             backend="triton", transport=args.transport)
     tr = buf.transport_impl        # the collective transport (also the symm_mem buffers' agreement path)
@@ -146,15 +153,16 @@ def _rank_main(rank: int, world: int, init_file: str, args) -> None:
         layer()   # compile + warm up
         us = _timed(layer, dev, args.reps)
         row = {"workload": wl.name, "tokens": t, "ep": world, "rank": rank, "transport": buf.transport, "us": us}
+        y_one = one.output(x, idx, tw) if one is not None else None    # once per T: both checks compare with it
         if one is not None:
-            row["bitwise"] = one.same(y, x, idx, tw)
+            row["bitwise"] = same_bits(y, y_one)
         got = tr.dispatch(buf.x[:t], buf.x_sf[:t], buf.topk_idx[:t], buf.topk_weights[:t])   # counts for NCCL
         if buf.transport == "symm_mem":
             sm = buf.symm
             row_bytes = sm.layout.row_words * 4
             row["graph_us"] = _graph_us(layer, args.reps)
             if one is not None:     # the last replay's output
-                row["bitwise"] = row["bitwise"] and one.same(y, x, idx, tw)
+                row["bitwise"] = row["bitwise"] and same_bits(y, y_one)
             row["dispatch_us"] = _graph_us(lambda: sm.dispatch(buf.x, buf.x_sf, buf.topk_idx[:t],
                                                                buf.topk_weights[:t]), args.reps)
 
