@@ -99,6 +99,17 @@ def layer_call(wl, l1, l2, buf, num_tokens: int, routing: str):
     return call, idx, tw, x, y
 
 
+def roofline(wl, idx, ceil) -> dict:
+    """DESIGN.md §6's floor of one call routed by `idx`: the touched experts' MXFP4 bytes at the measured read rate,
+    or the routed slots' flops at the measured dense fp8 rate, whichever is longer."""
+    touched = int(torch.unique(idx[idx >= 0]).numel())
+    slots = int((idx >= 0).sum())
+    weight_bytes = touched * 3 * wl.hidden * wl.intermediate * (0.5 + 1 / 32)
+    flops = 2 * 3 * wl.hidden * wl.intermediate * slots
+    floor_us = max(weight_bytes / ceil["read_gbps"] / 1e3, flops / ceil["fp8_tflops"] / 1e6)
+    return dict(experts_touched=touched, weight_bytes=weight_bytes, flops=flops, floor_us=floor_us)
+
+
 def bench_workload(wl, tokens, routings, ceil, peers: bool, check_max_tokens: int) -> list[dict]:
     e, k, h, i = wl.num_experts, wl.topk, wl.hidden, wl.intermediate
     (w1, w1_sf, w2, w2_sf), (l1, l2) = layer_weights(wl)
@@ -118,13 +129,10 @@ def bench_workload(wl, tokens, routings, ceil, peers: bool, check_max_tokens: in
                 row["calc_diff"] = calc_diff(y, ref)
                 row["nan"] = bool(torch.isnan(y).any())
             us = time_graph(call)
-            touched = int(torch.unique(idx[idx >= 0]).numel())
-            slots = int((idx >= 0).sum())
-            wbytes = touched * 3 * h * i * (0.5 + 1 / 32)
-            flops = 2 * 3 * h * i * slots
-            floor_us = max(wbytes / ceil["read_gbps"] / 1e3, flops / ceil["fp8_tflops"] / 1e6)
-            row.update(us=us, tflops=flops / us / 1e6, weight_gbps=wbytes / us / 1e3, experts_touched=touched,
-                       floor_us=floor_us, efficiency=floor_us / us)
+            roof = roofline(wl, idx, ceil)
+            row.update(us=us, tflops=roof["flops"] / us / 1e6, weight_gbps=roof["weight_bytes"] / us / 1e3,
+                       experts_touched=roof["experts_touched"], floor_us=roof["floor_us"],
+                       efficiency=roof["floor_us"] / us)
             if peers:
                 row["bf16_grouped_us"], row["fp8_grouped_us"], note = _peer_times(wl, idx, x)
                 if note:

@@ -303,3 +303,18 @@ def test_run_gpu_tests_shards():
     assert shards(ids[:2], 8, heavy={}) == [ids[:2]]
     with pytest.raises(ValueError, match="procs"):
         shards(ids, 0)
+
+
+def test_bench_layer_roofline():
+    """DESIGN.md §6's floor: touched experts' MXFP4 bytes at the read rate, or the slots' flops at the fp8 rate."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from bench_layer import roofline
+    from tmoe.workloads import Workload
+    wl = Workload("tiny", 8, 2, 64, 32)
+    idx = torch.tensor([[0, 3], [3, -1], [5, 0]])            # experts 0, 3, 5 touched; 5 slots
+    wbytes = 3 * 3 * 64 * 32 * (0.5 + 1 / 32)
+    flops = 2 * 3 * 64 * 32 * 5
+    r = roofline(wl, idx, {"read_gbps": 1.0, "fp8_tflops": 1e-3})
+    assert r["experts_touched"] == 3 and r["weight_bytes"] == wbytes and r["flops"] == flops
+    assert r["floor_us"] == max(wbytes / 1e3, flops / 1e3)
+    assert roofline(wl, idx, {"read_gbps": 1.0, "fp8_tflops": 1e9})["floor_us"] == wbytes / 1e3   # memory-bound

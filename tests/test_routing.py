@@ -95,3 +95,20 @@ def test_one_program_widths_with_many_experts(device):
         assert plan.expert_offsets.cpu().tolist() == offsets, (t, k)
         assert plan.sorted_slots[: offsets[-1]].cpu().tolist() == order, (t, k)
         assert stats.cpu().tolist() == [b - a for a, b in zip(offsets, offsets[1:])], (t, k)
+
+
+def test_scan_carries_across_chunk_blocks_and_expert_blocks(device):
+    """The three-launch path past one scan block of chunks (16 chunks of 64 slots under the interpreter, 256 of 128
+    on a GPU) with 256 local experts (E_PAD 512: 64 scan programs of 8 experts), a hot expert in the last expert
+    block, masked and non-local slots, stats accumulated."""
+    chunk, scan_block = (64, 16) if device.type == "cpu" else (128, 256)
+    slots = chunk * scan_block * 2 + 37
+    g = torch.Generator().manual_seed(11)
+    idx = torch.randint(-1, 512, (slots, 1), generator=g)
+    idx[::5, 0] = 256 + 250                                    # hot: expert 250 of the rank
+    stats = torch.ones(256, dtype=torch.int32, device=device)
+    plan = build_routing(idx.to(device), 256, expert_start=256, stats=stats)
+    order, offsets = _oracle(idx, 256, 256)
+    assert plan.expert_offsets.cpu().tolist() == offsets
+    assert plan.sorted_slots[: offsets[-1]].cpu().tolist() == order
+    assert stats.cpu().tolist() == [1 + b - a for a, b in zip(offsets, offsets[1:])]

@@ -13,8 +13,9 @@ A *slot* is one (token, k) pair, index `t * K + k`. From `topk_idx` [T, K] (glob
 Three launches (one, `_single_chunk_kernel`, when all slots fit one chunk), each sized from T (never from
 counts), so the whole thing is graph-capturable:
   1. per chunk of CHUNK slots, a histogram over experts           -> chunk_counts [C, E_PAD]
-  2. one program: per-expert scan over chunks + prefix over experts -> chunk_base, expert_offsets
-  3. per chunk, each slot's rank among equal experts in the chunk   -> sorted_slots
+  2. per block of experts, a scan over chunks                      -> chunk_base, per-expert totals
+  3. per chunk, each slot's rank among equal experts in the chunk   -> sorted_slots (each program takes the
+     prefix over experts of the totals itself; the first also writes expert_offsets, the counters, the stats)
 The GEMM kernels derive their ragged (expert, row-block) tile schedule from `expert_offsets` for
 whatever BLOCK_M they use (see `grouped_gemm.tile_of_program`).
 """
@@ -61,11 +62,14 @@ def _chunk_histogram_kernel(idx_ptr, chunk_counts_ptr, num_slots, expert_start, 
 
 
 @triton.jit
-def _scan_kernel(chunk_counts_ptr, chunk_base_ptr, offsets_ptr, stats_ptr, done_ptr, num_chunks, num_local_experts,
-                 C_BLOCK: tl.constexpr, E_PAD: tl.constexpr, HAS_STATS: tl.constexpr, PDL: tl.constexpr):
+def _scan_kernel(chunk_counts_ptr, chunk_base_ptr, totals_ptr, num_chunks,
+                 C_BLOCK: tl.constexpr, E_BLOCK: tl.constexpr, E_PAD: tl.constexpr, PDL: tl.constexpr):
+    """Per expert (E_BLOCK of them per program): each chunk's exclusive prefix over the earlier chunks, and the
+    expert's total. NOTES: one program per expert block, not one for all: at 65536 slots (512 chunks x 512 experts)
+    the single program took 22-23 µs of an H100 call (benchmarks/NOTES.md "v29")."""
     pdl.enter(PDL)
-    experts = tl.arange(0, E_PAD)
-    running = tl.zeros([E_PAD], dtype=tl.int32)
+    experts = tl.program_id(0) * E_BLOCK + tl.arange(0, E_BLOCK)
+    running = tl.zeros([E_BLOCK], dtype=tl.int32)
     for c0 in range(0, num_chunks, C_BLOCK):
         chunks = c0 + tl.arange(0, C_BLOCK)
         ptrs = chunks[:, None] * E_PAD + experts[None, :]
@@ -74,21 +78,34 @@ def _scan_kernel(chunk_counts_ptr, chunk_base_ptr, offsets_ptr, stats_ptr, done_
         incl = tl.cumsum(cnt, axis=0)
         tl.store(chunk_base_ptr + ptrs, running[None, :] + incl - cnt, mask=m)
         running += tl.sum(cnt, axis=0)
-    real = experts < num_local_experts
-    totals = tl.where(real, running, 0)
-    tl.store(offsets_ptr + experts, tl.cumsum(totals, axis=0) - totals, mask=real)
-    tl.store(offsets_ptr + num_local_experts, tl.sum(totals, axis=0))
-    tl.store(done_ptr + experts, tl.zeros([E_PAD], dtype=tl.int32), mask=real)
-    if HAS_STATS:
-        prev = tl.load(stats_ptr + experts, mask=real, other=0)
-        tl.store(stats_ptr + experts, prev + totals, mask=real)
+    tl.store(totals_ptr + experts, running)
 
 
 @triton.jit
-def _scatter_kernel(idx_ptr, chunk_base_ptr, offsets_ptr, sorted_ptr, num_slots, expert_start,
-                    num_local_experts, CHUNK: tl.constexpr, E_PAD: tl.constexpr, PDL: tl.constexpr):
+def _expert_starts(totals_ptr, num_local_experts, E_PAD: tl.constexpr):
+    """(exclusive prefix over the local experts of their totals [E_PAD] (the sentinel bin's total excluded), the
+    totals themselves (zero past the local experts))."""
+    experts = tl.arange(0, E_PAD)
+    totals = tl.where(experts < num_local_experts, tl.load(totals_ptr + experts), 0)
+    return tl.cumsum(totals, axis=0) - totals, totals
+
+
+@triton.jit
+def _scatter_kernel(idx_ptr, chunk_base_ptr, totals_ptr, offsets_ptr, stats_ptr, done_ptr, sorted_ptr, num_slots,
+                    expert_start, num_local_experts, CHUNK: tl.constexpr, E_PAD: tl.constexpr,
+                    HAS_STATS: tl.constexpr, PDL: tl.constexpr):
     pdl.enter(PDL)
     c = tl.program_id(0)
+    starts, totals = _expert_starts(totals_ptr, num_local_experts, E_PAD)
+    if c == 0:      # the plan's per-expert outputs, once
+        experts = tl.arange(0, E_PAD)
+        real = experts < num_local_experts
+        tl.store(offsets_ptr + experts, starts, mask=real)
+        tl.store(offsets_ptr + num_local_experts, tl.sum(totals, axis=0))
+        tl.store(done_ptr + experts, tl.zeros([E_PAD], dtype=tl.int32), mask=real)
+        if HAS_STATS:
+            prev = tl.load(stats_ptr + experts, mask=real, other=0)
+            tl.store(stats_ptr + experts, prev + totals, mask=real)
     lane = tl.arange(0, CHUNK)
     slots = c * CHUNK + lane
     e, local = _local_expert(idx_ptr, slots, num_slots, expert_start, num_local_experts, E_PAD)
@@ -96,7 +113,7 @@ def _scatter_kernel(idx_ptr, chunk_base_ptr, offsets_ptr, sorted_ptr, num_slots,
     same_before = (e[:, None] == e[None, :]) & (lane[None, :] < lane[:, None])
     rank = tl.sum(same_before.to(tl.int32), axis=1)
     base = tl.load(chunk_base_ptr + c * E_PAD + e, mask=local, other=0)
-    start = tl.load(offsets_ptr + e, mask=local, other=0)
+    start = tl.gather(starts, e, 0)
     tl.store(sorted_ptr + start + base + rank, slots, mask=local)
 
 
@@ -172,11 +189,15 @@ def build_routing(topk_idx: torch.Tensor, num_local_experts: int, expert_start: 
         return RoutingPlan(offsets, sorted_slots, num_slots, num_local_experts, done)
     chunk_counts = scratch("chunk_counts", (num_chunks, e_pad), torch.int32)
     chunk_base = scratch("chunk_base", (num_chunks, e_pad), torch.int32)
+    totals = scratch("expert_totals", (e_pad,), torch.int32)
     _chunk_histogram_kernel[(num_chunks,)](idx, chunk_counts, num_slots, expert_start, num_local_experts,
                                            CHUNK=chunk, E_PAD=e_pad, **opts)
-    _scan_kernel[(1,)](chunk_counts, chunk_base, offsets, stats if stats is not None else offsets, done,
-                       num_chunks, num_local_experts, C_BLOCK=16 if soft else 32, E_PAD=e_pad,
-                       HAS_STATS=stats is not None, **opts)
-    _scatter_kernel[(num_chunks,)](idx, chunk_base, offsets, sorted_slots, num_slots, expert_start,
-                                   num_local_experts, CHUNK=chunk, E_PAD=e_pad, **opts)
+    # NOTES: 8 experts per program: one 32-byte sector per chunk row of chunk_counts
+    e_block = min(8, e_pad)
+    _scan_kernel[(e_pad // e_block,)](chunk_counts, chunk_base, totals, num_chunks,
+                                      C_BLOCK=16 if soft else min(256, triton.next_power_of_2(num_chunks)),
+                                      E_BLOCK=e_block, E_PAD=e_pad, **opts)
+    _scatter_kernel[(num_chunks,)](idx, chunk_base, totals, offsets, stats if stats is not None else offsets, done,
+                                   sorted_slots, num_slots, expert_start, num_local_experts, CHUNK=chunk,
+                                   E_PAD=e_pad, HAS_STATS=stats is not None, **opts)
     return RoutingPlan(offsets, sorted_slots, num_slots, num_local_experts, done)
