@@ -82,6 +82,22 @@ def ring_overlap_candidates(base: GemmConfig) -> list[GemmConfig]:
                      for cap in (None, 128)]
 
 
+def narrow_sub_candidates(base: GemmConfig) -> list[GemmConfig]:
+    """`base` (the shipped pick), then a tail-split pick without its tail launch and with a 32- / 64-token body in
+    its own tile instead: an expert's last few rows (dsv3 T = 8192: 256 +- 16 rows per expert in 256-token tiles) run
+    in the same launch, next to the tile that read the same weights just before, with wgmmas as narrow as the
+    remainder (v19 tried only a 128-token body there; NOTES "v30")."""
+    out = [base]
+    if base.kernel != "gluon" or not base.tail_block_m:
+        return out
+    for width in (32, 64):
+        try:
+            out.append(replace(base, tail_block_m=None, sub_block_m=width))
+        except ValueError:      # not a valid body width for this tile (GemmConfig checks)
+            continue
+    return out
+
+
 def sub_candidates(base: GemmConfig, kernel: str = "gemm2") -> list[GemmConfig]:
     """`base` (the shipped pick), then token tiles with a narrower second body (`sub_block_m`): the same tile
     with a half-width body, and twice the tile with the pick's width as the body (one program decodes each
@@ -179,6 +195,8 @@ def main() -> None:
     ap.add_argument("--block-n", action="store_true", help="with --n-blocks: also the other 4-warp block_n")
     ap.add_argument("--prefetch", action="store_true",
                     help="the shipped config (autotune cache or heuristic) vs its other prefetch depth (and prefetch=2 capped)")
+    ap.add_argument("--sub-narrow", action="store_true",
+                    help="a tail-split pick vs the same tile with a 32 / 64-token body and no tail launch")
     ap.add_argument("--sub", action="store_true",
                     help="the shipped config (autotune cache or heuristic) vs token tiles with a narrower second body")
     ap.add_argument("--group", action="store_true",
@@ -203,11 +221,14 @@ def main() -> None:
         per_expert = t * k / e
         ref1 = ref2 = None
         def configs(kernel):
-            if args.overlap or args.n_blocks or args.prefetch or args.ring_overlap or args.sub or args.group:  # pick:
+            if (args.overlap or args.n_blocks or args.prefetch or args.ring_overlap or args.sub or args.group
+                    or args.sub_narrow):  # the pick:
                 pick = select_config(kernel, t * k, e, False, num_experts=e, hidden=h,  # the cache's, else heuristic
                                      intermediate=i, topk=k, hopper=True, device_name=torch.cuda.get_device_name())
                 if args.prefetch:
                     return prefetch_candidates(pick)
+                if args.sub_narrow:
+                    return narrow_sub_candidates(pick)
                 if args.sub:
                     return sub_candidates(pick, kernel)
                 if args.group:

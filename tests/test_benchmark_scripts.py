@@ -318,3 +318,17 @@ def test_bench_layer_roofline():
     assert r["experts_touched"] == 3 and r["weight_bytes"] == wbytes and r["flops"] == flops
     assert r["floor_us"] == max(wbytes / 1e3, flops / 1e3)
     assert roofline(wl, idx, {"read_gbps": 1.0, "fp8_tflops": 1e9})["floor_us"] == wbytes / 1e3   # memory-bound
+
+
+def test_sweep_gemm_narrow_sub_candidates():
+    """A tail-split pick, then the same tile with a 32- / 64-token body and no tail launch; other picks alone."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from sweep_gemm import narrow_sub_candidates
+    from tmoe.kernels.configs import GemmConfig
+    pick = GemmConfig(256, 64, True, 8, 2, kernel="gluon", tail_block_m=32)
+    cands = narrow_sub_candidates(pick)
+    assert cands[0] == pick
+    assert [(c.tail_block_m, c.sub_block_m, c.block_m, c.block_n) for c in cands[1:]] == [(None, 32, 256, 64),
+                                                                                        (None, 64, 256, 64)]
+    plain = GemmConfig(64, 64, True, 4, 2, kernel="gluon")
+    assert narrow_sub_candidates(plain) == [plain]
