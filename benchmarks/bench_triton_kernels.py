@@ -43,7 +43,7 @@ from tmoe.workloads import WORKLOADS, make_routing  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_TOKENS = (1, 8, 32, 128, 512, 2048, 8192)
 OAI_CLAMP = 7.0
-# NOTES: calc_diff of a correct W4A16 result against the W4A8 reference is the activation quantization's (~1e-4);
+# NOTES: calc_diff of a correct W4A16 result against the W4A8 reference is the activation quantization's (~1e-3);
 # a wrong layout or gate / up order gives ~1 (uncorrelated)
 TK_DIFF_LIMIT = 1e-2
 
