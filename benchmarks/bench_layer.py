@@ -147,9 +147,33 @@ HEADER = (f"| {'workload':8} | {'T':>5} | routing | {'µs':>8} | {'TFLOP/s':>7} 
           f"{'bf16 grp µs':>11} | {'fp8 grp µs':>10} | {'calc_diff':>9} |")
 
 
+def cell(v, spec: str) -> str:
+    """A table cell: `v` formatted, or a dash where there is no number."""
+    return format(v, spec) if isinstance(v, (int, float)) else "—"
+
+
+def print_header(header: str) -> None:
+    """A markdown table's header line and the rule under it."""
+    print(header)
+    print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
+
+
+def write_results(rows: list[dict], ceil: dict, path: str | None, prefix: str = "", **extra) -> str:
+    """The run's JSON (device, versions, date, the ceilings, `extra`, rows) at `path`, default
+    benchmarks/results/<prefix><card>-<date>.json; returns the path."""
+    dev = torch.cuda.get_device_name()
+    out = {"device": dev, "torch": torch.__version__, "triton": __import__("triton").__version__, **extra,
+           "date": datetime.date.today().isoformat(), **ceil, "rows": rows}
+    path = path or os.path.join(HERE, "results", f"{prefix}{dev.replace(' ', '_')}-{out['date']}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"wrote {path}")
+    return path
+
+
 def _fmt(r: dict) -> str:
-    def f(v, spec):
-        return format(v, spec) if isinstance(v, (int, float)) else "—"
+    f = cell
     return (f"| {r['workload']:8} | {r['tokens']:>5} | {r['routing']:7} | {f(r['us'], '8.1f')} | {f(r['tflops'], '7.1f')} | "
             f"{f(r['weight_gbps'], '6.0f')} | {f(r['efficiency'], '5.2f')} | {f(r.get('bf16_grouped_us'), '11.1f')} | "
             f"{f(r.get('fp8_grouped_us'), '10.1f')} | {f(r.get('calc_diff'), '9.1e')} |")
@@ -170,21 +194,14 @@ def main() -> None:
     dev = torch.cuda.get_device_name()
     print(f"{dev}: read {ceil['read_gbps']:.0f} GB/s, copy {ceil['copy_gbps']:.0f} GB/s, "
           f"fp8 {ceil['fp8_tflops']:.0f} TFLOP/s, bf16 {ceil['bf16_tflops']:.0f} TFLOP/s")
-    print(HEADER)
-    print("|" + "|".join("-" * (len(c)) for c in HEADER.split("|")[1:-1]) + "|")
+    print_header(HEADER)
     tokens = [int(t) for t in args.tokens.split(",")]
     rows = []
     for name in args.workloads.split(","):
         rows += bench_workload(WORKLOADS[name], tokens, args.routing.split(","), ceil, not args.no_peers,
                                args.check_max_tokens)
         torch.cuda.empty_cache()
-    out = {"device": dev, "torch": torch.__version__, "triton": __import__("triton").__version__,
-           "date": datetime.date.today().isoformat(), **ceil, "rows": rows}
-    path = args.json or os.path.join(HERE, "results", f"{dev.replace(' ', '_')}-{out['date']}.json")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(out, f, indent=1)
-    print(f"wrote {path}")
+    write_results(rows, ceil, args.json)
 
 
 if __name__ == "__main__":

@@ -23,24 +23,21 @@ Writes benchmarks/results/tk-<card>-<date>.json and prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib
 import importlib.util
-import json
 import os
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_layer import layer_weights, roofline  # noqa: E402
+from bench_layer import cell, layer_weights, print_header, roofline, write_results  # noqa: E402
 from ceilings import measure_ceilings, time_eager, time_graph  # noqa: E402
 
 import tmoe  # noqa: E402
 from tmoe.reference import OAI_ALPHA, MoEWeights, calc_diff, reference_moe  # noqa: E402
 from tmoe.workloads import WORKLOADS, make_routing  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_TOKENS = (1, 8, 32, 128, 512, 2048, 8192)
 OAI_CLAMP = 7.0
 # NOTES: calc_diff of a correct W4A16 result against the W4A8 reference is the activation quantization's (~1e-3);
@@ -216,8 +213,7 @@ HEADER = (f"| {'workload':8} | {'T':>5} | {'tmoe µs':>8} | {'tk µs':>8} | {'tk
 
 
 def _fmt(r: dict) -> str:
-    def f(v, spec):
-        return format(v, spec) if isinstance(v, (int, float)) else "—"
+    f = cell
     eager = " (eager)" if r.get("tk_timing") == "eager" else ""
     line = (f"| {r['workload']:8} | {r['tokens']:>5} | {f(r.get('tmoe_us'), '8.1f')} | {f(r.get('tk_us'), '8.1f')} | "
             f"{f(r.get('tk_gemms_us'), '11.1f')} | {f(r.get('speedup'), '7.2f')} | {f(r.get('tmoe_efficiency'), '8.2f')} | "
@@ -250,20 +246,12 @@ def main(argv=None) -> int:
     dev = torch.cuda.get_device_name()
     print(f"{dev}: read {ceil['read_gbps']:.0f} GB/s, fp8 {ceil['fp8_tflops']:.0f} TFLOP/s (eff = floor / time, DESIGN.md "
           f"§6); triton_kernels from {os.path.dirname(tk.__file__)}")
-    print(HEADER)
-    print("|" + "|".join("-" * len(c) for c in HEADER.split("|")[1:-1]) + "|")
+    print_header(HEADER)
     rows = []
     for name in names:
         rows += bench_workload(WORKLOADS[name], tokens, ceil, args.check_max_tokens, timeline_tokens)
         torch.cuda.empty_cache()
-    out = {"device": dev, "torch": torch.__version__, "triton": __import__("triton").__version__,
-           "triton_kernels": os.path.dirname(tk.__file__), "date": datetime.date.today().isoformat(), **ceil,
-           "rows": rows}
-    path = args.json or os.path.join(HERE, "results", f"tk-{dev.replace(' ', '_')}-{out['date']}.json")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(out, f, indent=1)
-    print(f"wrote {path}")
+    write_results(rows, ceil, args.json, prefix="tk-", triton_kernels=os.path.dirname(tk.__file__))
     return 0
 
 

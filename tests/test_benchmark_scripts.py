@@ -332,3 +332,16 @@ def test_sweep_gemm_narrow_sub_candidates():
                                                                                         (None, 64, 256, 64)]
     plain = GemmConfig(64, 64, True, 4, 2, kernel="gluon")
     assert narrow_sub_candidates(plain) == [plain]
+
+
+def test_bench_layer_write_results(tmp_path, monkeypatch):
+    """The results JSON both layer benchmarks write: device, versions, date, ceilings, extras, rows."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import bench_layer
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Some GPU")
+    path = bench_layer.write_results([{"tokens": 1}], {"read_gbps": 3000.0}, str(tmp_path / "r.json"), prefix="tk-",
+                                     triton_kernels="/x")
+    out = json.loads(open(path).read())
+    assert out["device"] == "Some GPU" and out["read_gbps"] == 3000.0 and out["triton_kernels"] == "/x"
+    assert out["rows"] == [{"tokens": 1}] and {"torch", "triton", "date"} <= out.keys()
+    assert bench_layer.cell(None, "5.1f") == "—" and bench_layer.cell(1.25, "5.1f") == "  1.2"
