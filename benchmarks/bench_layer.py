@@ -64,11 +64,12 @@ def _peer_times(wl, idx, x_bf16) -> tuple[float | None, float | None, str]:
 
 
 def _config_str(cfg) -> str:
-    """GemmConfig -> 'gluon 8x32 w4 s3' (+ ' tail32', ' sub64', ' nfast', ' overlap', ' maxnreg128'): which tile
+    """GemmConfig -> 'gluon 8x32 w4 s3' (+ ' tail32', ' sub64', ' tq', ' nfast', ' overlap', ' maxnreg128'): which tile
     config the cache or heuristic picked."""
     return (f"{cfg.kernel} {cfg.block_m}x{cfg.block_n} w{cfg.num_warps} s{cfg.num_stages}"
             + ("" if cfg.swap_ab else " noswap") + (f" tail{cfg.tail_block_m}" if cfg.tail_block_m else "")
             + (f" sub{cfg.sub_block_m}" if cfg.sub_block_m else "")
+            + (" tq" if getattr(cfg, "three_quarter", False) else "")
             + ("" if cfg.n_fastest is None else (" nfast" if cfg.n_fastest else " tilefast"))
             + (f" group{cfg.group_m}" if cfg.group_m else "")
             + (" overlap" if cfg.overlap else "") + (f" maxnreg{cfg.maxnreg}" if cfg.maxnreg else ""))

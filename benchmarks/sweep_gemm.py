@@ -98,6 +98,23 @@ def narrow_sub_candidates(base: GemmConfig) -> list[GemmConfig]:
     return out
 
 
+def three_quarter_candidates(base: GemmConfig) -> list[GemmConfig]:
+    """`base` (the shipped pick), then the same tile with the three-quarter body (`three_quarter`: a tile with at most
+    3/4 block_m rows runs block_m / 2 + block_m / 4 token columns, NOTES "v31"); a tail-split pick instead drops its
+    tail launch for a body as wide as its tail, and for a 32-token one."""
+    out = [base]
+    if base.kernel != "gluon":
+        return out
+    variants = ([{}] if base.tail_block_m is None else
+                [dict(tail_block_m=None, sub_block_m=base.tail_block_m), dict(tail_block_m=None, sub_block_m=32)])
+    for kw in variants:
+        try:
+            out.append(replace(base, three_quarter=True, **kw))
+        except ValueError:      # not a plain K loop, or a quarter narrower than the activation load (GemmConfig)
+            continue
+    return list(dict.fromkeys(out))
+
+
 def sub_candidates(base: GemmConfig, kernel: str = "gemm2") -> list[GemmConfig]:
     """`base` (the shipped pick), then token tiles with a narrower second body (`sub_block_m`): the same tile
     with a half-width body, and twice the tile with the pick's width as the body (one program decodes each
@@ -201,6 +218,8 @@ def main() -> None:
                     help="the shipped config (autotune cache or heuristic) vs token tiles with a narrower second body")
     ap.add_argument("--group", action="store_true",
                     help="the shipped config (autotune cache or heuristic) vs its grid in groups of token tiles")
+    ap.add_argument("--three-quarter", action="store_true",
+                    help="the shipped config (autotune cache or heuristic) vs its three-quarter body")
     ap.add_argument("--ring-overlap", action="store_true",
                     help="the shipped config (autotune cache or heuristic) vs the code ring with overlap")
     args = ap.parse_args()
@@ -222,13 +241,15 @@ def main() -> None:
         ref1 = ref2 = None
         def configs(kernel):
             if (args.overlap or args.n_blocks or args.prefetch or args.ring_overlap or args.sub or args.group
-                    or args.sub_narrow):  # the pick:
+                    or args.sub_narrow or args.three_quarter):  # the pick:
                 pick = select_config(kernel, t * k, e, False, num_experts=e, hidden=h,  # the cache's, else heuristic
                                      intermediate=i, topk=k, hopper=True, device_name=torch.cuda.get_device_name())
                 if args.prefetch:
                     return prefetch_candidates(pick)
                 if args.sub_narrow:
                     return narrow_sub_candidates(pick)
+                if args.three_quarter:
+                    return three_quarter_candidates(pick)
                 if args.sub:
                     return sub_candidates(pick, kernel)
                 if args.group:
@@ -273,7 +294,7 @@ def main() -> None:
                 print(f"{kernel} T={t:5} bm={cfg.block_m:3} bn={cfg.block_n:3} swap={int(cfg.swap_ab)} "
                       f"w={cfg.num_warps} s={cfg.num_stages} fuse={int(cfg.fuse_gate_up)} maxnreg={cfg.maxnreg} "
                       f"tail={cfg.tail_block_m} sub={cfg.sub_block_m} nf={cfg.n_fastest} grp={cfg.group_m} "
-                      f"ovl={int(cfg.overlap)} "
+                      f"ovl={int(cfg.overlap)} tq={int(cfg.three_quarter)} "
                       f"nb={cfg.n_blocks} pf={cfg.prefetch} {cfg.kernel:6}: "
                       f"{us:9.1f} us "
                       f"{row['weight_gbps']:6.0f} GB/s {row['tflops']:6.1f} TFLOP/s same={same} | {info}", flush=True)

@@ -51,6 +51,8 @@ def compile_gluon(kernel, ptr_types: dict, floats: set, const: dict, num_warps: 
         const = dict(const, SIGNAL=False, done_ptr=None)
     if "EARLY" in kernel.arg_names and "EARLY" not in const:           # GEMM2: waits for all of GEMM1
         const = dict(const, EARLY=False, done_ptr=None, done_per_row=0)
+    if "TQ_M" in kernel.arg_names and "TQ_M" not in const:             # no three-quarter body
+        const = dict(const, TQ_M=0, **{f"{k}_{p}": None for k in ("MMA", "B_LOAD", "EPI") for p in "HQ"})
     if "ROW_TMA" in kernel.arg_names and "ROW_TMA" not in const:       # GEMM2: no TMA row epilogue
         const = dict(const, ROW_TMA=False, R_PEERS=1, **{f"pd{i}": None for i in range(8)})
     sig, attrs = {}, {}
@@ -69,17 +71,30 @@ def compile_gluon(kernel, ptr_types: dict, floats: set, const: dict, num_warps: 
                           options={"num_warps": num_warps, **({"maxnreg": maxnreg} if maxnreg else {})})
 
 
-def k_loop(sass: str, addresses: bool = False) -> list:
+def _wgmma_loops(sass: str):
+    """(instructions [(address, text)], the back-edge loops [(first, last address)] that hold an HGMMA). NOTES:
+    addresses past 0xffff print with more hex digits (a kernel with three token bodies is ~100 KB of code)."""
     ins = [(int(m.group(1), 16), m.group(2).strip())
-           for m in (re.search(r"/\*([0-9a-f]{4})\*/\s+(.*?);", line) for line in sass.splitlines()) if m]
+           for m in (re.search(r"/\*([0-9a-f]{4,})\*/\s+(.*?);", line) for line in sass.splitlines()) if m]
     loops = []
     for addr, text in ins:
         target = re.search(r"BRA\s+(?:`\(\S+\)\s*)?0x([0-9a-f]+)", text)
         if target and int(target.group(1), 16) < addr:
             loops.append((int(target.group(1), 16), addr))
-    lo, hi = min((lp for lp in loops if any("HGMMA" in t for a, t in ins if lp[0] <= a <= lp[1])),
-                 key=lambda lp: lp[1] - lp[0])                       # the innermost loop with wgmmas: K
+    return ins, [lp for lp in loops if any("HGMMA" in t for a, t in ins if lp[0] <= a <= lp[1])]
+
+
+def k_loop(sass: str, addresses: bool = False) -> list:
+    ins, loops = _wgmma_loops(sass)
+    lo, hi = min(loops, key=lambda lp: lp[1] - lp[0])                # the innermost loop with wgmmas: K
     return [(a, t) if addresses else t for a, t in ins if lo <= a <= hi]
+
+
+def all_k_loops(sass: str) -> list:
+    """Every innermost loop with wgmmas (one per token body: full, sub, three-quarter), as k_loop(addresses=True)."""
+    ins, loops = _wgmma_loops(sass)
+    inner = [lp for lp in loops if not any(o != lp and lp[0] <= o[0] and o[1] <= lp[1] for o in loops)]
+    return [[(a, t) for a, t in ins if lo <= a <= hi] for lo, hi in inner]
 
 
 def epilogue_race(ptx: str) -> bool:
@@ -112,7 +127,9 @@ def inspect(compiled, scale_word_loads: int = 0) -> dict:
             "hgmma": sum(t.startswith("HGMMA") for t in body), "loop_instructions": len(body),
             "wgmma_waits": sum(t.startswith("WARPGROUP.DEPBAR") for t in body),
             "barriers": sum(t.startswith("BAR.SYNC") for t in body),
-            "a_reg_writes_in_flight": a_reg_hazards(loop), "serialized": "C7515" in info,
+            "a_reg_writes_in_flight": sum(a_reg_hazards(lp) for lp in all_k_loops(sass)),
+            "k_loops": len(all_k_loops(sass)),
+            "serialized": "C7515" in info,
             "narrow_code_loads": sum(re.match(r"(@!?P\d+ )?LDG\.E ", t) is not None for t in body) - scale_word_loads,
             "uniform_copies": sum(re.match(r"IMAD\.U32 R\d+, RZ, RZ, UR\d+", t) is not None for t in body),
             "code_moves": sum(re.match(r"(IMAD\.MOV\.U32 R\d+, RZ, RZ, R\d+|MOV R\d+, R\d+)$", t) is not None
@@ -267,6 +284,24 @@ def main() -> None:
         scale_word_loads = 0 if k_loop >= 3 else (2 if "TOPK" in extra else 1) * bn // (8 * warps)
         out[name] = dict(inspect(compiled, scale_word_loads), shared=compiled.metadata.shared,
                          total_hgmma=compiled.asm["sass"].count("HGMMA."))
+    # GemmConfig.three_quarter: the full body, the sub body and the two-part body's K loop in one kernel
+    for kernel, ptrs, floats, bm, bn, warps, sub in (
+            (wg._gemm1_wgmma_kernel, g1_ptrs, {"clamp", "alpha"}, 256, 64, 8, 0),
+            (wg._gemm2_wgmma_kernel, g2_ptrs, set(), 256, 128, 8, 128),
+            (wg._gemm1_wgmma_kernel, g1_ptrs, {"clamp", "alpha"}, 64, 32, 4, 16)):
+        extra = dict(TOPK=8, HAS_CLAMP=True, FAST_MATH=True, ACTIVATION=1) if "TOPK" in kernel.arg_names else dict(
+            ROW_ADDR=False)
+        subs = dict(SUB_M=sub, **{f"{k}_S": v for k, v in wg._layouts(sub, warps).items()}) if sub else {}
+        const = dict(BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_BIAS=False, STAGES=2, QUAD=2 if "TOPK" in extra else 1,
+                     PARTIAL_K=False, PERSISTENT=False, N_FASTEST=bm >= 128, SPLIT=0, FULL_M=bm, TAIL_M=bm,
+                     SCALE_WORDS=True, TILED=True, K_LOOP=0, N_BLOCKS=1, **extra, **wg._layouts(bm, warps), **subs,
+                     TQ_M=3 * bm // 4, **{f"{k}_H": v for k, v in wg._layouts(bm // 2, warps).items()},
+                     **{f"{k}_Q": v for k, v in wg._layouts(bm // 4, warps).items()})
+        compiled = compile_gluon(kernel, ptrs, floats, const, warps)
+        name = (f"{'gemm1' if 'TOPK' in extra else 'gemm2'} bm{bm} bn{bn} s2{' w8' if warps == 8 else ''} quad"
+                + (f" sub{sub}" if sub else "") + " tq")
+        out[name] = dict(inspect(compiled, (2 if "TOPK" in extra else 1) * bn // (8 * warps)),
+                         shared=compiled.metadata.shared, total_hgmma=compiled.asm["sass"].count("HGMMA."))
     # GemmConfig.group_m: N-block-major in groups of tiles (_tile_pids, N_FASTEST = group): the program ids only
     for group in (1, 4):
         const = dict(BLOCK_M=64, BLOCK_N=128, E_PAD=256, HAS_BIAS=False, ROW_ADDR=False, STAGES=3, QUAD=1,

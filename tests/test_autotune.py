@@ -573,8 +573,8 @@ def test_maxnreg_is_an_optional_config_field():
 
 
 def test_sub_block_m_and_n_fastest_are_optional_config_fields():
-    """They (and group_m, early) round-trip through the cache's JSON form; absent = None (no sub body, the grid order
-    by tile size; early: False)."""
+    """They (and group_m, early, three_quarter) round-trip through the cache's JSON form; absent = None (no sub body,
+    the grid order by tile size; early, three_quarter: False)."""
     base = {"block_m": 64, "block_n": 64, "swap_ab": True, "num_warps": 8, "num_stages": 3, "decode": "asm",
             "kernel": "gluon"}
     assert (cache.config_from_dict(base).sub_block_m, cache.config_from_dict(base).n_fastest) == (None, None)
@@ -588,7 +588,11 @@ def test_sub_block_m_and_n_fastest_are_optional_config_fields():
     assert cache.config_from_dict(base).early is False
     early = cache.config_from_dict({**base, "n_fastest": True, "early": True})
     assert early.early and cache.config_from_dict(cache.config_to_dict(early)) == early
+    assert cache.config_from_dict(base).three_quarter is False
+    tq = cache.config_from_dict({**base, "block_m": 128, "three_quarter": True})
+    assert tq.three_quarter and cache.config_from_dict(cache.config_to_dict(tq)) == tq
     for name, bad in (("n_fastest", 1), ("n_fastest", "yes"), ("sub_block_m", True), ("sub_block_m", 24),
-                      ("group_m", True), ("group_m", 3), ("group_m", "2"), ("early", 1), ("early", None)):
+                      ("group_m", True), ("group_m", 3), ("group_m", "2"), ("early", 1), ("early", None),
+                      ("three_quarter", 1), ("three_quarter", None)):
         with pytest.raises(ValueError, match=name):
             cache.config_from_dict({**base, name: bad})

@@ -334,6 +334,22 @@ def test_sweep_gemm_narrow_sub_candidates():
     assert narrow_sub_candidates(plain) == [plain]
 
 
+def test_sweep_gemm_three_quarter_candidates():
+    """A pick, then its three-quarter body; a tail-split pick drops the tail for a tail-wide and a 32-token body; a
+    ring pick (not the plain K loop) and a Triton pick alone."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from sweep_gemm import three_quarter_candidates
+    from tmoe.kernels.configs import GemmConfig
+    pick = GemmConfig(256, 128, True, 8, 2, kernel="gluon", sub_block_m=128)
+    assert three_quarter_candidates(pick) == [pick, GemmConfig(256, 128, True, 8, 2, kernel="gluon", sub_block_m=128,
+                                                               three_quarter=True)]
+    tail = GemmConfig(256, 64, True, 8, 2, kernel="gluon", tail_block_m=64)
+    assert [(c.tail_block_m, c.sub_block_m, c.three_quarter) for c in three_quarter_candidates(tail)] == [
+        (64, None, False), (None, 64, True), (None, 32, True)]
+    for alone in (GemmConfig(8, 32, True, 4, 4, kernel="gluon", prefetch=3), GemmConfig(64, 64, True, 4, 2)):
+        assert three_quarter_candidates(alone) == [alone]
+
+
 def test_bench_layer_write_results(tmp_path, monkeypatch):
     """The results JSON both layer benchmarks write: device, versions, date, ceilings, extras, rows."""
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))

@@ -166,6 +166,28 @@ def test_gluon_sub_tiles(g1, g2):
         assert torch.equal(y.view(torch.int16), y_ref.view(torch.int16)), f"{c1} / {c2}"
 
 
+@pytest.mark.skipif(not ON_HOPPER, reason="Gluon wgmma kernels need an sm_90 GPU")
+@pytest.mark.parametrize("g1,g2,h,i", [
+    (GemmConfig(256, 64, True, 8, 2, kernel="gluon", three_quarter=True),
+     GemmConfig(256, 128, True, 8, 2, kernel="gluon", three_quarter=True, sub_block_m=128), 256, 128),
+    (GemmConfig(128, 64, True, 8, 3, kernel="gluon", three_quarter=True, sub_block_m=64, n_blocks=2),
+     GemmConfig(128, 128, True, 8, 3, kernel="gluon", three_quarter=True, group_m=2), 288, 160),
+    (GemmConfig(64, 32, True, 4, 3, kernel="gluon", three_quarter=True, sub_block_m=16),
+     GemmConfig(64, 64, True, 4, 2, kernel="gluon", three_quarter=True, n_fastest=True), 384, 96)])
+def test_gluon_three_quarter_body(g1, g2, h, i):
+    """three_quarter: a tile with more than sub_block_m and at most 3/4 block_m rows runs block_m / 2 + block_m / 4
+    token columns (two accumulators on the same decoded weights). Counts around every boundary (sub, sub + 1,
+    block_m / 2, + 1, 3/4 block_m, + 1, block_m, block_m + 3/4 block_m, 2 * block_m + 1), K with a partial last step
+    (288, 160) and none, give the Triton kernel's bits, with either GEMM on the Triton kernel and both on Gluon."""
+    bm = g1.block_m
+    counts = [0, 5, bm // 4, bm // 4 + 1, bm // 2, bm // 2 + 1, 3 * bm // 4, 3 * bm // 4 + 1, bm, bm + 3 * bm // 4,
+              2 * bm + 1]
+    weights, x, idx, w, y_ref = _expert_counts_case(counts, h, i, bm + h)
+    for c1, c2 in ((g1, g2), (g1, TRITON_CFG), (TRITON_CFG, g2)):
+        y, _ = run_layer(weights, x, idx, w, gemm1_config=c1, gemm2_config=c2)
+        assert torch.equal(y.view(torch.int16), y_ref.view(torch.int16)), f"{c1} / {c2}"
+
+
 def _routed_buffer(e, h, i, k, t, seeds):
     """(weights, x, idx, w, buffer with the tokens quantized and dequantized, routing plan) of t tokens
     routed "hot_expert" over e experts (GPU); seeds = (weights, tokens, routing)."""
@@ -286,7 +308,14 @@ def test_gluon_scale_words_and_bytes(hidden, inter):
     (dict(kernel="triton", n_fastest=True), "n_fastest=True"), (dict(n_fastest=1), "n_fastest=1"),
     (dict(group_m=2), "group_m=2"), (dict(n_fastest=True, group_m=3), "group_m=3"),
     (dict(n_fastest=True, group_m=True), "group_m=True"), (dict(kernel="triton", group_m=2), "group_m=2"),
-    (dict(kernel="triton", early=True), "early=True"), (dict(early=1), "early=1")])
+    (dict(kernel="triton", early=True), "early=True"), (dict(early=1), "early=1"),
+    (dict(three_quarter=True), "three_quarter=True"), (dict(block_m=64, three_quarter=1), "three_quarter=1"),
+    (dict(block_m=64, three_quarter=True, prefetch=3), "three_quarter=True"),
+    (dict(block_m=64, three_quarter=True, overlap=True), "three_quarter=True"),
+    (dict(block_m=64, three_quarter=True, prefetch=2), "three_quarter=True"),
+    (dict(block_m=128, three_quarter=True, tail_block_m=32), "three_quarter=True"),
+    (dict(block_m=64, num_warps=8, three_quarter=True), "three_quarter=True"),
+    (dict(kernel="triton", block_m=64, three_quarter=True), "three_quarter=True")])
 def test_gluon_config_validation(kwargs, match):
     base = dict(block_m=16, block_n=64, swap_ab=True, num_warps=4, num_stages=3, kernel="gluon")
     with pytest.raises(ValueError, match=match):
@@ -299,6 +328,10 @@ def test_gluon_config_validation(kwargs, match):
     # group_m needs an N-block-major grid: n_fastest=True, or the default order of >= 128-token tiles
     assert GemmConfig(**dict(base, n_fastest=True, group_m=4)).group_m == 4
     assert GemmConfig(**dict(base, block_m=128, num_warps=8, block_n=128, group_m=2)).grid_n_fastest
+    # three_quarter: a quarter of >= 4 * num_warps rows (the activation load's layout), the plain K loop (a sub body,
+    # at most block_m / 2, takes the smaller tiles first)
+    assert GemmConfig(**dict(base, block_m=64, three_quarter=True, sub_block_m=32)).three_quarter
+    assert GemmConfig(**dict(base, block_m=128, num_warps=8, block_n=128, three_quarter=True)).three_quarter
 
 
 def test_ring_lookahead():

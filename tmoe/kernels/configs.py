@@ -76,6 +76,10 @@ class GemmConfig:
     early: bool = False             # gluon GEMM2 picks: start each program once GEMM1 has finished its expert's rows
                                     # (per-expert counters) instead of all of GEMM1 (kernels/pdl.py "early GEMM2",
                                     # NOTES "v26", "v28"); TMOE_EARLY_GEMM2=0|1 overrides it
+    three_quarter: bool = False     # gluon, plain K loop: a tile with at most 3/4 block_m rows (and more than
+                                    # sub_block_m) runs a block_m/2 + block_m/4-token body: two wgmma accumulators on
+                                    # the same decoded weights, no wgmma columns for the empty last quarter (v4flash
+                                    # T = 8192: 192 rows per expert in 256-token tiles; NOTES "v31")
 
     @property
     def k_loop(self) -> int:
@@ -161,6 +165,12 @@ class GemmConfig:
             raise ValueError(f"n_fastest={self.n_fastest!r}: must be None, or True / False with kernel='gluon'")
         if not isinstance(self.early, bool) or (self.early and self.kernel != "gluon"):
             raise ValueError(f"early={self.early!r}: must be True or False, and False unless kernel='gluon'")
+        if not isinstance(self.three_quarter, bool) or (self.three_quarter and (
+                self.kernel != "gluon" or self.k_loop != 0 or self.tail_block_m is not None
+                or self.block_m // 4 < 4 * self.num_warps)):
+            raise ValueError(f"three_quarter={self.three_quarter!r}: must be True or False; True needs kernel='gluon', "
+                             "the plain K loop (prefetch=1, overlap=False), no tail_block_m and block_m / 4 >= 4 * "
+                             f"num_warps ({4 * self.num_warps}), got {self}")
         if self.group_m is not None and (self.kernel != "gluon" or self.group_m not in (2, 4, 8)
                                          or not self.grid_n_fastest):
             raise ValueError(f"group_m={self.group_m!r}: must be None, or 2, 4 or 8 with kernel='gluon' and an "

@@ -551,7 +551,8 @@ def _next_a(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, strid
     codes are loaded first, so their latency hides behind this step's decode. Unless OVERLAP, the wgmma of
     step i-1 is waited for *before* decoding: it reads its A operand from registers until it completes, and
     ptxas reuses those registers for the next decode (measured: wrong results when the decode ran first).
-    OVERLAP: the caller keeps step i-1's operand alive past its wgmma (see _overlap_step)."""
+    OVERLAP: the caller keeps step i-1's operand alive past its wgmma (see _overlap_step).
+    `acc` may be a pair (a three-quarter body's two accumulators): both are waited for."""
     if LEAN:
         c_next, sc_next = _load_codes(w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn,
                                       gl.minimum(i + 1, num_full - 1) * BLOCK_K, k_words, k_groups, WORD3, False,
@@ -562,18 +563,54 @@ def _next_a(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, strid
     words = _exchange(c, WORD3, QUAD)
     pairs = _scale_pairs(sc, i * BLOCK_K, k_groups, WORD3, False, SCALE_WORDS, QUAD == 2)
     if not OVERLAP:
-        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+        acc = _mma_wait_all(acc)
     a = _decode_a(words, pairs, lut, BLOCK_A, WORD3, A_LAYOUT, QUAD)
     return acc, a, c_next, sc_next
 
 
 @gluon.jit
-def _issue_b(b_smem, b_base, bk, b_ok, step, K_DIM, STAGES: gl.constexpr):
-    """cp.async the activation tile of K step `step` into ring slot step % STAGES (zeros past K)."""
+def _mma_wait_all(acc):
+    """Wait for every wgmma in flight; `acc` is one accumulator or a pair (returned the same way)."""
+    if isinstance(acc, gl.tuple):
+        acc0, acc1 = warpgroup_mma_wait(num_outstanding=0, deps=(acc[0], acc[1]))
+        out = (acc0, acc1)
+    else:
+        out = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+    return out
+
+
+@gluon.jit
+def _mma_parts(a, b_slot, b2_slot, acc):
+    """The K step's wgmmas on A operand `a`: one token part (b2_slot None, `acc` one accumulator) or two (`acc` a
+    pair): the same k16 instructions per token column either way, so the same bits."""
+    if b2_slot is None:
+        out = warpgroup_mma(a, b_slot.permute((1, 0)), acc, is_async=True)
+    else:
+        acc0 = warpgroup_mma(a, b_slot.permute((1, 0)), acc[0], is_async=True)
+        acc1 = warpgroup_mma(a, b2_slot.permute((1, 0)), acc[1], is_async=True)
+        out = (acc0, acc1)
+    return out
+
+
+@gluon.jit
+def _issue_b(b_smem, b_base, bk, b_ok, step, K_DIM, STAGES: gl.constexpr, COMMIT: gl.constexpr = True):
+    """cp.async the activation tile of K step `step` into ring slot step % STAGES (zeros past K). COMMIT: close the
+    cp.async group (a three-quarter body's two token parts make one group per step)."""
     kk = step * BLOCK_K + bk
     async_copy.async_copy_global_to_shared(b_smem.index(step % STAGES), b_base + kk[None, :],
                                            mask=b_ok[:, None] & (kk < K_DIM)[None, :])
-    async_copy.commit_group()
+    if COMMIT:
+        async_copy.commit_group()
+
+
+@gluon.jit
+def _issue_b_parts(b, b2, step, K_DIM, STAGES: gl.constexpr):
+    """_issue_b for a body of one token part (b2 None) or two (b, b2: (smem, base, bk, ok) each) in one group."""
+    if b2 is None:
+        _issue_b(b[0], b[1], b[2], b[3], step, K_DIM, STAGES, True)
+    else:
+        _issue_b(b[0], b[1], b[2], b[3], step, K_DIM, STAGES, False)
+        _issue_b(b2[0], b2[1], b2[2], b2[3], step, K_DIM, STAGES)
 
 
 @gluon.jit
@@ -636,10 +673,12 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_ww, st
                 K_DIM, k_words, k_groups, BLOCK_A: gl.constexpr, GATE_UP: gl.constexpr, BLOCK_M: gl.constexpr,
                 STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr, QUAD: gl.constexpr,
                 PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, K_LOOP: gl.constexpr,
-                GDC_WAIT: gl.constexpr = False, ready=None):
+                GDC_WAIT: gl.constexpr = False, ready=None, b2=None, MMA2: gl.constexpr = None,
+                B_LOAD2: gl.constexpr = None):
     """acc[BLOCK_A, BLOCK_M] = W[rows, :K_DIM] @ B[b_rows, :K_DIM]^T (see _wgmma_gemm_regs; K_LOOP >= K_LOOP_RING:
     _wgmma_gemm_ring). Every K loop issues the same wgmmas in the same order (same bits). GDC_WAIT: wait for the
-    previous kernel (see _gdc_wait), or for `ready` (early GEMM2, _previous_done), before the first activation load."""
+    previous kernel (see _gdc_wait), or for `ready` (early GEMM2, _previous_done), before the first activation load.
+    b2 (plain K loop): a second token part, see _wgmma_gemm_regs; returns the pair of accumulators."""
     if K_LOOP >= K_LOOP_RING:
         acc = _wgmma_gemm_ring(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_ww, stride_wsn, lut_ptr, first,
                                second, limit, K_DIM, k_words, k_groups, BLOCK_A, GATE_UP, BLOCK_M, STAGES, MMA, B_LOAD,
@@ -650,8 +689,12 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_ww, st
             _gdc_launch_dependents()
         acc = _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_ww, stride_wsn, lut_ptr, first,
                                second, limit, K_DIM, k_words, k_groups, BLOCK_A, GATE_UP, BLOCK_M, STAGES, MMA, B_LOAD,
-                               QUAD, PARTIAL_K, SCALE_WORDS, TILED, K_LOOP)
-    return _real_rows(acc, BLOCK_A)
+                               QUAD, PARTIAL_K, SCALE_WORDS, TILED, K_LOOP, b2, MMA2, B_LOAD2)
+    if b2 is not None:
+        out = (_real_rows(acc[0], BLOCK_A), _real_rows(acc[1], BLOCK_A))
+    else:
+        out = _real_rows(acc, BLOCK_A)
+    return out
 
 
 @gluon.jit
@@ -839,8 +882,11 @@ def _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 ro
                 first, second, limit, K_DIM, k_words, k_groups,  # A rows (see _weight_rows); K, K/8, K/32
                 BLOCK_A: gl.constexpr, GATE_UP: gl.constexpr, BLOCK_M: gl.constexpr, STAGES: gl.constexpr,
                 MMA: gl.constexpr, B_LOAD: gl.constexpr, QUAD: gl.constexpr,
-                PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, K_LOOP: gl.constexpr):
+                PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, K_LOOP: gl.constexpr,
+                b2=None, MMA2: gl.constexpr = None, B_LOAD2: gl.constexpr = None):
     """acc[BLOCK_A, BLOCK_M] = W[rows, :K_DIM] @ B[b_rows, :K_DIM]^T: fp32, k16 wgmmas in ascending k.
+    b2 = (rows64, ok) of BLOCK_M / 2 more token columns (a three-quarter body, plain K loop only; layouts MMA2 /
+    B_LOAD2): the same A operands also multiply them, into a second accumulator; returns the pair.
     QUAD: the codes are stored in weight_layout's quad order, i.e. already as the exchange delivers them
     (1: WORD_BITS "signed", 2: "arith", see _decode_a).
     PARTIAL_K: K % 128 != 0 (the last K step is partial; its block is canonical in either order).
@@ -867,10 +913,19 @@ def _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 ro
     b_smem = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BLOCK_M, BLOCK_K], B_SMEM)
     bk = gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, B_LOAD))
     b_base = b_ptr + b_rows64[:, None] * stride_b
+    b1 = (b_smem, b_base, bk, b_ok)
+    if b2 is None:
+        b2_smem = None
+        b2_parts = None
+    else:
+        B2_SMEM: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M // 2, BLOCK_K], gl.bfloat16)
+        b2_smem = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BLOCK_M // 2, BLOCK_K], B2_SMEM)
+        b2_parts = (b2_smem, b_ptr + b2[0][:, None] * stride_b, gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, B_LOAD2)),
+                    b2[1])
     num_full = K_DIM // BLOCK_K
     AHEAD: gl.constexpr = STAGES - 1 - (K_LOOP == K_LOOP_OVERLAP)   # activation tiles in flight ahead of the step
     for s in gl.static_range(AHEAD):
-        _issue_b(b_smem, b_base, bk, b_ok, s, K_DIM, STAGES)
+        _issue_b_parts(b1, b2_parts, s, K_DIM, STAGES)
     # NOTES: the loop runs the whole steps only; PARTIAL_K (K % 128 != 0): the partial last step is peeled
     # after it, loads its own codes with k masks and runs the exchange (weight_layout keeps that block
     # canonical). With 4 warps the loop's loads have no masks (`_next_a` LEAN): rows past the tile's channels
@@ -891,9 +946,13 @@ def _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 ro
     # NOTES: QUAD implies K >= 128 (weight_layout.can_quad; the launchers check), so step 0 is a whole one
     a = _decode_a(_exchange(c, WORD3, QUAD), pairs, lut, BLOCK_A, WORD3, A_LAYOUT, QUAD)
     _b_ready(AHEAD)
-    _issue_b(b_smem, b_base, bk, b_ok, AHEAD, K_DIM, STAGES)
-    acc = warpgroup_mma(a, b_smem.index(0).permute((1, 0)),
-                        gl.zeros([_mma_rows(BLOCK_A, gl.num_warps()), BLOCK_M], gl.float32, MMA), is_async=True)
+    _issue_b_parts(b1, b2_parts, AHEAD, K_DIM, STAGES)
+    acc = gl.zeros([_mma_rows(BLOCK_A, gl.num_warps()), BLOCK_M], gl.float32, MMA)
+    if b2 is not None:
+        acc = (acc, gl.zeros([_mma_rows(BLOCK_A, gl.num_warps()), BLOCK_M // 2], gl.float32, MMA2))
+        acc = _mma_parts(a, b_smem.index(0), b2_smem.index(0), acc)
+    else:
+        acc = _mma_parts(a, b_smem.index(0), None, acc)
     c = c_next
     sc = sc_next
     if K_LOOP == K_LOOP_OVERLAP:
@@ -944,19 +1003,28 @@ def _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 ro
                                     num_full, k_words, k_groups, BLOCK_A, WORD3, A_LAYOUT, QUAD, LOOP_K_MASK,
                                     SCALE_WORDS, STEP_MULT, False, gl.num_warps() == 4)
             _b_ready(AHEAD)
-            _issue_b(b_smem, b_base, bk, b_ok, i + AHEAD, K_DIM, STAGES)
-            acc = warpgroup_mma(a, b_smem.index(i % STAGES).permute((1, 0)), acc, is_async=True)
+            _issue_b_parts(b1, b2_parts, i + AHEAD, K_DIM, STAGES)
+            if b2 is not None:
+                acc = _mma_parts(a, b_smem.index(i % STAGES), b2_smem.index(i % STAGES), acc)
+            else:
+                acc = _mma_parts(a, b_smem.index(i % STAGES), None, acc)
     if PARTIAL_K:
         if num_full > 0:
-            acc, a = _partial_step_a(acc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stride_ww, stride_wsn,
-                                     num_full, k_words, k_groups, BLOCK_A, WORD3, A_LAYOUT, SCALE_WORDS, TILED,
-                                     STEP_MULT)
+            if b2 is not None:      # _partial_step_a waits for `acc` alone: the second accumulator first
+                acc = (acc[0], warpgroup_mma_wait(num_outstanding=0, deps=(acc[1],)))
+            acc0, a = _partial_step_a(acc if b2 is None else acc[0], lut, w_words, ws_base, code_rows, rows_w,
+                                      rows_ok, stride_ww, stride_wsn, num_full, k_words, k_groups, BLOCK_A, WORD3,
+                                      A_LAYOUT, SCALE_WORDS, TILED, STEP_MULT)
             _b_ready(AHEAD)
-            acc = warpgroup_mma(a, b_smem.index(num_full % STAGES).permute((1, 0)), acc, is_async=True)
+            if b2 is not None:
+                acc = _mma_parts(a, b_smem.index(num_full % STAGES), b2_smem.index(num_full % STAGES),
+                                 (acc0, acc[1]))
+            else:
+                acc = _mma_parts(a, b_smem.index(num_full % STAGES), None, acc0)
             if K_LOOP == K_LOOP_OVERLAP:     # `acc` left the overlapped loop waited for (a tensor): the same type
                 acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
     async_copy.wait_group(0)
-    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+    acc = _mma_wait_all(acc)
     # NOTES: the epilogue's layout conversion reuses the ring's shared memory; with 8 warps the other
     # warpgroup's last wgmma may still be reading it (measured on H100: wrong bits, 8-warp configs
     # only; the compiler's own barrier here sits before the wgmma wait).
@@ -1022,6 +1090,9 @@ def _launch(kernel, grid_n: int, num_slots: int, e_local: int, cfg, expected_slo
                   **_layouts(block_m, cfg.num_warps))
         if sub:     # see _gemm1_wgmma_tile
             kw.update(SUB_M=sub, **{f"{k}_S": v for k, v in _layouts(sub, cfg.num_warps).items()})
+        if cfg.three_quarter and not kwargs.get("ROW_TMA"):      # the three-quarter body's two token parts
+            kw.update(TQ_M=3 * block_m // 4, **{f"{k}_H": v for k, v in _layouts(block_m // 2, cfg.num_warps).items()},
+                      **{f"{k}_Q": v for k, v in _layouts(block_m // 4, cfg.num_warps).items()})
         return _launch_over_tiles(kernel, grid_n, num_slots, e_local, block_m, expected_slots, args, kw,
                                   n_fastest=(cfg.group_m or 1) if cfg.grid_n_fastest_for(block_m) else False,
                                   max_tiles=max_tiles, first_kwargs=first)
@@ -1107,8 +1178,12 @@ def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, s
                       TILED: gl.constexpr, SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr,
                       K_LOOP: gl.constexpr, N_BLOCKS: gl.constexpr, GDC_WAIT: gl.constexpr = False,
                       SUB_M: gl.constexpr = 0, MMA_S: gl.constexpr = None, B_LOAD_S: gl.constexpr = None,
-                      EPI_S: gl.constexpr = None, done_ptr=None, SIGNAL: gl.constexpr = False):
-    """SIGNAL: add the tile's rows to the expert's counter at done_ptr after each channel block (early GEMM2)."""
+                      EPI_S: gl.constexpr = None, done_ptr=None, SIGNAL: gl.constexpr = False, TQ_M: gl.constexpr = 0, MMA_H: gl.constexpr = None, B_LOAD_H: gl.constexpr = None,
+                      EPI_H: gl.constexpr = None, MMA_Q: gl.constexpr = None, B_LOAD_Q: gl.constexpr = None,
+                      EPI_Q: gl.constexpr = None):
+    """SIGNAL: add the tile's rows to the expert's counter at done_ptr after each channel block (early GEMM2).
+    TQ_M = 3/4 BLOCK_M (GemmConfig.three_quarter; 0: off): a tile of at most TQ_M rows (more than SUB_M) runs the
+    BLOCK_M / 2 + BLOCK_M / 4-token body (layouts *_H, *_Q)."""
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD,
                                                        SPLIT, FULL_M, TAIL_M)
     if real:
@@ -1125,6 +1200,14 @@ def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, s
                                  stride_act, bias_ptr, stride_bias, hidden, inter, clamp, alpha, k_words, k_groups,
                                  TOPK, SUB_M, BLOCK_N, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA_S,
                                  B_LOAD_S, EPI_S, QUAD, PARTIAL_K, SCALE_WORDS, TILED, K_LOOP, GDC_WAIT)
+                elif (TQ_M > 0) and (row_end - row_start <= TQ_M):
+                    # NOTES: the tile's rows fit 3/4 of it: the last quarter's wgmma columns would compute nothing
+                    _gemm1_block(n0, row_start, row_end, expert, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr,
+                                 stride_we, stride_wn, stride_wse, stride_wsn, sorted_ptr, weights_ptr, act_ptr,
+                                 stride_act, bias_ptr, stride_bias, hidden, inter, clamp, alpha, k_words, k_groups,
+                                 TOPK, BLOCK_M // 2, BLOCK_N, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES,
+                                 MMA_H, B_LOAD_H, EPI_H, QUAD, PARTIAL_K, SCALE_WORDS, TILED, K_LOOP, GDC_WAIT, True,
+                                 MMA_Q, B_LOAD_Q, EPI_Q)
                 else:
                     _gemm1_block(n0, row_start, row_end, expert, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr,
                                  stride_we, stride_wn, stride_wse, stride_wsn, sorted_ptr, weights_ptr, act_ptr,
@@ -1142,19 +1225,34 @@ def _gemm1_block(n0, row_start, row_end, expert, x_ptr, stride_x, w1_ptr, w1_sf_
                  BLOCK_N: gl.constexpr, HAS_CLAMP: gl.constexpr, FAST_MATH: gl.constexpr, ACTIVATION: gl.constexpr,
                  HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
                  EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
-                 TILED: gl.constexpr, K_LOOP: gl.constexpr, GDC_WAIT: gl.constexpr):
-    """Gate / up channels [n0, n0 + BLOCK_N) of one token tile of one expert, SwiGLU and MXFP8 into act."""
+                 TILED: gl.constexpr, K_LOOP: gl.constexpr, GDC_WAIT: gl.constexpr, TQ: gl.constexpr = False,
+                 MMA2: gl.constexpr = None, B_LOAD2: gl.constexpr = None, EPI2: gl.constexpr = None):
+    """Gate / up channels [n0, n0 + BLOCK_N) of one token tile of one expert, SwiGLU and MXFP8 into act. TQ: the
+    tile's rows are BLOCK_M + BLOCK_M / 2 (a three-quarter body, layouts MMA2 / B_LOAD2 / EPI2 for the second part)."""
     m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, B_LOAD))
     tok_ok = row_start + m < row_end
     tok64 = (gl.load(sorted_ptr + row_start + m, mask=tok_ok, other=0) // TOPK).to(gl.int64)
+    if TQ:
+        m2 = row_start + BLOCK_M + gl.arange(0, BLOCK_M // 2, layout=gl.SliceLayout(1, B_LOAD2))
+        b2 = ((gl.load(sorted_ptr + m2, mask=m2 < row_end, other=0) // TOPK).to(gl.int64), m2 < row_end)
+    else:
+        b2 = None
     acc = _wgmma_gemm(x_ptr, tok64, tok_ok, stride_x,
                       w1_ptr + expert.to(gl.int64) * stride_we, w1_sf_ptr + expert.to(gl.int64) * stride_wse,
                       stride_wn, stride_wsn, lut_ptr, n0, inter + n0, inter - n0, hidden, k_words, k_groups,
                       2 * BLOCK_N, True, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K, SCALE_WORDS, TILED,
-                      K_LOOP, GDC_WAIT)
-    gemm1_tile_epilogue(acc, n0, row_start, row_end, expert, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
-                        stride_bias, inter, clamp, alpha, BLOCK_M, BLOCK_N, HAS_CLAMP, FAST_MATH, ACTIVATION,
-                        HAS_BIAS, EPI)
+                      K_LOOP, GDC_WAIT, None, b2, MMA2, B_LOAD2)
+    if TQ:
+        gemm1_tile_epilogue(acc[0], n0, row_start, row_end, expert, sorted_ptr, weights_ptr, act_ptr, stride_act,
+                            bias_ptr, stride_bias, inter, clamp, alpha, BLOCK_M, BLOCK_N, HAS_CLAMP, FAST_MATH,
+                            ACTIVATION, HAS_BIAS, EPI)
+        gemm1_tile_epilogue(acc[1], n0, row_start + BLOCK_M, row_end, expert, sorted_ptr, weights_ptr, act_ptr,
+                            stride_act, bias_ptr, stride_bias, inter, clamp, alpha, BLOCK_M // 2, BLOCK_N, HAS_CLAMP,
+                            FAST_MATH, ACTIVATION, HAS_BIAS, EPI2)
+    else:
+        gemm1_tile_epilogue(acc, n0, row_start, row_end, expert, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
+                            stride_bias, inter, clamp, alpha, BLOCK_M, BLOCK_N, HAS_CLAMP, FAST_MATH, ACTIVATION,
+                            HAS_BIAS, EPI)
 
 
 @gluon.jit
@@ -1195,7 +1293,9 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, 
                         SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr, K_LOOP: gl.constexpr,
                         N_BLOCKS: gl.constexpr, GDC: gl.constexpr = GDC_PLAIN, SUB_M: gl.constexpr = 0,
                         MMA_S: gl.constexpr = None, B_LOAD_S: gl.constexpr = None, EPI_S: gl.constexpr = None,
-                        done_ptr=None, SIGNAL: gl.constexpr = False):
+                        done_ptr=None, SIGNAL: gl.constexpr = False, TQ_M: gl.constexpr = 0, MMA_H: gl.constexpr = None, B_LOAD_H: gl.constexpr = None,
+                        EPI_H: gl.constexpr = None, MMA_Q: gl.constexpr = None, B_LOAD_Q: gl.constexpr = None,
+                        EPI_Q: gl.constexpr = None):
     if GDC == GDC_PLAIN:
         _gdc_launch_dependents()     # GEMM2 (launched with launch_pdl) may start its prologue now
     elif GDC == GDC_WAIT_FIRST:
@@ -1212,14 +1312,16 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, 
                               stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups,
                               TOPK, BLOCK_M, BLOCK_N, E_PAD, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES,
                               MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP,
-                              N_BLOCKS, False, SUB_M, MMA_S, B_LOAD_S, EPI_S, done_ptr, SIGNAL)
+                              N_BLOCKS, False, SUB_M, MMA_S, B_LOAD_S, EPI_S, done_ptr, SIGNAL, TQ_M, MMA_H, B_LOAD_H,
+                              EPI_H, MMA_Q, B_LOAD_Q, EPI_Q)
     else:
         _gemm1_wgmma_tile(pid, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse,
                           stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
                           stride_bias, num_local_experts, hidden, inter, clamp, alpha, k_words, k_groups, TOPK,
                           BLOCK_M, BLOCK_N, E_PAD, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA,
                           B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP, N_BLOCKS,
-                          GDC == GDC_EARLY, SUB_M, MMA_S, B_LOAD_S, EPI_S, done_ptr, SIGNAL)
+                          GDC == GDC_EARLY, SUB_M, MMA_S, B_LOAD_S, EPI_S, done_ptr, SIGNAL, TQ_M, MMA_H, B_LOAD_H,
+                          EPI_H, MMA_Q, B_LOAD_Q, EPI_Q)
         if GDC == GDC_EARLY:
             _gdc_wait()     # programs that found no tile wait too (see _gemm2_wgmma_kernel)
 
@@ -1235,9 +1337,12 @@ def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_pt
                       FULL_M: gl.constexpr, TAIL_M: gl.constexpr, K_LOOP: gl.constexpr, N_BLOCKS: gl.constexpr,
                       GDC_WAIT: gl.constexpr = False, SUB_M: gl.constexpr = 0, MMA_S: gl.constexpr = None,
                       B_LOAD_S: gl.constexpr = None, EPI_S: gl.constexpr = None, done_ptr=None, done_per_row=0,
-                      EARLY: gl.constexpr = False):
+                      EARLY: gl.constexpr = False, TQ_M: gl.constexpr = 0, MMA_H: gl.constexpr = None, B_LOAD_H: gl.constexpr = None,
+                      EPI_H: gl.constexpr = None, MMA_Q: gl.constexpr = None, B_LOAD_Q: gl.constexpr = None,
+                      EPI_Q: gl.constexpr = None):
     """EARLY (with GDC_WAIT): wait for this expert's rows in GEMM1's counter at done_ptr, not for all of GEMM1 (GEMM1
-    adds a tile's rows once per channel block: done_per_row blocks per row; see _previous_done)."""
+    adds a tile's rows once per channel block: done_per_row blocks per row; see _previous_done). TQ_M: see
+    _gemm1_wgmma_tile (0 with ROW_TMA: its epilogue buffers are the full tile's)."""
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD,
                                                        SPLIT, FULL_M, TAIL_M)
     if real:
@@ -1262,6 +1367,13 @@ def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_pt
                                  stride_out, row_addr_ptr, epi_s, peer_descs, bias_ptr, stride_bias, hidden, inter,
                                  k_words, k_groups, SUB_M, BLOCK_N, HAS_BIAS, ROW_ADDR, ROW_TMA, R_PEERS, STAGES,
                                  MMA_S, B_LOAD_S, EPI_S, QUAD, PARTIAL_K, SCALE_WORDS, TILED, K_LOOP, GDC_WAIT, ready)
+                elif (TQ_M > 0) and (row_end - row_start <= TQ_M):     # see _gemm1_wgmma_tile
+                    _gemm2_block(n0, row_start, row_end, expert, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr,
+                                 stride_we, stride_wn, stride_wse, stride_wsn, sorted_ptr, weights_ptr, out_ptr,
+                                 stride_out, row_addr_ptr, epi, peer_descs, bias_ptr, stride_bias, hidden, inter,
+                                 k_words, k_groups, BLOCK_M // 2, BLOCK_N, HAS_BIAS, ROW_ADDR, False, R_PEERS, STAGES,
+                                 MMA_H, B_LOAD_H, EPI_H, QUAD, PARTIAL_K, SCALE_WORDS, TILED, K_LOOP, GDC_WAIT, ready,
+                                 True, MMA_Q, B_LOAD_Q, EPI_Q)
                 else:
                     _gemm2_block(n0, row_start, row_end, expert, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr,
                                  stride_we, stride_wn, stride_wse, stride_wsn, sorted_ptr, weights_ptr, out_ptr,
@@ -1277,15 +1389,41 @@ def _gemm2_block(n0, row_start, row_end, expert, act_ptr, stride_act, w2_ptr, w2
                  HAS_BIAS: gl.constexpr, ROW_ADDR: gl.constexpr, ROW_TMA: gl.constexpr, R_PEERS: gl.constexpr,
                  STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr, EPI: gl.constexpr, QUAD: gl.constexpr,
                  PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, K_LOOP: gl.constexpr,
-                 GDC_WAIT: gl.constexpr, ready=None):
+                 GDC_WAIT: gl.constexpr, ready=None, TQ: gl.constexpr = False, MMA2: gl.constexpr = None,
+                 B_LOAD2: gl.constexpr = None, EPI2: gl.constexpr = None):
     """Output channels [n0, n0 + BLOCK_N) of one token tile of one expert. ROW_TMA: each result row goes to the
-    `home` row of its source rank by TMA stores (row_addr_ptr = PeerRows.codes, see tma_copy.store_tile_rows)."""
+    `home` row of its source rank by TMA stores (row_addr_ptr = PeerRows.codes, see tma_copy.store_tile_rows).
+    TQ (not with ROW_TMA): a three-quarter body, see _gemm1_block."""
     m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, B_LOAD))
+    if TQ:
+        m2 = row_start + BLOCK_M + gl.arange(0, BLOCK_M // 2, layout=gl.SliceLayout(1, B_LOAD2))
+        b2 = (m2.to(gl.int64), m2 < row_end)
+    else:
+        b2 = None
     acc = _wgmma_gemm(act_ptr, (row_start + m).to(gl.int64), row_start + m < row_end, stride_act,
                       w2_ptr + expert.to(gl.int64) * stride_we, w2_sf_ptr + expert.to(gl.int64) * stride_wse,
                       stride_wn, stride_wsn, lut_ptr, n0, n0, hidden - n0, inter, k_words, k_groups,
                       BLOCK_N, False, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K, SCALE_WORDS, TILED,
-                      K_LOOP, GDC_WAIT, ready)
+                      K_LOOP, GDC_WAIT, ready, b2, MMA2, B_LOAD2)
+    if TQ:
+        _gemm2_tile_store(acc[0], n0, row_start, row_end, expert, sorted_ptr, weights_ptr, out_ptr, stride_out,
+                          row_addr_ptr, epi, peer_descs, bias_ptr, stride_bias, hidden, BLOCK_M, BLOCK_N, HAS_BIAS,
+                          ROW_ADDR, False, R_PEERS, EPI)
+        _gemm2_tile_store(acc[1], n0, row_start + BLOCK_M, row_end, expert, sorted_ptr, weights_ptr, out_ptr,
+                          stride_out, row_addr_ptr, epi, peer_descs, bias_ptr, stride_bias, hidden, BLOCK_M // 2,
+                          BLOCK_N, HAS_BIAS, ROW_ADDR, False, R_PEERS, EPI2)
+    else:
+        _gemm2_tile_store(acc, n0, row_start, row_end, expert, sorted_ptr, weights_ptr, out_ptr, stride_out,
+                          row_addr_ptr, epi, peer_descs, bias_ptr, stride_bias, hidden, BLOCK_M, BLOCK_N, HAS_BIAS,
+                          ROW_ADDR, ROW_TMA, R_PEERS, EPI)
+
+
+@gluon.jit
+def _gemm2_tile_store(acc, n0, row_start, row_end, expert, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr,
+                      epi, peer_descs, bias_ptr, stride_bias, hidden, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                      HAS_BIAS: gl.constexpr, ROW_ADDR: gl.constexpr, ROW_TMA: gl.constexpr, R_PEERS: gl.constexpr,
+                      EPI: gl.constexpr):
+    """GEMM2's epilogue of a [BLOCK_N, BLOCK_M] accumulator whose token columns are rows row_start.. of the tile."""
     acc = gl.convert_layout(gl.permute(acc, (1, 0)), EPI)
     rows = row_start + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, EPI))
     n = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, EPI))
@@ -1312,7 +1450,9 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_
                         FULL_M: gl.constexpr, TAIL_M: gl.constexpr, K_LOOP: gl.constexpr, N_BLOCKS: gl.constexpr,
                         GDC_WAIT: gl.constexpr, SUB_M: gl.constexpr = 0, MMA_S: gl.constexpr = None,
                         B_LOAD_S: gl.constexpr = None, EPI_S: gl.constexpr = None, done_ptr=None, done_per_row=0,
-                        EARLY: gl.constexpr = False):
+                        EARLY: gl.constexpr = False, TQ_M: gl.constexpr = 0, MMA_H: gl.constexpr = None, B_LOAD_H: gl.constexpr = None,
+                        EPI_H: gl.constexpr = None, MMA_Q: gl.constexpr = None, B_LOAD_Q: gl.constexpr = None,
+                        EPI_Q: gl.constexpr = None):
     """ROW_TMA: the symm_mem return fused into GEMM2 by TMA stores (pd0..pd7: PeerRows.kernel_args, R_PEERS
     ranks); otherwise they are None. NOTES: eight parameters, not a tuple: the launcher does not expand
     descriptors inside tuples (Triton 3.6)."""
@@ -1331,14 +1471,16 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_
                               row_addr_ptr, epi, peer_descs, bias_ptr, stride_bias, num_local_experts, hidden, inter,
                               k_words, k_groups, BLOCK_M, BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, ROW_TMA, R_PEERS, STAGES,
                               MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP,
-                              N_BLOCKS, False, SUB_M, MMA_S, B_LOAD_S, EPI_S)
+                              N_BLOCKS, False, SUB_M, MMA_S, B_LOAD_S, EPI_S, None, 0, False, TQ_M, MMA_H, B_LOAD_H,
+                              EPI_H, MMA_Q, B_LOAD_Q, EPI_Q)
     else:
         _gemm2_wgmma_tile(pid, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse,
                           stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr, epi,
                           peer_descs, bias_ptr, stride_bias, num_local_experts, hidden, inter, k_words, k_groups,
                           BLOCK_M, BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, ROW_TMA, R_PEERS, STAGES, MMA, B_LOAD, EPI,
                           QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP, N_BLOCKS, GDC_WAIT,
-                          SUB_M, MMA_S, B_LOAD_S, EPI_S, done_ptr, done_per_row, EARLY)
+                          SUB_M, MMA_S, B_LOAD_S, EPI_S, done_ptr, done_per_row, EARLY, TQ_M, MMA_H, B_LOAD_H, EPI_H,
+                          MMA_Q, B_LOAD_Q, EPI_Q)
         if GDC_WAIT:
             # NOTES: every program waits for GEMM1 before it exits (a second wait is free), so GEMM2's completion,
             # which the next kernel on the stream waits for, implies GEMM1's even where a program found no tile
