@@ -1,5 +1,5 @@
 #!/bin/bash
-# Session 25, call 1 (one H100): the three-quarter body (GemmConfig.three_quarter, NOTES "v31"). The Gluon GEMM tests
+# Session 25, call 1 (one H200; no H100 kind was lent this session): the three-quarter body (GemmConfig.three_quarter, NOTES "v31"). The Gluon GEMM tests
 # (bitwise matrix incl. test_gluon_three_quarter_body) in parallel shards, then the GEMMs alone at v4flash 6144 / 8192
 # and dsv3 8192: the shipped pick vs the same tile with the three-quarter body (sweep_gemm.py --three-quarter, bitwise
 # vs the pick).
