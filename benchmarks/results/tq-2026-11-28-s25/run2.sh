@@ -17,4 +17,4 @@ PYTHONPATH=. timeout 30 python benchmarks/report.py --ab "$OUT/ab8192" 2>&1 | ta
 RUNS="new $BASE_CACHE new" WORKLOADS=v4flash TOKENS=6144 BENCH_TIMEOUT=100 \
     OUT=$OUT/ab6144 bash benchmarks/run_ab.sh > /dev/null
 PYTHONPATH=. timeout 30 python benchmarks/report.py --ab "$OUT/ab6144" 2>&1 | tail -3
-rm -f "$OUT"/ab*/*.log
+rm -f "$OUT"/ab*/*.log && tar -czf "$OUT/ab.tgz" -C "$OUT" ab8192 ab6144 && rm -rf "$OUT/ab8192" "$OUT/ab6144"
