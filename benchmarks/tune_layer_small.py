@@ -40,7 +40,7 @@ def k_loop_candidates(pick: GemmConfig) -> list[GemmConfig]:
     3 / 4 deep, and the 3-deep ring with overlap (at least 3 stages)."""
     if pick.kernel != "gluon" or pick.num_warps != 4:
         return [pick]
-    plain = replace(pick, prefetch=1, overlap=False, maxnreg=None)
+    plain = replace(pick, prefetch=1, overlap=False, maxnreg=None, three_quarter=False)
     out = [pick, plain, replace(plain, prefetch=2), replace(plain, prefetch=3), replace(plain, prefetch=4),
            replace(plain, prefetch=3, overlap=True, num_stages=max(pick.num_stages, 3))]
     return list(dict.fromkeys(out))
@@ -65,7 +65,7 @@ def combo_candidates(pick: GemmConfig) -> list[GemmConfig]:
     "v21"), which a coordinate descent over one space at a time misses."""
     if pick.kernel != "gluon" or pick.num_warps != 4:
         return [pick]
-    plain = replace(pick, prefetch=1, overlap=False, maxnreg=None, group_m=None)
+    plain = replace(pick, prefetch=1, overlap=False, maxnreg=None, group_m=None, three_quarter=False)
     default = replace(plain, n_fastest=None).grid_n_fastest     # the default order spelled None: no repeats
     out = [pick] + [replace(plain, prefetch=pf, n_fastest=None if nf == default else nf)
                     for pf in (1, 3, 4) for nf in (False, True)]

@@ -229,7 +229,8 @@ def test_seed_current_picks_times_the_cached_config_second(tmp_path, monkeypatch
 
 def test_seed_current_picks_adds_variants_of_a_gluon_pick(tmp_path, monkeypatch):
     """A Gluon pick is followed by its other n_blocks variants (channel blocks per program), its other
-    prefetch depths (a 4-warp pick: the shared-memory code rings too) and its sub_block_m variants."""
+    prefetch depths (a 4-warp pick: the shared-memory code rings too), its sub_block_m variants and the three-quarter
+    body toggled."""
     monkeypatch.setenv(cache.ENV_VAR, str(tmp_path))
     cache.clear_memory_cache()
     space = cli.candidate_space("gemm1", 128, soft=False, hopper=True, **TINY)
@@ -249,6 +250,10 @@ def test_seed_current_picks_adds_variants_of_a_gluon_pick(tmp_path, monkeypatch)
         except ValueError:
             pass
     assert subs, current
+    try:        # the three-quarter body toggled (valid for a plain-K-loop pick with a quarter >= 4 * num_warps)
+        subs.append(replace(current, three_quarter=not current.three_quarter))
+    except ValueError:
+        pass
     order = [replace(current, n_fastest=not current.grid_n_fastest)]     # then the other grid order
     # ... with each other K loop (plain, the rings) for a 4-warp pick: the two choices compound (NOTES "v21")
     combos = ([replace(current, prefetch=d, n_fastest=not current.grid_n_fastest)
@@ -596,3 +601,18 @@ def test_sub_block_m_and_n_fastest_are_optional_config_fields():
                       ("three_quarter", 1), ("three_quarter", None)):
         with pytest.raises(ValueError, match=name):
             cache.config_from_dict({**base, name: bad})
+
+
+def test_seed_current_picks_takes_a_three_quarter_pick(monkeypatch):
+    """A cached pick with the three-quarter body (the H200 prefill picks) is seeded second, with its variants: the
+    body off, the other K loops without it (they cannot run it); no ValueError (the GPU run of the CLI hit one)."""
+    from dataclasses import replace
+    pick = GemmConfig(256, 64, True, 8, 2, kernel="gluon", sub_block_m=32, three_quarter=True)
+    monkeypatch.setattr(cache, "lookup", lambda *a, **k: pick)
+    heuristic = GemmConfig(256, 64, True, 8, 2, kernel="gluon", tail_block_m=64)
+    spaces = {("gemm1", 8192): [heuristic]}
+    cli.seed_current_picks(spaces, "Some GPU", 256, 7168, 2048, 8)
+    cands = spaces[("gemm1", 8192)]
+    assert cands[:2] == [heuristic, pick] and replace(pick, three_quarter=False) in cands
+    assert replace(pick, prefetch=2, three_quarter=False) in cands
+    assert all(c.k_loop == 0 for c in cands if c.three_quarter)

@@ -361,3 +361,17 @@ def test_bench_layer_write_results(tmp_path, monkeypatch):
     assert out["device"] == "Some GPU" and out["read_gbps"] == 3000.0 and out["triton_kernels"] == "/x"
     assert out["rows"] == [{"tokens": 1}] and {"torch", "triton", "date"} <= out.keys()
     assert bench_layer.cell(None, "5.1f") == "—" and bench_layer.cell(1.25, "5.1f") == "  1.2"
+
+
+def test_candidate_lists_take_a_three_quarter_pick():
+    """The sweeps' and the autotuner's variants of a pick with the three-quarter body (H200 prefill caches): the other
+    K loops without it (they cannot run it), the plain loop with it; no ValueError."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from sweep_gemm import overlap_candidates, prefetch_candidates, ring_overlap_candidates
+    from tmoe.kernels.configs import GemmConfig
+    pick = GemmConfig(256, 64, True, 8, 2, kernel="gluon", sub_block_m=32, three_quarter=True)
+    assert [(c.prefetch, c.three_quarter) for c in prefetch_candidates(pick)] == [(1, True), (2, False)]
+    assert all(not c.three_quarter for c in overlap_candidates(pick)[1:])
+    four = GemmConfig(64, 32, True, 4, 2, kernel="gluon", three_quarter=True)
+    assert all(not c.three_quarter for c in prefetch_candidates(four)[2:] + ring_overlap_candidates(four)[1:])
+    assert not four.with_code_ring(3).three_quarter

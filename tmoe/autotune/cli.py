@@ -183,7 +183,9 @@ def seed_current_picks(spaces: dict, device_name: str, num_experts: int, hidden:
             variants = [replace(current, n_blocks=nb) for nb in (1, 2, 4) if nb != current.n_blocks]
             if not current.overlap:
                 depths = (1, 2) + (CODE_RING_DEPTHS if current.num_warps == 4 else ())
-                variants += [replace(current, prefetch=d) for d in depths if d != current.prefetch]
+                # NOTES: the three-quarter body needs the plain K loop (GemmConfig.three_quarter), so a pick with it
+                # tries the other K loops without it
+                variants += [replace(current, prefetch=d, three_quarter=False) for d in depths if d != current.prefetch]
                 if current.num_warps == 4:
                     # NOTES: a ring step commits its codes with an activation tile, and waiting for that tile
                     # completes the codes' cp.async group too: a ring hides min(depth, num_stages - 1) steps, so
@@ -191,8 +193,11 @@ def seed_current_picks(spaces: dict, device_name: str, num_experts: int, hidden:
                     variants += [current.with_code_ring(d) for d in CODE_RING_DEPTHS if d + 1 != current.num_stages]
             # NOTES: a second, narrower token body (sub_block_m) in the pick's tile or in one twice as large: one
             # weight decode for up to 2x the tokens (H100 T = 2048 GEMM2: dsv3 -11%, gpt-oss -18%, NOTES "v19")
+            # NOTES: the three-quarter body (two token parts on one weight decode, no wgmma columns for a tile's empty
+            # last quarter: H200 v4flash T = 8192 GEMMs -7 / -10%, NOTES "v31") is tried on or off around the pick
             for kw in (dict(sub_block_m=current.block_m // 2), dict(block_m=2 * current.block_m,
-                                                                  sub_block_m=current.block_m)):
+                                                                  sub_block_m=current.block_m),
+                       dict(three_quarter=not current.three_quarter)):
                 try:
                     variants.append(replace(current, tail_block_m=None, **kw))
                 except ValueError:      # no valid body width for this tile
@@ -201,7 +206,8 @@ def seed_current_picks(spaces: dict, device_name: str, num_experts: int, hidden:
             if current.num_warps == 4 and not current.overlap:
                 # NOTES: the grid order and the K loop compound (H100 dsv3 T = 128 GEMM1, whole call: ring 4 -1.3%,
                 # the other order -1.6%, both -3.8%; benchmarks/NOTES.md "v21"), so the other order with each K loop
-                variants += [replace(current, prefetch=d, n_fastest=not current.grid_n_fastest, group_m=None)
+                variants += [replace(current, prefetch=d, n_fastest=not current.grid_n_fastest, group_m=None,
+                                     three_quarter=current.three_quarter and d == 1)
                              for d in (1,) + CODE_RING_DEPTHS if d != current.prefetch]
             if current.grid_n_fastest:
                 # NOTES: N-block-major in groups of tiles (an expert's next tile reads the weights from L2): won

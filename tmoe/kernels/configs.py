@@ -101,8 +101,9 @@ class GemmConfig:
 
     def with_code_ring(self, depth: int) -> "GemmConfig":
         """This tile with the weight codes `depth` K steps ahead through the shared-memory ring and the activation
-        stages that let the ring load that far ahead (num_stages = depth + 1, no overlap: ring_lookahead == depth)."""
-        return replace(self, prefetch=depth, num_stages=depth + 1, overlap=False)
+        stages that let the ring load that far ahead (num_stages = depth + 1, no overlap: ring_lookahead == depth; no
+        three-quarter body, which needs the plain K loop)."""
+        return replace(self, prefetch=depth, num_stages=depth + 1, overlap=False, three_quarter=False)
 
     @property
     def grid_n_fastest(self) -> bool:
