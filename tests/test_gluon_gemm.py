@@ -204,6 +204,36 @@ def _routed_buffer(e, h, i, k, t, seeds):
 
 
 @pytest.mark.skipif(not ON_HOPPER, reason="Gluon wgmma kernels need an sm_90 GPU")
+def test_gluon_gemm2_row_addresses_three_quarter():
+    """GEMM2 storing each slot's row at an address (the symm_mem fused return by SM stores) with the three-quarter body:
+    exactly the rows it writes to slot_out, at their addresses, and nothing else."""
+    from tmoe.kernels import grouped_gemm
+    from tmoe.kernels.weight_layout import is_quad, is_tiled
+    e, h, i, k, t = 16, 512, 256, 4, 200
+    weights, x, idx, w, buf, plan = _routed_buffer(e, h, i, k, t, seeds=(5, 6, 8))
+    counts = plan.expert_offsets[1:] - plan.expert_offsets[:-1]
+    assert bool(((counts > 64) & (counts <= 96)).any()), counts        # some expert runs the 64 + 32-token body
+    l1, l2 = tmoe.transform_weights_for_mega_moe((weights.w1, weights.w1_sf), (weights.w2, weights.w2_sf))
+    g2 = GemmConfig(128, 128, True, 8, 2, kernel="gluon", three_quarter=True)
+    grouped_gemm.gemm1_swiglu(buf.x_dq, l1[0], l1[1], plan, buf.topk_weights, buf.act, topk=k, clamp=None,
+                              fast_math=True, cfg=GemmConfig(16, 32, True, 4, 3, kernel="gluon"), soft=False,
+                              quad=is_quad(l1), tiled=is_tiled(l1))
+    gemm2 = dict(cfg=g2, soft=False, quad=is_quad(l2), tiled=is_tiled(l2))
+    grouped_gemm.gemm2(buf.act, l2[0], l2[1], plan, buf.slot_out, **gemm2)
+    slots = torch.arange(t * k, device=x.device)
+    rows = (slots * 7) % (t * k) + 1            # a permutation; rows 0 and t * k + 1 stay unwritten
+    dest = torch.full((t * k + 2, h), 7, dtype=torch.int16, device=x.device)
+    addr = dest.data_ptr() + rows * dest.stride(0) * dest.element_size()
+    grouped_gemm.gemm2(buf.act, l2[0], l2[1], plan, buf.slot_out, out_row_addr=addr, **gemm2)
+    torch.cuda.synchronize()
+    routed = buf.topk_idx[:t].reshape(-1) >= 0
+    assert torch.equal(dest[rows[routed]], buf.slot_out[: t * k][routed])
+    untouched = torch.ones(t * k + 2, dtype=torch.bool, device=x.device)
+    untouched[rows[routed]] = False
+    assert bool((dest[untouched] == 7).all())
+
+
+@pytest.mark.skipif(not ON_HOPPER, reason="Gluon wgmma kernels need an sm_90 GPU")
 @pytest.mark.parametrize("g1,g2", [(GemmConfig(16, 32, True, 4, 3, kernel="gluon"),
                                     GemmConfig(16, 64, True, 4, 3, kernel="gluon")),
                                    (GemmConfig(128, 64, True, 8, 2, kernel="gluon"),

@@ -57,12 +57,14 @@ def test_block_rows_bitwise(hidden, pull):
 @pytest.mark.parametrize("cfg", [dict(bm=8, bn=64, w=4, s=3), dict(bm=16, bn=128, w=4, s=3, n_blocks=2),
                                  dict(bm=128, bn=128, w=8, s=2), dict(bm=128, bn=128, w=8, s=3, tail_block_m=64),
                                  dict(bm=8, bn=128, w=4, s=4, prefetch=3),
-                                 dict(bm=128, bn=128, w=8, s=3, sub_block_m=64)])
+                                 dict(bm=128, bn=128, w=8, s=3, sub_block_m=64),
+                                 dict(bm=128, bn=128, w=8, s=2, three_quarter=True)])
 @pytest.mark.parametrize("expected", [None, 8])
 def test_gemm2_tma_rows_bitwise(hidden, inter, cfg, expected):
     """GEMM2 storing each slot's row by TMA into rank code >> 32's `home` (tma_copy.PeerRows; here R
     tensors on one GPU) writes exactly the rows the plain GEMM2 writes to slot_out, clipped at H, and
-    nothing else; with the EP launch shape (expected slots: plain grid + looping overflow launch) too."""
+    nothing else; with the EP launch shape (expected slots: plain grid + looping overflow launch) too. A three-quarter
+    pick runs its full body here (the TMA epilogue's buffers are the full tile's)."""
     import tmoe
     from tmoe.kernels import grouped_gemm
     from tmoe.kernels.configs import GemmConfig
@@ -72,7 +74,8 @@ def test_gemm2_tma_rows_bitwise(hidden, inter, cfg, expected):
     weights, x, idx, w, buf, plan = _routed_buffer(e, hidden, inter, k, t, seeds=(5, 6, 8))
     l1, l2 = tmoe.transform_weights_for_mega_moe((weights.w1, weights.w1_sf), (weights.w2, weights.w2_sf))
     g1 = GemmConfig(16, 32, True, 4, 3, kernel="gluon")
-    extra = {key: cfg[key] for key in ("n_blocks", "tail_block_m", "prefetch", "sub_block_m") if key in cfg}
+    extra = {key: cfg[key] for key in ("n_blocks", "tail_block_m", "prefetch", "sub_block_m", "three_quarter")
+             if key in cfg}
     g2 = GemmConfig(cfg["bm"], cfg["bn"], True, cfg["w"], cfg["s"], kernel="gluon", **extra)
     grouped_gemm.gemm1_swiglu(buf.x_dq, l1[0], l1[1], plan, buf.topk_weights, buf.act, topk=k, clamp=None,
                               fast_math=True, cfg=g1, soft=False, quad=is_quad(l1), tiled=is_tiled(l1))
