@@ -213,11 +213,16 @@ def heuristic_config(kernel: str, num_slots: int, num_local_experts: int, soft: 
         return GemmConfig(block_m=bm, block_n=32 if kernel == "gemm1" else 64, swap_ab=True, num_warps=4,
                           num_stages=4 if bm == 8 else 3, kernel="gluon", prefetch=3,
                           n_fastest=True if bm >= 16 else None)
-    if hopper:      # prefill: two warpgroups share 128-256-token activation tiles, small remainders in
-        # tail tiles (H100 dsv3 T=8192: GEMM1 16.4 ms Triton -> 10.2 ms 256-token tiles -> 8.5 ms + tails)
+    if hopper:      # prefill: two warpgroups share 128-256-token activation tiles (H100 dsv3 T=8192: GEMM1 16.4 ms
+        # Triton -> 10.2 ms 256-token tiles -> 8.5 ms + tails)
+        # NOTES: 256-token tiles end each expert in the same launch: a 32-token body for its last few rows (instead of
+        # a tail launch: H100 dsv3 T = 8192 GEMMs -2.0 / -2.3%, qwen3 -2.2 / -5.0%, NOTES "v30") and a 128 + 64-token
+        # one for up to 192 (H200 v4flash T = 8192, 192 rows per expert: -7.0 / -9.8%; dsv3 with both -2.5 / -6.6%
+        # against the tail launch, NOTES "v31")
         big = per_expert >= 160
         return GemmConfig(block_m=256 if big else 128, block_n=64 if kernel == "gemm1" else 128, swap_ab=True,
-                          num_warps=8, num_stages=2, kernel="gluon", tail_block_m=64 if big else None)
+                          num_warps=8, num_stages=2, kernel="gluon", sub_block_m=32 if big else None,
+                          three_quarter=big)
     if per_expert <= 16:
         return GemmConfig(block_m=16, block_n=64, swap_ab=True, num_warps=4, num_stages=3)
     if per_expert <= 32:
