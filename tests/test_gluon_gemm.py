@@ -399,7 +399,9 @@ def test_heuristic_and_search_space_pick_gluon_on_hopper_only():
             assert (cfg.kernel, cfg.block_m, cfg.block_n, cfg.swap_ab) == ("gluon", bm, bn, True)
             assert configs.heuristic_config(kernel, slots, 256, False).kernel == "triton"
         prefill = configs.heuristic_config(kernel, 65536, 256, False, hopper=True)
-        assert (prefill.kernel, prefill.num_warps, prefill.block_m, prefill.tail_block_m) == ("gluon", 8, 256, 64)
+        # 256-token tiles ending each expert in the same launch: a 32-token body and the three-quarter body, no tail
+        assert (prefill.kernel, prefill.num_warps, prefill.block_m, prefill.tail_block_m, prefill.sub_block_m,
+                prefill.three_quarter) == ("gluon", 8, 256, None, 32, True)
         configs.check_gpu_config(prefill, kernel, hopper=True)
         assert configs.heuristic_config(kernel, 65536, 256, False).kernel == "triton"
         space = cli.candidate_space(kernel, 128, num_experts=256, hidden=7168, intermediate=2048, topk=8,
