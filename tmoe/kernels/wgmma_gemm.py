@@ -580,14 +580,14 @@ def _mma_wait_all(acc):
 
 
 @gluon.jit
-def _mma_parts(a, b_slot, b2_slot, acc):
-    """The K step's wgmmas on A operand `a`: one token part (b2_slot None, `acc` one accumulator) or two (`acc` a
-    pair): the same k16 instructions per token column either way, so the same bits."""
-    if b2_slot is None:
-        out = warpgroup_mma(a, b_slot.permute((1, 0)), acc, is_async=True)
+def _mma_parts(a, b_smem, b2_smem, slot, acc):
+    """The K step's wgmmas on A operand `a` and activation ring slot `slot`: one token part (b2_smem None, `acc` one
+    accumulator) or two (`acc` a pair): the same k16 instructions per token column either way, so the same bits."""
+    if b2_smem is None:
+        out = warpgroup_mma(a, b_smem.index(slot).permute((1, 0)), acc, is_async=True)
     else:
-        acc0 = warpgroup_mma(a, b_slot.permute((1, 0)), acc[0], is_async=True)
-        acc1 = warpgroup_mma(a, b2_slot.permute((1, 0)), acc[1], is_async=True)
+        acc0 = warpgroup_mma(a, b_smem.index(slot).permute((1, 0)), acc[0], is_async=True)
+        acc1 = warpgroup_mma(a, b2_smem.index(slot).permute((1, 0)), acc[1], is_async=True)
         out = (acc0, acc1)
     return out
 
@@ -950,9 +950,7 @@ def _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 ro
     acc = gl.zeros([_mma_rows(BLOCK_A, gl.num_warps()), BLOCK_M], gl.float32, MMA)
     if b2 is not None:
         acc = (acc, gl.zeros([_mma_rows(BLOCK_A, gl.num_warps()), BLOCK_M // 2], gl.float32, MMA2))
-        acc = _mma_parts(a, b_smem.index(0), b2_smem.index(0), acc)
-    else:
-        acc = _mma_parts(a, b_smem.index(0), None, acc)
+    acc = _mma_parts(a, b_smem, b2_smem, 0, acc)
     c = c_next
     sc = sc_next
     if K_LOOP == K_LOOP_OVERLAP:
@@ -1004,10 +1002,7 @@ def _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 ro
                                     SCALE_WORDS, STEP_MULT, False, gl.num_warps() == 4)
             _b_ready(AHEAD)
             _issue_b_parts(b1, b2_parts, i + AHEAD, K_DIM, STAGES)
-            if b2 is not None:
-                acc = _mma_parts(a, b_smem.index(i % STAGES), b2_smem.index(i % STAGES), acc)
-            else:
-                acc = _mma_parts(a, b_smem.index(i % STAGES), None, acc)
+            acc = _mma_parts(a, b_smem, b2_smem, i % STAGES, acc)
     if PARTIAL_K:
         if num_full > 0:
             if b2 is not None:      # _partial_step_a waits for `acc` alone: the second accumulator first
@@ -1016,11 +1011,7 @@ def _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 ro
                                       rows_ok, stride_ww, stride_wsn, num_full, k_words, k_groups, BLOCK_A, WORD3,
                                       A_LAYOUT, SCALE_WORDS, TILED, STEP_MULT)
             _b_ready(AHEAD)
-            if b2 is not None:
-                acc = _mma_parts(a, b_smem.index(num_full % STAGES), b2_smem.index(num_full % STAGES),
-                                 (acc0, acc[1]))
-            else:
-                acc = _mma_parts(a, b_smem.index(num_full % STAGES), None, acc0)
+            acc = _mma_parts(a, b_smem, b2_smem, num_full % STAGES, acc0 if b2 is None else (acc0, acc[1]))
             if K_LOOP == K_LOOP_OVERLAP:     # `acc` left the overlapped loop waited for (a tensor): the same type
                 acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
     async_copy.wait_group(0)
