@@ -288,7 +288,8 @@ def main() -> None:
     for kernel, ptrs, floats, bm, bn, warps, sub in (
             (wg._gemm1_wgmma_kernel, g1_ptrs, {"clamp", "alpha"}, 256, 64, 8, 0),
             (wg._gemm2_wgmma_kernel, g2_ptrs, set(), 256, 128, 8, 128),
-            (wg._gemm1_wgmma_kernel, g1_ptrs, {"clamp", "alpha"}, 64, 32, 4, 16)):
+            (wg._gemm1_wgmma_kernel, g1_ptrs, {"clamp", "alpha"}, 64, 32, 4, 16),
+            (wg._gemm1_wgmma_kernel, g1_ptrs, {"clamp", "alpha"}, 64, 64, 8, 32)):
         extra = dict(TOPK=8, HAS_CLAMP=True, FAST_MATH=True, ACTIVATION=1) if "TOPK" in kernel.arg_names else dict(
             ROW_ADDR=False)
         subs = dict(SUB_M=sub, **{f"{k}_S": v for k, v in wg._layouts(sub, warps).items()}) if sub else {}

@@ -173,7 +173,9 @@ def test_gluon_sub_tiles(g1, g2):
     (GemmConfig(128, 64, True, 8, 3, kernel="gluon", three_quarter=True, sub_block_m=64, n_blocks=2),
      GemmConfig(128, 128, True, 8, 3, kernel="gluon", three_quarter=True, group_m=2), 288, 160),
     (GemmConfig(64, 32, True, 4, 3, kernel="gluon", three_quarter=True, sub_block_m=16),
-     GemmConfig(64, 64, True, 4, 2, kernel="gluon", three_quarter=True, n_fastest=True), 384, 96)])
+     GemmConfig(64, 64, True, 4, 2, kernel="gluon", three_quarter=True, n_fastest=True), 384, 96),
+    (GemmConfig(64, 64, True, 8, 3, kernel="gluon", three_quarter=True, sub_block_m=32, n_fastest=True),
+     GemmConfig(64, 128, True, 8, 3, kernel="gluon", three_quarter=True), 256, 2880 // 18)])
 def test_gluon_three_quarter_body(g1, g2, h, i):
     """three_quarter: a tile with more than sub_block_m and at most 3/4 block_m rows runs block_m / 2 + block_m / 4
     token columns (two accumulators on the same decoded weights). Counts around every boundary (sub, sub + 1,
@@ -345,7 +347,7 @@ def test_gluon_scale_words_and_bytes(hidden, inter):
     (dict(block_m=64, three_quarter=True, overlap=True), "three_quarter=True"),
     (dict(block_m=64, three_quarter=True, prefetch=2), "three_quarter=True"),
     (dict(block_m=128, three_quarter=True, tail_block_m=32), "three_quarter=True"),
-    (dict(block_m=64, num_warps=8, three_quarter=True), "three_quarter=True"),
+    (dict(block_m=32, num_warps=8, three_quarter=True), "three_quarter=True"),
     (dict(kernel="triton", block_m=64, three_quarter=True), "three_quarter=True")])
 def test_gluon_config_validation(kwargs, match):
     base = dict(block_m=16, block_n=64, swap_ab=True, num_warps=4, num_stages=3, kernel="gluon")
@@ -359,7 +361,7 @@ def test_gluon_config_validation(kwargs, match):
     # group_m needs an N-block-major grid: n_fastest=True, or the default order of >= 128-token tiles
     assert GemmConfig(**dict(base, n_fastest=True, group_m=4)).group_m == 4
     assert GemmConfig(**dict(base, block_m=128, num_warps=8, block_n=128, group_m=2)).grid_n_fastest
-    # three_quarter: a quarter of >= 4 * num_warps rows (the activation load's layout), the plain K loop (a sub body,
+    # three_quarter: a quarter of >= 2 * num_warps rows (the activation load's layout), the plain K loop (a sub body,
     # at most block_m / 2, takes the smaller tiles first)
     assert GemmConfig(**dict(base, block_m=64, three_quarter=True, sub_block_m=32)).three_quarter
     assert GemmConfig(**dict(base, block_m=128, num_warps=8, block_n=128, three_quarter=True)).three_quarter

@@ -168,10 +168,10 @@ class GemmConfig:
             raise ValueError(f"early={self.early!r}: must be True or False, and False unless kernel='gluon'")
         if not isinstance(self.three_quarter, bool) or (self.three_quarter and (
                 self.kernel != "gluon" or self.k_loop != 0 or self.tail_block_m is not None
-                or self.block_m // 4 < 4 * self.num_warps)):
+                or self.block_m // 4 < 2 * self.num_warps)):
             raise ValueError(f"three_quarter={self.three_quarter!r}: must be True or False; True needs kernel='gluon', "
-                             "the plain K loop (prefetch=1, overlap=False), no tail_block_m and block_m / 4 >= 4 * "
-                             f"num_warps ({4 * self.num_warps}), got {self}")
+                             "the plain K loop (prefetch=1, overlap=False), no tail_block_m and block_m / 4 >= 2 * "
+                             f"num_warps ({2 * self.num_warps}: the activation load's rows), got {self}")
         if self.group_m is not None and (self.kernel != "gluon" or self.group_m not in (2, 4, 8)
                                          or not self.grid_n_fastest):
             raise ValueError(f"group_m={self.group_m!r}: must be None, or 2, 4 or 8 with kernel='gluon' and an "
