@@ -38,8 +38,8 @@ def overlap_candidates(base: GemmConfig) -> list[GemmConfig]:
         if stages * bm * 256 > 196608:
             continue
         for maxnreg in ((None, 128) if base.num_warps == 8 else (None, 128, 168)):
-            out.append(replace(base, block_m=bm, num_stages=stages, overlap=True, maxnreg=maxnreg, three_quarter=False,
-                               tail_block_m=base.tail_block_m if (base.tail_block_m or 0) < bm else None))
+            out.append(base.with_k_loop(block_m=bm, num_stages=stages, overlap=True, maxnreg=maxnreg,
+                                        tail_block_m=base.tail_block_m if (base.tail_block_m or 0) < bm else None))
     return out
 
 
@@ -63,11 +63,10 @@ def prefetch_candidates(base: GemmConfig) -> list[GemmConfig]:
     shared-memory code rings (`CODE_RING_DEPTHS` steps ahead)."""
     if base.kernel != "gluon" or base.overlap:
         return [base]
-    out = [base] + [replace(base, prefetch=d, three_quarter=base.three_quarter and d == 1) for d in (1, 2)
-                    if d != base.prefetch]
+    out = [base] + [base.with_k_loop(prefetch=d) for d in (1, 2) if d != base.prefetch]
     if base.num_warps == 4:
-        out += [replace(base, prefetch=2, maxnreg=80, three_quarter=False)] + [
-            replace(base, prefetch=d, maxnreg=None, three_quarter=False) for d in CODE_RING_DEPTHS]
+        out += [base.with_k_loop(prefetch=2, maxnreg=80)] + [base.with_k_loop(prefetch=d, maxnreg=None)
+                                                             for d in CODE_RING_DEPTHS]
     return list(dict.fromkeys(out))     # in order, without repeats (the base may be one of them)
 
 
@@ -79,8 +78,7 @@ def ring_overlap_candidates(base: GemmConfig) -> list[GemmConfig]:
     if base.kernel != "gluon" or base.num_warps != 4:
         return [base]
     depth = base.prefetch if base.prefetch >= 3 else 3
-    return [base] + [replace(base, prefetch=depth, overlap=True, num_stages=max(base.num_stages, 3), maxnreg=cap,
-                            three_quarter=False)
+    return [base] + [base.with_k_loop(prefetch=depth, overlap=True, num_stages=max(base.num_stages, 3), maxnreg=cap)
                      for cap in (None, 128)]
 
 

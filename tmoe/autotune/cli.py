@@ -183,9 +183,7 @@ def seed_current_picks(spaces: dict, device_name: str, num_experts: int, hidden:
             variants = [replace(current, n_blocks=nb) for nb in (1, 2, 4) if nb != current.n_blocks]
             if not current.overlap:
                 depths = (1, 2) + (CODE_RING_DEPTHS if current.num_warps == 4 else ())
-                # NOTES: the three-quarter body needs the plain K loop (GemmConfig.three_quarter), so a pick with it
-                # tries the other K loops without it
-                variants += [replace(current, prefetch=d, three_quarter=False) for d in depths if d != current.prefetch]
+                variants += [current.with_k_loop(prefetch=d) for d in depths if d != current.prefetch]
                 if current.num_warps == 4:
                     # NOTES: a ring step commits its codes with an activation tile, and waiting for that tile
                     # completes the codes' cp.async group too: a ring hides min(depth, num_stages - 1) steps, so
@@ -206,8 +204,7 @@ def seed_current_picks(spaces: dict, device_name: str, num_experts: int, hidden:
             if current.num_warps == 4 and not current.overlap:
                 # NOTES: the grid order and the K loop compound (H100 dsv3 T = 128 GEMM1, whole call: ring 4 -1.3%,
                 # the other order -1.6%, both -3.8%; benchmarks/NOTES.md "v21"), so the other order with each K loop
-                variants += [replace(current, prefetch=d, n_fastest=not current.grid_n_fastest, group_m=None,
-                                     three_quarter=current.three_quarter and d == 1)
+                variants += [current.with_k_loop(prefetch=d, n_fastest=not current.grid_n_fastest, group_m=None)
                              for d in (1,) + CODE_RING_DEPTHS if d != current.prefetch]
             if current.grid_n_fastest:
                 # NOTES: N-block-major in groups of tiles (an expert's next tile reads the weights from L2): won

@@ -99,11 +99,16 @@ class GemmConfig:
             return 0
         return min(self.prefetch, self.num_stages - 1 - int(self.overlap))
 
+    def with_k_loop(self, **changes) -> "GemmConfig":
+        """replace(self, **changes) for a change of the K loop (prefetch, overlap, ...): the three-quarter body stays
+        only where the new K loop is the plain one, the only one that runs it."""
+        cfg = replace(self, three_quarter=False, **changes)
+        return replace(cfg, three_quarter=True) if self.three_quarter and cfg.k_loop == 0 else cfg
+
     def with_code_ring(self, depth: int) -> "GemmConfig":
         """This tile with the weight codes `depth` K steps ahead through the shared-memory ring and the activation
-        stages that let the ring load that far ahead (num_stages = depth + 1, no overlap: ring_lookahead == depth; no
-        three-quarter body, which needs the plain K loop)."""
-        return replace(self, prefetch=depth, num_stages=depth + 1, overlap=False, three_quarter=False)
+        stages that let the ring load that far ahead (num_stages = depth + 1, no overlap: ring_lookahead == depth)."""
+        return self.with_k_loop(prefetch=depth, num_stages=depth + 1, overlap=False)
 
     @property
     def grid_n_fastest(self) -> bool:

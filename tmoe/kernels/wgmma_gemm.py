@@ -717,14 +717,15 @@ def _partial_step_a(acc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stri
                     SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, STEP_MULT: gl.constexpr):
     """PARTIAL_K (K % 128 != 0): the partial last step's A operand (its block is canonical in either byte order; codes
     and scales loaded with k masks, weight_layout keeps that block canonical), after the previous wgmma retired.
-    Returns (acc waited for, A operand); the caller issues the step's wgmma once its activation tile is ready."""
+    Returns (acc waited for, A operand; `acc` one accumulator or a pair); the caller issues the step's wgmma once its
+    activation tile is ready."""
     if TILED:   # the partial step's chunk: rows of k_words - 16 * num_full words
         code_rows = _code_rows(rows_w, stride_ww, k_words, k_words - num_full * (BLOCK_K // 8), TILED)
     c, sc = _load_codes(w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, num_full * BLOCK_K,
                         k_words, k_groups, WORD3, True, SCALE_WORDS, STEP_MULT)
     words = _exchange(c, WORD3, False)
     pairs = _scale_pairs(sc, num_full * BLOCK_K, k_groups, WORD3, True, SCALE_WORDS)
-    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+    acc = _mma_wait_all(acc)
     return acc, _decode_a(words, pairs, lut, BLOCK_A, WORD3, A_LAYOUT, False)
 
 
@@ -920,8 +921,8 @@ def _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 ro
     else:
         B2_SMEM: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M // 2, BLOCK_K], gl.bfloat16)
         b2_smem = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BLOCK_M // 2, BLOCK_K], B2_SMEM)
-        b2_parts = (b2_smem, b_ptr + b2[0][:, None] * stride_b, gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, B_LOAD2)),
-                    b2[1])
+        b2_parts = (b2_smem, b_ptr + b2[0][:, None] * stride_b,
+                    gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, B_LOAD2)), b2[1])
     num_full = K_DIM // BLOCK_K
     AHEAD: gl.constexpr = STAGES - 1 - (K_LOOP == K_LOOP_OVERLAP)   # activation tiles in flight ahead of the step
     for s in gl.static_range(AHEAD):
@@ -1005,13 +1006,11 @@ def _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 ro
             acc = _mma_parts(a, b_smem, b2_smem, i % STAGES, acc)
     if PARTIAL_K:
         if num_full > 0:
-            if b2 is not None:      # _partial_step_a waits for `acc` alone: the second accumulator first
-                acc = (acc[0], warpgroup_mma_wait(num_outstanding=0, deps=(acc[1],)))
-            acc0, a = _partial_step_a(acc if b2 is None else acc[0], lut, w_words, ws_base, code_rows, rows_w,
-                                      rows_ok, stride_ww, stride_wsn, num_full, k_words, k_groups, BLOCK_A, WORD3,
-                                      A_LAYOUT, SCALE_WORDS, TILED, STEP_MULT)
+            acc, a = _partial_step_a(acc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stride_ww, stride_wsn,
+                                     num_full, k_words, k_groups, BLOCK_A, WORD3, A_LAYOUT, SCALE_WORDS, TILED,
+                                     STEP_MULT)
             _b_ready(AHEAD)
-            acc = _mma_parts(a, b_smem, b2_smem, num_full % STAGES, acc0 if b2 is None else (acc0, acc[1]))
+            acc = _mma_parts(a, b_smem, b2_smem, num_full % STAGES, acc)
             if K_LOOP == K_LOOP_OVERLAP:     # `acc` left the overlapped loop waited for (a tensor): the same type
                 acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
     async_copy.wait_group(0)
@@ -1169,7 +1168,8 @@ def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, s
                       TILED: gl.constexpr, SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr,
                       K_LOOP: gl.constexpr, N_BLOCKS: gl.constexpr, GDC_WAIT: gl.constexpr = False,
                       SUB_M: gl.constexpr = 0, MMA_S: gl.constexpr = None, B_LOAD_S: gl.constexpr = None,
-                      EPI_S: gl.constexpr = None, done_ptr=None, SIGNAL: gl.constexpr = False, TQ_M: gl.constexpr = 0, MMA_H: gl.constexpr = None, B_LOAD_H: gl.constexpr = None,
+                      EPI_S: gl.constexpr = None, done_ptr=None, SIGNAL: gl.constexpr = False,
+                      TQ_M: gl.constexpr = 0, MMA_H: gl.constexpr = None, B_LOAD_H: gl.constexpr = None,
                       EPI_H: gl.constexpr = None, MMA_Q: gl.constexpr = None, B_LOAD_Q: gl.constexpr = None,
                       EPI_Q: gl.constexpr = None):
     """SIGNAL: add the tile's rows to the expert's counter at done_ptr after each channel block (early GEMM2).
@@ -1220,30 +1220,31 @@ def _gemm1_block(n0, row_start, row_end, expert, x_ptr, stride_x, w1_ptr, w1_sf_
                  MMA2: gl.constexpr = None, B_LOAD2: gl.constexpr = None, EPI2: gl.constexpr = None):
     """Gate / up channels [n0, n0 + BLOCK_N) of one token tile of one expert, SwiGLU and MXFP8 into act. TQ: the
     tile's rows are BLOCK_M + BLOCK_M / 2 (a three-quarter body, layouts MMA2 / B_LOAD2 / EPI2 for the second part)."""
-    m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, B_LOAD))
-    tok_ok = row_start + m < row_end
-    tok64 = (gl.load(sorted_ptr + row_start + m, mask=tok_ok, other=0) // TOPK).to(gl.int64)
-    if TQ:
-        m2 = row_start + BLOCK_M + gl.arange(0, BLOCK_M // 2, layout=gl.SliceLayout(1, B_LOAD2))
-        b2 = ((gl.load(sorted_ptr + m2, mask=m2 < row_end, other=0) // TOPK).to(gl.int64), m2 < row_end)
-    else:
-        b2 = None
+    tok64, tok_ok = _tile_tokens(sorted_ptr, row_start, row_end, TOPK, BLOCK_M, B_LOAD)
+    b2 = _tile_tokens(sorted_ptr, row_start + BLOCK_M, row_end, TOPK, BLOCK_M // 2, B_LOAD2) if TQ else None
     acc = _wgmma_gemm(x_ptr, tok64, tok_ok, stride_x,
                       w1_ptr + expert.to(gl.int64) * stride_we, w1_sf_ptr + expert.to(gl.int64) * stride_wse,
                       stride_wn, stride_wsn, lut_ptr, n0, inter + n0, inter - n0, hidden, k_words, k_groups,
                       2 * BLOCK_N, True, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K, SCALE_WORDS, TILED,
                       K_LOOP, GDC_WAIT, None, b2, MMA2, B_LOAD2)
     if TQ:
-        gemm1_tile_epilogue(acc[0], n0, row_start, row_end, expert, sorted_ptr, weights_ptr, act_ptr, stride_act,
-                            bias_ptr, stride_bias, inter, clamp, alpha, BLOCK_M, BLOCK_N, HAS_CLAMP, FAST_MATH,
-                            ACTIVATION, HAS_BIAS, EPI)
-        gemm1_tile_epilogue(acc[1], n0, row_start + BLOCK_M, row_end, expert, sorted_ptr, weights_ptr, act_ptr,
+        acc, acc2 = acc
+    gemm1_tile_epilogue(acc, n0, row_start, row_end, expert, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
+                        stride_bias, inter, clamp, alpha, BLOCK_M, BLOCK_N, HAS_CLAMP, FAST_MATH, ACTIVATION,
+                        HAS_BIAS, EPI)
+    if TQ:      # the second part's rows
+        gemm1_tile_epilogue(acc2, n0, row_start + BLOCK_M, row_end, expert, sorted_ptr, weights_ptr, act_ptr,
                             stride_act, bias_ptr, stride_bias, inter, clamp, alpha, BLOCK_M // 2, BLOCK_N, HAS_CLAMP,
                             FAST_MATH, ACTIVATION, HAS_BIAS, EPI2)
-    else:
-        gemm1_tile_epilogue(acc, n0, row_start, row_end, expert, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
-                            stride_bias, inter, clamp, alpha, BLOCK_M, BLOCK_N, HAS_CLAMP, FAST_MATH, ACTIVATION,
-                            HAS_BIAS, EPI)
+
+
+@gluon.jit
+def _tile_tokens(sorted_ptr, first_row, row_end, TOPK: gl.constexpr, ROWS: gl.constexpr, B_LOAD: gl.constexpr):
+    """The token (activation row, int64) of sorted rows first_row .. first_row + ROWS - 1 and whether each is the
+    expert's (row < row_end), in the activation load's row layout."""
+    rows = first_row + gl.arange(0, ROWS, layout=gl.SliceLayout(1, B_LOAD))
+    ok = rows < row_end
+    return (gl.load(sorted_ptr + rows, mask=ok, other=0) // TOPK).to(gl.int64), ok
 
 
 @gluon.jit
@@ -1284,7 +1285,8 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, 
                         SPLIT: gl.constexpr, FULL_M: gl.constexpr, TAIL_M: gl.constexpr, K_LOOP: gl.constexpr,
                         N_BLOCKS: gl.constexpr, GDC: gl.constexpr = GDC_PLAIN, SUB_M: gl.constexpr = 0,
                         MMA_S: gl.constexpr = None, B_LOAD_S: gl.constexpr = None, EPI_S: gl.constexpr = None,
-                        done_ptr=None, SIGNAL: gl.constexpr = False, TQ_M: gl.constexpr = 0, MMA_H: gl.constexpr = None, B_LOAD_H: gl.constexpr = None,
+                        done_ptr=None, SIGNAL: gl.constexpr = False,
+                        TQ_M: gl.constexpr = 0, MMA_H: gl.constexpr = None, B_LOAD_H: gl.constexpr = None,
                         EPI_H: gl.constexpr = None, MMA_Q: gl.constexpr = None, B_LOAD_Q: gl.constexpr = None,
                         EPI_Q: gl.constexpr = None):
     if GDC == GDC_PLAIN:
@@ -1328,7 +1330,8 @@ def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_pt
                       FULL_M: gl.constexpr, TAIL_M: gl.constexpr, K_LOOP: gl.constexpr, N_BLOCKS: gl.constexpr,
                       GDC_WAIT: gl.constexpr = False, SUB_M: gl.constexpr = 0, MMA_S: gl.constexpr = None,
                       B_LOAD_S: gl.constexpr = None, EPI_S: gl.constexpr = None, done_ptr=None, done_per_row=0,
-                      EARLY: gl.constexpr = False, TQ_M: gl.constexpr = 0, MMA_H: gl.constexpr = None, B_LOAD_H: gl.constexpr = None,
+                      EARLY: gl.constexpr = False,
+                      TQ_M: gl.constexpr = 0, MMA_H: gl.constexpr = None, B_LOAD_H: gl.constexpr = None,
                       EPI_H: gl.constexpr = None, MMA_Q: gl.constexpr = None, B_LOAD_Q: gl.constexpr = None,
                       EPI_Q: gl.constexpr = None):
     """EARLY (with GDC_WAIT): wait for this expert's rows in GEMM1's counter at done_ptr, not for all of GEMM1 (GEMM1
@@ -1397,16 +1400,14 @@ def _gemm2_block(n0, row_start, row_end, expert, act_ptr, stride_act, w2_ptr, w2
                       BLOCK_N, False, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K, SCALE_WORDS, TILED,
                       K_LOOP, GDC_WAIT, ready, b2, MMA2, B_LOAD2)
     if TQ:
-        _gemm2_tile_store(acc[0], n0, row_start, row_end, expert, sorted_ptr, weights_ptr, out_ptr, stride_out,
-                          row_addr_ptr, epi, peer_descs, bias_ptr, stride_bias, hidden, BLOCK_M, BLOCK_N, HAS_BIAS,
-                          ROW_ADDR, False, R_PEERS, EPI)
-        _gemm2_tile_store(acc[1], n0, row_start + BLOCK_M, row_end, expert, sorted_ptr, weights_ptr, out_ptr,
+        acc, acc2 = acc
+    _gemm2_tile_store(acc, n0, row_start, row_end, expert, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr,
+                      epi, peer_descs, bias_ptr, stride_bias, hidden, BLOCK_M, BLOCK_N, HAS_BIAS, ROW_ADDR, ROW_TMA,
+                      R_PEERS, EPI)
+    if TQ:      # the second part's rows
+        _gemm2_tile_store(acc2, n0, row_start + BLOCK_M, row_end, expert, sorted_ptr, weights_ptr, out_ptr,
                           stride_out, row_addr_ptr, epi, peer_descs, bias_ptr, stride_bias, hidden, BLOCK_M // 2,
-                          BLOCK_N, HAS_BIAS, ROW_ADDR, False, R_PEERS, EPI2)
-    else:
-        _gemm2_tile_store(acc, n0, row_start, row_end, expert, sorted_ptr, weights_ptr, out_ptr, stride_out,
-                          row_addr_ptr, epi, peer_descs, bias_ptr, stride_bias, hidden, BLOCK_M, BLOCK_N, HAS_BIAS,
-                          ROW_ADDR, ROW_TMA, R_PEERS, EPI)
+                          BLOCK_N, HAS_BIAS, ROW_ADDR, ROW_TMA, R_PEERS, EPI2)
 
 
 @gluon.jit
@@ -1441,7 +1442,8 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_
                         FULL_M: gl.constexpr, TAIL_M: gl.constexpr, K_LOOP: gl.constexpr, N_BLOCKS: gl.constexpr,
                         GDC_WAIT: gl.constexpr, SUB_M: gl.constexpr = 0, MMA_S: gl.constexpr = None,
                         B_LOAD_S: gl.constexpr = None, EPI_S: gl.constexpr = None, done_ptr=None, done_per_row=0,
-                        EARLY: gl.constexpr = False, TQ_M: gl.constexpr = 0, MMA_H: gl.constexpr = None, B_LOAD_H: gl.constexpr = None,
+                        EARLY: gl.constexpr = False,
+                        TQ_M: gl.constexpr = 0, MMA_H: gl.constexpr = None, B_LOAD_H: gl.constexpr = None,
                         EPI_H: gl.constexpr = None, MMA_Q: gl.constexpr = None, B_LOAD_Q: gl.constexpr = None,
                         EPI_Q: gl.constexpr = None):
     """ROW_TMA: the symm_mem return fused into GEMM2 by TMA stores (pd0..pd7: PeerRows.kernel_args, R_PEERS
