@@ -79,7 +79,8 @@ def launch_kwargs(gemm: str, cfg, workload, tokens: int, bits: str = "arith") ->
             w, sf = _weights(e, 2 * i, h)
             wgmma_gemm.gemm1_swiglu_wgmma(torch.empty(slots, h, dtype=torch.int16), w, sf, plan,
                                           torch.empty(tokens, k), torch.empty(slots, i, dtype=torch.int16), topk=k,
-                                          clamp=workload.clamp, fast_math=True, cfg=cfg, quad=quad, tiled=True)
+                                          clamp=workload.clamp, fast_math=True, cfg=cfg, quad=quad, tiled=True,
+                                          x_rows=torch.empty(slots, h, dtype=torch.int16) if cfg.tma_b else None)
         else:
             w, sf = _weights(e, h, i)
             wgmma_gemm.gemm2_wgmma(torch.empty(slots, i, dtype=torch.int16), w, sf, plan,
@@ -95,8 +96,12 @@ def audit(gemm: str, cfg, workload, tokens: int, bits: str = "arith") -> list[di
     unaligned = K2880_UNALIGNED if (workload.hidden if gemm == "gemm1" else workload.intermediate) % 128 else set()
     out = []
     for kwargs in launch_kwargs(gemm, cfg, workload, tokens, bits):
-        const = {n: v for n, v in kwargs.items() if n not in LAUNCH_OPTIONS}
-        compiled = compile_gluon(kernel, PTRS[gemm], {"clamp", "alpha"}, const, kwargs["num_warps"], unaligned,
+        ptrs = dict(PTRS[gemm])
+        if kwargs.get("b_desc") is not None:       # GemmConfig.tma_b: the activation rows' TMA descriptor
+            from triton.runtime.jit import mangle_type
+            ptrs["b_desc"] = mangle_type(kwargs["b_desc"])
+        const = {n: v for n, v in kwargs.items() if n not in LAUNCH_OPTIONS and n not in ptrs}
+        compiled = compile_gluon(kernel, ptrs, {"clamp", "alpha"}, const, kwargs["num_warps"], unaligned,
                                  maxnreg=kwargs.get("maxnreg"))
         info = inspect(compiled, 0)
         out.append({"regs": info["regs"], "spills": info["spills"], "hgmma": info["hgmma"],

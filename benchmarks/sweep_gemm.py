@@ -23,6 +23,7 @@ from tmoe.kernels import grouped_gemm  # noqa: E402
 from tmoe.kernels.configs import CODE_RING_DEPTHS, GemmConfig, gluon_block_n, select_config  # noqa: E402
 from tmoe.kernels.quant import mxfp8_to_bf16  # noqa: E402
 from tmoe.kernels.routing import build_routing  # noqa: E402
+from tmoe.kernels.row_gather import gather_rows  # noqa: E402
 from tmoe.kernels.weight_layout import is_quad, is_tiled  # noqa: E402
 
 
@@ -98,21 +99,35 @@ def narrow_sub_candidates(base: GemmConfig) -> list[GemmConfig]:
     return out
 
 
-def three_quarter_candidates(base: GemmConfig) -> list[GemmConfig]:
+def three_quarter_candidates(base: GemmConfig, caps: tuple[int, ...] = ()) -> list[GemmConfig]:
     """`base` (the shipped pick), then the same tile with the three-quarter body (`three_quarter`: a tile with at most
     3/4 block_m rows runs block_m / 2 + block_m / 4 token columns, NOTES "v31"); a tail-split pick instead drops its
-    tail launch for a body as wide as its tail, and for a 32-token one."""
+    tail launch for a body as wide as its tail, and for a 32-token one. `caps`: each variant also under these
+    register caps (maxnreg). NOTES: uncapped, ptxas gives small tiles' three-quarter body 29-66 registers more than
+    the pick (fewer CTAs per SM), though it fits the pick's count without spills at 32 tokens (NOTES "v32")."""
     out = [base]
     if base.kernel != "gluon":
         return out
     variants = ([{}] if base.tail_block_m is None else
                 [dict(tail_block_m=None, sub_block_m=base.tail_block_m), dict(tail_block_m=None, sub_block_m=32)])
     for kw in variants:
-        try:
-            out.append(replace(base, three_quarter=True, **kw))
-        except ValueError:      # not a plain K loop, or a quarter narrower than the activation load (GemmConfig)
-            continue
+        for cap in (base.maxnreg, *caps):
+            try:
+                out.append(replace(base, three_quarter=True, maxnreg=cap, **kw))
+            except ValueError:  # not a plain K loop, or a quarter narrower than the activation load (GemmConfig)
+                continue
     return list(dict.fromkeys(out))
+
+
+def tma_b_candidates(base: GemmConfig) -> list[GemmConfig]:
+    """`base` (the shipped pick), then the same tile with 3 stages (if it has another count) and with the TMA-fed
+    activation ring (`tma_b`, 3 stages: warpgroups not in lockstep, NOTES "v33"; GEMM1's timing includes the sorted
+    copy of its token rows the ring reads); a tail-split pick ends its experts in the same launch instead (a body as
+    wide as its tail), as the ring needs one launch."""
+    if base.kernel != "gluon" or base.k_loop != 0:
+        return [base]
+    tile = base if base.tail_block_m is None else replace(base, tail_block_m=None, sub_block_m=base.tail_block_m)
+    return list(dict.fromkeys([base, replace(tile, num_stages=3), replace(tile, num_stages=3, tma_b=True)]))
 
 
 def sub_candidates(base: GemmConfig, kernel: str = "gemm2") -> list[GemmConfig]:
@@ -220,6 +235,10 @@ def main() -> None:
                     help="the shipped config (autotune cache or heuristic) vs its grid in groups of token tiles")
     ap.add_argument("--three-quarter", action="store_true",
                     help="the shipped config (autotune cache or heuristic) vs its three-quarter body")
+    ap.add_argument("--tq-caps", default="",
+                    help="with --three-quarter: also each three-quarter variant under these register caps, e.g. 96,128")
+    ap.add_argument("--tma-b", action="store_true",
+                    help="the shipped GEMM2 config vs the same tile with the TMA-fed activation ring")
     ap.add_argument("--ring-overlap", action="store_true",
                     help="the shipped config (autotune cache or heuristic) vs the code ring with overlap")
     args = ap.parse_args()
@@ -241,15 +260,17 @@ def main() -> None:
         ref1 = ref2 = None
         def configs(kernel):
             if (args.overlap or args.n_blocks or args.prefetch or args.ring_overlap or args.sub or args.group
-                    or args.sub_narrow or args.three_quarter):  # the pick:
+                    or args.sub_narrow or args.three_quarter or args.tma_b):  # the pick:
                 pick = select_config(kernel, t * k, e, False, num_experts=e, hidden=h,  # the cache's, else heuristic
                                      intermediate=i, topk=k, hopper=True, device_name=torch.cuda.get_device_name())
                 if args.prefetch:
                     return prefetch_candidates(pick)
                 if args.sub_narrow:
                     return narrow_sub_candidates(pick)
+                if args.tma_b:
+                    return tma_b_candidates(pick)
                 if args.three_quarter:
-                    return three_quarter_candidates(pick)
+                    return three_quarter_candidates(pick, tuple(int(c) for c in args.tq_caps.split(",") if c))
                 if args.sub:
                     return sub_candidates(pick, kernel)
                 if args.group:
@@ -261,9 +282,12 @@ def main() -> None:
         for kernel in ("gemm1", "gemm2"):
             for cfg in configs(kernel):
                 if kernel == "gemm1":
-                    fn = lambda: grouped_gemm.gemm1_swiglu(buf.x_dq, l1[0], l1[1], plan, buf.topk_weights, buf.act,
-                                                           topk=k, clamp=wl.clamp, fast_math=True, cfg=cfg, soft=False,
-                                                           quad=is_quad(l1), tiled=is_tiled(l1))
+                    def fn():
+                        # NOTES: tma_b's ring reads the token rows in sorted order: the copy is part of its cost
+                        rows = gather_rows(buf.x_dq[:t], plan, k, buf.slot_out) if cfg.tma_b else None
+                        return grouped_gemm.gemm1_swiglu(buf.x_dq, l1[0], l1[1], plan, buf.topk_weights, buf.act,
+                                                         topk=k, clamp=wl.clamp, fast_math=True, cfg=cfg, soft=False,
+                                                         quad=is_quad(l1), tiled=is_tiled(l1), x_rows=rows)
                     out = buf.act
                     wbytes = touched * 2 * i * h * (0.5 + 1 / 32)
                 else:
@@ -294,7 +318,7 @@ def main() -> None:
                 print(f"{kernel} T={t:5} bm={cfg.block_m:3} bn={cfg.block_n:3} swap={int(cfg.swap_ab)} "
                       f"w={cfg.num_warps} s={cfg.num_stages} fuse={int(cfg.fuse_gate_up)} maxnreg={cfg.maxnreg} "
                       f"tail={cfg.tail_block_m} sub={cfg.sub_block_m} nf={cfg.n_fastest} grp={cfg.group_m} "
-                      f"ovl={int(cfg.overlap)} tq={int(cfg.three_quarter)} "
+                      f"ovl={int(cfg.overlap)} tq={int(cfg.three_quarter)} tma={int(cfg.tma_b)} "
                       f"nb={cfg.n_blocks} pf={cfg.prefetch} {cfg.kernel:6}: "
                       f"{us:9.1f} us "
                       f"{row['weight_gbps']:6.0f} GB/s {row['tflops']:6.1f} TFLOP/s same={same} | {info}", flush=True)

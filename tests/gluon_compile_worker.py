@@ -53,6 +53,8 @@ def compile_gluon(kernel, ptr_types: dict, floats: set, const: dict, num_warps: 
         const = dict(const, EARLY=False, done_ptr=None, done_per_row=0)
     if "TQ_M" in kernel.arg_names and "TQ_M" not in const:             # no three-quarter body
         const = dict(const, TQ_M=0, **{f"{k}_{p}": None for k in ("MMA", "B_LOAD", "EPI") for p in "HQ"})
+    if "b_desc" in kernel.arg_names and "b_desc" not in const and "b_desc" not in ptr_types:  # cp.async ring
+        const = dict(const, b_desc=None)
     if "ROW_TMA" in kernel.arg_names and "ROW_TMA" not in const:       # GEMM2: no TMA row epilogue
         const = dict(const, ROW_TMA=False, R_PEERS=1, **{f"pd{i}": None for i in range(8)})
     sig, attrs = {}, {}
@@ -77,9 +79,12 @@ def _wgmma_loops(sass: str):
     ins = [(int(m.group(1), 16), m.group(2).strip())
            for m in (re.search(r"/\*([0-9a-f]{4,})\*/\s+(.*?);", line) for line in sass.splitlines()) if m]
     loops = []
-    for addr, text in ins:
+    for n, (addr, text) in enumerate(ins):
         target = re.search(r"BRA\s+(?:`\(\S+\)\s*)?0x([0-9a-f]+)", text)
-        if target and int(target.group(1), 16) < addr:
+        # NOTES: ptxas puts an mbarrier wait's retry (TRYWAIT; branch to itself; branch back) after the kernel's end:
+        # its branch back is no loop (GemmConfig.tma_b)
+        retry = any("SYNCS.PHASECHK" in t for _, t in ins[max(0, n - 3):n])
+        if target and int(target.group(1), 16) < addr and not retry:
             loops.append((int(target.group(1), 16), addr))
     return ins, [lp for lp in loops if any("HGMMA" in t for a, t in ins if lp[0] <= a <= lp[1])]
 
@@ -128,6 +133,11 @@ def inspect(compiled, scale_word_loads: int = 0) -> dict:
             "wgmma_waits": sum(t.startswith("WARPGROUP.DEPBAR") for t in body),
             "barriers": sum(t.startswith("BAR.SYNC") for t in body),
             "a_reg_writes_in_flight": sum(a_reg_hazards(lp) for lp in all_k_loops(sass)),
+            # GemmConfig.tma_b: K loops that load the activations by TMA, and the CTA-wide barriers in them (none:
+            # the warpgroups sync by named barriers only, kernels/ptx_patch.py)
+            "tma_loops": sum(any("UTMALDG" in t for _, t in lp) for lp in all_k_loops(sass)),
+            "tma_loop_cta_barriers": sum(sum(t.startswith("BAR.SYNC") and t.endswith(" 0x0") for _, t in lp)
+                                         for lp in all_k_loops(sass) if any("UTMALDG" in t for _, t in lp)),
             "k_loops": len(all_k_loops(sass)),
             "serialized": "C7515" in info,
             "narrow_code_loads": sum(re.match(r"(@!?P\d+ )?LDG\.E ", t) is not None for t in body) - scale_word_loads,
@@ -302,6 +312,28 @@ def main() -> None:
         name = (f"{'gemm1' if 'TOPK' in extra else 'gemm2'} bm{bm} bn{bn} s2{' w8' if warps == 8 else ''} quad"
                 + (f" sub{sub}" if sub else "") + " tq")
         out[name] = dict(inspect(compiled, (2 if "TOPK" in extra else 1) * bn // (8 * warps)),
+                         shared=compiled.metadata.shared, total_hgmma=compiled.asm["sass"].count("HGMMA."))
+    # GemmConfig.tma_b: the block_m body's activation ring by TMA (GEMM1 from the sorted rows, GEMM2 from act) next to
+    # the cp.async bodies (sub, three-quarter); K = 2880 with its partial last step
+    from triton.runtime.jit import mangle_type
+    for kernel, ptrs, floats, bm, bn, warps, sub, tq, k2880 in (
+            (wg._gemm1_wgmma_kernel, g1_ptrs, {"clamp", "alpha"}, 256, 64, 8, 32, True, False),
+            (wg._gemm2_wgmma_kernel, g2_ptrs, set(), 256, 128, 8, 0, False, True),
+            (wg._gemm2_wgmma_kernel, g2_ptrs, set(), 64, 64, 4, 0, False, False)):
+        gemm1 = "TOPK" in kernel.arg_names
+        extra = dict(TOPK=8, HAS_CLAMP=True, FAST_MATH=True, ACTIVATION=1) if gemm1 else dict(ROW_ADDR=False)
+        subs = dict(SUB_M=sub, **{f"{k}_S": v for k, v in wg._layouts(sub, warps).items()}) if sub else {}
+        tqs = dict(TQ_M=3 * bm // 4, **{f"{k}_H": v for k, v in wg._layouts(bm // 2, warps).items()},
+                   **{f"{k}_Q": v for k, v in wg._layouts(bm // 4, warps).items()}) if tq else {}
+        desc = wg._rows_descriptor(torch.empty(64, 2880 if k2880 else 7168, dtype=torch.int16), bm)
+        const = dict(BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_BIAS=False, STAGES=3, QUAD=2 if gemm1 else 1,
+                     PARTIAL_K=k2880, PERSISTENT=False, N_FASTEST=bm >= 128, SPLIT=0, FULL_M=bm, TAIL_M=bm,
+                     SCALE_WORDS=True, TILED=True, K_LOOP=0, N_BLOCKS=1, **extra, **wg._layouts(bm, warps), **subs, **tqs)
+        compiled = compile_gluon(kernel, dict(ptrs, b_desc=mangle_type(desc)), floats, const, warps,
+                                 K2880_UNALIGNED if k2880 else set())
+        name = (f"{'gemm1' if gemm1 else 'gemm2'} bm{bm} bn{bn} s3{' w8' if warps == 8 else ''}"
+                f"{' k2880' if k2880 else ''} quad{f' sub{sub}' if sub else ''}{' tq' if tq else ''} tma_b")
+        out[name] = dict(inspect(compiled, (2 if gemm1 else 1) * bn // (8 * warps)),
                          shared=compiled.metadata.shared, total_hgmma=compiled.asm["sass"].count("HGMMA."))
     # GemmConfig.group_m: N-block-major in groups of tiles (_tile_pids, N_FASTEST = group): the program ids only
     for group in (1, 4):

@@ -229,8 +229,8 @@ def test_seed_current_picks_times_the_cached_config_second(tmp_path, monkeypatch
 
 def test_seed_current_picks_adds_variants_of_a_gluon_pick(tmp_path, monkeypatch):
     """A Gluon pick is followed by its other n_blocks variants (channel blocks per program), its other
-    prefetch depths (a 4-warp pick: the shared-memory code rings too), its sub_block_m variants and the three-quarter
-    body toggled."""
+    prefetch depths (a 4-warp pick: the shared-memory code rings too), its sub_block_m variants, the three-quarter
+    body and the TMA ring toggled."""
     monkeypatch.setenv(cache.ENV_VAR, str(tmp_path))
     cache.clear_memory_cache()
     space = cli.candidate_space("gemm1", 128, soft=False, hopper=True, **TINY)
@@ -250,10 +250,12 @@ def test_seed_current_picks_adds_variants_of_a_gluon_pick(tmp_path, monkeypatch)
         except ValueError:
             pass
     assert subs, current
-    try:        # the three-quarter body toggled (valid for a plain-K-loop pick with a quarter >= 4 * num_warps)
-        subs.append(replace(current, three_quarter=not current.three_quarter))
-    except ValueError:
-        pass
+    for kw in (dict(three_quarter=not current.three_quarter),     # the three-quarter body toggled (valid for a
+               dict(num_stages=3, tma_b=not current.tma_b)):         # plain-K-loop pick...), the TMA ring toggled
+        try:
+            subs.append(replace(current, **kw))
+        except ValueError:
+            pass
     order = [replace(current, n_fastest=not current.grid_n_fastest)]     # then the other grid order
     # ... with each other K loop (plain, the rings) for a 4-warp pick: the two choices compound (NOTES "v21")
     combos = ([replace(current, prefetch=d, n_fastest=not current.grid_n_fastest)
@@ -578,8 +580,8 @@ def test_maxnreg_is_an_optional_config_field():
 
 
 def test_sub_block_m_and_n_fastest_are_optional_config_fields():
-    """They (and group_m, early, three_quarter) round-trip through the cache's JSON form; absent = None (no sub body,
-    the grid order by tile size; early, three_quarter: False)."""
+    """They (and group_m, early, three_quarter, tma_b) round-trip through the cache's JSON form; absent = None (no sub
+    body, the grid order by tile size; early, three_quarter, tma_b: False)."""
     base = {"block_m": 64, "block_n": 64, "swap_ab": True, "num_warps": 8, "num_stages": 3, "decode": "asm",
             "kernel": "gluon"}
     assert (cache.config_from_dict(base).sub_block_m, cache.config_from_dict(base).n_fastest) == (None, None)
@@ -596,9 +598,12 @@ def test_sub_block_m_and_n_fastest_are_optional_config_fields():
     assert cache.config_from_dict(base).three_quarter is False
     tq = cache.config_from_dict({**base, "block_m": 128, "three_quarter": True})
     assert tq.three_quarter and cache.config_from_dict(cache.config_to_dict(tq)) == tq
+    assert cache.config_from_dict(base).tma_b is False
+    tma = cache.config_from_dict({**base, "tma_b": True})
+    assert tma.tma_b and cache.config_from_dict(cache.config_to_dict(tma)) == tma
     for name, bad in (("n_fastest", 1), ("n_fastest", "yes"), ("sub_block_m", True), ("sub_block_m", 24),
                       ("group_m", True), ("group_m", 3), ("group_m", "2"), ("early", 1), ("early", None),
-                      ("three_quarter", 1), ("three_quarter", None)):
+                      ("three_quarter", 1), ("three_quarter", None), ("tma_b", 1), ("tma_b", None)):
         with pytest.raises(ValueError, match=name):
             cache.config_from_dict({**base, name: bad})
 

@@ -348,6 +348,27 @@ def test_sweep_gemm_three_quarter_candidates():
         (64, None, False), (None, 64, True), (None, 32, True)]
     for alone in (GemmConfig(8, 32, True, 4, 4, kernel="gluon", prefetch=3), GemmConfig(64, 64, True, 4, 2)):
         assert three_quarter_candidates(alone) == [alone]
+    # register caps: each variant uncapped (the pick's own cap) and under each cap
+    small = GemmConfig(32, 32, True, 4, 3, kernel="gluon", sub_block_m=16)
+    assert [(c.three_quarter, c.maxnreg) for c in three_quarter_candidates(small, (96, 128))] == [
+        (False, None), (True, None), (True, 96), (True, 128)]
+    assert [(c.tail_block_m, c.sub_block_m, c.maxnreg) for c in three_quarter_candidates(tail, (128,))] == [
+        (64, None, None), (None, 64, None), (None, 64, 128), (None, 32, None), (None, 32, 128)]
+
+
+def test_sweep_gemm_tma_b_candidates():
+    """A plain-K-loop pick, then its tile with 3 stages and with the TMA ring; a tail-split pick's tail becomes a body
+    (the ring runs one launch); a ring pick (not the plain K loop) and a Triton pick alone."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from sweep_gemm import tma_b_candidates
+    from tmoe.kernels.configs import GemmConfig
+    pick = GemmConfig(256, 128, True, 8, 2, kernel="gluon", sub_block_m=32, three_quarter=True)
+    assert [(c.num_stages, c.tma_b) for c in tma_b_candidates(pick)] == [(2, False), (3, False), (3, True)]
+    tail = GemmConfig(256, 64, True, 8, 3, kernel="gluon", tail_block_m=64)
+    assert [(c.tail_block_m, c.sub_block_m, c.tma_b) for c in tma_b_candidates(tail)] == [
+        (64, None, False), (None, 64, False), (None, 64, True)]
+    for alone in (GemmConfig(8, 32, True, 4, 4, kernel="gluon", prefetch=3), GemmConfig(64, 64, True, 4, 2)):
+        assert tma_b_candidates(alone) == [alone]
 
 
 def test_bench_layer_write_results(tmp_path, monkeypatch):

@@ -2,6 +2,8 @@
 float64 reference within calc_diff, over shapes, tile configs, routing patterns, biases, activations
 and the EP overflow launch. GPU (sm_90) only: the Triton interpreter cannot run Gluon; on CPU a
 gluon config runs the Triton kernel (same bits), which the config-validation tests cover."""
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -190,6 +192,32 @@ def test_gluon_three_quarter_body(g1, g2, h, i):
         assert torch.equal(y.view(torch.int16), y_ref.view(torch.int16)), f"{c1} / {c2}"
 
 
+@pytest.mark.skipif(not ON_HOPPER, reason="Gluon wgmma kernels need an sm_90 GPU")
+@pytest.mark.parametrize("g1,g2,h,i", [
+    (GemmConfig(256, 64, True, 8, 3, kernel="gluon", tma_b=True),
+     GemmConfig(256, 128, True, 8, 3, kernel="gluon", tma_b=True), 256, 1024),
+    (GemmConfig(256, 64, True, 8, 3, kernel="gluon", tma_b=True, three_quarter=True, sub_block_m=32),
+     GemmConfig(256, 128, True, 8, 3, kernel="gluon", tma_b=True, three_quarter=True, sub_block_m=32), 288, 2880 // 9),
+    (GemmConfig(128, 64, True, 8, 3, kernel="gluon", tma_b=True, sub_block_m=64, n_blocks=2),
+     GemmConfig(128, 128, True, 8, 3, kernel="gluon", tma_b=True, sub_block_m=64, group_m=2), 320, 160),
+    (GemmConfig(64, 32, True, 4, 3, kernel="gluon", tma_b=True, n_fastest=True),
+     GemmConfig(64, 128, True, 8, 3, kernel="gluon", tma_b=True, sub_block_m=32, n_blocks=2), 256, 96),
+    (GemmConfig(64, 64, True, 8, 3, kernel="gluon", tma_b=True, three_quarter=True),
+     GemmConfig(64, 64, True, 4, 3, kernel="gluon", tma_b=True, n_fastest=True), 384, 256)])
+def test_gluon_tma_ring(g1, g2, h, i):
+    """tma_b: the block_m body's activation ring filled by TMA (GEMM1 from the sorted token rows, row_gather; GEMM2
+    from act), the two warpgroups released by named barriers, no CTA barrier per K step (ptx_patch drops Triton's).
+    Counts around the tile and body boundaries, K with a partial last step (288 / 320 / 160 / 96) and without, K loops
+    of 1 to 8 steps: the Triton kernel's bits, with either GEMM on the Triton kernel or the cp.async ring."""
+    bm = g1.block_m
+    counts = [0, 5, bm // 2, bm // 2 + 1, 3 * bm // 4 + 1, bm, bm + 1, 2 * bm + 7, 3 * bm]
+    weights, x, idx, w, y_ref = _expert_counts_case(counts, h, i, bm + i)
+    cp1, cp2 = (replace(g, tma_b=False) for g in (g1, g2))
+    for c1, c2 in ((g1, g2), (g1, TRITON_CFG), (TRITON_CFG, g2), (g1, cp2), (cp1, g2)):
+        y, _ = run_layer(weights, x, idx, w, gemm1_config=c1, gemm2_config=c2)
+        assert torch.equal(y.view(torch.int16), y_ref.view(torch.int16)), f"{c1} / {c2}"
+
+
 def _routed_buffer(e, h, i, k, t, seeds):
     """(weights, x, idx, w, buffer with the tokens quantized and dequantized, routing plan) of t tokens
     routed "hot_expert" over e experts (GPU); seeds = (weights, tokens, routing)."""
@@ -348,7 +376,11 @@ def test_gluon_scale_words_and_bytes(hidden, inter):
     (dict(block_m=64, three_quarter=True, prefetch=2), "three_quarter=True"),
     (dict(block_m=128, three_quarter=True, tail_block_m=32), "three_quarter=True"),
     (dict(block_m=32, num_warps=8, three_quarter=True), "three_quarter=True"),
-    (dict(kernel="triton", block_m=64, three_quarter=True), "three_quarter=True")])
+    (dict(kernel="triton", block_m=64, three_quarter=True), "three_quarter=True"),
+    (dict(tma_b=True, num_stages=2), "tma_b=True"), (dict(tma_b=True, num_stages=4), "tma_b=True"),
+    (dict(tma_b=True, prefetch=3), "tma_b=True"), (dict(tma_b=True, overlap=True), "tma_b=True"),
+    (dict(tma_b=True, prefetch=2), "tma_b=True"), (dict(block_m=64, tma_b=True, tail_block_m=32), "tma_b=True"),
+    (dict(kernel="triton", tma_b=True), "tma_b=True"), (dict(tma_b=1), "tma_b=1")])
 def test_gluon_config_validation(kwargs, match):
     base = dict(block_m=16, block_n=64, swap_ab=True, num_warps=4, num_stages=3, kernel="gluon")
     with pytest.raises(ValueError, match=match):
@@ -365,6 +397,10 @@ def test_gluon_config_validation(kwargs, match):
     # at most block_m / 2, takes the smaller tiles first)
     assert GemmConfig(**dict(base, block_m=64, three_quarter=True, sub_block_m=32)).three_quarter
     assert GemmConfig(**dict(base, block_m=128, num_warps=8, block_n=128, three_quarter=True)).three_quarter
+    # tma_b: the plain K loop with 3 stages; K-loop changes keep it only there (with_k_loop), like the three-quarter body
+    tma = GemmConfig(**dict(base, block_m=64, tma_b=True, three_quarter=True))
+    assert tma.with_k_loop(prefetch=3).tma_b is False and tma.with_code_ring(4).three_quarter is False
+    assert tma.with_k_loop(prefetch=1).tma_b and tma.with_k_loop(num_stages=2).tma_b is False
 
 
 def test_ring_lookahead():
@@ -401,9 +437,10 @@ def test_heuristic_and_search_space_pick_gluon_on_hopper_only():
             assert (cfg.kernel, cfg.block_m, cfg.block_n, cfg.swap_ab) == ("gluon", bm, bn, True)
             assert configs.heuristic_config(kernel, slots, 256, False).kernel == "triton"
         prefill = configs.heuristic_config(kernel, 65536, 256, False, hopper=True)
-        # 256-token tiles ending each expert in the same launch: a 32-token body and the three-quarter body, no tail
+        # 256-token tiles ending each expert in the same launch: a 32-token body and the three-quarter body, no tail;
+        # the activations by TMA (3 stages)
         assert (prefill.kernel, prefill.num_warps, prefill.block_m, prefill.tail_block_m, prefill.sub_block_m,
-                prefill.three_quarter) == ("gluon", 8, 256, None, 32, True)
+                prefill.three_quarter, prefill.tma_b, prefill.num_stages) == ("gluon", 8, 256, None, 32, True, True, 3)
         configs.check_gpu_config(prefill, kernel, hopper=True)
         assert configs.heuristic_config(kernel, 65536, 256, False).kernel == "triton"
         space = cli.candidate_space(kernel, 128, num_experts=256, hidden=7168, intermediate=2048, topk=8,

@@ -76,7 +76,7 @@ _OPTIONAL_CONFIG_FIELDS = {"fuse_gate_up": bool, "maxnreg": (int, type(None)), "
                            "tail_block_m": (int, type(None)), "overlap": bool, "n_blocks": int,
                            "prefetch": int, "sub_block_m": (int, type(None)),
                            "n_fastest": (bool, type(None)), "group_m": (int, type(None)),
-                           "early": bool, "three_quarter": bool}   # absent = default
+                           "early": bool, "three_quarter": bool, "tma_b": bool}   # absent = default
 _REQUIRED = {"schema": int, "device": str, "kernel": str, "num_experts": int, "hidden": int,
              "intermediate": int, "topk": int, "dtype": str, "triton": str, "torch": str, "date": str,
              "buckets": dict}

@@ -193,9 +193,12 @@ def seed_current_picks(spaces: dict, device_name: str, num_experts: int, hidden:
             # weight decode for up to 2x the tokens (H100 T = 2048 GEMM2: dsv3 -11%, gpt-oss -18%, NOTES "v19")
             # NOTES: the three-quarter body (two token parts on one weight decode, no wgmma columns for a tile's empty
             # last quarter: H200 v4flash T = 8192 GEMMs -7 / -10%, NOTES "v31") is tried on or off around the pick
+            # NOTES: the TMA-fed activation ring (tma_b: the warpgroups of a tile not in lockstep; H200 T = 8192 GEMM2s
+            # -10..-15%, NOTES "v33") is tried on or off too
             for kw in (dict(sub_block_m=current.block_m // 2), dict(block_m=2 * current.block_m,
                                                                   sub_block_m=current.block_m),
-                       dict(three_quarter=not current.three_quarter)):
+                       dict(three_quarter=not current.three_quarter),
+                       dict(num_stages=3, tma_b=not current.tma_b)):
                 try:
                     variants.append(replace(current, tail_block_m=None, **kw))
                 except ValueError:      # no valid body width for this tile
@@ -223,7 +226,8 @@ def short(cfg) -> str:
             + (f" tail={cfg.tail_block_m}" if cfg.tail_block_m else "")
             + (f" sub={cfg.sub_block_m}" if cfg.sub_block_m else "") + (" overlap" if cfg.overlap else "")
             + ("" if cfg.n_fastest is None else f" n_fastest={int(cfg.n_fastest)}")
-            + (f" group={cfg.group_m}" if cfg.group_m else "") + (" early" if cfg.early else ""))
+            + (f" group={cfg.group_m}" if cfg.group_m else "") + (" early" if cfg.early else "")
+            + (" tq" if cfg.three_quarter else "") + (" tma" if cfg.tma_b else ""))
 
 
 # ----------------------------------------------------------------------------- the problem
@@ -284,12 +288,16 @@ class TuningProblem:
 
     def run(self, kernel: str, cfg) -> None:
         from ..kernels import grouped_gemm, weight_layout
+        from ..kernels.row_gather import gather_rows
         b = self.buf
         if kernel == "gemm1":
+            x_rows = None
+            if cfg.tma_b and cfg.kernel == "gluon" and not self.soft:   # timed with the GEMM: the layer runs it too
+                x_rows = gather_rows(b.x_dq[:self.slots // self.k], self.plan, self.k, b.slot_out)
             grouped_gemm.gemm1_swiglu(b.x_dq, self.l1[0], self.l1[1], self.plan, b.topk_weights, b.act, topk=self.k,
                                       clamp=self.clamp, fast_math=True, cfg=cfg, soft=self.soft,
                                       activation=self.activation, quad=weight_layout.is_quad(self.l1),
-                                      tiled=weight_layout.is_tiled(self.l1))
+                                      tiled=weight_layout.is_tiled(self.l1), x_rows=x_rows)
         else:
             grouped_gemm.gemm2(b.act, self.l2[0], self.l2[1], self.plan, b.slot_out, cfg=cfg, soft=self.soft,
                                topk_weights=b.topk_weights, quad=weight_layout.is_quad(self.l2),

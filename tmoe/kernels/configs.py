@@ -80,6 +80,9 @@ class GemmConfig:
                                     # sub_block_m) runs a block_m/2 + block_m/4-token body: two wgmma accumulators on
                                     # the same decoded weights, no wgmma columns for the empty last quarter (v4flash
                                     # T = 8192: 192 rows per expert in 256-token tiles; NOTES "v31")
+    tma_b: bool = False             # gluon GEMM2, plain K loop, 3 stages: the block_m body's activation ring filled by
+                                    # TMA (an mbarrier per slot) instead of every thread's cp.async and a CTA barrier
+                                    # per K step, so an 8-warp tile's warpgroups do not run in lockstep (NOTES "v33")
 
     @property
     def k_loop(self) -> int:
@@ -100,10 +103,13 @@ class GemmConfig:
         return min(self.prefetch, self.num_stages - 1 - int(self.overlap))
 
     def with_k_loop(self, **changes) -> "GemmConfig":
-        """replace(self, **changes) for a change of the K loop (prefetch, overlap, ...): the three-quarter body stays
-        only where the new K loop is the plain one, the only one that runs it."""
-        cfg = replace(self, three_quarter=False, **changes)
-        return replace(cfg, three_quarter=True) if self.three_quarter and cfg.k_loop == 0 else cfg
+        """replace(self, **changes) for a change of the K loop (prefetch, overlap, ...): the three-quarter body and the
+        TMA activation ring stay only where the new K loop is the plain one (with 3 stages for the ring), the only
+        one that runs them."""
+        cfg = replace(self, three_quarter=False, tma_b=False, **changes)
+        plain = cfg.k_loop == 0
+        return replace(cfg, three_quarter=self.three_quarter and plain,
+                       tma_b=self.tma_b and plain and cfg.num_stages == 3)
 
     def with_code_ring(self, depth: int) -> "GemmConfig":
         """This tile with the weight codes `depth` K steps ahead through the shared-memory ring and the activation
@@ -177,6 +183,10 @@ class GemmConfig:
             raise ValueError(f"three_quarter={self.three_quarter!r}: must be True or False; True needs kernel='gluon', "
                              "the plain K loop (prefetch=1, overlap=False), no tail_block_m and block_m / 4 >= 2 * "
                              f"num_warps ({2 * self.num_warps}: the activation load's rows), got {self}")
+        if not isinstance(self.tma_b, bool) or (self.tma_b and (
+                self.kernel != "gluon" or self.k_loop != 0 or self.num_stages != 3 or self.tail_block_m is not None)):
+            raise ValueError(f"tma_b={self.tma_b!r}: must be True or False; True needs kernel='gluon', the plain K loop "
+                             f"(prefetch=1, overlap=False), num_stages=3 and no tail_block_m, got {self}")
         if self.group_m is not None and (self.kernel != "gluon" or self.group_m not in (2, 4, 8)
                                          or not self.grid_n_fastest):
             raise ValueError(f"group_m={self.group_m!r}: must be None, or 2, 4 or 8 with kernel='gluon' and an "
@@ -224,10 +234,12 @@ def heuristic_config(kernel: str, num_slots: int, num_local_experts: int, soft: 
         # a tail launch: H100 dsv3 T = 8192 GEMMs -2.0 / -2.3%, qwen3 -2.2 / -5.0%, NOTES "v30") and a 128 + 64-token
         # one for up to 192 (H200 v4flash T = 8192, 192 rows per expert: -7.0 / -9.8%; dsv3 with both -2.5 / -6.6%
         # against the tail launch, NOTES "v31")
+        # NOTES: and 256-token tiles load their activations by TMA (tma_b: the two warpgroups out of lockstep; H200
+        # T = 8192 GEMM1 -9..-13% but qwen3 +5%, GEMM2 -10..-17%, NOTES "v33")
         big = per_expert >= 160
         return GemmConfig(block_m=256 if big else 128, block_n=64 if kernel == "gemm1" else 128, swap_ab=True,
-                          num_warps=8, num_stages=2, kernel="gluon", sub_block_m=32 if big else None,
-                          three_quarter=big)
+                          num_warps=8, num_stages=3 if big else 2, kernel="gluon", sub_block_m=32 if big else None,
+                          three_quarter=big, tma_b=big)
     if per_expert <= 16:
         return GemmConfig(block_m=16, block_n=64, swap_ab=True, num_warps=4, num_stages=3)
     if per_expert <= 32:

@@ -424,12 +424,13 @@ def check_tiled(name: str, codes: torch.Tensor, tiled: bool) -> None:
 def gemm1_swiglu(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp: float | None,
                  fast_math: bool, cfg, soft: bool, activation: str = "swiglu",
                  alpha: float = 1.702, bias=None, expected_slots: int | None = None, quad: bool = False,
-                 tiled: bool = False, pdl_launch: int = 0, signal_rows: bool = False):
+                 tiled: bool = False, pdl_launch: int = 0, signal_rows: bool = False, x_rows=None):
     """Launch GEMM1 + SwiGLU + requant: x_bits int16 [T, H] (bf16 bits of the dequantized tokens),
     w1 uint8 [E, 2I, H/2] (`quad`: in weight_layout's quad byte order; `tiled`: its tiled layout, which
     implies quad), w1_sf uint8 [E, 2I, H/32] -> act int16 [S, I] (sorted slot rows). `pdl_launch`: the Gluon
     kernel's place in the programmatic dependent launch chain (wgmma_gemm.GDC_*; the Triton kernel launches plainly).
-    `signal_rows` (Gluon): add each finished (tile, channel block)'s rows to plan.expert_rows_done (early GEMM2)."""
+    `signal_rows` (Gluon): add each finished (tile, channel block)'s rows to plan.expert_rows_done (early GEMM2).
+    `x_rows` (Gluon with cfg.tma_b): x_bits' rows in the plan's sorted order (row_gather.gather_rows)."""
     quad = quad or tiled
     check_tiled("w1", w1, tiled)
     if cfg.kernel == "gluon" and not soft:
@@ -437,7 +438,7 @@ def gemm1_swiglu(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp
         return gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, topk=topk, clamp=clamp,
                                   fast_math=fast_math, cfg=cfg, activation=activation, alpha=alpha, bias=bias,
                                   expected_slots=expected_slots, quad=quad, tiled=tiled, pdl_launch=pdl_launch,
-                                  signal_rows=signal_rows)
+                                  signal_rows=signal_rows, x_rows=x_rows)
     if signal_rows:
         raise ValueError("signal_rows (early GEMM2) needs the Gluon GEMM1 on a GPU")
     e_local, two_i, half_h = w1.shape

@@ -41,17 +41,19 @@ import torch
 import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import (async_copy, fence_async_shared, tma, warpgroup_mma,
-                                                              warpgroup_mma_wait)
+from triton.experimental.gluon.language.nvidia.hopper import (async_copy, fence_async_shared, mbarrier, tma,
+                                                              warpgroup_mma, warpgroup_mma_wait)
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from ..dispatch import tma_copy
 from ..reference import ACTIVATIONS
-from . import configs, pdl, weight_layout
+from . import configs, pdl, ptx_patch, weight_layout
 from .numerics import FP4_MAGNITUDE_LOOKUP_PTX
 from .grouped_gemm import (BLOCK_K as _BLOCK_K, _gemm1_epilogue, _gemm2_epilogue, _gemm2_values, _launch_over_tiles,
                            _max_tiles, expert_pad)
 
 BLOCK_K = gl.constexpr(_BLOCK_K)
+ptx_patch.install()     # GemmConfig.tma_b's ring: see ptx_patch
 
 # NOTES (decode): one code word = bytes j, j+4, j+8, j+12 of a row (one 32-k scale group) + that
 # group's scale as bf16x2 -> 4 bf16x2 registers, register i = (value of byte i's low nibble, of its high
@@ -622,6 +624,65 @@ def _b_ready(AHEAD: gl.constexpr):
     fence_async_shared()
 
 
+# NOTES (GemmConfig.tma_b): the activation ring filled by TMA instead of every thread's cp.async. The cp.async ring
+# needs a CTA-wide barrier per K step (each thread waits for its own copies only), which holds an 8-warp tile's two
+# warpgroups in lockstep: both decode, then both wgmmas run, and the tensor pipe idles during the decode (ncu, dsv3
+# T = 8192 prefill tiles: barrier the first stall, tensor pipe ~50%). TMA copies complete on an mbarrier that every
+# thread waits for, so the warpgroups need no barrier for the data; the slot a TMA overwrites was read by the wgmmas
+# two steps back (the ring keeps STAGES - 2 = 1 tile ahead), and the second warpgroup says it is done with them through
+# named barrier 1 / 2 (by step parity): it arrives (bar.arrive, no wait) after its wait for step i - 1's wgmma and
+# step i's data; the first warpgroup, whose elected thread issues the TMA, syncs on it before the copy. A warpgroup is
+# never more than one step ahead of the data the other one issues, so a barrier never holds two arrivals of its parity.
+@gluon.jit
+def _ring_marker():
+    """Marks a kernel with the TMA ring for ptx_patch (a PTX comment, no instruction)."""
+    gl.inline_asm_elementwise("// " + ptx_patch.RING_MARKER + " $0", "=r", [], dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _wg_release(step):
+    """Second warpgroup (threads 128-255): done with the wgmmas of step - 1 (named barrier 1 + step % 2, no wait)."""
+    gl.inline_asm_elementwise("{ .reg .pred p; .reg .u32 t; mov.u32 t, %tid.x; setp.ge.u32 p, t, 128; "
+                              "@p bar.arrive $1, 256; }", "=r,r", [1 + step % 2], dtype=gl.int32, is_pure=False,
+                              pack=1)
+
+
+@gluon.jit
+def _wg_acquire(step):
+    """First warpgroup (threads 0-127): wait until the second one released step `step` (see _wg_release)."""
+    gl.inline_asm_elementwise("{ .reg .pred p; .reg .u32 t; mov.u32 t, %tid.x; setp.lt.u32 p, t, 128; "
+                              "@p bar.sync $1, 256; }", "=r,r", [1 + step % 2], dtype=gl.int32, is_pure=False,
+                              pack=1)
+
+
+@gluon.jit
+def _issue_b_tma(b_tma, full, b_smem, step, n_steps, STAGES: gl.constexpr):
+    """TMA the activation tile of K step `step` (b_tma = (descriptor, first row); zeros past K and past the tensor's
+    rows) into ring slot step % STAGES, completing on full[slot]; nothing past the last step."""
+    slot = step % STAGES
+    ok = step < n_steps
+    mbarrier.expect(full.index(slot), b_tma[0].block_type.nbytes, pred=ok)
+    tma.async_copy_global_to_shared(b_tma[0], [b_tma[1], step * BLOCK_K], full.index(slot), b_smem.index(slot),
+                                    pred=ok)
+
+
+@gluon.jit
+def _tma_step(a, acc, b_tma, full, b_smem, i, n_steps, STAGES: gl.constexpr):
+    """K step i of the TMA ring (after step i's decode and the wait for step i - 1's wgmma): its data, the second
+    warpgroup's release, the wgmma, and the copy of step i + STAGES - 2 into the slot of step i - 2."""
+    slot = i % STAGES
+    mbarrier.wait(full.index(slot), (i // STAGES) & 1)
+    if gl.num_warps() == 8:
+        if i >= 1:
+            _wg_release(i)
+    acc = warpgroup_mma(a, b_smem.index(slot).permute((1, 0)), acc, is_async=True)
+    if gl.num_warps() == 8:
+        if i >= 2:
+            _wg_acquire(i - 1)
+    _issue_b_tma(b_tma, full, b_smem, i + STAGES - 2, n_steps, STAGES)
+    return acc
+
+
 @gluon.jit
 def _overlap_step(acc, a_prev, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, i, num_full,
                   k_words, k_groups, b_smem, b_base, bk, b_ok, K_DIM, BLOCK_A: gl.constexpr, WORD3: gl.constexpr,
@@ -674,11 +735,12 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_ww, st
                 STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr, QUAD: gl.constexpr,
                 PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, K_LOOP: gl.constexpr,
                 GDC_WAIT: gl.constexpr = False, ready=None, b2=None, MMA2: gl.constexpr = None,
-                B_LOAD2: gl.constexpr = None):
+                B_LOAD2: gl.constexpr = None, b_tma=None):
     """acc[BLOCK_A, BLOCK_M] = W[rows, :K_DIM] @ B[b_rows, :K_DIM]^T (see _wgmma_gemm_regs; K_LOOP >= K_LOOP_RING:
     _wgmma_gemm_ring). Every K loop issues the same wgmmas in the same order (same bits). GDC_WAIT: wait for the
     previous kernel (see _gdc_wait), or for `ready` (early GEMM2, _previous_done), before the first activation load.
-    b2 (plain K loop): a second token part, see _wgmma_gemm_regs; returns the pair of accumulators."""
+    b2 (plain K loop): a second token part, see _wgmma_gemm_regs; returns the pair of accumulators. b_tma (plain K
+    loop, one part): the activation ring filled by TMA, see _wgmma_gemm_regs."""
     if K_LOOP >= K_LOOP_RING:
         acc = _wgmma_gemm_ring(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_ww, stride_wsn, lut_ptr, first,
                                second, limit, K_DIM, k_words, k_groups, BLOCK_A, GATE_UP, BLOCK_M, STAGES, MMA, B_LOAD,
@@ -689,7 +751,7 @@ def _wgmma_gemm(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_ww, st
             _gdc_launch_dependents()
         acc = _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b, w_words, ws_base, stride_ww, stride_wsn, lut_ptr, first,
                                second, limit, K_DIM, k_words, k_groups, BLOCK_A, GATE_UP, BLOCK_M, STAGES, MMA, B_LOAD,
-                               QUAD, PARTIAL_K, SCALE_WORDS, TILED, K_LOOP, b2, MMA2, B_LOAD2)
+                               QUAD, PARTIAL_K, SCALE_WORDS, TILED, K_LOOP, b2, MMA2, B_LOAD2, b_tma)
     if b2 is not None:
         out = (_real_rows(acc[0], BLOCK_A), _real_rows(acc[1], BLOCK_A))
     else:
@@ -884,8 +946,10 @@ def _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 ro
                 BLOCK_A: gl.constexpr, GATE_UP: gl.constexpr, BLOCK_M: gl.constexpr, STAGES: gl.constexpr,
                 MMA: gl.constexpr, B_LOAD: gl.constexpr, QUAD: gl.constexpr,
                 PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, K_LOOP: gl.constexpr,
-                b2=None, MMA2: gl.constexpr = None, B_LOAD2: gl.constexpr = None):
+                b2=None, MMA2: gl.constexpr = None, B_LOAD2: gl.constexpr = None, b_tma=None):
     """acc[BLOCK_A, BLOCK_M] = W[rows, :K_DIM] @ B[b_rows, :K_DIM]^T: fp32, k16 wgmmas in ascending k.
+    b_tma = (descriptor, first row) (plain K loop, one token part, STAGES == 3): B's rows are the BLOCK_M rows from
+    that row on, loaded by TMA (see _wg_release); b_rows64 / b_ok are then not read.
     b2 = (rows64, ok) of BLOCK_M / 2 more token columns (a three-quarter body, plain K loop only; layouts MMA2 /
     B_LOAD2): the same A operands also multiply them, into a second accumulator; returns the pair.
     QUAD: the codes are stored in weight_layout's quad order, i.e. already as the exchange delivers them
@@ -925,8 +989,18 @@ def _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 ro
                     gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, B_LOAD2)), b2[1])
     num_full = K_DIM // BLOCK_K
     AHEAD: gl.constexpr = STAGES - 1 - (K_LOOP == K_LOOP_OVERLAP)   # activation tiles in flight ahead of the step
-    for s in gl.static_range(AHEAD):
-        _issue_b_parts(b1, b2_parts, s, K_DIM, STAGES)
+    if b_tma is not None:
+        n_steps = num_full + PARTIAL_K
+        _ring_marker()
+        full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        for s in gl.static_range(STAGES):
+            mbarrier.init(full.index(s), count=1)
+        fence_async_shared()
+        for s in gl.static_range(STAGES - 2):
+            _issue_b_tma(b_tma, full, b_smem, s, n_steps, STAGES)
+    else:
+        for s in gl.static_range(AHEAD):
+            _issue_b_parts(b1, b2_parts, s, K_DIM, STAGES)
     # NOTES: the loop runs the whole steps only; PARTIAL_K (K % 128 != 0): the partial last step is peeled
     # after it, loads its own codes with k masks and runs the exchange (weight_layout keeps that block
     # canonical). With 4 warps the loop's loads have no masks (`_next_a` LEAN): rows past the tile's channels
@@ -946,12 +1020,15 @@ def _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 ro
     pairs = _scale_pairs(sc, 0, k_groups, WORD3, PARTIAL_K, SCALE_WORDS, QUAD == 2)
     # NOTES: QUAD implies K >= 128 (weight_layout.can_quad; the launchers check), so step 0 is a whole one
     a = _decode_a(_exchange(c, WORD3, QUAD), pairs, lut, BLOCK_A, WORD3, A_LAYOUT, QUAD)
-    _b_ready(AHEAD)
-    _issue_b_parts(b1, b2_parts, AHEAD, K_DIM, STAGES)
     acc = gl.zeros([_mma_rows(BLOCK_A, gl.num_warps()), BLOCK_M], gl.float32, MMA)
-    if b2 is not None:
-        acc = (acc, gl.zeros([_mma_rows(BLOCK_A, gl.num_warps()), BLOCK_M // 2], gl.float32, MMA2))
-    acc = _mma_parts(a, b_smem, b2_smem, 0, acc)
+    if b_tma is not None:
+        acc = _tma_step(a, acc, b_tma, full, b_smem, 0, n_steps, STAGES)
+    else:
+        _b_ready(AHEAD)
+        _issue_b_parts(b1, b2_parts, AHEAD, K_DIM, STAGES)
+        if b2 is not None:
+            acc = (acc, gl.zeros([_mma_rows(BLOCK_A, gl.num_warps()), BLOCK_M // 2], gl.float32, MMA2))
+        acc = _mma_parts(a, b_smem, b2_smem, 0, acc)
     c = c_next
     sc = sc_next
     if K_LOOP == K_LOOP_OVERLAP:
@@ -1001,24 +1078,38 @@ def _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 ro
             acc, a, c, sc = _next_a(acc, c, sc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stride_wsn, i,
                                     num_full, k_words, k_groups, BLOCK_A, WORD3, A_LAYOUT, QUAD, LOOP_K_MASK,
                                     SCALE_WORDS, STEP_MULT, False, gl.num_warps() == 4)
-            _b_ready(AHEAD)
-            _issue_b_parts(b1, b2_parts, i + AHEAD, K_DIM, STAGES)
-            acc = _mma_parts(a, b_smem, b2_smem, i % STAGES, acc)
+            if b_tma is not None:
+                acc = _tma_step(a, acc, b_tma, full, b_smem, i, n_steps, STAGES)
+            else:
+                _b_ready(AHEAD)
+                _issue_b_parts(b1, b2_parts, i + AHEAD, K_DIM, STAGES)
+                acc = _mma_parts(a, b_smem, b2_smem, i % STAGES, acc)
     if PARTIAL_K:
         if num_full > 0:
             acc, a = _partial_step_a(acc, lut, w_words, ws_base, code_rows, rows_w, rows_ok, stride_ww, stride_wsn,
                                      num_full, k_words, k_groups, BLOCK_A, WORD3, A_LAYOUT, SCALE_WORDS, TILED,
                                      STEP_MULT)
-            _b_ready(AHEAD)
-            acc = _mma_parts(a, b_smem, b2_smem, num_full % STAGES, acc)
+            if b_tma is not None:
+                acc = _tma_step(a, acc, b_tma, full, b_smem, num_full, n_steps, STAGES)
+            else:
+                _b_ready(AHEAD)
+                acc = _mma_parts(a, b_smem, b2_smem, num_full % STAGES, acc)
             if K_LOOP == K_LOOP_OVERLAP:     # `acc` left the overlapped loop waited for (a tensor): the same type
                 acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-    async_copy.wait_group(0)
+    if b_tma is not None:
+        if gl.num_warps() == 8:
+            if n_steps >= 2:    # the second warpgroup's last release (step n_steps - 1)
+                _wg_acquire(n_steps - 1)
+    else:
+        async_copy.wait_group(0)
     acc = _mma_wait_all(acc)
     # NOTES: the epilogue's layout conversion reuses the ring's shared memory; with 8 warps the other
     # warpgroup's last wgmma may still be reading it (measured on H100: wrong bits, 8-warp configs
     # only; the compiler's own barrier here sits before the wgmma wait).
     gl.thread_barrier()
+    if b_tma is not None:
+        for s in gl.static_range(STAGES):
+            mbarrier.invalidate(full.index(s))
     return acc
 
 
@@ -1171,8 +1262,9 @@ def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, s
                       EPI_S: gl.constexpr = None, done_ptr=None, SIGNAL: gl.constexpr = False,
                       TQ_M: gl.constexpr = 0, MMA_H: gl.constexpr = None, B_LOAD_H: gl.constexpr = None,
                       EPI_H: gl.constexpr = None, MMA_Q: gl.constexpr = None, B_LOAD_Q: gl.constexpr = None,
-                      EPI_Q: gl.constexpr = None):
+                      EPI_Q: gl.constexpr = None, b_desc=None):
     """SIGNAL: add the tile's rows to the expert's counter at done_ptr after each channel block (early GEMM2).
+    b_desc (GemmConfig.tma_b): the BLOCK_M body reads its rows by TMA from the sorted token rows (row_gather).
     TQ_M = 3/4 BLOCK_M (GemmConfig.three_quarter; 0: off): a tile of at most TQ_M rows (more than SUB_M) runs the
     BLOCK_M / 2 + BLOCK_M / 4-token body (layouts *_H, *_Q)."""
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD,
@@ -1204,7 +1296,8 @@ def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, s
                                  stride_we, stride_wn, stride_wse, stride_wsn, sorted_ptr, weights_ptr, act_ptr,
                                  stride_act, bias_ptr, stride_bias, hidden, inter, clamp, alpha, k_words, k_groups,
                                  TOPK, BLOCK_M, BLOCK_N, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA,
-                                 B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, K_LOOP, GDC_WAIT)
+                                 B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, K_LOOP, GDC_WAIT, False, None, None,
+                                 None, b_desc)
                 if SIGNAL:      # NOTES: row_end is the expert's end (tile_of_program), the tile holds BLOCK_M rows
                     _rows_done(done_ptr, expert, gl.minimum(row_end - row_start, BLOCK_M))
 
@@ -1217,16 +1310,17 @@ def _gemm1_block(n0, row_start, row_end, expert, x_ptr, stride_x, w1_ptr, w1_sf_
                  HAS_BIAS: gl.constexpr, STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr,
                  EPI: gl.constexpr, QUAD: gl.constexpr, PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr,
                  TILED: gl.constexpr, K_LOOP: gl.constexpr, GDC_WAIT: gl.constexpr, TQ: gl.constexpr = False,
-                 MMA2: gl.constexpr = None, B_LOAD2: gl.constexpr = None, EPI2: gl.constexpr = None):
+                 MMA2: gl.constexpr = None, B_LOAD2: gl.constexpr = None, EPI2: gl.constexpr = None, b_desc=None):
     """Gate / up channels [n0, n0 + BLOCK_N) of one token tile of one expert, SwiGLU and MXFP8 into act. TQ: the
-    tile's rows are BLOCK_M + BLOCK_M / 2 (a three-quarter body, layouts MMA2 / B_LOAD2 / EPI2 for the second part)."""
+    tile's rows are BLOCK_M + BLOCK_M / 2 (a three-quarter body, layouts MMA2 / B_LOAD2 / EPI2 for the second part).
+    b_desc: the activation rows by TMA from the sorted rows' descriptor (see _gemm1_wgmma_tile)."""
     tok64, tok_ok = _tile_tokens(sorted_ptr, row_start, row_end, TOPK, BLOCK_M, B_LOAD)
     b2 = _tile_tokens(sorted_ptr, row_start + BLOCK_M, row_end, TOPK, BLOCK_M // 2, B_LOAD2) if TQ else None
     acc = _wgmma_gemm(x_ptr, tok64, tok_ok, stride_x,
                       w1_ptr + expert.to(gl.int64) * stride_we, w1_sf_ptr + expert.to(gl.int64) * stride_wse,
                       stride_wn, stride_wsn, lut_ptr, n0, inter + n0, inter - n0, hidden, k_words, k_groups,
                       2 * BLOCK_N, True, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K, SCALE_WORDS, TILED,
-                      K_LOOP, GDC_WAIT, None, b2, MMA2, B_LOAD2)
+                      K_LOOP, GDC_WAIT, None, b2, MMA2, B_LOAD2, None if b_desc is None else (b_desc, row_start))
     if TQ:
         acc, acc2 = acc
     gemm1_tile_epilogue(acc, n0, row_start, row_end, expert, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
@@ -1288,7 +1382,8 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, 
                         done_ptr=None, SIGNAL: gl.constexpr = False,
                         TQ_M: gl.constexpr = 0, MMA_H: gl.constexpr = None, B_LOAD_H: gl.constexpr = None,
                         EPI_H: gl.constexpr = None, MMA_Q: gl.constexpr = None, B_LOAD_Q: gl.constexpr = None,
-                        EPI_Q: gl.constexpr = None):
+                        EPI_Q: gl.constexpr = None, b_desc=None):
+    """b_desc: GemmConfig.tma_b's TMA descriptor of the sorted token rows (row_gather), else None."""
     if GDC == GDC_PLAIN:
         _gdc_launch_dependents()     # GEMM2 (launched with launch_pdl) may start its prologue now
     elif GDC == GDC_WAIT_FIRST:
@@ -1306,7 +1401,7 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, 
                               TOPK, BLOCK_M, BLOCK_N, E_PAD, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES,
                               MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP,
                               N_BLOCKS, False, SUB_M, MMA_S, B_LOAD_S, EPI_S, done_ptr, SIGNAL, TQ_M, MMA_H, B_LOAD_H,
-                              EPI_H, MMA_Q, B_LOAD_Q, EPI_Q)
+                              EPI_H, MMA_Q, B_LOAD_Q, EPI_Q, b_desc)
     else:
         _gemm1_wgmma_tile(pid, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse,
                           stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
@@ -1314,7 +1409,7 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, 
                           BLOCK_M, BLOCK_N, E_PAD, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA,
                           B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP, N_BLOCKS,
                           GDC == GDC_EARLY, SUB_M, MMA_S, B_LOAD_S, EPI_S, done_ptr, SIGNAL, TQ_M, MMA_H, B_LOAD_H,
-                          EPI_H, MMA_Q, B_LOAD_Q, EPI_Q)
+                          EPI_H, MMA_Q, B_LOAD_Q, EPI_Q, b_desc)
         if GDC == GDC_EARLY:
             _gdc_wait()     # programs that found no tile wait too (see _gemm2_wgmma_kernel)
 
@@ -1333,7 +1428,7 @@ def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_pt
                       EARLY: gl.constexpr = False,
                       TQ_M: gl.constexpr = 0, MMA_H: gl.constexpr = None, B_LOAD_H: gl.constexpr = None,
                       EPI_H: gl.constexpr = None, MMA_Q: gl.constexpr = None, B_LOAD_Q: gl.constexpr = None,
-                      EPI_Q: gl.constexpr = None):
+                      EPI_Q: gl.constexpr = None, b_desc=None):
     """EARLY (with GDC_WAIT): wait for this expert's rows in GEMM1's counter at done_ptr, not for all of GEMM1 (GEMM1
     adds a tile's rows once per channel block: done_per_row blocks per row; see _previous_done). TQ_M: see
     _gemm1_wgmma_tile (0 with ROW_TMA: its epilogue buffers are the full tile's)."""
@@ -1373,7 +1468,8 @@ def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_pt
                                  stride_we, stride_wn, stride_wse, stride_wsn, sorted_ptr, weights_ptr, out_ptr,
                                  stride_out, row_addr_ptr, epi, peer_descs, bias_ptr, stride_bias, hidden, inter,
                                  k_words, k_groups, BLOCK_M, BLOCK_N, HAS_BIAS, ROW_ADDR, ROW_TMA, R_PEERS, STAGES,
-                                 MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, K_LOOP, GDC_WAIT, ready)
+                                 MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, K_LOOP, GDC_WAIT, ready,
+                                 False, None, None, None, b_desc)
 
 
 @gluon.jit
@@ -1384,10 +1480,11 @@ def _gemm2_block(n0, row_start, row_end, expert, act_ptr, stride_act, w2_ptr, w2
                  STAGES: gl.constexpr, MMA: gl.constexpr, B_LOAD: gl.constexpr, EPI: gl.constexpr, QUAD: gl.constexpr,
                  PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, K_LOOP: gl.constexpr,
                  GDC_WAIT: gl.constexpr, ready=None, TQ: gl.constexpr = False, MMA2: gl.constexpr = None,
-                 B_LOAD2: gl.constexpr = None, EPI2: gl.constexpr = None):
+                 B_LOAD2: gl.constexpr = None, EPI2: gl.constexpr = None, b_desc=None):
     """Output channels [n0, n0 + BLOCK_N) of one token tile of one expert. ROW_TMA: each result row goes to the
     `home` row of its source rank by TMA stores (row_addr_ptr = PeerRows.codes, see tma_copy.store_tile_rows).
-    TQ (not with ROW_TMA): a three-quarter body, see _gemm1_block."""
+    TQ (not with ROW_TMA): a three-quarter body, see _gemm1_block. b_desc (GemmConfig.tma_b): the act rows' TMA
+    descriptor (blocks of BLOCK_M rows)."""
     m = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, B_LOAD))
     if TQ:
         m2 = row_start + BLOCK_M + gl.arange(0, BLOCK_M // 2, layout=gl.SliceLayout(1, B_LOAD2))
@@ -1398,7 +1495,7 @@ def _gemm2_block(n0, row_start, row_end, expert, act_ptr, stride_act, w2_ptr, w2
                       w2_ptr + expert.to(gl.int64) * stride_we, w2_sf_ptr + expert.to(gl.int64) * stride_wse,
                       stride_wn, stride_wsn, lut_ptr, n0, n0, hidden - n0, inter, k_words, k_groups,
                       BLOCK_N, False, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K, SCALE_WORDS, TILED,
-                      K_LOOP, GDC_WAIT, ready, b2, MMA2, B_LOAD2)
+                      K_LOOP, GDC_WAIT, ready, b2, MMA2, B_LOAD2, None if b_desc is None else (b_desc, row_start))
     if TQ:
         acc, acc2 = acc
     _gemm2_tile_store(acc, n0, row_start, row_end, expert, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr,
@@ -1445,8 +1542,9 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_
                         EARLY: gl.constexpr = False,
                         TQ_M: gl.constexpr = 0, MMA_H: gl.constexpr = None, B_LOAD_H: gl.constexpr = None,
                         EPI_H: gl.constexpr = None, MMA_Q: gl.constexpr = None, B_LOAD_Q: gl.constexpr = None,
-                        EPI_Q: gl.constexpr = None):
-    """ROW_TMA: the symm_mem return fused into GEMM2 by TMA stores (pd0..pd7: PeerRows.kernel_args, R_PEERS
+                        EPI_Q: gl.constexpr = None, b_desc=None):
+    """b_desc: GemmConfig.tma_b's TMA descriptor of act (BLOCK_M x BLOCK_K blocks), else None.
+    ROW_TMA: the symm_mem return fused into GEMM2 by TMA stores (pd0..pd7: PeerRows.kernel_args, R_PEERS
     ranks); otherwise they are None. NOTES: eight parameters, not a tuple: the launcher does not expand
     descriptors inside tuples (Triton 3.6)."""
     pid, npid, nblk = _tile_pids(N_FASTEST)
@@ -1465,7 +1563,7 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_
                               k_words, k_groups, BLOCK_M, BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, ROW_TMA, R_PEERS, STAGES,
                               MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP,
                               N_BLOCKS, False, SUB_M, MMA_S, B_LOAD_S, EPI_S, None, 0, False, TQ_M, MMA_H, B_LOAD_H,
-                              EPI_H, MMA_Q, B_LOAD_Q, EPI_Q)
+                              EPI_H, MMA_Q, B_LOAD_Q, EPI_Q, b_desc)
     else:
         _gemm2_wgmma_tile(pid, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse,
                           stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr, epi,
@@ -1473,7 +1571,7 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_
                           BLOCK_M, BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, ROW_TMA, R_PEERS, STAGES, MMA, B_LOAD, EPI,
                           QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP, N_BLOCKS, GDC_WAIT,
                           SUB_M, MMA_S, B_LOAD_S, EPI_S, done_ptr, done_per_row, EARLY, TQ_M, MMA_H, B_LOAD_H, EPI_H,
-                          MMA_Q, B_LOAD_Q, EPI_Q)
+                          MMA_Q, B_LOAD_Q, EPI_Q, b_desc)
         if GDC_WAIT:
             # NOTES: every program waits for GEMM1 before it exits (a second wait is free), so GEMM2's completion,
             # which the next kernel on the stream waits for, implies GEMM1's even where a program found no tile
@@ -1483,17 +1581,35 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_
 
 
 # ----------------------------------------------------------------------------- launchers
+def _rows_descriptor(rows: torch.Tensor, block_m: int) -> TensorDescriptor:
+    """The TMA descriptor of bf16 rows [N, K] (int16 bits) in block_m x BLOCK_K boxes with the activation ring's
+    shared-memory layout (GemmConfig.tma_b). TMA needs 16-byte aligned rows; ValueError otherwise."""
+    if rows.stride(1) != 1 or (rows.stride(0) * 2) % 16 or rows.data_ptr() % 16:
+        raise ValueError(f"tma_b: the activation rows must be contiguous with 16-byte aligned rows, got strides "
+                         f"{rows.stride()} at {rows.data_ptr():#x}")
+    return TensorDescriptor.from_tensor(rows.view(torch.bfloat16), [block_m, _BLOCK_K],
+                                        gl.NVMMASharedLayout.get_default_for([block_m, _BLOCK_K], gl.bfloat16))
+
+
 def gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp: float | None,
                        fast_math: bool, cfg, activation: str = "swiglu", alpha: float = 1.702, bias=None,
                        expected_slots: int | None = None, quad: bool = False, tiled: bool = False, pdl_launch: int = 0,
-                       signal_rows: bool = False):
+                       signal_rows: bool = False, x_rows=None):
     """`grouped_gemm.gemm1_swiglu` with this file's kernel (same arguments, bitwise the same result). `pdl_launch`:
     pdl.GEMM1_PLAIN, or GEMM1_WAIT_FIRST / GEMM1_EARLY: a programmatic dependent launch (the first launch only).
-    `signal_rows`: every launch adds its finished rows to plan.expert_rows_done (see _previous_done)."""
+    `signal_rows`: every launch adds its finished rows to plan.expert_rows_done (see _previous_done).
+    `x_rows` (cfg.tma_b, required there): x_bits' rows in the plan's sorted order (row_gather.gather_rows)."""
     e_local, two_i, half_h = w1.shape
     inter, hidden = two_i // 2, half_h * 2
     w1_words = _as_words(w1)
     _check("gemm1", x_bits, cfg, w1_words, w1_sf, quad)
+    kwargs_tma = {}
+    if cfg.tma_b:   # NOTES: GEMM1 gathers its rows by token; a TMA box covers consecutive rows, i.e. the sorted copy
+        if x_rows is None or x_rows.dim() != 2 or x_rows.shape[1] != hidden or x_rows.shape[0] < plan.num_slots:
+            raise ValueError(f"{cfg}: tma_b needs x_rows, the token rows in sorted order [>= {plan.num_slots}, "
+                             f"{hidden}] (row_gather.gather_rows), got "
+                             f"{None if x_rows is None else tuple(x_rows.shape)}")
+        kwargs_tma = dict(b_desc=_rows_descriptor(x_rows, cfg.block_m))
     args = (x_bits.view(torch.bfloat16), x_bits.stride(0),
             w1_words, w1_sf, fp4_lut(x_bits.device),
             w1_words.stride(0), w1_words.stride(1), w1_sf.stride(0), w1_sf.stride(1),
@@ -1501,7 +1617,7 @@ def gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int,
             act, act.stride(0),
             bias if bias is not None else topk_weights, bias.stride(0) if bias is not None else 0,
             e_local, hidden, inter, float(clamp) if clamp is not None else 0.0, float(alpha), hidden // 8, hidden // 32)
-    kwargs = dict(TOPK=topk, BLOCK_N=cfg.block_n, E_PAD=expert_pad(e_local),
+    kwargs = dict(**kwargs_tma, TOPK=topk, BLOCK_N=cfg.block_n, E_PAD=expert_pad(e_local),
                   HAS_CLAMP=clamp is not None, FAST_MATH=fast_math, ACTIVATION=ACTIVATIONS.index(activation),
                   HAS_BIAS=bias is not None, STAGES=cfg.num_stages, QUAD=quad, PARTIAL_K=hidden % _BLOCK_K != 0,
                   SCALE_WORDS=scale_words(w1_sf), TILED=tiled, K_LOOP=_k_loop(cfg, w1_words, w1_sf),
@@ -1544,7 +1660,12 @@ def gemm2_wgmma(act, w2, w2_sf, plan, out_bits, *, cfg, topk_weights=None, bias=
     if early_rows and not pdl:
         raise ValueError(f"early_rows={early_rows}: early GEMM2 is a programmatic dependent launch (pdl=True)")
     early = dict(done_ptr=_rows_done_counters(plan), done_per_row=int(early_rows), EARLY=True) if early_rows else {}
-    kwargs = dict(**{f"pd{i}": d for i, d in enumerate(descs)}, BLOCK_N=cfg.block_n, E_PAD=expert_pad(e_local),
+    if cfg.tma_b and peer_rows is None:     # NOTES: not under the TMA return, whose row buffers need the shared memory
+        kwargs_tma = dict(b_desc=_rows_descriptor(act, cfg.block_m))
+    else:
+        kwargs_tma = {}
+    kwargs = dict(**{f"pd{i}": d for i, d in enumerate(descs)}, **kwargs_tma, BLOCK_N=cfg.block_n,
+                  E_PAD=expert_pad(e_local),
                   HAS_BIAS=bias is not None,
                   ROW_ADDR=out_row_addr is not None and peer_rows is None, ROW_TMA=peer_rows is not None,
                   R_PEERS=len(peer_rows.homes) if peer_rows is not None else 1, STAGES=cfg.num_stages,
