@@ -97,7 +97,7 @@ def audit(gemm: str, cfg, workload, tokens: int, bits: str = "arith") -> list[di
     out = []
     for kwargs in launch_kwargs(gemm, cfg, workload, tokens, bits):
         ptrs = dict(PTRS[gemm])
-        for name in ("b_desc", "b_desc_h", "b_desc_q"):   # GemmConfig.tma_b: the rows' TMA descriptors
+        for name in ("b_desc",):   # GemmConfig.tma_b: the activation rows' TMA descriptor
             if kwargs.get(name) is not None:
                 from triton.runtime.jit import mangle_type
                 ptrs[name] = mangle_type(kwargs[name])

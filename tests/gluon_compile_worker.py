@@ -53,9 +53,8 @@ def compile_gluon(kernel, ptr_types: dict, floats: set, const: dict, num_warps: 
         const = dict(const, EARLY=False, done_ptr=None, done_per_row=0)
     if "TQ_M" in kernel.arg_names and "TQ_M" not in const:             # no three-quarter body
         const = dict(const, TQ_M=0, **{f"{k}_{p}": None for k in ("MMA", "B_LOAD", "EPI") for p in "HQ"})
-    for name in ("b_desc", "b_desc_h", "b_desc_q"):   # the cp.async ring (no GemmConfig.tma_b)
-        if name in kernel.arg_names and name not in const and name not in ptr_types:
-            const = dict(const, **{name: None})
+    if "b_desc" in kernel.arg_names and "b_desc" not in const and "b_desc" not in ptr_types:  # cp.async ring
+        const = dict(const, b_desc=None)
     if "ROW_TMA" in kernel.arg_names and "ROW_TMA" not in const:       # GEMM2: no TMA row epilogue
         const = dict(const, ROW_TMA=False, R_PEERS=1, **{f"pd{i}": None for i in range(8)})
     sig, attrs = {}, {}
@@ -326,14 +325,11 @@ def main() -> None:
         subs = dict(SUB_M=sub, **{f"{k}_S": v for k, v in wg._layouts(sub, warps).items()}) if sub else {}
         tqs = dict(TQ_M=3 * bm // 4, **{f"{k}_H": v for k, v in wg._layouts(bm // 2, warps).items()},
                    **{f"{k}_Q": v for k, v in wg._layouts(bm // 4, warps).items()}) if tq else {}
-        rows = torch.empty(64, 2880 if k2880 else 7168, dtype=torch.int16)
-        descs = {name: mangle_type(wg._rows_descriptor(rows, m)) for name, m in (
-            ("b_desc", bm), ("b_desc_h", bm // 2 if tq else 0), ("b_desc_q", bm // 4 if tq else 0))
-            if m}
+        desc = wg._rows_descriptor(torch.empty(64, 2880 if k2880 else 7168, dtype=torch.int16), bm)
         const = dict(BLOCK_M=bm, BLOCK_N=bn, E_PAD=256, HAS_BIAS=False, STAGES=3, QUAD=2 if gemm1 else 1,
                      PARTIAL_K=k2880, PERSISTENT=False, N_FASTEST=bm >= 128, SPLIT=0, FULL_M=bm, TAIL_M=bm,
                      SCALE_WORDS=True, TILED=True, K_LOOP=0, N_BLOCKS=1, **extra, **wg._layouts(bm, warps), **subs, **tqs)
-        compiled = compile_gluon(kernel, dict(ptrs, **descs), floats, const, warps,
+        compiled = compile_gluon(kernel, dict(ptrs, b_desc=mangle_type(desc)), floats, const, warps,
                                  K2880_UNALIGNED if k2880 else set())
         name = (f"{'gemm1' if gemm1 else 'gemm2'} bm{bm} bn{bn} s3{' w8' if warps == 8 else ''}"
                 f"{' k2880' if k2880 else ''} quad{f' sub{sub}' if sub else ''}{' tq' if tq else ''} tma_b")

@@ -205,8 +205,8 @@ def test_gluon_three_quarter_body(g1, g2, h, i):
     (GemmConfig(64, 64, True, 8, 3, kernel="gluon", tma_b=True, three_quarter=True),
      GemmConfig(64, 64, True, 4, 3, kernel="gluon", tma_b=True, n_fastest=True), 384, 256)])
 def test_gluon_tma_ring(g1, g2, h, i):
-    """tma_b: the full and three-quarter bodies' activation rings filled by TMA (GEMM1 from the sorted token rows,
-    row_gather; GEMM2 from act; a sub body keeps cp.async), the two warpgroups released by named barriers, no CTA
+    """tma_b: the block_m body's activation ring filled by TMA (GEMM1 from the sorted token rows, row_gather; GEMM2
+    from act; the sub and three-quarter bodies keep cp.async), the two warpgroups released by named barriers, no CTA
     barrier per K step (ptx_patch drops Triton's).
     Counts around the tile and body boundaries, K with a partial last step (288 / 320 / 160 / 96) and without, K loops
     of 1 to 8 steps: the Triton kernel's bits, with either GEMM on the Triton kernel or the cp.async ring."""

@@ -80,11 +80,10 @@ class GemmConfig:
                                     # sub_block_m) runs a block_m/2 + block_m/4-token body: two wgmma accumulators on
                                     # the same decoded weights, no wgmma columns for the empty last quarter (v4flash
                                     # T = 8192: 192 rows per expert in 256-token tiles; NOTES "v31")
-    tma_b: bool = False             # gluon, plain K loop, 3 stages: the block_m and three-quarter bodies' activation
-                                    # rings filled by TMA (an mbarrier per slot) instead of every thread's cp.async
-                                    # and a CTA barrier per K step, so an 8-warp tile's warpgroups do not run in
-                                    # lockstep; GEMM1 reads the token rows copied into sorted order
-                                    # (kernels/row_gather.py; NOTES "v33")
+    tma_b: bool = False             # gluon, plain K loop, 3 stages: the block_m body's activation ring filled by TMA
+                                    # (an mbarrier per slot) instead of every thread's cp.async and a CTA barrier per
+                                    # K step, so an 8-warp tile's warpgroups do not run in lockstep; GEMM1 reads the
+                                    # token rows copied into sorted order (kernels/row_gather.py; NOTES "v33")
 
     @property
     def k_loop(self) -> int:

@@ -656,38 +656,18 @@ def _wg_acquire(step):
 
 
 @gluon.jit
-def _issue_b_tma(b_tma, full, b_smem, b2_smem, step, n_steps, STAGES: gl.constexpr):
-    """TMA the activation tile of K step `step` (b_tma = (descriptor, first row), or two parts' (descriptor, first
-    row) pairs into b_smem / b2_smem; zeros past K and past the tensor's rows) into ring slot step % STAGES,
-    completing on full[slot]; nothing past the last step."""
+def _issue_b_tma(b_tma, full, b_smem, step, n_steps, STAGES: gl.constexpr):
+    """TMA the activation tile of K step `step` (b_tma = (descriptor, first row); zeros past K and past the tensor's
+    rows) into ring slot step % STAGES, completing on full[slot]; nothing past the last step."""
     slot = step % STAGES
     ok = step < n_steps
-    if len(b_tma) == 2:
-        mbarrier.expect(full.index(slot), b_tma[0].block_type.nbytes, pred=ok)
-    else:
-        mbarrier.expect(full.index(slot), b_tma[0].block_type.nbytes + b_tma[2].block_type.nbytes, pred=ok)
+    mbarrier.expect(full.index(slot), b_tma[0].block_type.nbytes, pred=ok)
     tma.async_copy_global_to_shared(b_tma[0], [b_tma[1], step * BLOCK_K], full.index(slot), b_smem.index(slot),
                                     pred=ok)
-    if len(b_tma) == 4:
-        tma.async_copy_global_to_shared(b_tma[2], [b_tma[3], step * BLOCK_K], full.index(slot), b2_smem.index(slot),
-                                        pred=ok)
 
 
 @gluon.jit
-def _tma_rows(b_desc, row_start, BLOCK_M: gl.constexpr, TQ: gl.constexpr):
-    """A body's b_tma (see _wgmma_gemm_regs): None, (descriptor, first row), or for a three-quarter body (b_desc the
-    two parts' descriptors) (descriptor, first row, second part's descriptor, its first row)."""
-    if b_desc is None:
-        out = None
-    elif TQ:
-        out = (b_desc[0], row_start, b_desc[1], row_start + BLOCK_M)
-    else:
-        out = (b_desc, row_start)
-    return out
-
-
-@gluon.jit
-def _tma_step(a, acc, b_tma, full, b_smem, b2_smem, i, n_steps, STAGES: gl.constexpr):
+def _tma_step(a, acc, b_tma, full, b_smem, i, n_steps, STAGES: gl.constexpr):
     """K step i of the TMA ring (after step i's decode and the wait for step i - 1's wgmma): its data, the second
     warpgroup's release, the wgmma, and the copy of step i + STAGES - 2 into the slot of step i - 2."""
     slot = i % STAGES
@@ -695,11 +675,11 @@ def _tma_step(a, acc, b_tma, full, b_smem, b2_smem, i, n_steps, STAGES: gl.const
     if gl.num_warps() == 8:
         if i >= 1:
             _wg_release(i)
-    acc = _mma_parts(a, b_smem, b2_smem, slot, acc)
+    acc = warpgroup_mma(a, b_smem.index(slot).permute((1, 0)), acc, is_async=True)
     if gl.num_warps() == 8:
         if i >= 2:
             _wg_acquire(i - 1)
-    _issue_b_tma(b_tma, full, b_smem, b2_smem, i + STAGES - 2, n_steps, STAGES)
+    _issue_b_tma(b_tma, full, b_smem, i + STAGES - 2, n_steps, STAGES)
     return acc
 
 
@@ -968,9 +948,8 @@ def _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 ro
                 PARTIAL_K: gl.constexpr, SCALE_WORDS: gl.constexpr, TILED: gl.constexpr, K_LOOP: gl.constexpr,
                 b2=None, MMA2: gl.constexpr = None, B_LOAD2: gl.constexpr = None, b_tma=None):
     """acc[BLOCK_A, BLOCK_M] = W[rows, :K_DIM] @ B[b_rows, :K_DIM]^T: fp32, k16 wgmmas in ascending k.
-    b_tma = (descriptor, first row) (plain K loop, STAGES == 3): B's rows are the BLOCK_M rows from that row on,
-    loaded by TMA (see _wg_release); with b2, (descriptor, row, descriptor, row) of both parts. b_rows64 / b_ok / b2's
-    rows are then not read.
+    b_tma = (descriptor, first row) (plain K loop, one token part, STAGES == 3): B's rows are the BLOCK_M rows from
+    that row on, loaded by TMA (see _wg_release); b_rows64 / b_ok are then not read.
     b2 = (rows64, ok) of BLOCK_M / 2 more token columns (a three-quarter body, plain K loop only; layouts MMA2 /
     B_LOAD2): the same A operands also multiply them, into a second accumulator; returns the pair.
     QUAD: the codes are stored in weight_layout's quad order, i.e. already as the exchange delivers them
@@ -1018,7 +997,7 @@ def _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 ro
             mbarrier.init(full.index(s), count=1)
         fence_async_shared()
         for s in gl.static_range(STAGES - 2):
-            _issue_b_tma(b_tma, full, b_smem, b2_smem, s, n_steps, STAGES)
+            _issue_b_tma(b_tma, full, b_smem, s, n_steps, STAGES)
     else:
         for s in gl.static_range(AHEAD):
             _issue_b_parts(b1, b2_parts, s, K_DIM, STAGES)
@@ -1042,13 +1021,13 @@ def _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 ro
     # NOTES: QUAD implies K >= 128 (weight_layout.can_quad; the launchers check), so step 0 is a whole one
     a = _decode_a(_exchange(c, WORD3, QUAD), pairs, lut, BLOCK_A, WORD3, A_LAYOUT, QUAD)
     acc = gl.zeros([_mma_rows(BLOCK_A, gl.num_warps()), BLOCK_M], gl.float32, MMA)
-    if b2 is not None:
-        acc = (acc, gl.zeros([_mma_rows(BLOCK_A, gl.num_warps()), BLOCK_M // 2], gl.float32, MMA2))
     if b_tma is not None:
-        acc = _tma_step(a, acc, b_tma, full, b_smem, b2_smem, 0, n_steps, STAGES)
+        acc = _tma_step(a, acc, b_tma, full, b_smem, 0, n_steps, STAGES)
     else:
         _b_ready(AHEAD)
         _issue_b_parts(b1, b2_parts, AHEAD, K_DIM, STAGES)
+        if b2 is not None:
+            acc = (acc, gl.zeros([_mma_rows(BLOCK_A, gl.num_warps()), BLOCK_M // 2], gl.float32, MMA2))
         acc = _mma_parts(a, b_smem, b2_smem, 0, acc)
     c = c_next
     sc = sc_next
@@ -1100,7 +1079,7 @@ def _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 ro
                                     num_full, k_words, k_groups, BLOCK_A, WORD3, A_LAYOUT, QUAD, LOOP_K_MASK,
                                     SCALE_WORDS, STEP_MULT, False, gl.num_warps() == 4)
             if b_tma is not None:
-                acc = _tma_step(a, acc, b_tma, full, b_smem, b2_smem, i, n_steps, STAGES)
+                acc = _tma_step(a, acc, b_tma, full, b_smem, i, n_steps, STAGES)
             else:
                 _b_ready(AHEAD)
                 _issue_b_parts(b1, b2_parts, i + AHEAD, K_DIM, STAGES)
@@ -1111,7 +1090,7 @@ def _wgmma_gemm_regs(b_ptr, b_rows64, b_ok, stride_b,               # B: bf16 ro
                                      num_full, k_words, k_groups, BLOCK_A, WORD3, A_LAYOUT, SCALE_WORDS, TILED,
                                      STEP_MULT)
             if b_tma is not None:
-                acc = _tma_step(a, acc, b_tma, full, b_smem, b2_smem, num_full, n_steps, STAGES)
+                acc = _tma_step(a, acc, b_tma, full, b_smem, num_full, n_steps, STAGES)
             else:
                 _b_ready(AHEAD)
                 acc = _mma_parts(a, b_smem, b2_smem, num_full % STAGES, acc)
@@ -1283,12 +1262,9 @@ def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, s
                       EPI_S: gl.constexpr = None, done_ptr=None, SIGNAL: gl.constexpr = False,
                       TQ_M: gl.constexpr = 0, MMA_H: gl.constexpr = None, B_LOAD_H: gl.constexpr = None,
                       EPI_H: gl.constexpr = None, MMA_Q: gl.constexpr = None, B_LOAD_Q: gl.constexpr = None,
-                      EPI_Q: gl.constexpr = None, b_desc=None, b_desc_h=None, b_desc_q=None):
+                      EPI_Q: gl.constexpr = None, b_desc=None):
     """SIGNAL: add the tile's rows to the expert's counter at done_ptr after each channel block (early GEMM2).
-    b_desc, b_desc_h / _q (GemmConfig.tma_b): the BLOCK_M and three-quarter bodies read their rows by TMA from the
-    sorted token rows (row_gather) in boxes of BLOCK_M, BLOCK_M / 2 and / 4 rows. NOTES: the SUB_M body keeps the
-    cp.async ring (two steps ahead instead of one: on TMA its narrow steps ran dsv3 / gpt-oss T = 8192 GEMMs 3-10%
-    slower, H200, NOTES "v33").
+    b_desc (GemmConfig.tma_b): the BLOCK_M body reads its rows by TMA from the sorted token rows (row_gather).
     TQ_M = 3/4 BLOCK_M (GemmConfig.three_quarter; 0: off): a tile of at most TQ_M rows (more than SUB_M) runs the
     BLOCK_M / 2 + BLOCK_M / 4-token body (layouts *_H, *_Q)."""
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD,
@@ -1314,7 +1290,7 @@ def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, s
                                  stride_act, bias_ptr, stride_bias, hidden, inter, clamp, alpha, k_words, k_groups,
                                  TOPK, BLOCK_M // 2, BLOCK_N, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES,
                                  MMA_H, B_LOAD_H, EPI_H, QUAD, PARTIAL_K, SCALE_WORDS, TILED, K_LOOP, GDC_WAIT, True,
-                                 MMA_Q, B_LOAD_Q, EPI_Q, None if b_desc_h is None else (b_desc_h, b_desc_q))
+                                 MMA_Q, B_LOAD_Q, EPI_Q)
                 else:
                     _gemm1_block(n0, row_start, row_end, expert, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr,
                                  stride_we, stride_wn, stride_wse, stride_wsn, sorted_ptr, weights_ptr, act_ptr,
@@ -1337,15 +1313,14 @@ def _gemm1_block(n0, row_start, row_end, expert, x_ptr, stride_x, w1_ptr, w1_sf_
                  MMA2: gl.constexpr = None, B_LOAD2: gl.constexpr = None, EPI2: gl.constexpr = None, b_desc=None):
     """Gate / up channels [n0, n0 + BLOCK_N) of one token tile of one expert, SwiGLU and MXFP8 into act. TQ: the
     tile's rows are BLOCK_M + BLOCK_M / 2 (a three-quarter body, layouts MMA2 / B_LOAD2 / EPI2 for the second part).
-    b_desc: the activation rows by TMA from the sorted rows' descriptor (TQ: the two parts' pair; see
-    _gemm1_wgmma_tile)."""
+    b_desc: the activation rows by TMA from the sorted rows' descriptor (see _gemm1_wgmma_tile)."""
     tok64, tok_ok = _tile_tokens(sorted_ptr, row_start, row_end, TOPK, BLOCK_M, B_LOAD)
     b2 = _tile_tokens(sorted_ptr, row_start + BLOCK_M, row_end, TOPK, BLOCK_M // 2, B_LOAD2) if TQ else None
     acc = _wgmma_gemm(x_ptr, tok64, tok_ok, stride_x,
                       w1_ptr + expert.to(gl.int64) * stride_we, w1_sf_ptr + expert.to(gl.int64) * stride_wse,
                       stride_wn, stride_wsn, lut_ptr, n0, inter + n0, inter - n0, hidden, k_words, k_groups,
                       2 * BLOCK_N, True, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K, SCALE_WORDS, TILED,
-                      K_LOOP, GDC_WAIT, None, b2, MMA2, B_LOAD2, _tma_rows(b_desc, row_start, BLOCK_M, TQ))
+                      K_LOOP, GDC_WAIT, None, b2, MMA2, B_LOAD2, None if b_desc is None else (b_desc, row_start))
     if TQ:
         acc, acc2 = acc
     gemm1_tile_epilogue(acc, n0, row_start, row_end, expert, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
@@ -1407,9 +1382,8 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, 
                         done_ptr=None, SIGNAL: gl.constexpr = False,
                         TQ_M: gl.constexpr = 0, MMA_H: gl.constexpr = None, B_LOAD_H: gl.constexpr = None,
                         EPI_H: gl.constexpr = None, MMA_Q: gl.constexpr = None, B_LOAD_Q: gl.constexpr = None,
-                        EPI_Q: gl.constexpr = None, b_desc=None, b_desc_h=None, b_desc_q=None):
-    """b_desc (and _h / _q for the three-quarter body's parts): GemmConfig.tma_b's TMA descriptors of the sorted
-    token rows (row_gather), else None."""
+                        EPI_Q: gl.constexpr = None, b_desc=None):
+    """b_desc: GemmConfig.tma_b's TMA descriptor of the sorted token rows (row_gather), else None."""
     if GDC == GDC_PLAIN:
         _gdc_launch_dependents()     # GEMM2 (launched with launch_pdl) may start its prologue now
     elif GDC == GDC_WAIT_FIRST:
@@ -1427,7 +1401,7 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, 
                               TOPK, BLOCK_M, BLOCK_N, E_PAD, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES,
                               MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP,
                               N_BLOCKS, False, SUB_M, MMA_S, B_LOAD_S, EPI_S, done_ptr, SIGNAL, TQ_M, MMA_H, B_LOAD_H,
-                              EPI_H, MMA_Q, B_LOAD_Q, EPI_Q, b_desc, b_desc_h, b_desc_q)
+                              EPI_H, MMA_Q, B_LOAD_Q, EPI_Q, b_desc)
     else:
         _gemm1_wgmma_tile(pid, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse,
                           stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, act_ptr, stride_act, bias_ptr,
@@ -1435,7 +1409,7 @@ def _gemm1_wgmma_kernel(x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, stride_we, 
                           BLOCK_M, BLOCK_N, E_PAD, HAS_CLAMP, FAST_MATH, ACTIVATION, HAS_BIAS, STAGES, MMA,
                           B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP, N_BLOCKS,
                           GDC == GDC_EARLY, SUB_M, MMA_S, B_LOAD_S, EPI_S, done_ptr, SIGNAL, TQ_M, MMA_H, B_LOAD_H,
-                          EPI_H, MMA_Q, B_LOAD_Q, EPI_Q, b_desc, b_desc_h, b_desc_q)
+                          EPI_H, MMA_Q, B_LOAD_Q, EPI_Q, b_desc)
         if GDC == GDC_EARLY:
             _gdc_wait()     # programs that found no tile wait too (see _gemm2_wgmma_kernel)
 
@@ -1454,7 +1428,7 @@ def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_pt
                       EARLY: gl.constexpr = False,
                       TQ_M: gl.constexpr = 0, MMA_H: gl.constexpr = None, B_LOAD_H: gl.constexpr = None,
                       EPI_H: gl.constexpr = None, MMA_Q: gl.constexpr = None, B_LOAD_Q: gl.constexpr = None,
-                      EPI_Q: gl.constexpr = None, b_desc=None, b_desc_h=None, b_desc_q=None):
+                      EPI_Q: gl.constexpr = None, b_desc=None):
     """EARLY (with GDC_WAIT): wait for this expert's rows in GEMM1's counter at done_ptr, not for all of GEMM1 (GEMM1
     adds a tile's rows once per channel block: done_per_row blocks per row; see _previous_done). TQ_M: see
     _gemm1_wgmma_tile (0 with ROW_TMA: its epilogue buffers are the full tile's)."""
@@ -1488,7 +1462,7 @@ def _gemm2_wgmma_tile(tile, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_pt
                                  stride_out, row_addr_ptr, epi, peer_descs, bias_ptr, stride_bias, hidden, inter,
                                  k_words, k_groups, BLOCK_M // 2, BLOCK_N, HAS_BIAS, ROW_ADDR, False, R_PEERS, STAGES,
                                  MMA_H, B_LOAD_H, EPI_H, QUAD, PARTIAL_K, SCALE_WORDS, TILED, K_LOOP, GDC_WAIT, ready,
-                                 True, MMA_Q, B_LOAD_Q, EPI_Q, None if b_desc_h is None else (b_desc_h, b_desc_q))
+                                 True, MMA_Q, B_LOAD_Q, EPI_Q)
                 else:
                     _gemm2_block(n0, row_start, row_end, expert, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr,
                                  stride_we, stride_wn, stride_wse, stride_wsn, sorted_ptr, weights_ptr, out_ptr,
@@ -1521,7 +1495,7 @@ def _gemm2_block(n0, row_start, row_end, expert, act_ptr, stride_act, w2_ptr, w2
                       w2_ptr + expert.to(gl.int64) * stride_we, w2_sf_ptr + expert.to(gl.int64) * stride_wse,
                       stride_wn, stride_wsn, lut_ptr, n0, n0, hidden - n0, inter, k_words, k_groups,
                       BLOCK_N, False, BLOCK_M, STAGES, MMA, B_LOAD, QUAD, PARTIAL_K, SCALE_WORDS, TILED,
-                      K_LOOP, GDC_WAIT, ready, b2, MMA2, B_LOAD2, _tma_rows(b_desc, row_start, BLOCK_M, TQ))
+                      K_LOOP, GDC_WAIT, ready, b2, MMA2, B_LOAD2, None if b_desc is None else (b_desc, row_start))
     if TQ:
         acc, acc2 = acc
     _gemm2_tile_store(acc, n0, row_start, row_end, expert, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr,
@@ -1568,8 +1542,8 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_
                         EARLY: gl.constexpr = False,
                         TQ_M: gl.constexpr = 0, MMA_H: gl.constexpr = None, B_LOAD_H: gl.constexpr = None,
                         EPI_H: gl.constexpr = None, MMA_Q: gl.constexpr = None, B_LOAD_Q: gl.constexpr = None,
-                        EPI_Q: gl.constexpr = None, b_desc=None, b_desc_h=None, b_desc_q=None):
-    """b_desc (and _h / _q for the three-quarter body's parts): GemmConfig.tma_b's TMA descriptors of act, else None.
+                        EPI_Q: gl.constexpr = None, b_desc=None):
+    """b_desc: GemmConfig.tma_b's TMA descriptor of act (BLOCK_M x BLOCK_K blocks), else None.
     ROW_TMA: the symm_mem return fused into GEMM2 by TMA stores (pd0..pd7: PeerRows.kernel_args, R_PEERS
     ranks); otherwise they are None. NOTES: eight parameters, not a tuple: the launcher does not expand
     descriptors inside tuples (Triton 3.6)."""
@@ -1589,7 +1563,7 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_
                               k_words, k_groups, BLOCK_M, BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, ROW_TMA, R_PEERS, STAGES,
                               MMA, B_LOAD, EPI, QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP,
                               N_BLOCKS, False, SUB_M, MMA_S, B_LOAD_S, EPI_S, None, 0, False, TQ_M, MMA_H, B_LOAD_H,
-                              EPI_H, MMA_Q, B_LOAD_Q, EPI_Q, b_desc, b_desc_h, b_desc_q)
+                              EPI_H, MMA_Q, B_LOAD_Q, EPI_Q, b_desc)
     else:
         _gemm2_wgmma_tile(pid, nblk, act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_we, stride_wn, stride_wse,
                           stride_wsn, offsets_ptr, sorted_ptr, weights_ptr, out_ptr, stride_out, row_addr_ptr, epi,
@@ -1597,7 +1571,7 @@ def _gemm2_wgmma_kernel(act_ptr, stride_act, w2_ptr, w2_sf_ptr, lut_ptr, stride_
                           BLOCK_M, BLOCK_N, E_PAD, HAS_BIAS, ROW_ADDR, ROW_TMA, R_PEERS, STAGES, MMA, B_LOAD, EPI,
                           QUAD, PARTIAL_K, SCALE_WORDS, TILED, SPLIT, FULL_M, TAIL_M, K_LOOP, N_BLOCKS, GDC_WAIT,
                           SUB_M, MMA_S, B_LOAD_S, EPI_S, done_ptr, done_per_row, EARLY, TQ_M, MMA_H, B_LOAD_H, EPI_H,
-                          MMA_Q, B_LOAD_Q, EPI_Q, b_desc, b_desc_h, b_desc_q)
+                          MMA_Q, B_LOAD_Q, EPI_Q, b_desc)
         if GDC_WAIT:
             # NOTES: every program waits for GEMM1 before it exits (a second wait is free), so GEMM2's completion,
             # which the next kernel on the stream waits for, implies GEMM1's even where a program found no tile
@@ -1615,15 +1589,6 @@ def _rows_descriptor(rows: torch.Tensor, block_m: int) -> TensorDescriptor:
                          f"{rows.stride()} at {rows.data_ptr():#x}")
     return TensorDescriptor.from_tensor(rows.view(torch.bfloat16), [block_m, _BLOCK_K],
                                         gl.NVMMASharedLayout.get_default_for([block_m, _BLOCK_K], gl.bfloat16))
-
-
-def _rows_descriptors(rows: torch.Tensor, cfg) -> dict:
-    """GemmConfig.tma_b: the kernel arguments b_desc (block_m rows per box) and, with the three-quarter body, b_desc_h /
-    b_desc_q (its block_m / 2 and / 4-row parts). The sub body keeps the cp.async ring (see _gemm1_wgmma_tile)."""
-    out = dict(b_desc=_rows_descriptor(rows, cfg.block_m))
-    if cfg.three_quarter:
-        out.update(b_desc_h=_rows_descriptor(rows, cfg.block_m // 2), b_desc_q=_rows_descriptor(rows, cfg.block_m // 4))
-    return out
 
 
 def gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp: float | None,
@@ -1644,7 +1609,7 @@ def gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int,
             raise ValueError(f"{cfg}: tma_b needs x_rows, the token rows in sorted order [>= {plan.num_slots}, "
                              f"{hidden}] (row_gather.gather_rows), got "
                              f"{None if x_rows is None else tuple(x_rows.shape)}")
-        kwargs_tma = _rows_descriptors(x_rows, cfg)
+        kwargs_tma = dict(b_desc=_rows_descriptor(x_rows, cfg.block_m))
     args = (x_bits.view(torch.bfloat16), x_bits.stride(0),
             w1_words, w1_sf, fp4_lut(x_bits.device),
             w1_words.stride(0), w1_words.stride(1), w1_sf.stride(0), w1_sf.stride(1),
@@ -1696,7 +1661,7 @@ def gemm2_wgmma(act, w2, w2_sf, plan, out_bits, *, cfg, topk_weights=None, bias=
         raise ValueError(f"early_rows={early_rows}: early GEMM2 is a programmatic dependent launch (pdl=True)")
     early = dict(done_ptr=_rows_done_counters(plan), done_per_row=int(early_rows), EARLY=True) if early_rows else {}
     if cfg.tma_b and peer_rows is None:     # NOTES: not under the TMA return, whose row buffers need the shared memory
-        kwargs_tma = _rows_descriptors(act, cfg)
+        kwargs_tma = dict(b_desc=_rows_descriptor(act, cfg.block_m))
     else:
         kwargs_tma = {}
     kwargs = dict(**{f"pd{i}": d for i, d in enumerate(descs)}, **kwargs_tma, BLOCK_N=cfg.block_n,
