@@ -1264,7 +1264,9 @@ def _gemm1_wgmma_tile(tile, nblk, x_ptr, stride_x, w1_ptr, w1_sf_ptr, lut_ptr, s
                       EPI_H: gl.constexpr = None, MMA_Q: gl.constexpr = None, B_LOAD_Q: gl.constexpr = None,
                       EPI_Q: gl.constexpr = None, b_desc=None):
     """SIGNAL: add the tile's rows to the expert's counter at done_ptr after each channel block (early GEMM2).
-    b_desc (GemmConfig.tma_b): the BLOCK_M body reads its rows by TMA from the sorted token rows (row_gather).
+    b_desc (GemmConfig.tma_b): the BLOCK_M body reads its rows by TMA from the sorted token rows (row_gather). NOTES:
+    the sub and three-quarter bodies keep the cp.async ring: on TMA boxes of their widths (the ring one step ahead
+    against cp.async's two) the layer measured +1.3..+2.3% (dsv3 / gpt-oss T = 8192, H200, benchmarks/NOTES.md "v33").
     TQ_M = 3/4 BLOCK_M (GemmConfig.three_quarter; 0: off): a tile of at most TQ_M rows (more than SUB_M) runs the
     BLOCK_M / 2 + BLOCK_M / 4-token body (layouts *_H, *_Q)."""
     expert, row_start, row_end, real = tile_of_program(offsets_ptr, tile, num_local_experts, BLOCK_M, E_PAD,
