@@ -238,7 +238,8 @@ def main() -> None:
     ap.add_argument("--tq-caps", default="",
                     help="with --three-quarter: also each three-quarter variant under these register caps, e.g. 96,128")
     ap.add_argument("--tma-b", action="store_true",
-                    help="the shipped GEMM2 config vs the same tile with the TMA-fed activation ring")
+                    help="the shipped config vs the same tile with 3 stages and with the TMA-fed activation ring "
+                         "(GEMM1 timed with the sorted row copy it reads)")
     ap.add_argument("--ring-overlap", action="store_true",
                     help="the shipped config (autotune cache or heuristic) vs the code ring with overlap")
     args = ap.parse_args()

@@ -126,19 +126,21 @@ def inspect(compiled, scale_word_loads: int = 0) -> dict:
                               capture_output=True, text=True).stderr
     loop = k_loop(sass, addresses=True)
     body = [t for _, t in loop]
+    loops = all_k_loops(sass)
+    tma_loops = [lp for lp in loops if any("UTMALDG" in t for _, t in lp)]
     regs = re.search(r"Used (\d+) registers", info)
     spills = re.search(r"(\d+) bytes spill stores", info)
     return {"regs": int(regs.group(1)) if regs else -1, "spills": int(spills.group(1)) if spills else 0,
             "hgmma": sum(t.startswith("HGMMA") for t in body), "loop_instructions": len(body),
             "wgmma_waits": sum(t.startswith("WARPGROUP.DEPBAR") for t in body),
             "barriers": sum(t.startswith("BAR.SYNC") for t in body),
-            "a_reg_writes_in_flight": sum(a_reg_hazards(lp) for lp in all_k_loops(sass)),
+            "a_reg_writes_in_flight": sum(a_reg_hazards(lp) for lp in loops),
             # GemmConfig.tma_b: K loops that load the activations by TMA, and the CTA-wide barriers in them (none:
             # the warpgroups sync by named barriers only, kernels/ptx_patch.py)
-            "tma_loops": sum(any("UTMALDG" in t for _, t in lp) for lp in all_k_loops(sass)),
-            "tma_loop_cta_barriers": sum(sum(t.startswith("BAR.SYNC") and t.endswith(" 0x0") for _, t in lp)
-                                         for lp in all_k_loops(sass) if any("UTMALDG" in t for _, t in lp)),
-            "k_loops": len(all_k_loops(sass)),
+            "tma_loops": len(tma_loops),
+            "tma_loop_cta_barriers": sum(t.startswith("BAR.SYNC") and t.endswith(" 0x0") for lp in tma_loops
+                                         for _, t in lp),
+            "k_loops": len(loops),
             "serialized": "C7515" in info,
             "narrow_code_loads": sum(re.match(r"(@!?P\d+ )?LDG\.E ", t) is not None for t in body) - scale_word_loads,
             "uniform_copies": sum(re.match(r"IMAD\.U32 R\d+, RZ, RZ, UR\d+", t) is not None for t in body),
