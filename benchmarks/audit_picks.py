@@ -97,10 +97,9 @@ def audit(gemm: str, cfg, workload, tokens: int, bits: str = "arith") -> list[di
     out = []
     for kwargs in launch_kwargs(gemm, cfg, workload, tokens, bits):
         ptrs = dict(PTRS[gemm])
-        for name in ("b_desc",):   # GemmConfig.tma_b: the activation rows' TMA descriptor
-            if kwargs.get(name) is not None:
-                from triton.runtime.jit import mangle_type
-                ptrs[name] = mangle_type(kwargs[name])
+        if kwargs.get("b_desc") is not None:       # GemmConfig.tma_b: the activation rows' TMA descriptor
+            from triton.runtime.jit import mangle_type
+            ptrs["b_desc"] = mangle_type(kwargs["b_desc"])
         const = {n: v for n, v in kwargs.items() if n not in LAUNCH_OPTIONS and n not in ptrs}
         compiled = compile_gluon(kernel, ptrs, {"clamp", "alpha"}, const, kwargs["num_warps"], unaligned,
                                  maxnreg=kwargs.get("maxnreg"))

@@ -23,7 +23,6 @@ from tmoe.kernels import grouped_gemm  # noqa: E402
 from tmoe.kernels.configs import CODE_RING_DEPTHS, GemmConfig, gluon_block_n, select_config  # noqa: E402
 from tmoe.kernels.quant import mxfp8_to_bf16  # noqa: E402
 from tmoe.kernels.routing import build_routing  # noqa: E402
-from tmoe.kernels.row_gather import gather_rows  # noqa: E402
 from tmoe.kernels.weight_layout import is_quad, is_tiled  # noqa: E402
 
 
@@ -283,12 +282,11 @@ def main() -> None:
         for kernel in ("gemm1", "gemm2"):
             for cfg in configs(kernel):
                 if kernel == "gemm1":
-                    def fn():
-                        # NOTES: tma_b's ring reads the token rows in sorted order: the copy is part of its cost
-                        rows = gather_rows(buf.x_dq[:t], plan, k, buf.slot_out) if cfg.tma_b else None
-                        return grouped_gemm.gemm1_swiglu(buf.x_dq, l1[0], l1[1], plan, buf.topk_weights, buf.act,
-                                                         topk=k, clamp=wl.clamp, fast_math=True, cfg=cfg, soft=False,
-                                                         quad=is_quad(l1), tiled=is_tiled(l1), x_rows=rows)
+                    # NOTES: a tma_b GEMM1 copies the tokens into the plan's order first: timed with it
+                    fn = lambda: grouped_gemm.gemm1_swiglu(buf.x_dq, l1[0], l1[1], plan, buf.topk_weights, buf.act,
+                                                           topk=k, clamp=wl.clamp, fast_math=True, cfg=cfg, soft=False,
+                                                           quad=is_quad(l1), tiled=is_tiled(l1),
+                                                           rows_scratch=buf.slot_out)
                     out = buf.act
                     wbytes = touched * 2 * i * h * (0.5 + 1 / 32)
                 else:

@@ -121,6 +121,14 @@ def _expert_counts_case(counts, h, i, seed):
     return weights, x, idx, w, y_ref
 
 
+def _assert_pairs_bitwise(case, pairs):
+    """Each (GEMM1, GEMM2) config pair gives the layer output y_ref of case = _expert_counts_case(...), bitwise."""
+    weights, x, idx, w, y_ref = case
+    for c1, c2 in pairs:
+        y, _ = run_layer(weights, x, idx, w, gemm1_config=c1, gemm2_config=c2)
+        assert torch.equal(y.view(torch.int16), y_ref.view(torch.int16)), f"{c1} / {c2}"
+
+
 @pytest.mark.skipif(not ON_HOPPER, reason="Gluon wgmma kernels need an sm_90 GPU")
 @pytest.mark.parametrize("tail", [32, 64])
 def test_gluon_full_and_tail_tiles(tail):
@@ -162,10 +170,7 @@ def test_gluon_sub_tiles(g1, g2):
     h, i = 256, 128
     sub, bm = g1.sub_block_m or g1.block_m // 2, g1.block_m
     counts = [0, 5, sub, sub + 1, bm, bm + sub, bm + sub + 1, 2 * bm + 1]
-    weights, x, idx, w, y_ref = _expert_counts_case(counts, h, i, sub)
-    for c1, c2 in ((g1, g2), (g1, TRITON_CFG), (TRITON_CFG, g2)):
-        y, _ = run_layer(weights, x, idx, w, gemm1_config=c1, gemm2_config=c2)
-        assert torch.equal(y.view(torch.int16), y_ref.view(torch.int16)), f"{c1} / {c2}"
+    _assert_pairs_bitwise(_expert_counts_case(counts, h, i, sub), ((g1, g2), (g1, TRITON_CFG), (TRITON_CFG, g2)))
 
 
 @pytest.mark.skipif(not ON_HOPPER, reason="Gluon wgmma kernels need an sm_90 GPU")
@@ -186,10 +191,7 @@ def test_gluon_three_quarter_body(g1, g2, h, i):
     bm = g1.block_m
     counts = [0, 5, bm // 4, bm // 4 + 1, bm // 2, bm // 2 + 1, 3 * bm // 4, 3 * bm // 4 + 1, bm, bm + 3 * bm // 4,
               2 * bm + 1]
-    weights, x, idx, w, y_ref = _expert_counts_case(counts, h, i, bm + h)
-    for c1, c2 in ((g1, g2), (g1, TRITON_CFG), (TRITON_CFG, g2)):
-        y, _ = run_layer(weights, x, idx, w, gemm1_config=c1, gemm2_config=c2)
-        assert torch.equal(y.view(torch.int16), y_ref.view(torch.int16)), f"{c1} / {c2}"
+    _assert_pairs_bitwise(_expert_counts_case(counts, h, i, bm + h), ((g1, g2), (g1, TRITON_CFG), (TRITON_CFG, g2)))
 
 
 @pytest.mark.skipif(not ON_HOPPER, reason="Gluon wgmma kernels need an sm_90 GPU")
@@ -212,11 +214,9 @@ def test_gluon_tma_ring(g1, g2, h, i):
     of 1 to 8 steps: the Triton kernel's bits, with either GEMM on the Triton kernel or the cp.async ring."""
     bm = g1.block_m
     counts = [0, 5, bm // 2, bm // 2 + 1, 3 * bm // 4 + 1, bm, bm + 1, 2 * bm + 7, 3 * bm]
-    weights, x, idx, w, y_ref = _expert_counts_case(counts, h, i, bm + i)
     cp1, cp2 = (replace(g, tma_b=False) for g in (g1, g2))
-    for c1, c2 in ((g1, g2), (g1, TRITON_CFG), (TRITON_CFG, g2), (g1, cp2), (cp1, g2)):
-        y, _ = run_layer(weights, x, idx, w, gemm1_config=c1, gemm2_config=c2)
-        assert torch.equal(y.view(torch.int16), y_ref.view(torch.int16)), f"{c1} / {c2}"
+    _assert_pairs_bitwise(_expert_counts_case(counts, h, i, bm + i),
+                          ((g1, g2), (g1, TRITON_CFG), (TRITON_CFG, g2), (g1, cp2), (cp1, g2)))
 
 
 def _routed_buffer(e, h, i, k, t, seeds):

@@ -18,7 +18,6 @@ from .dispatch.tma_copy import PeerRows
 from .kernels import configs, grouped_gemm, pdl, weight_layout
 from .kernels.quant import mxfp8_to_bf16
 from .kernels.routing import build_routing
-from .kernels.row_gather import gather_rows
 
 __all__ = ["ExpertOptions", "compute_slots", "gemm_configs"]
 
@@ -92,17 +91,14 @@ def compute_slots(scratch, x_fp8: Optional[torch.Tensor], x_sf: Optional[torch.T
     # GEMM2 pick says whether (GemmConfig.early) unless TMOE_EARLY_GEMM2 forces it
     early = (gemm2_pdl and cfg1.kernel == cfg2.kernel == "gluon" and not soft and pdl.supported(topk_idx.device)
              and (cfg2.early if early_setting is None else early_setting))
-    x_rows = None
-    if cfg1.tma_b and cfg1.kernel == "gluon" and not soft:
-        if early:   # NOTES: the sorted rows live in slot_out, which an early GEMM2 writes while GEMM1 still reads
-            cfg1 = replace(cfg1, tma_b=False)       # the same bits, cp.async activation loads
-        else:       # GEMM1's TMA ring reads the tokens in the plan's order (kernels/row_gather.py)
-            x_rows = gather_rows(scratch.x_dq[:n], plan, k, scratch.slot_out)
+    if cfg1.tma_b and early:    # NOTES: GEMM1's TMA ring reads the tokens copied into slot_out (rows_scratch), which
+        cfg1 = replace(cfg1, tma_b=False)   # an early GEMM2 writes while GEMM1 still reads: cp.async loads, same bits
     grouped_gemm.gemm1_swiglu(scratch.x_dq, l1[0], l1[1], plan, topk_weights, scratch.act, topk=k,
                               quad=weight_layout.is_quad(l1), tiled=weight_layout.is_tiled(l1),
                               clamp=opts.activation_clamp, fast_math=opts.fast_math, cfg=cfg1, soft=soft,
                               activation=opts.activation, alpha=opts.activation_alpha, bias=opts.l1_bias,
-                              expected_slots=expected, pdl_launch=gdc1, signal_rows=early, x_rows=x_rows)
+                              expected_slots=expected, pdl_launch=gdc1, signal_rows=early,
+                              rows_scratch=scratch.slot_out)
     if isinstance(out_row_addr, PeerRows) and cfg2.kernel != "gluon" and not soft:
         # NOTES: the TMA epilogue is the Gluon kernel's; SM stores to other ranks from another kernel's
         # epilogue stall it at many rows (docs/expert_parallel.md), so the caller returns slot_out instead

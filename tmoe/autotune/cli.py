@@ -288,16 +288,12 @@ class TuningProblem:
 
     def run(self, kernel: str, cfg) -> None:
         from ..kernels import grouped_gemm, weight_layout
-        from ..kernels.row_gather import gather_rows
         b = self.buf
         if kernel == "gemm1":
-            x_rows = None
-            if cfg.tma_b and cfg.kernel == "gluon" and not self.soft:   # timed with the GEMM: the layer runs it too
-                x_rows = gather_rows(b.x_dq[:self.slots // self.k], self.plan, self.k, b.slot_out)
             grouped_gemm.gemm1_swiglu(b.x_dq, self.l1[0], self.l1[1], self.plan, b.topk_weights, b.act, topk=self.k,
                                       clamp=self.clamp, fast_math=True, cfg=cfg, soft=self.soft,
                                       activation=self.activation, quad=weight_layout.is_quad(self.l1),
-                                      tiled=weight_layout.is_tiled(self.l1), x_rows=x_rows)
+                                      tiled=weight_layout.is_tiled(self.l1), rows_scratch=b.slot_out)
         else:
             grouped_gemm.gemm2(b.act, self.l2[0], self.l2[1], self.plan, b.slot_out, cfg=cfg, soft=self.soft,
                                topk_weights=b.topk_weights, quad=weight_layout.is_quad(self.l2),

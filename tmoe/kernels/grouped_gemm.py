@@ -424,17 +424,23 @@ def check_tiled(name: str, codes: torch.Tensor, tiled: bool) -> None:
 def gemm1_swiglu(x_bits, w1, w1_sf, plan, topk_weights, act, *, topk: int, clamp: float | None,
                  fast_math: bool, cfg, soft: bool, activation: str = "swiglu",
                  alpha: float = 1.702, bias=None, expected_slots: int | None = None, quad: bool = False,
-                 tiled: bool = False, pdl_launch: int = 0, signal_rows: bool = False, x_rows=None):
+                 tiled: bool = False, pdl_launch: int = 0, signal_rows: bool = False, rows_scratch=None):
     """Launch GEMM1 + SwiGLU + requant: x_bits int16 [T, H] (bf16 bits of the dequantized tokens),
     w1 uint8 [E, 2I, H/2] (`quad`: in weight_layout's quad byte order; `tiled`: its tiled layout, which
     implies quad), w1_sf uint8 [E, 2I, H/32] -> act int16 [S, I] (sorted slot rows). `pdl_launch`: the Gluon
     kernel's place in the programmatic dependent launch chain (wgmma_gemm.GDC_*; the Triton kernel launches plainly).
     `signal_rows` (Gluon): add each finished (tile, channel block)'s rows to plan.expert_rows_done (early GEMM2).
-    `x_rows` (Gluon with cfg.tma_b): x_bits' rows in the plan's sorted order (row_gather.gather_rows)."""
+    `rows_scratch` (int16 [>= T*K, H], needed by a Gluon cfg.tma_b): where GEMM1 first copies the tokens in the
+    plan's order, which its TMA ring reads (row_gather.gather_rows)."""
     quad = quad or tiled
     check_tiled("w1", w1, tiled)
     if cfg.kernel == "gluon" and not soft:
+        from .row_gather import gather_rows
         from .wgmma_gemm import gemm1_swiglu_wgmma
+        if cfg.tma_b and rows_scratch is None:
+            raise ValueError(f"{cfg}: tma_b needs rows_scratch, an int16 [>= {plan.num_slots}, H] buffer for the "
+                             "tokens in the plan's order")
+        x_rows = gather_rows(x_bits, plan, topk, rows_scratch) if cfg.tma_b else None
         return gemm1_swiglu_wgmma(x_bits, w1, w1_sf, plan, topk_weights, act, topk=topk, clamp=clamp,
                                   fast_math=fast_math, cfg=cfg, activation=activation, alpha=alpha, bias=bias,
                                   expected_slots=expected_slots, quad=quad, tiled=tiled, pdl_launch=pdl_launch,
